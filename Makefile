@@ -1,0 +1,66 @@
+# Yunting: `make run` (the whole stack on embedded defaults) and `make test`. Both set everything up
+# and are idempotent: the virtual environments and the trained NLU model are cached.
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
+# pip prints a warning per package for this machine's extra local indexes; hide only those lines.
+QUIET_PIP := 2>&1 | { grep -v 'is ignored: it is neither a file nor a directory' || true; }
+.DEFAULT_GOAL := help
+
+VENV      := .venv
+RASA_VENV := .venv-rasa
+PY        := $(VENV)/bin/python
+
+# Find a working interpreter of version $(1): on PATH (skipping pyenv shims that aren't enabled),
+# under pyenv, or in the usual system places.
+find_python = $(shell for c in python$(1) $$(pyenv root 2>/dev/null)/versions/$(1)*/bin/python$(1) \
+	$$HOME/.pyenv/versions/$(1)*/bin/python$(1) /usr/local/bin/python$(1) /usr/bin/python$(1); do \
+	"$$c" -c 'import venv, ensurepip' >/dev/null 2>&1 && { command -v "$$c" || echo "$$c"; } && break; done)
+PY311 := $(call find_python,3.11)
+PY310 := $(call find_python,3.10)
+
+.PHONY: help setup run test train nlu-eval agent browser clean
+
+help:
+	@echo "make run    - set up and run Yunting on the embedded defaults (prints the URLs)"
+	@echo "make test   - set up and run the test suite"
+	@echo "make train  - train the NLU model if nlu_data/ changed"
+	@echo "make agent USERNAME=alice SKILLS=cards,general [ROLE=agent] - create a console user"
+
+setup: $(VENV)/.installed $(RASA_VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@if [ -z "$(PY311)" ]; then echo "error: Yunting needs Python 3.11 (python3.11 not found on PATH or under pyenv)" >&2; exit 1; fi
+	@echo "[yunting] creating the app environment ($(VENV)) with $(PY311) ..."
+	@$(PY311) -m venv $(VENV)
+	@$(PY) -m pip install --quiet --upgrade pip $(QUIET_PIP)
+	@$(PY) -m pip install --quiet --progress-bar off -e '.[test]' $(QUIET_PIP)
+	@touch $@
+
+$(RASA_VENV)/.installed: requirements-rasa.txt
+	@if [ -z "$(PY310)" ]; then echo "error: Rasa 3.6 needs Python 3.10, and no python3.10 was found on PATH, under pyenv or in /usr/bin (install it, e.g. 'pyenv install 3.10')" >&2; exit 1; fi
+	@echo "[yunting] creating the Rasa environment ($(RASA_VENV)) with $(PY310); the first time takes a few minutes ..."
+	@$(PY310) -m venv $(RASA_VENV)
+	@$(RASA_VENV)/bin/python -m pip install --quiet --upgrade pip wheel $(QUIET_PIP)
+	@$(RASA_VENV)/bin/python -m pip install --progress-bar off -r requirements-rasa.txt 2>&1 | { grep -E '^(Collecting|Successfully installed|ERROR)' | cut -c1-100 || true; }
+	@$(RASA_VENV)/bin/rasa --version >/dev/null 2>&1 || { echo "error: the Rasa install in $(RASA_VENV) does not run" >&2; exit 1; }
+	@touch $@
+
+train: setup
+	@$(PY) -m api.launcher train
+
+run: setup
+	@$(PY) -m api.launcher run
+
+# Debian's chromium for the browser tests (Playwright drives it by its executable path).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { echo "[yunting] installing Debian's chromium for browser tests ..."; \
+		apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+test: setup train browser
+	@$(PY) -m pytest $(PYTEST_ARGS)
+
+agent: setup
+	@$(PY) -m api.agents.cli create --username "$(USERNAME)" --skills "$(or $(SKILLS),general)" --role "$(or $(ROLE),agent)"
+
+clean:
+	rm -rf $(VENV) $(RASA_VENV) models var

@@ -1,0 +1,33 @@
+"""Agents who answer escalated customers."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy import JSON, Column
+from sqlmodel import Field, SQLModel
+
+from api.timeutil import utcnow
+
+
+class AgentRole(StrEnum):
+    AGENT = "agent"
+    SUPERVISOR = "supervisor"
+    NLU_EDITOR = "nlu_editor"
+    ADMIN = "admin"
+
+
+class Agent(SQLModel, table=True):
+    """A person signing in to the console; the password is an argon2 hash."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    username: str = Field(unique=True, index=True, max_length=64)
+    display_name: str = Field(max_length=64)
+    password_hash: str = Field(max_length=256)
+    role: str = Field(default=AgentRole.AGENT, max_length=16)
+    skills: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    capacity: int = 3
+    presence: str = Field(default="offline", max_length=16)
+    active: bool = True
+    created_at: datetime = Field(default_factory=utcnow)

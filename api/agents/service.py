@@ -1,0 +1,57 @@
+"""Agent accounts: creation and sign-in."""
+
+from __future__ import annotations
+
+from sqlmodel import select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from api.agents.models import Agent, AgentRole
+from api.errors import Conflict
+from api.security import hash_password, verify_password
+
+SKILL_GROUPS = ("cards", "loans", "accounts", "wealth", "general")
+
+
+async def get_by_username(session: AsyncSession, username: str) -> Agent | None:
+    return (await session.exec(select(Agent).where(Agent.username == username))).first()
+
+
+async def create(
+    session: AsyncSession,
+    *,
+    username: str,
+    password: str,
+    display_name: str | None = None,
+    role: str = AgentRole.AGENT,
+    skills: list[str] | None = None,
+    capacity: int = 3,
+) -> Agent:
+    """A new agent with an argon2-hashed password."""
+    if await get_by_username(session, username) is not None:
+        raise Conflict(f"agent {username!r} already exists", code="agent_exists")
+    unknown = set(skills or ()) - set(SKILL_GROUPS)
+    if unknown:
+        raise ValueError(f"unknown skill groups: {sorted(unknown)}")
+    agent = Agent(
+        username=username,
+        display_name=display_name or username,
+        password_hash=hash_password(password),
+        role=AgentRole(role),
+        skills=list(skills or ["general"]),
+        capacity=capacity,
+    )
+    session.add(agent)
+    await session.flush()
+    return agent
+
+
+async def authenticate(session: AsyncSession, *, username: str, password: str) -> Agent | None:
+    """The active agent with these credentials, else None (same answer for unknown user and bad password)."""
+    agent = await get_by_username(session, username)
+    if agent is None or not agent.active:
+        verify_password(_DUMMY_HASH, password)  # spend the same time either way
+        return None
+    return agent if verify_password(agent.password_hash, password) else None
+
+
+_DUMMY_HASH = hash_password("not-a-real-password")

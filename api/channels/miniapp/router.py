@@ -1,0 +1,120 @@
+"""The mini-program's HTTP and WebSocket API (thin: the work is in services and flows)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+
+from fastapi import APIRouter, Query, WebSocket, WebSocketDisconnect
+
+from api.channels.miniapp import service
+from api.channels.miniapp.schemas import History, LoginRequest, LoginResponse, SendMessage, SendResult
+from api.conversations import service as conversations
+from api.conversations.flows import do_receive_customer_message
+from api.conversations.schemas import ConversationBrief, MessagePublic, message_event
+from api.customers.models import Channel
+from api.db import unit_of_work
+from api.deps import CurrentCustomer, RedisDep, SessionDep, SettingsDep, TriageDep, WeChatDep, bearer_token
+from api.errors import NotAuthenticated
+from api.realtime import customer_channel
+from api.security import read_token
+
+router = APIRouter(prefix="/miniapp", tags=["miniapp"])
+log = logging.getLogger(__name__)
+
+
+@router.post("/login", response_model=LoginResponse)
+async def login(body: LoginRequest, session: SessionDep, redis: RedisDep, wechat: WeChatDep, settings: SettingsDep):
+    token, customer_id = await service.login(session, redis, wechat, settings, code=body.code)
+    return LoginResponse(token=token, customer_id=customer_id, expires_in=settings.customer_session_ttl_s)
+
+
+@router.post("/messages", response_model=SendResult)
+async def send_message(body: SendMessage, customer: CurrentCustomer, session: SessionDep, redis: RedisDep, triage: TriageDep):
+    """Store the message and return the bot's answer (also pushed on the WebSocket)."""
+    received = await do_receive_customer_message(
+        session, redis, triage, customer_id=customer.id, channel=Channel.MINIAPP,
+        text=body.text, platform_msg_id=f"{customer.id}:{body.client_msg_id}",
+    )
+    return SendResult(
+        message=MessagePublic.of(received.message),
+        replies=[MessagePublic.of(m) for m in received.replies],
+        conversation=ConversationBrief.of(received.conversation),
+        duplicate=received.duplicate,
+    )
+
+
+@router.get("/messages", response_model=History)
+async def current_history(customer: CurrentCustomer, session: SessionDep, after_id: int = Query(0, ge=0)):
+    """The transcript of the customer's current (or last) conversation, oldest first."""
+    conversation = await conversations.get_latest(session, customer.id)
+    if conversation is None:
+        return History(conversation=None, messages=[])
+    messages = await conversations.list_messages(session, conversation_id=conversation.id, after_id=after_id)
+    return History(conversation=ConversationBrief.of(conversation), messages=[MessagePublic.of(m) for m in messages])
+
+
+@router.get("/conversations/{conversation_id}/messages", response_model=History)
+async def conversation_history(conversation_id: int, customer: CurrentCustomer, session: SessionDep, after_id: int = Query(0, ge=0)):
+    conversation = await conversations.get_for_customer(session, customer_id=customer.id, conversation_id=conversation_id)
+    messages = await conversations.list_messages(session, conversation_id=conversation.id, after_id=after_id)
+    return History(conversation=ConversationBrief.of(conversation), messages=[MessagePublic.of(m) for m in messages])
+
+
+@router.websocket("/ws")
+async def customer_socket(websocket: WebSocket, settings: SettingsDep, redis: RedisDep, after_id: int = Query(0, ge=0)):
+    """Pushes every new message for this customer; replays what was missed since `after_id`."""
+    try:
+        customer_id = read_token(settings.signing_key(), bearer_token(websocket), kind="customer")
+    except NotAuthenticated as exc:
+        await websocket.close(code=4401, reason=exc.message)
+        return
+    await websocket.accept()
+    pubsub = redis.pubsub()
+    # Subscribe before replaying so nothing falls between the two.
+    await pubsub.subscribe(customer_channel(customer_id))
+    try:
+        last_id = await _replay(websocket, customer_id, after_id)
+        # A TaskGroup so that a disconnect seen by one task cancels the other.
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(_forward(websocket, pubsub, last_id))
+            tasks.create_task(_answer_pings(websocket))
+    except* (WebSocketDisconnect, RuntimeError, ConnectionError):
+        pass
+    finally:
+        await pubsub.unsubscribe()
+        await pubsub.aclose()
+
+
+async def _replay(websocket: WebSocket, customer_id: int, after_id: int) -> int:
+    last_id = after_id
+    async for session in unit_of_work(websocket.app.state.engine):
+        for message in await conversations.list_messages(session, customer_id=customer_id, after_id=after_id):
+            await websocket.send_json(message_event(message))
+            last_id = message.id
+    return last_id
+
+
+async def _forward(websocket: WebSocket, pubsub, last_id: int) -> None:
+    async for item in pubsub.listen():
+        if item.get("type") != "message":
+            continue
+        event = json.loads(item["data"])
+        message = event.get("message")
+        if message is not None:
+            if message["id"] <= last_id:
+                continue  # already replayed
+            last_id = message["id"]
+        await websocket.send_json(event)
+
+
+async def _answer_pings(websocket: WebSocket) -> None:
+    while True:
+        frame = await websocket.receive_text()
+        try:
+            kind = json.loads(frame).get("type")
+        except (ValueError, AttributeError):
+            kind = None
+        if kind == "ping":
+            await websocket.send_json({"type": "pong"})

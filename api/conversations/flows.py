@@ -1,0 +1,167 @@
+"""State changes with side effects (`do_*`): they write, commit, then emit real-time events.
+
+A customer's messages are handled one at a time across all API workers (a Redis lock per customer),
+so ordering holds and a retried message is seen as a duplicate, never processed twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from redis.asyncio import Redis
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from api.audit.models import audit
+from api.conversations import service
+from api.conversations.models import Conversation, ConversationState, Direction, Escalation, Message, SenderKind
+from api.conversations.schemas import conversation_event, message_event
+from api.realtime import AGENTS_CHANNEL, publish, publish_to_customer
+from api.timeutil import utcnow
+from bot.context import ContextStore, ConversationContext
+from bot.handoff import build_handoff_card
+from bot.nlu import NluUnavailable, RasaClient
+from bot.policy import Decision, EscalationOrder, decide
+from bot.scenarios import load_catalog
+
+log = logging.getLogger(__name__)
+
+NLU_DOWN_REPLY = "抱歉，智能客服暂时无法回答，您的留言已保存，正在为您转接人工客服，请稍候。"
+VIDEO_HINT = "请点击下方「视频客服」按钮，一键与客服视频办理。"
+
+
+@dataclass
+class Received:
+    """The stored inbound message, what was sent back, and whether it was a retry of one already handled."""
+
+    message: Message
+    conversation: Conversation
+    replies: list[Message] = field(default_factory=list)
+    duplicate: bool = False
+
+
+@dataclass
+class Triage:
+    """What the bot needs from the app: NLU, the context store, and its confidence threshold."""
+
+    nlu: RasaClient
+    store: ContextStore
+    threshold: float
+
+
+async def do_receive_customer_message(
+    session: AsyncSession,
+    redis: Redis,
+    triage: Triage,
+    *,
+    customer_id: int,
+    channel: str,
+    text: str,
+    platform_msg_id: str | None,
+) -> Received:
+    """Store a customer's message, let the bot or the agent have it, and return what was answered."""
+    async with redis.lock(f"yt:lock:customer:{customer_id}", timeout=60, blocking_timeout=30):
+        if platform_msg_id:
+            existing = await service.get_message_by_platform_id(session, channel=channel, platform_msg_id=platform_msg_id)
+            if existing is not None:
+                conversation = await session.get(Conversation, existing.conversation_id)
+                replies = await service.list_replies_to(session, existing.id)
+                return Received(existing, conversation, replies, duplicate=True)
+        conversation = await service.open_for_message(session, customer_id=customer_id, channel=channel)
+        context = await service.load_context(session, triage.store, conversation)
+        inbound = Message(
+            conversation_id=conversation.id, customer_id=customer_id, channel=channel,
+            direction=Direction.IN, sender_kind=SenderKind.CUSTOMER, text=text, platform_msg_id=platform_msg_id,
+        )
+        session.add(inbound)
+        context.remember(sender_kind=SenderKind.CUSTOMER, channel=channel, text=text)
+        # The message is safe in SQL before anything else can fail.
+        await session.commit()
+        await publish(redis, AGENTS_CHANNEL, {**message_event(inbound), "conversation_state": conversation.state})
+        if conversation.state != ConversationState.BOT:
+            await triage.store.put(context)
+            return Received(inbound, conversation)
+        replies = await _answer_with_bot(session, triage, conversation, context, inbound)
+        await session.commit()
+        await triage.store.put(context)
+    for reply in replies:
+        await publish_to_customer(redis, customer_id, message_event(reply))
+    await publish_to_customer(redis, customer_id, conversation_event(conversation))
+    if conversation.state == ConversationState.QUEUED:
+        await publish(redis, AGENTS_CHANNEL, {"type": "queue_changed", "conversation_id": conversation.id})
+    return Received(inbound, conversation, replies)
+
+
+async def _answer_with_bot(
+    session: AsyncSession, triage: Triage, conversation: Conversation, context: ConversationContext, inbound: Message
+) -> list[Message]:
+    catalog = load_catalog()
+    try:
+        parse = await triage.nlu.parse(inbound.text)
+        decision = decide(context, parse, catalog, threshold=triage.threshold)
+        inbound.intent, inbound.confidence = parse.intent, parse.confidence
+    except NluUnavailable as exc:
+        log.warning("NLU unavailable for conversation %s: %s", conversation.id, exc)
+        decision = Decision(
+            NLU_DOWN_REPLY, context.intent, context.confidence, dict(context.slots),
+            escalation=EscalationOrder(reason="nlu_unavailable", skill_group="general", priority=0, mode="text"),
+        )
+    _apply_to_record(conversation, context, decision)
+    texts = [decision.reply]
+    # Remember the reply first so the handoff card shows everything the bot told the customer.
+    context.remember(sender_kind=SenderKind.BOT, channel=conversation.current_channel, text=decision.reply)
+    if decision.escalation is not None:
+        escalation = await _escalate(session, conversation, context, decision.escalation, catalog)
+        notice = await _queue_notice(session, escalation)
+        context.remember(sender_kind=SenderKind.BOT, channel=conversation.current_channel, text=notice)
+        texts.append(notice)
+    replies = [
+        Message(
+            conversation_id=conversation.id, customer_id=conversation.customer_id, channel=conversation.current_channel,
+            direction=Direction.OUT, sender_kind=SenderKind.BOT, text=text, in_reply_to=inbound.id,
+        )
+        for text in texts
+    ]
+    session.add_all(replies)
+    await session.flush()
+    return replies
+
+
+def _apply_to_record(conversation: Conversation, context: ConversationContext, decision: Decision) -> None:
+    conversation.intent = context.intent = decision.intent
+    conversation.intent_confidence = context.confidence = decision.confidence
+    conversation.slots = context.slots = dict(decision.slots)
+    conversation.low_confidence_turns = context.low_confidence_turns = decision.low_confidence_turns
+    conversation.updated_at = utcnow()
+
+
+async def _escalate(
+    session: AsyncSession, conversation: Conversation, context: ConversationContext,
+    order: EscalationOrder, catalog: dict,
+) -> Escalation:
+    conversation.state = context.state = ConversationState.QUEUED
+    conversation.low_confidence_turns = context.low_confidence_turns = 0
+    escalation = Escalation(
+        conversation_id=conversation.id, reason=order.reason, intent=context.intent,
+        skill_group=order.skill_group, priority=order.priority, mode=order.mode,
+        handoff_card=build_handoff_card(context, order, catalog),
+    )
+    session.add(escalation)
+    await session.flush()
+    audit(session, actor_kind="bot", actor_id=None, action="escalate", subject=f"conversation:{conversation.id}",
+          reason=order.reason, skill_group=order.skill_group, mode=order.mode)
+    return escalation
+
+
+async def _queue_notice(session: AsyncSession, escalation: Escalation) -> str:
+    position = await service.queue_position(session, escalation)
+    notice = "您已进入人工服务队列，" + ("您是下一位，" if position == 1 else f"您前面还有{position - 1}位客户，")
+    notice += "客服接入后会马上回复您。"
+    if escalation.mode == "video":
+        notice = VIDEO_HINT + notice
+    return notice
+
+
+async def do_reset_context(store: ContextStore, conversation_id: int) -> None:
+    """Drop the hot copy (it will be rebuilt from SQL on next use)."""
+    await store.delete(conversation_id)

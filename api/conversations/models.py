@@ -1,0 +1,90 @@
+"""Conversations, every message in them, and the escalations to a human."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import JSON, Column, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from api.timeutil import utcnow
+
+
+class ConversationState(StrEnum):
+    BOT = "bot"
+    QUEUED = "queued"
+    WITH_AGENT = "with_agent"
+    CLOSED = "closed"
+
+
+class SenderKind(StrEnum):
+    CUSTOMER = "customer"
+    BOT = "bot"
+    AGENT = "agent"
+    SYSTEM = "system"
+
+
+class Direction(StrEnum):
+    IN = "in"
+    OUT = "out"
+
+
+class Conversation(SQLModel, table=True):
+    """One customer's case from first message to close, across channels."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    customer_id: int = Field(foreign_key="customer.id", index=True)
+    state: str = Field(default=ConversationState.BOT, max_length=16, index=True)
+    current_channel: str = Field(max_length=16)
+    channel_path: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    intent: str | None = Field(default=None, max_length=64)
+    intent_confidence: float | None = None
+    slots: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    low_confidence_turns: int = 0
+    agent_id: int | None = Field(default=None, foreign_key="agent.id", index=True)
+    previous_conversation_id: int | None = Field(default=None, foreign_key="conversation.id")
+    disposition: str | None = Field(default=None, max_length=64)
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+    closed_at: datetime | None = None
+
+
+class Message(SQLModel, table=True):
+    """Every inbound and outbound message; a platform id is unique per channel (dedup of retries)."""
+
+    __table_args__ = (
+        UniqueConstraint("channel", "platform_msg_id", name="uq_message_platform_id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    conversation_id: int = Field(foreign_key="conversation.id", index=True)
+    customer_id: int = Field(foreign_key="customer.id", index=True)
+    channel: str = Field(max_length=16)
+    direction: str = Field(max_length=4)
+    sender_kind: str = Field(max_length=16)
+    agent_id: int | None = Field(default=None, foreign_key="agent.id")
+    kind: str = Field(default="text", max_length=16)
+    text: str = Field(sa_column=Column(Text, nullable=False))
+    platform_msg_id: str | None = Field(default=None, max_length=128)
+    in_reply_to: int | None = Field(default=None, foreign_key="message.id")
+    intent: str | None = Field(default=None, max_length=64)
+    confidence: float | None = None
+    created_at: datetime = Field(default_factory=utcnow, index=True)
+
+
+class Escalation(SQLModel, table=True):
+    """A hand-off from the bot to a human, with the card the agent reads instead of asking."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    conversation_id: int = Field(foreign_key="conversation.id", index=True)
+    reason: str = Field(max_length=32)
+    intent: str | None = Field(default=None, max_length=64)
+    skill_group: str = Field(default="general", max_length=32, index=True)
+    priority: int = 0
+    mode: str = Field(default="text", max_length=8)
+    handoff_card: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow, index=True)
+    claimed_by: int | None = Field(default=None, foreign_key="agent.id")
+    claimed_at: datetime | None = None

@@ -1,0 +1,88 @@
+"""The `Annotated` dependencies every router uses; everything comes from `app.state`, built in lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import Depends
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlmodel.ext.asyncio.session import AsyncSession
+from starlette.requests import HTTPConnection
+
+from api.agents.models import Agent
+from api.conversations.flows import Triage
+from api.customers.models import Customer
+from api.db import unit_of_work
+from api.errors import NotAuthenticated
+from api.security import read_token
+from api.settings import Settings
+from api.channels.wechat_platform import WeChatPlatform
+
+
+def get_settings(conn: HTTPConnection) -> Settings:
+    return conn.app.state.settings
+
+
+def get_engine(conn: HTTPConnection) -> AsyncEngine:
+    return conn.app.state.engine
+
+
+async def get_session(conn: HTTPConnection) -> AsyncIterator[AsyncSession]:
+    async for session in unit_of_work(conn.app.state.engine):
+        yield session
+
+
+def get_redis(conn: HTTPConnection) -> Redis:
+    return conn.app.state.redis
+
+
+def get_triage(conn: HTTPConnection) -> Triage:
+    return conn.app.state.triage
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+EngineDep = Annotated[AsyncEngine, Depends(get_engine)]
+SessionDep = Annotated[AsyncSession, Depends(get_session)]
+RedisDep = Annotated[Redis, Depends(get_redis)]
+TriageDep = Annotated[Triage, Depends(get_triage)]
+
+
+def bearer_token(conn: HTTPConnection) -> str:
+    """The bearer token from the Authorization header, or `?token=` (WebSockets can't always set headers)."""
+    header = conn.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() == "bearer" and token:
+        return token.strip()
+    token = conn.query_params.get("token")
+    if token:
+        return token
+    raise NotAuthenticated("missing bearer token")
+
+
+async def current_customer(conn: HTTPConnection, session: SessionDep, settings: SettingsDep) -> Customer:
+    customer_id = read_token(settings.signing_key(), bearer_token(conn), kind="customer")
+    customer = await session.get(Customer, customer_id)
+    if customer is None:
+        raise NotAuthenticated("unknown customer")
+    return customer
+
+
+async def current_agent(conn: HTTPConnection, session: SessionDep, settings: SettingsDep) -> Agent:
+    agent_id = read_token(settings.signing_key(), bearer_token(conn), kind="agent")
+    agent = await session.get(Agent, agent_id)
+    if agent is None or not agent.active:
+        raise NotAuthenticated("unknown or disabled agent")
+    return agent
+
+
+CurrentCustomer = Annotated[Customer, Depends(current_customer)]
+CurrentAgent = Annotated[Agent, Depends(current_agent)]
+
+
+def get_wechat(conn: HTTPConnection):
+    return conn.app.state.wechat
+
+
+WeChatDep = Annotated[WeChatPlatform, Depends(get_wechat)]

@@ -1,0 +1,87 @@
+"""The error hierarchy and its one HTTP mapping: every failure an outsider can cause is a clear 4xx."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+
+class YuntingError(Exception):
+    """Base of every error we raise on purpose; `code` is machine-readable, `message` is for people."""
+
+    status_code = 400
+    code = "bad_request"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+
+class BadRequest(YuntingError):
+    status_code = 400
+
+
+class NotAuthenticated(YuntingError):
+    status_code = 401
+    code = "not_authenticated"
+
+
+class NotPermitted(YuntingError):
+    status_code = 403
+    code = "not_permitted"
+
+
+class ResourceNotFound(YuntingError):
+    status_code = 404
+    code = "not_found"
+
+
+class Conflict(YuntingError):
+    status_code = 409
+    code = "conflict"
+
+
+class PayloadTooLarge(YuntingError):
+    status_code = 413
+    code = "payload_too_large"
+
+
+class UpstreamUnavailable(YuntingError):
+    """A dependency we call (WeChat, Rasa) failed in a way the caller cannot fix."""
+
+    status_code = 503
+    code = "upstream_unavailable"
+
+
+def _body(code: str, message: str, **extra: object) -> dict:
+    return {"error": {"code": code, "message": message, **extra}}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Map our errors, validation errors and HTTP errors to one JSON shape."""
+
+    @app.exception_handler(YuntingError)
+    async def _yunting(_: Request, exc: YuntingError) -> JSONResponse:
+        return JSONResponse(_body(exc.code, exc.message), status_code=exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        details = [
+            {"loc": list(err.get("loc", ())), "msg": err.get("msg", "")} for err in exc.errors()
+        ]
+        return JSONResponse(
+            _body("invalid_request", "request body or parameters are invalid", details=details),
+            status_code=422,
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse(
+            _body(f"http_{exc.status_code}", str(exc.detail)),
+            status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),
+        )

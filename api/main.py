@@ -1,0 +1,100 @@
+"""The FastAPI application: `uvicorn --factory api.main:create_app`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+from redis.asyncio import Redis
+
+from api.agents.router import router as agents_router
+from api.channels.miniapp.router import router as miniapp_router
+from api.channels.wechat_platform import WeChatPlatform
+from api.conversations.flows import Triage
+from api.db import create_engine, migrate
+from api.embedded import EmbeddedRedis, ThreadedServer
+from api.errors import install_error_handlers
+from api.health.router import router as health_router
+from api.limits import BodySizeLimit
+from api.masking import install_log_masking
+from api.settings import Settings
+from bot.context import ContextStore
+from bot.nlu import RasaClient
+
+log = logging.getLogger("yunting")
+H5_DIR = Path(__file__).resolve().parent.parent / "miniapp_stubs" / "h5"
+MAX_BODY_BYTES = 256 * 1024
+
+
+async def _start_dependencies(app: FastAPI, settings: Settings, stack: AsyncExitStack) -> None:
+    """Build every shared client; start embedded stand-ins for whatever isn't configured."""
+    redis_url = settings.redis_url
+    if redis_url is None:
+        embedded = EmbeddedRedis(settings.data_dir / f"redis-{os.getpid()}.sock")
+        redis_url = await asyncio.to_thread(embedded.start)
+        stack.callback(embedded.stop)
+        log.info("embedded Redis at %s", redis_url)
+    api_base = settings.wechat_api_base
+    if api_base is None:
+        from api.wechat_emulator.app import create_app as create_emulator
+
+        emulator = ThreadedServer(create_emulator())
+        api_base = await asyncio.to_thread(emulator.start)
+        stack.callback(emulator.stop)
+        log.info("bundled WeChat emulator at %s", api_base)
+    await asyncio.to_thread(migrate, settings.resolved_database_url)
+    app.state.engine = create_engine(settings.resolved_database_url)
+    stack.push_async_callback(app.state.engine.dispose)
+    app.state.redis = Redis.from_url(redis_url, decode_responses=True)
+    stack.push_async_callback(app.state.redis.aclose)
+    nlu = RasaClient(settings.rasa_url, timeout_s=settings.nlu_timeout_s)
+    stack.push_async_callback(nlu.aclose)
+    app.state.triage = Triage(
+        nlu=nlu, store=ContextStore(app.state.redis, settings.context_ttl_s), threshold=settings.nlu_confidence_threshold
+    )
+    app.state.wechat = WeChatPlatform(
+        api_base=api_base, redis_url=redis_url,
+        oa=(settings.oa_app_id, settings.oa_app_secret.get_secret_value()),
+        miniapp=(settings.miniapp_app_id, settings.miniapp_app_secret.get_secret_value()),
+    )
+    stack.callback(app.state.wechat.close)
+    app.state.wechat_api_base = api_base
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The app with its routers; dependencies are built at start-up, never at import."""
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        install_log_masking()
+        async with AsyncExitStack() as stack:
+            await _start_dependencies(app, settings, stack)
+            yield
+
+    app = FastAPI(title="Yunting 云厅", version="0.1.0", lifespan=lifespan)
+    app.state.settings = settings
+    install_error_handlers(app)
+    app.add_middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES)
+    app.include_router(health_router)
+    app.include_router(miniapp_router)
+    app.include_router(agents_router)
+    if settings.env != "production":
+        _mount_simulator(app, settings)
+    return app
+
+
+def _mount_simulator(app: FastAPI, settings: Settings) -> None:
+    """The desktop H5 chat simulator (demos only): it mints wx.login codes from the emulator."""
+
+    @app.get("/simulator/config", include_in_schema=False)
+    async def simulator_config() -> dict:
+        return {"emulator_base": app.state.wechat_api_base, "miniapp_app_id": settings.miniapp_app_id}
+
+    app.mount("/simulator", StaticFiles(directory=H5_DIR / "simulator", html=True, check_dir=False), name="simulator")
+    app.mount("/h5", StaticFiles(directory=H5_DIR, html=True, check_dir=False), name="h5")

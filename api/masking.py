@@ -1,0 +1,37 @@
+"""Masks ID, card and phone numbers wherever text leaves for logs."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+# Longest first: an 18-character ID number contains digit runs a phone pattern would also match.
+_ID_NUMBER = re.compile(r"(?<!\d)(\d{6})\d{8}(\d{3}[\dXx])(?![\dXx])")
+_CARD_NUMBER = re.compile(r"(?<!\d)(\d{4})\d{5,11}(\d{4})(?!\d)")
+_PHONE = re.compile(r"(?<!\d)(1[3-9]\d)\d{4}(\d{4})(?!\d)")
+
+
+def mask_sensitive(text: str) -> str:
+    """Keep the first and last digits people use to recognise a number; hide the rest."""
+    text = _ID_NUMBER.sub(lambda m: f"{m[1]}********{m[2]}", text)
+    text = _PHONE.sub(lambda m: f"{m[1]}****{m[2]}", text)
+    return _CARD_NUMBER.sub(lambda m: f"{m[1]}****{m[2]}", text)
+
+
+class MaskingFilter(logging.Filter):
+    """A logging filter that masks every record's rendered message."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        masked = mask_sensitive(message)
+        if masked != message:
+            record.msg, record.args = masked, None
+        return True
+
+
+def install_log_masking() -> None:
+    """Mask on every handler of the root logger (and uvicorn's), once."""
+    for name in ("", "uvicorn", "uvicorn.error", "uvicorn.access"):
+        for handler in logging.getLogger(name).handlers:
+            if not any(isinstance(f, MaskingFilter) for f in handler.filters):
+                handler.addFilter(MaskingFilter())

@@ -1,0 +1,18 @@
+"""Every table, imported in one place so metadata and Alembic see them all."""
+
+from api.agents.models import Agent, AgentRole
+from api.audit.models import AuditEvent
+from api.conversations.models import (
+    Conversation,
+    ConversationState,
+    Direction,
+    Escalation,
+    Message,
+    SenderKind,
+)
+from api.customers.models import Channel, ChannelIdentity, Customer
+
+__all__ = [
+    "Agent", "AgentRole", "AuditEvent", "Channel", "ChannelIdentity", "Conversation",
+    "ConversationState", "Customer", "Direction", "Escalation", "Message", "SenderKind",
+]

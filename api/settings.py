@@ -1,0 +1,105 @@
+"""The one Settings object: every knob is an environment variable with the prefix ``YUNTING_``."""
+
+from __future__ import annotations
+
+import secrets
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Development-only app credentials shared by the app and the bundled WeChat emulator.
+DEV_OA_APP_ID = "wxoa0000000000dev"
+DEV_MINIAPP_APP_ID = "wxmp0000000000dev"
+DEV_SECRET_PLACEHOLDER = "dev-secret-change-me"
+
+
+class Settings(BaseSettings):
+    """Runtime configuration, read once at start from the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="YUNTING_", extra="ignore")
+
+    env: Literal["development", "test", "production"] = "development"
+    port: int = 8000
+    data_dir: Path = Path("var")
+    log_level: str = "INFO"
+
+    # Storage: unset means embedded defaults (SQLite file, embedded Redis server).
+    database_url: str | None = None
+    redis_url: str | None = None
+
+    # Rasa NLU service (`rasa run --enable-api`).
+    rasa_url: str = "http://127.0.0.1:5005"
+    nlu_timeout_s: float = 3.0
+    nlu_confidence_threshold: float = 0.55
+
+    # WeChat: unset API base means the bundled emulator.
+    wechat_api_base: str | None = None
+    oa_token: SecretStr = SecretStr("yunting-dev-token")
+    oa_encoding_aes_key: SecretStr | None = None
+    oa_previous_encoding_aes_key: SecretStr | None = None
+    oa_app_id: str = DEV_OA_APP_ID
+    oa_app_secret: SecretStr = SecretStr(DEV_SECRET_PLACEHOLDER)
+    miniapp_app_id: str = DEV_MINIAPP_APP_ID
+    miniapp_app_secret: SecretStr = SecretStr(DEV_SECRET_PLACEHOLDER)
+
+    # Signs customer and agent session tokens; generated per data dir in development.
+    secret_key: SecretStr | None = None
+    customer_session_ttl_s: int = 7 * 24 * 3600
+    agent_session_ttl_s: int = 12 * 3600
+
+    max_message_chars: int = 2000
+    context_ttl_s: int = 48 * 3600
+
+    @model_validator(mode="after")
+    def _refuse_placeholders_in_production(self) -> "Settings":
+        if self.env != "production":
+            return self
+        missing = [
+            name
+            for name in ("database_url", "redis_url", "wechat_api_base", "secret_key")
+            if getattr(self, name) is None
+        ]
+        for name in ("oa_app_secret", "miniapp_app_secret"):
+            if getattr(self, name).get_secret_value() == DEV_SECRET_PLACEHOLDER:
+                missing.append(name)
+        if missing:
+            names = ", ".join("YUNTING_" + n.upper() for n in missing)
+            raise ValueError(f"production needs real values for: {names}")
+        return self
+
+    @cached_property
+    def resolved_database_url(self) -> str:
+        """The SQLAlchemy async URL: SQLite in the data dir when none is configured."""
+        if self.database_url is None:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            return f"sqlite+aiosqlite:///{(self.data_dir / 'yunting.sqlite3').resolve()}"
+        return async_database_url(self.database_url)
+
+    def signing_key(self) -> bytes:
+        """The token-signing key; in development a random one kept in the data dir."""
+        if self.secret_key is not None:
+            return self.secret_key.get_secret_value().encode()
+        path = self.data_dir / "secret_key"
+        if not path.exists():
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            path.write_text(secrets.token_urlsafe(48))
+            path.chmod(0o600)
+        return path.read_text().strip().encode()
+
+
+def async_database_url(url: str) -> str:
+    """Map the usual URL spellings to the async drivers we ship (psycopg 3, aiosqlite)."""
+    for prefix in ("postgresql+psycopg://", "postgresql+asyncpg://", "postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    if url.startswith("sqlite://") and not url.startswith("sqlite+aiosqlite://"):
+        return "sqlite+aiosqlite://" + url[len("sqlite://"):]
+    return url
+
+
+def sync_database_url(async_url: str) -> str:
+    """The same database for synchronous tools (Alembic)."""
+    return async_url.replace("sqlite+aiosqlite://", "sqlite://")

@@ -1,0 +1,18 @@
+// Video page stub: a web-view that loads the backend's WebRTC H5 page.
+// The backend serves {apiBase}/h5/video/ in a later issue; until then this page shows its 404.
+// WeChat rules: the H5 domain must be configured as a 业务域名 (https) for a released mini-program
+// (in DevTools, tick 「不校验合法域名…」); a web-view always fills the whole page.
+const app = getApp();
+
+Page({
+  data: { src: '', error: '' },
+
+  onLoad(query) {
+    app.ensureLogin().then((token) => {
+      const src = app.globalData.apiBase + '/h5/video/' +
+        '?conversation_id=' + encodeURIComponent(query.conversation_id || '') +
+        '&token=' + encodeURIComponent(token);
+      this.setData({ src });
+    }, (err) => this.setData({ error: err.message || '登录失败，请返回重试' }));
+  },
+});

@@ -1,0 +1,139 @@
+"""Real parts for every test: the Rasa service, a Redis server, a SQL database, the WeChat emulator,
+and the app served over real HTTP.
+
+Point them elsewhere with YUNTING_TEST_DATABASE_URL (PostgreSQL: a fresh schema per run, dropped at the
+end), YUNTING_TEST_REDIS_URL (use a database number of its own: it is flushed) and YUNTING_TEST_RASA_URL.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import redis
+from sqlalchemy import create_engine, text
+
+from api.embedded import EmbeddedRedis, ThreadedServer, free_port
+from api.launcher import RASA_BIN, RASA_ENV, ROOT, model_path, rasa_ready, wait_for
+from api.main import create_app
+from api.settings import Settings, async_database_url
+from api.wechat_emulator.app import create_app as create_emulator
+from tests.support import EmulatorClient
+
+
+@pytest.fixture(scope="session")
+def rasa_url(tmp_path_factory) -> str:
+    """The real Rasa NLU service with the model trained from nlu_data/ (`make test` trains it)."""
+    if os.environ.get("YUNTING_TEST_RASA_URL"):
+        return os.environ["YUNTING_TEST_RASA_URL"]
+    model = model_path()
+    if not model.exists():
+        pytest.exit(f"no NLU model at {model}: run `make test` (it trains one)", returncode=2)
+    port = free_port()
+    log = tmp_path_factory.mktemp("rasa") / "rasa.log"
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [str(RASA_BIN), "run", "--enable-api", "-i", "127.0.0.1", "-p", str(port), "-m", str(model)],
+            cwd=ROOT, env={**os.environ, **RASA_ENV}, stdout=out, stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        if not wait_for(url + "/status", 300, accept=rasa_ready):
+            raise RuntimeError(f"Rasa did not load its model in 300 s; log:\n{log.read_text()[-3000:]}")
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory) -> str:
+    """PostgreSQL in a schema of our own when configured, else a SQLite file."""
+    configured = os.environ.get("YUNTING_TEST_DATABASE_URL")
+    if not configured:
+        path = tmp_path_factory.mktemp("db") / "yunting.sqlite3"
+        yield f"sqlite+aiosqlite:///{path}"
+        return
+    schema = f"yt_test_{secrets.token_hex(4)}"
+    admin_url = async_database_url(configured)
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    separator = "&" if "?" in admin_url else "?"
+    try:
+        yield f"{admin_url}{separator}options=-csearch_path%3D{schema}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory) -> str:
+    """A real Redis: the configured one (its own database number, flushed) or an embedded server."""
+    configured = os.environ.get("YUNTING_TEST_REDIS_URL")
+    if configured:
+        client = redis.Redis.from_url(configured)
+        client.flushdb()
+        yield configured
+        client.flushdb()
+        client.close()
+        return
+    server = EmbeddedRedis(tmp_path_factory.mktemp("redis") / "redis.sock")
+    yield server.start()
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def emulator_url() -> str:
+    server = ThreadedServer(create_emulator())
+    yield server.start()
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def emulator(emulator_url) -> EmulatorClient:
+    return EmulatorClient(emulator_url)
+
+
+def app_settings(tmp_path: Path, **overrides) -> Settings:
+    return Settings(env="test", data_dir=tmp_path, secret_key="test-secret-" + "x" * 32, **overrides)
+
+
+@pytest.fixture(scope="session")
+def app_url(tmp_path_factory, database_url, redis_url, rasa_url, emulator_url) -> str:
+    """The app over real HTTP, wired to the real services."""
+    settings = app_settings(
+        tmp_path_factory.mktemp("app"), database_url=database_url, redis_url=redis_url,
+        rasa_url=rasa_url, wechat_api_base=emulator_url,
+    )
+    server = ThreadedServer(create_app(settings))
+    yield server.start()
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def settings_for(tmp_path_factory, database_url, redis_url, rasa_url, emulator_url):
+    """Build settings for an extra app instance sharing the same database, Redis and emulator."""
+
+    def build(**overrides) -> Settings:
+        values = dict(database_url=database_url, redis_url=redis_url, rasa_url=rasa_url, wechat_api_base=emulator_url)
+        values.update(overrides)
+        return app_settings(tmp_path_factory.mktemp("app"), **values)
+
+    return build
+
+
+@pytest.fixture
+def redis_client(redis_url):
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    yield client
+    client.close()

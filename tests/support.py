@@ -1,0 +1,116 @@
+"""Small clients the tests drive the system with: the emulator's simulator API, a customer in the
+mini-program, an agent. All over real HTTP and WebSocket."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+
+import httpx
+from websockets.asyncio.client import connect
+
+from api.agents import service as agents
+from api.db import create_engine, unit_of_work
+from api.settings import DEV_MINIAPP_APP_ID, DEV_OA_APP_ID
+
+
+class EmulatorClient:
+    """The WeChat side: mints wx.login codes for a simulated person."""
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+
+    def wx_login(self, person: str, *, appid: str = DEV_MINIAPP_APP_ID, unbound: bool = False) -> str:
+        body = {"appid": appid, "person": person, **({"unbound": True} if unbound else {})}
+        response = httpx.post(self.base_url + "/_sim/wx_login", json=body)
+        response.raise_for_status()
+        return response.json()["code"]
+
+    def identity(self, person: str, *, appid: str = DEV_MINIAPP_APP_ID) -> dict:
+        response = httpx.get(self.base_url + "/_sim/identity", params={"appid": appid, "person": person})
+        response.raise_for_status()
+        return response.json()
+
+
+def new_person() -> str:
+    return "person-" + uuid.uuid4().hex[:10]
+
+
+class MiniappCustomer:
+    """A customer using the mini-program chat."""
+
+    def __init__(self, app_url: str, token: str, customer_id: int) -> None:
+        self.app_url = app_url
+        self.token = token
+        self.customer_id = customer_id
+        self.http = httpx.AsyncClient(base_url=app_url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+
+    @classmethod
+    async def login(cls, app_url: str, emulator: EmulatorClient, person: str | None = None) -> "MiniappCustomer":
+        code = emulator.wx_login(person or new_person())
+        async with httpx.AsyncClient(base_url=app_url, timeout=30) as http:
+            response = await http.post("/miniapp/login", json={"code": code})
+        assert response.status_code == 200, response.text
+        body = response.json()
+        return cls(app_url, body["token"], body["customer_id"])
+
+    async def say(self, text: str, client_msg_id: str | None = None) -> dict:
+        response = await self.http.post(
+            "/miniapp/messages", json={"text": text, "client_msg_id": client_msg_id or uuid.uuid4().hex}
+        )
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    async def history(self) -> dict:
+        response = await self.http.get("/miniapp/messages")
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    def socket(self, after_id: int = 0):
+        ws_url = self.app_url.replace("http://", "ws://") + f"/miniapp/ws?token={self.token}&after_id={after_id}"
+        return connect(ws_url)
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+
+async def next_message(ws, *, predicate=lambda m: True, timeout: float = 10.0) -> dict:
+    """The next pushed message (skipping other events) that matches."""
+    async def wait() -> dict:
+        while True:
+            event = json.loads(await ws.recv())
+            if event.get("type") == "message" and predicate(event["message"]):
+                return event["message"]
+
+    return await asyncio.wait_for(wait(), timeout)
+
+
+async def create_agent(database_url: str, *, username: str, password: str, skills: list[str], role: str = "agent", capacity: int = 3) -> int:
+    engine = create_engine(database_url)
+    try:
+        async for session in unit_of_work(engine):
+            agent = await agents.create(session, username=username, password=password, skills=skills, role=role, capacity=capacity)
+            return agent.id
+    finally:
+        await engine.dispose()
+
+
+class AgentConsole:
+    """An agent using the agent API."""
+
+    def __init__(self, app_url: str, token: str) -> None:
+        self.http = httpx.AsyncClient(base_url=app_url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+
+    @classmethod
+    async def login(cls, app_url: str, username: str, password: str) -> "AgentConsole":
+        async with httpx.AsyncClient(base_url=app_url, timeout=30) as http:
+            response = await http.post("/agents/login", json={"username": username, "password": password})
+        assert response.status_code == 200, response.text
+        return cls(app_url, response.json()["token"])
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+
+__all__ = ["DEV_OA_APP_ID", "AgentConsole", "EmulatorClient", "MiniappCustomer", "create_agent", "new_person", "next_message"]
