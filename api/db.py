@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from alembic import command
@@ -45,6 +46,7 @@ def migrate(async_url: str) -> None:
     command.upgrade(alembic_config(async_url), "head")
 
 
+@asynccontextmanager
 async def unit_of_work(engine: AsyncEngine) -> AsyncIterator[AsyncSession]:
     """One session per request: commit on success, roll back on error; services never commit."""
     async with AsyncSession(engine, expire_on_commit=False) as session:

@@ -30,7 +30,7 @@ def get_engine(conn: HTTPConnection) -> AsyncEngine:
 
 
 async def get_session(conn: HTTPConnection) -> AsyncIterator[AsyncSession]:
-    async for session in unit_of_work(conn.app.state.engine):
+    async with unit_of_work(conn.app.state.engine) as session:
         yield session
 
 

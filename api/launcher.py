@@ -61,8 +61,9 @@ def train() -> Path:
     with log.open("w") as out:
         process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, **RASA_ENV}, stdout=out, stderr=subprocess.STDOUT)
         while process.poll() is None:
-            time.sleep(5)
-            say(f"  ... still training ({time.monotonic() - started:.0f} s; log: var/rasa-train.log)")
+            time.sleep(1)
+            if int(time.monotonic() - started) % 15 == 0:
+                say(f"  ... still training ({time.monotonic() - started:.0f} s; log: var/rasa-train.log)")
     if process.returncode != 0 or not target.exists():
         sys.exit(f"[yunting] NLU training failed; see {log}")
     say(f"NLU model trained in {time.monotonic() - started:.0f} s: {target.name}")

@@ -30,7 +30,8 @@ from tests.support import EmulatorClient
 def rasa_url(tmp_path_factory) -> str:
     """The real Rasa NLU service with the model trained from nlu_data/ (`make test` trains it)."""
     if os.environ.get("YUNTING_TEST_RASA_URL"):
-        return os.environ["YUNTING_TEST_RASA_URL"]
+        yield os.environ["YUNTING_TEST_RASA_URL"]
+        return
     model = model_path()
     if not model.exists():
         pytest.exit(f"no NLU model at {model}: run `make test` (it trains one)", returncode=2)

@@ -89,9 +89,9 @@ async def next_message(ws, *, predicate=lambda m: True, timeout: float = 10.0) -
 async def create_agent(database_url: str, *, username: str, password: str, skills: list[str], role: str = "agent", capacity: int = 3) -> int:
     engine = create_engine(database_url)
     try:
-        async for session in unit_of_work(engine):
+        async with unit_of_work(engine) as session:
             agent = await agents.create(session, username=username, password=password, skills=skills, role=role, capacity=capacity)
-            return agent.id
+        return agent.id
     finally:
         await engine.dispose()
 

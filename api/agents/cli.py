@@ -18,7 +18,7 @@ async def _create(settings: Settings, args: argparse.Namespace, password: str) -
     await asyncio.to_thread(migrate, settings.resolved_database_url)
     engine = create_engine(settings.resolved_database_url)
     try:
-        async for session in unit_of_work(engine):
+        async with unit_of_work(engine) as session:
             agent = await service.create(
                 session, username=args.username, password=password, display_name=args.display_name,
                 role=args.role, skills=[s for s in args.skills.split(",") if s], capacity=args.capacity,

@@ -68,6 +68,8 @@ async def customer_socket(websocket: WebSocket, settings: SettingsDep, redis: Re
     try:
         customer_id = read_token(settings.signing_key(), bearer_token(websocket), kind="customer")
     except NotAuthenticated as exc:
+        # Accept first so the client sees our close code (4401) instead of a bare HTTP 403.
+        await websocket.accept()
         await websocket.close(code=4401, reason=exc.message)
         return
     await websocket.accept()
@@ -89,7 +91,7 @@ async def customer_socket(websocket: WebSocket, settings: SettingsDep, redis: Re
 
 async def _replay(websocket: WebSocket, customer_id: int, after_id: int) -> int:
     last_id = after_id
-    async for session in unit_of_work(websocket.app.state.engine):
+    async with unit_of_work(websocket.app.state.engine) as session:
         for message in await conversations.list_messages(session, customer_id=customer_id, after_id=after_id):
             await websocket.send_json(message_event(message))
             last_id = message.id

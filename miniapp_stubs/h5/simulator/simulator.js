@@ -152,6 +152,7 @@ function setConversation(c) {
   const state = (c && c.state) || 'bot';
   const el = $('#state');
   el.dataset.state = state;
+  el.dataset.conversationId = (c && c.id) || '';
   el.textContent = STATES[state] || STATES.bot;
 }
 
