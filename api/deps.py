@@ -12,6 +12,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from starlette.requests import HTTPConnection
 
 from api.agents.models import Agent
+from api.conversations.delivery import Delivery
 from api.conversations.flows import Triage
 from api.customers.models import Customer
 from api.db import unit_of_work
@@ -42,11 +43,16 @@ def get_triage(conn: HTTPConnection) -> Triage:
     return conn.app.state.triage
 
 
+def get_delivery(conn: HTTPConnection) -> Delivery:
+    return conn.app.state.triage.delivery
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 EngineDep = Annotated[AsyncEngine, Depends(get_engine)]
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 RedisDep = Annotated[Redis, Depends(get_redis)]
 TriageDep = Annotated[Triage, Depends(get_triage)]
+DeliveryDep = Annotated[Delivery, Depends(get_delivery)]
 
 
 def bearer_token(conn: HTTPConnection) -> str:

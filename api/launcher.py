@@ -49,7 +49,7 @@ def train() -> Path:
     if target.exists():
         say(f"NLU model up to date: {target.name}")
         return target
-    say(f"training the NLU model from nlu_data/ (hash {target.stem[4:]}), about a minute ...")
+    say(f"training the NLU model from nlu_data/ (hash {nlu_data_hash()}); a minute or more ...")
     started = time.monotonic()
     MODELS.mkdir(exist_ok=True)
     command = [
@@ -116,7 +116,9 @@ def run() -> int:
         if embedded_redis:
             embedded_redis.stop()
 
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
+    # Ctrl-C and SIGTERM both stop everything (SIGINT may arrive ignored when started in the background).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         if "YUNTING_REDIS_URL" not in env:
             embedded_redis = EmbeddedRedis(data_dir / "redis.sock")

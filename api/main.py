@@ -15,6 +15,7 @@ from redis.asyncio import Redis
 from api.agents.router import router as agents_router
 from api.channels.miniapp.router import router as miniapp_router
 from api.channels.wechat_platform import WeChatPlatform
+from api.conversations.delivery import Delivery
 from api.conversations.flows import Triage
 from api.db import create_engine, migrate
 from api.embedded import EmbeddedRedis, ThreadedServer
@@ -55,7 +56,8 @@ async def _start_dependencies(app: FastAPI, settings: Settings, stack: AsyncExit
     nlu = RasaClient(settings.rasa_url, timeout_s=settings.nlu_timeout_s)
     stack.push_async_callback(nlu.aclose)
     app.state.triage = Triage(
-        nlu=nlu, store=ContextStore(app.state.redis, settings.context_ttl_s), threshold=settings.nlu_confidence_threshold
+        nlu=nlu, store=ContextStore(app.state.redis, settings.context_ttl_s),
+        threshold=settings.nlu_confidence_threshold, delivery=Delivery(app.state.redis),
     )
     app.state.wechat = WeChatPlatform(
         api_base=api_base, redis_url=redis_url,

@@ -11,9 +11,9 @@ from api.agents.models import Agent
 from api.audit.models import audit
 from api.conversations import service
 from api.conversations.models import Conversation, ConversationState, Direction, Escalation, Message, SenderKind
-from api.conversations.schemas import conversation_event, message_event
+from api.conversations.delivery import Delivery
 from api.errors import Conflict, NotPermitted, ResourceNotFound
-from api.realtime import AGENTS_CHANNEL, publish, publish_to_customer
+from api.realtime import AGENTS_CHANNEL, publish
 from api.timeutil import utcnow
 
 
@@ -24,7 +24,7 @@ async def active_load(session: AsyncSession, agent_id: int) -> int:
     return int((await session.exec(statement)).one())
 
 
-async def do_claim(session: AsyncSession, redis: Redis, *, agent: Agent, conversation_id: int) -> Conversation:
+async def do_claim(session: AsyncSession, redis: Redis, delivery: Delivery, *, agent: Agent, conversation_id: int) -> Conversation:
     """Take a queued conversation; exactly one agent wins when several claim at once."""
     conversation = await session.get(Conversation, conversation_id)
     if conversation is None:
@@ -53,8 +53,8 @@ async def do_claim(session: AsyncSession, redis: Redis, *, agent: Agent, convers
     session.add(greeting)
     audit(session, actor_kind="agent", actor_id=agent.id, action="claim", subject=f"conversation:{conversation.id}")
     await session.commit()
-    await publish_to_customer(redis, conversation.customer_id, message_event(greeting))
-    await publish_to_customer(redis, conversation.customer_id, conversation_event(conversation))
+    await delivery.deliver(conversation, [greeting])
+    await delivery.state_changed(conversation)
     await publish(redis, AGENTS_CHANNEL, {"type": "queue_changed", "conversation_id": conversation.id})
     return conversation
 
@@ -71,7 +71,7 @@ async def get_for_agent(session: AsyncSession, *, agent: Agent, conversation_id:
     raise NotPermitted("this conversation belongs to another agent")
 
 
-async def do_send_agent_reply(session: AsyncSession, redis: Redis, *, agent: Agent, conversation_id: int, text: str) -> Message:
+async def do_send_agent_reply(session: AsyncSession, delivery: Delivery, *, agent: Agent, conversation_id: int, text: str) -> Message:
     """Store the agent's reply and deliver it on the customer's current channel."""
     conversation = await session.get(Conversation, conversation_id)
     if conversation is None:
@@ -85,5 +85,5 @@ async def do_send_agent_reply(session: AsyncSession, redis: Redis, *, agent: Age
     session.add(reply)
     conversation.updated_at = utcnow()
     await session.commit()
-    await publish_to_customer(redis, conversation.customer_id, message_event(reply))
+    await delivery.deliver(conversation, [reply])
     return reply

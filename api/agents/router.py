@@ -11,7 +11,7 @@ from api.agents.schemas import (
 from api.audit.models import audit
 from api.conversations import service as conversations
 from api.conversations.schemas import ConversationDetail, MessagePublic
-from api.deps import CurrentAgent, RedisDep, SessionDep, SettingsDep
+from api.deps import CurrentAgent, DeliveryDep, RedisDep, SessionDep, SettingsDep
 from api.errors import NotAuthenticated
 from api.security import issue_token
 
@@ -48,8 +48,8 @@ async def queue(agent: CurrentAgent, session: SessionDep, all_groups: bool = Fal
 
 
 @router.post("/conversations/{conversation_id}/claim", response_model=ConversationDetail)
-async def claim(conversation_id: int, agent: CurrentAgent, session: SessionDep, redis: RedisDep):
-    conversation = await flows.do_claim(session, redis, agent=agent, conversation_id=conversation_id)
+async def claim(conversation_id: int, agent: CurrentAgent, session: SessionDep, redis: RedisDep, delivery: DeliveryDep):
+    conversation = await flows.do_claim(session, redis, delivery, agent=agent, conversation_id=conversation_id)
     return ConversationDetail.of(conversation)
 
 
@@ -67,6 +67,6 @@ async def read_conversation(conversation_id: int, agent: CurrentAgent, session: 
 
 
 @router.post("/conversations/{conversation_id}/messages", response_model=MessagePublic)
-async def reply(conversation_id: int, body: AgentReply, agent: CurrentAgent, session: SessionDep, redis: RedisDep):
-    message = await flows.do_send_agent_reply(session, redis, agent=agent, conversation_id=conversation_id, text=body.text)
+async def reply(conversation_id: int, body: AgentReply, agent: CurrentAgent, session: SessionDep, delivery: DeliveryDep):
+    message = await flows.do_send_agent_reply(session, delivery, agent=agent, conversation_id=conversation_id, text=body.text)
     return MessagePublic.of(message)

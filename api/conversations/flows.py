@@ -15,8 +15,9 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from api.audit.models import audit
 from api.conversations import service
 from api.conversations.models import Conversation, ConversationState, Direction, Escalation, Message, SenderKind
-from api.conversations.schemas import conversation_event, message_event
-from api.realtime import AGENTS_CHANNEL, publish, publish_to_customer
+from api.conversations.delivery import Delivery
+from api.conversations.schemas import message_event
+from api.realtime import AGENTS_CHANNEL, publish
 from api.timeutil import utcnow
 from bot.context import ContextStore, ConversationContext
 from bot.handoff import build_handoff_card
@@ -47,6 +48,7 @@ class Triage:
     nlu: RasaClient
     store: ContextStore
     threshold: float
+    delivery: Delivery
 
 
 async def do_receive_customer_message(
@@ -84,9 +86,8 @@ async def do_receive_customer_message(
         replies = await _answer_with_bot(session, triage, conversation, context, inbound)
         await session.commit()
         await triage.store.put(context)
-    for reply in replies:
-        await publish_to_customer(redis, customer_id, message_event(reply))
-    await publish_to_customer(redis, customer_id, conversation_event(conversation))
+    await triage.delivery.deliver(conversation, replies)
+    await triage.delivery.state_changed(conversation)
     if conversation.state == ConversationState.QUEUED:
         await publish(redis, AGENTS_CHANNEL, {"type": "queue_changed", "conversation_id": conversation.id})
     return Received(inbound, conversation, replies)
