@@ -42,8 +42,8 @@ def alembic_config(async_url: str) -> Config:
 
 
 def migrate(async_url: str) -> None:
-    """Apply Alembic migrations up to head (synchronous; call before serving)."""
-    command.upgrade(alembic_config(async_url), "head")
+    """Apply Alembic migrations up to every head (synchronous; call before serving)."""
+    command.upgrade(alembic_config(async_url), "heads")
 
 
 @asynccontextmanager
