@@ -15,6 +15,8 @@ from bot.scenarios import Scenario
 # Intents that carry no business request of their own: they never replace the conversation's intent.
 SMALL_TALK = frozenset({"greet", "goodbye", "thanks", "affirm", "deny", "inform", "out_of_scope"})
 ESCALATE_AFTER_LOW_CONFIDENCE_TURNS = 2
+# Replies that don't answer a clarifying question.
+UNRESOLVING = frozenset({"greet", "affirm", "deny", "out_of_scope"})
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,9 @@ def decide(
     """Answer, ask, clarify or escalate."""
     slots = merge_slots(context.slots, parse)
     if parse.intent == FALLBACK_INTENT or parse.confidence < threshold or parse.intent not in catalog:
+        return _low_confidence(context, parse, catalog, slots)
+    if context.low_confidence_turns and parse.intent in UNRESOLVING:
+        # "嗯" or "you know" after a clarifying question still leaves us guessing: that's a second unclear turn.
         return _low_confidence(context, parse, catalog, slots)
     intent = parse.intent
     if intent == "inform" and context.intent in catalog:

@@ -108,20 +108,20 @@ async def _answer_with_bot(
             escalation=EscalationOrder(reason="nlu_unavailable", skill_group="general", priority=0, mode="text"),
         )
     _apply_to_record(conversation, context, decision)
-    texts = [decision.reply]
+    texts: list[tuple[str, dict | None]] = [(decision.reply, None)]
     # Remember the reply first so the handoff card shows everything the bot told the customer.
     context.remember(sender_kind=SenderKind.BOT, channel=conversation.current_channel, text=decision.reply)
     if decision.escalation is not None:
         escalation = await _escalate(session, conversation, context, decision.escalation, catalog)
         notice = await _queue_notice(session, escalation)
-        context.remember(sender_kind=SenderKind.BOT, channel=conversation.current_channel, text=notice)
+        context.remember(sender_kind=SenderKind.BOT, channel=conversation.current_channel, text=notice[0])
         texts.append(notice)
     replies = [
         Message(
             conversation_id=conversation.id, customer_id=conversation.customer_id, channel=conversation.current_channel,
-            direction=Direction.OUT, sender_kind=SenderKind.BOT, text=text, in_reply_to=inbound.id,
+            direction=Direction.OUT, sender_kind=SenderKind.BOT, text=text, payload=payload, in_reply_to=inbound.id,
         )
-        for text in texts
+        for text, payload in texts
     ]
     session.add_all(replies)
     await session.flush()
@@ -154,13 +154,24 @@ async def _escalate(
     return escalation
 
 
-async def _queue_notice(session: AsyncSession, escalation: Escalation) -> str:
+async def _queue_notice(session: AsyncSession, escalation: Escalation) -> tuple[str, dict | None]:
+    """Plain words for what happens next; video scenarios carry the one-tap video invitation."""
     position = await service.queue_position(session, escalation)
     notice = "您已进入人工服务队列，" + ("您是下一位，" if position == 1 else f"您前面还有{position - 1}位客户，")
     notice += "客服接入后会马上回复您。"
-    if escalation.mode == "video":
-        notice = VIDEO_HINT + notice
-    return notice
+    if escalation.mode != "video":
+        return notice, None
+    return VIDEO_HINT + notice, video_invite(escalation.conversation_id)
+
+
+def video_invite(conversation_id: int) -> dict:
+    """The one-tap link: the mini-program opens this H5 page in a web-view (adding the customer's token)."""
+    return {
+        "type": "video_invite",
+        "conversation_id": conversation_id,
+        "url": f"/h5/video/?conversation_id={conversation_id}",
+        "miniapp_path": f"pages/video/video?conversation_id={conversation_id}",
+    }
 
 
 async def do_reset_context(store: ContextStore, conversation_id: int) -> None:

@@ -67,6 +67,8 @@ class Message(SQLModel, table=True):
     agent_id: int | None = Field(default=None, foreign_key="agent.id")
     kind: str = Field(default="text", max_length=16)
     text: str = Field(sa_column=Column(Text, nullable=False))
+    # Structured content beside the text: a video invitation, an image, a mini-program card.
+    payload: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     platform_msg_id: str | None = Field(default=None, max_length=128)
     in_reply_to: int | None = Field(default=None, foreign_key="message.id")
     intent: str | None = Field(default=None, max_length=64)

@@ -16,6 +16,7 @@ class MessagePublic(BaseModel):
     text: str
     channel: str
     created_at: datetime
+    payload: dict[str, Any] | None = None
 
     @classmethod
     def of(cls, message) -> "MessagePublic":

@@ -53,3 +53,8 @@ def test_complaint_escalates_as_urgent():
 def test_small_talk_keeps_the_business_intent():
     decision = decide(context(intent="report_loss"), parse("thanks"), CATALOG, threshold=0.5)
     assert decision.intent == "report_loss" and decision.escalation is None
+
+
+def test_a_vague_yes_after_a_clarifying_question_counts_as_the_second_unclear_turn():
+    decision = decide(context(low_confidence_turns=1), parse("affirm", 0.97), CATALOG, threshold=0.5)
+    assert decision.escalation is not None and decision.escalation.reason == "low_confidence"

@@ -128,6 +128,7 @@ def upgrade() -> None:
     sa.Column('agent_id', sa.Integer(), nullable=True),
     sa.Column('kind', sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
     sa.Column('text', sa.Text(), nullable=False),
+    sa.Column('payload', sa.JSON(), nullable=True),
     sa.Column('platform_msg_id', sqlmodel.sql.sqltypes.AutoString(length=128), nullable=True),
     sa.Column('in_reply_to', sa.Integer(), nullable=True),
     sa.Column('intent', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=True),

@@ -189,6 +189,22 @@ function bubble(msgEl, label, text, meta) {
   }
 }
 
+// The bot's one-tap video invitation: opens the backend's H5 video page (the mini-program uses a web-view).
+function videoInviteButton(payload) {
+  const button = document.createElement('button');
+  button.className = 'video-invite';
+  button.type = 'button';
+  button.textContent = '一键视频办理';
+  button.addEventListener('click', () => openVideo(payload.conversation_id));
+  return button;
+}
+
+function openVideo(conversationId) {
+  const id = conversationId || (S.conversation && S.conversation.id);
+  if (!id) { showNotice('请先说明您要办理的业务'); return; }
+  window.open(`/h5/video/?conversation_id=${id}&token=${encodeURIComponent(S.token)}`, '_blank');
+}
+
 function timeOf(iso) {
   const d = new Date(iso);
   return isNaN(d) ? '' : d.toLocaleTimeString('zh-CN', { hour: '2-digit', minute: '2-digit' });
@@ -211,6 +227,7 @@ function addMessages(list) {
     el.dataset.sender = m.sender_kind;
     el.dataset.direction = m.direction;
     bubble(el, LABELS[m.sender_kind] || '', m.text, timeOf(m.created_at));
+    if (m.payload && m.payload.type === 'video_invite') el.append(videoInviteButton(m.payload));
     const later = [...box.querySelectorAll('.msg[data-id]')].find((x) => Number(x.dataset.id) > Number(m.id));
     box.insertBefore(el, later || box.querySelector('.msg.pending'));
     if (Number(m.id) > S.lastId) S.lastId = Number(m.id);
@@ -385,7 +402,7 @@ $('#composer').addEventListener('submit', (ev) => {
 
 $('#to-human').addEventListener('click', () => sendText('转人工'));
 
-$('#video').addEventListener('click', () => showNotice('视频页面将在后续版本开放'));
+$('#video').addEventListener('click', () => openVideo());
 
 $('#error').addEventListener('click', clearError);
 

@@ -20,6 +20,8 @@ function view(m) {
     sender: m.sender_kind,
     side: m.sender_kind === 'customer' ? 'right' : 'left',
     label: LABELS[m.sender_kind] || '',
+    // The bot's one-tap video invitation (video scenarios): a button that opens the video page.
+    videoInvite: !!(m.payload && m.payload.type === 'video_invite'),
     text: m.text,
   };
 }

@@ -1,0 +1,91 @@
+"""Scripted dialogues through the real Rasa service and the app over HTTP: one per scenario kind."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from tests.support import AgentConsole, MiniappCustomer, create_agent
+
+
+@pytest.fixture
+async def supervisor(app_url, database_url):
+    username = "sup-" + uuid.uuid4().hex[:8]
+    await create_agent(database_url, username=username, password="pw-123456", skills=["general"], role="supervisor")
+    console = await AgentConsole.login(app_url, username, "pw-123456")
+    yield console
+    await console.aclose()
+
+
+@pytest.fixture
+async def customer(app_url, emulator):
+    customer = await MiniappCustomer.login(app_url, emulator)
+    yield customer
+    await customer.aclose()
+
+
+async def card_of(console: AgentConsole, conversation_id: int) -> dict:
+    response = await console.http.get(f"/agents/conversations/{conversation_id}")
+    assert response.status_code == 200, response.text
+    return response.json()["handoff_card"]
+
+
+async def test_an_faq_is_answered_and_the_bot_keeps_the_conversation(customer):
+    result = await customer.say("新办的卡怎么激活啊")
+    assert result["conversation"]["state"] == "bot"
+    assert "激活" in result["replies"][0]["text"] and len(result["replies"]) == 1
+
+
+async def test_a_slot_given_up_front_is_confirmed_not_asked(customer, supervisor):
+    result = await customer.say("我尾号4321的信用卡丢了")
+    texts = " ".join(r["text"] for r in result["replies"])
+    assert "信用卡还是借记卡" not in texts and "最后四位" not in texts
+    assert "4321" in texts and "信用卡" in texts
+    assert result["conversation"]["state"] == "queued"
+    card = await card_of(supervisor, result["conversation"]["id"])
+    assert card["intent"] == "report_loss" and card["slots"] == {"card_last4": "4321", "card_type": "credit"}
+    assert card["skill_group"] == "cards" and card["channel_path"] == ["miniapp"]
+    assert card["bot_said"] and "挂失" in card["summary"]
+
+
+async def test_a_form_asks_only_for_what_is_missing_across_turns(customer):
+    first = await customer.say("卡丢了要挂失")
+    assert "信用卡还是借记卡" in first["replies"][0]["text"]
+    second = await customer.say("储蓄卡")
+    assert "最后四位" in second["replies"][0]["text"] and "借记卡" in second["replies"][0]["text"]
+    third = await customer.say("尾号8899")
+    assert third["conversation"]["state"] == "queued"
+    assert "8899" in third["replies"][0]["text"]
+
+
+async def test_an_urgent_complaint_goes_to_the_head_of_the_queue(customer, supervisor, app_url, emulator):
+    waiting = await MiniappCustomer.login(app_url, emulator)
+    await waiting.say("转人工")
+    result = await customer.say("我要投诉，你们的服务太差了")
+    assert result["conversation"]["state"] == "queued"
+    queue = (await supervisor.http.get("/agents/queue", params={"all_groups": True})).json()
+    general = [item for item in queue if item["skill_group"] == "general"]
+    assert general[0]["conversation_id"] == result["conversation"]["id"]
+    assert general[0]["priority"] > 0 and general[0]["reason"] == "complaint"
+    await waiting.aclose()
+
+
+async def test_a_video_scenario_escalates_to_video_with_a_one_tap_invitation(customer, supervisor):
+    result = await customer.say("我想修改预留手机号")
+    assert result["conversation"]["state"] == "queued"
+    invite = next(r["payload"] for r in result["replies"] if r.get("payload"))
+    assert invite["type"] == "video_invite" and invite["conversation_id"] == result["conversation"]["id"]
+    assert "视频" in " ".join(r["text"] for r in result["replies"])
+    card = await card_of(supervisor, result["conversation"]["id"])
+    assert card["mode"] == "video" and card["skill_group"] == "accounts" and card["intent"] == "change_phone"
+
+
+async def test_unclear_messages_get_one_clarifying_question_then_a_human(customer, supervisor):
+    first = await customer.say("那个钱的事情怎么弄")
+    assert first["conversation"]["state"] == "bot"
+    assert "您是想办理" in first["replies"][0]["text"] or "换个说法" in first["replies"][0]["text"]
+    second = await customer.say("就是那个嘛，你懂的")
+    assert second["conversation"]["state"] == "queued"
+    card = await card_of(supervisor, second["conversation"]["id"])
+    assert card["reason"] == "low_confidence"
