@@ -16,7 +16,9 @@ from api.conversations.delivery import Delivery
 from api.conversations.flows import Triage
 from api.customers.models import Customer
 from api.db import unit_of_work
-from api.errors import NotAuthenticated
+from api.errors import NotAuthenticated, NotPermitted
+from api.routing.engine import RoutingEngine
+from api.routing.loop import touch_agent
 from api.security import read_token
 from api.settings import Settings
 from api.channels.wechat_platform import WeChatPlatform
@@ -47,12 +49,17 @@ def get_delivery(conn: HTTPConnection) -> Delivery:
     return conn.app.state.triage.delivery
 
 
+def get_routing(conn: HTTPConnection) -> RoutingEngine:
+    return conn.app.state.triage.routing
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 EngineDep = Annotated[AsyncEngine, Depends(get_engine)]
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 RedisDep = Annotated[Redis, Depends(get_redis)]
 TriageDep = Annotated[Triage, Depends(get_triage)]
 DeliveryDep = Annotated[Delivery, Depends(get_delivery)]
+RoutingDep = Annotated[RoutingEngine, Depends(get_routing)]
 
 
 def bearer_token(conn: HTTPConnection) -> str:
@@ -80,7 +87,20 @@ async def current_agent(conn: HTTPConnection, session: SessionDep, settings: Set
     agent = await session.get(Agent, agent_id)
     if agent is None or not agent.active:
         raise NotAuthenticated("unknown or disabled agent")
+    # Any request is a sign of life; an online agent silent past the heartbeat TTL is set offline.
+    await touch_agent(conn.app.state.redis, agent.id, settings.agent_heartbeat_ttl_s)
     return agent
+
+
+def require_role(*roles: str):
+    """A dependency that admits only agents with one of these roles (admin always)."""
+
+    async def check(agent: Annotated[Agent, Depends(current_agent)]) -> Agent:
+        if agent.role not in (*roles, "admin"):
+            raise NotPermitted(f"this needs the role {' or '.join(roles)}")
+        return agent
+
+    return check
 
 
 CurrentCustomer = Annotated[Customer, Depends(current_customer)]
@@ -92,3 +112,5 @@ def get_wechat(conn: HTTPConnection):
 
 
 WeChatDep = Annotated[WeChatPlatform, Depends(get_wechat)]
+
+Supervisor = Annotated[Agent, Depends(require_role("supervisor"))]

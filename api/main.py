@@ -12,7 +12,9 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from redis.asyncio import Redis
 
+from api.agents.inbox import router as agents_inbox_router
 from api.agents.router import router as agents_router
+from api.agents.supervisor_router import router as supervisor_router
 from api.channels.miniapp.router import router as miniapp_router
 from api.channels.wechat_platform import WeChatPlatform
 from api.conversations.delivery import Delivery
@@ -21,6 +23,8 @@ from api.db import create_engine, migrate
 from api.embedded import EmbeddedRedis, ThreadedServer
 from api.errors import install_error_handlers
 from api.health.router import router as health_router
+from api.routing.engine import RoutingEngine
+from api.routing.loop import RoutingLoop
 from api.limits import BodySizeLimit
 from api.masking import install_log_masking
 from api.settings import Settings
@@ -29,6 +33,7 @@ from bot.nlu import RasaClient
 
 log = logging.getLogger("yunting")
 H5_DIR = Path(__file__).resolve().parent.parent / "miniapp_stubs" / "h5"
+CONSOLE_DIR = Path(__file__).resolve().parent / "console" / "static"
 MAX_BODY_BYTES = 256 * 1024
 
 
@@ -58,6 +63,7 @@ async def _start_dependencies(app: FastAPI, settings: Settings, stack: AsyncExit
     app.state.triage = Triage(
         nlu=nlu, store=ContextStore(app.state.redis, settings.context_ttl_s),
         threshold=settings.nlu_confidence_threshold, delivery=Delivery(app.state.redis),
+        routing=RoutingEngine(app.state.redis),
     )
     app.state.wechat = WeChatPlatform(
         api_base=api_base, redis_url=redis_url,
@@ -66,6 +72,9 @@ async def _start_dependencies(app: FastAPI, settings: Settings, stack: AsyncExit
     )
     stack.callback(app.state.wechat.close)
     app.state.wechat_api_base = api_base
+    loop = RoutingLoop(app.state.engine, app.state.triage.routing, app.state.triage.delivery, settings)
+    loop.start()
+    stack.push_async_callback(loop.stop)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -86,6 +95,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health_router)
     app.include_router(miniapp_router)
     app.include_router(agents_router)
+    app.include_router(agents_inbox_router)
+    app.include_router(supervisor_router)
+    app.mount("/console", StaticFiles(directory=CONSOLE_DIR, html=True), name="console")
     if settings.env != "production":
         _mount_simulator(app, settings)
     return app

@@ -35,3 +35,14 @@ def install_log_masking() -> None:
         for handler in logging.getLogger(name).handlers:
             if not any(isinstance(f, MaskingFilter) for f in handler.filters):
                 handler.addFilter(MaskingFilter())
+
+
+def mask_structure(value):
+    """Mask every string inside nested dicts and lists (handoff cards, slots)."""
+    if isinstance(value, str):
+        return mask_sensitive(value)
+    if isinstance(value, dict):
+        return {key: mask_structure(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [mask_structure(item) for item in value]
+    return value

@@ -20,3 +20,7 @@ async def publish(redis: Redis, channel: str, event: dict[str, Any]) -> None:
 
 async def publish_to_customer(redis: Redis, customer_id: int, event: dict[str, Any]) -> None:
     await publish(redis, customer_channel(customer_id), event)
+
+
+def agent_channel(agent_id: int) -> str:
+    return f"yt:events:agent:{agent_id}"

@@ -50,6 +50,24 @@ class Settings(BaseSettings):
     customer_session_ttl_s: int = 7 * 24 * 3600
     agent_session_ttl_s: int = 12 * 3600
 
+    # NLU studio (api/studio): the product team's files, the trained models, and this stack's NLU deployment
+    # name (it keys the active-model state in Redis and SQL, so stacks sharing them stay apart).
+    nlu_data_dir: Path = Path("nlu_data")
+    models_dir: Path = Path("models")
+    nlu_deployment: str = "default"
+    studio_min_examples: int = 10
+    studio_eval_fraction: float = 0.2
+    studio_train_epochs: int | None = None
+    studio_rasa_start_timeout_s: float = 300.0
+
+    # Routing: an assignment unanswered this long goes back to the head of the queue.
+    agent_answer_timeout_s: int = 120
+    agent_heartbeat_ttl_s: int = 60
+    routing_tick_s: float = 1.0
+    avg_handle_s: int = 240
+    # The bank's day for the supervisor's "today" figures.
+    timezone: str = "Asia/Shanghai"
+
     max_message_chars: int = 2000
     context_ttl_s: int = 48 * 3600
 

@@ -1,66 +1,27 @@
-"""What agents do to conversations: claim from the queue and reply. Each writes, commits, then emits."""
+"""What agents do to the conversations they hold: reply, note, transfer, close; and their presence.
+Each writes, commits, then emits."""
 
 from __future__ import annotations
 
-from redis.asyncio import Redis
-from sqlalchemy import func, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from api.agents.models import Agent
 from api.audit.models import audit
-from api.conversations import service
-from api.conversations.models import Conversation, ConversationState, Direction, Escalation, Message, SenderKind
 from api.conversations.delivery import Delivery
-from api.errors import Conflict, NotPermitted, ResourceNotFound
-from api.realtime import AGENTS_CHANNEL, publish
+from api.conversations.models import Conversation, ConversationState, Direction, Escalation, Message, SenderKind
+from api.errors import BadRequest, Conflict, NotPermitted, ResourceNotFound
+from api.realtime import AGENTS_CHANNEL, agent_channel, publish
+from api.routing.engine import RoutingEngine
+from api.routing.flows import do_assign_waiting, do_requeue, ensure_built, snapshot_of
 from api.timeutil import utcnow
 
-
-async def active_load(session: AsyncSession, agent_id: int) -> int:
-    statement = select(func.count()).select_from(Conversation).where(
-        Conversation.agent_id == agent_id, Conversation.state == ConversationState.WITH_AGENT
-    )
-    return int((await session.exec(statement)).one())
-
-
-async def do_claim(session: AsyncSession, redis: Redis, delivery: Delivery, *, agent: Agent, conversation_id: int) -> Conversation:
-    """Take a queued conversation; exactly one agent wins when several claim at once."""
-    conversation = await session.get(Conversation, conversation_id)
-    if conversation is None:
-        raise ResourceNotFound("conversation not found")
-    escalation = await service.get_open_escalation(session, conversation_id)
-    if escalation is None or conversation.state != ConversationState.QUEUED:
-        raise Conflict("this conversation is not waiting in the queue", code="not_queued")
-    if await active_load(session, agent.id) >= agent.capacity:
-        raise Conflict("you are at full capacity", code="agent_at_capacity")
-    now = utcnow()
-    claimed = await session.exec(
-        update(Escalation)
-        .where(col(Escalation.id) == escalation.id, col(Escalation.claimed_by).is_(None))
-        .values(claimed_by=agent.id, claimed_at=now)
-    )
-    if claimed.rowcount != 1:
-        raise Conflict("another agent claimed this conversation first", code="already_claimed")
-    conversation.state = ConversationState.WITH_AGENT
-    conversation.agent_id = agent.id
-    conversation.updated_at = now
-    greeting = Message(
-        conversation_id=conversation.id, customer_id=conversation.customer_id, channel=conversation.current_channel,
-        direction=Direction.OUT, sender_kind=SenderKind.SYSTEM,
-        text=f"人工客服{agent.display_name}已接入，您之前说的内容客服都能看到，无需重复。",
-    )
-    session.add(greeting)
-    audit(session, actor_kind="agent", actor_id=agent.id, action="claim", subject=f"conversation:{conversation.id}")
-    await session.commit()
-    await delivery.deliver(conversation, [greeting])
-    await delivery.state_changed(conversation)
-    await publish(redis, AGENTS_CHANNEL, {"type": "queue_changed", "conversation_id": conversation.id})
-    return conversation
+DISPOSITIONS = ("resolved", "follow_up", "customer_left", "transferred_out", "invalid")
+PRESENCES = ("online", "away", "offline")
 
 
 async def get_for_agent(session: AsyncSession, *, agent: Agent, conversation_id: int) -> Conversation:
-    """A conversation this agent may read: queued ones (to decide to claim) or their own."""
+    """A conversation this agent may read: queued ones (to decide to claim), their own, or any for supervisors."""
     conversation = await session.get(Conversation, conversation_id)
     if conversation is None:
         raise ResourceNotFound("conversation not found")
@@ -71,19 +32,158 @@ async def get_for_agent(session: AsyncSession, *, agent: Agent, conversation_id:
     raise NotPermitted("this conversation belongs to another agent")
 
 
-async def do_send_agent_reply(session: AsyncSession, delivery: Delivery, *, agent: Agent, conversation_id: int, text: str) -> Message:
-    """Store the agent's reply and deliver it on the customer's current channel."""
+async def _held(session: AsyncSession, agent: Agent, conversation_id: int) -> Conversation:
     conversation = await session.get(Conversation, conversation_id)
     if conversation is None:
         raise ResourceNotFound("conversation not found")
     if conversation.agent_id != agent.id or conversation.state != ConversationState.WITH_AGENT:
-        raise NotPermitted("claim the conversation before replying")
+        raise NotPermitted("claim the conversation before acting on it")
+    return conversation
+
+
+async def _current_escalation(session: AsyncSession, conversation_id: int) -> Escalation | None:
+    statement = select(Escalation).where(Escalation.conversation_id == conversation_id).order_by(col(Escalation.id).desc())
+    return (await session.exec(statement)).first()
+
+
+async def do_send_agent_reply(session: AsyncSession, delivery: Delivery, *, agent: Agent, conversation_id: int, text: str) -> Message:
+    """Store the agent's reply and deliver it on the customer's current channel."""
+    conversation = await _held(session, agent, conversation_id)
     reply = Message(
         conversation_id=conversation.id, customer_id=conversation.customer_id, channel=conversation.current_channel,
         direction=Direction.OUT, sender_kind=SenderKind.AGENT, agent_id=agent.id, text=text,
     )
     session.add(reply)
-    conversation.updated_at = utcnow()
+    now = conversation.updated_at = utcnow()
+    escalation = await _current_escalation(session, conversation.id)
+    if escalation is not None and escalation.first_response_at is None:
+        escalation.first_response_at = now
     await session.commit()
     await delivery.deliver(conversation, [reply])
     return reply
+
+
+async def do_add_note(session: AsyncSession, *, agent: Agent, conversation_id: int, text: str) -> Message:
+    """An internal note: in the record and the console, never sent to the customer."""
+    conversation = await get_for_agent(session, agent=agent, conversation_id=conversation_id)
+    note = Message(
+        conversation_id=conversation.id, customer_id=conversation.customer_id, channel=conversation.current_channel,
+        direction=Direction.OUT, sender_kind=SenderKind.AGENT, agent_id=agent.id, text=text, internal=True, kind="note",
+    )
+    session.add(note)
+    await session.commit()
+    return note
+
+
+async def do_transfer(
+    session: AsyncSession, routing: RoutingEngine, delivery: Delivery, *,
+    agent: Agent, conversation_id: int, to_group: str | None, to_agent_id: int | None,
+) -> Conversation:
+    """Hand the conversation to another group's queue (at its head) or straight to a named agent."""
+    conversation = await _held(session, agent, conversation_id)
+    escalation = await _current_escalation(session, conversation.id)
+    if to_agent_id is not None:
+        return await _transfer_to_agent(session, routing, delivery, agent, conversation, escalation, to_agent_id)
+    if not to_group:
+        raise BadRequest("name a skill group or an agent to transfer to", code="transfer_target_missing")
+    card = dict(escalation.handoff_card) if escalation else {}
+    card["transferred_from"] = agent.display_name
+    new = Escalation(
+        conversation_id=conversation.id, reason="transfer", intent=conversation.intent, skill_group=to_group,
+        priority=escalation.priority if escalation else 0, mode=escalation.mode if escalation else "text",
+        handoff_card=card, queued_at=escalation.created_at if escalation else utcnow(),
+    )
+    session.add(new)
+    conversation.state = ConversationState.QUEUED
+    conversation.agent_id = None
+    notice = _system_message(conversation, "正在为您转接更合适的客服，您之前说的内容都会一并转过去，请稍候。")
+    session.add(notice)
+    audit(session, actor_kind="agent", actor_id=agent.id, action="transfer", subject=f"conversation:{conversation.id}", to_group=to_group)
+    await session.commit()
+    await routing.release(agent.id)
+    await routing.enqueue(new.id, new.skill_group, new.priority, new.queued_at)
+    await delivery.deliver(conversation, [notice])
+    await delivery.state_changed(conversation)
+    await publish(routing.redis, AGENTS_CHANNEL, {"type": "queue_changed", "conversation_id": conversation.id})
+    await do_assign_waiting(session, routing, delivery, to_group)
+    return conversation
+
+
+async def _transfer_to_agent(session, routing, delivery, agent, conversation, escalation, to_agent_id) -> Conversation:
+    target = await session.get(Agent, to_agent_id)
+    if target is None or not target.active:
+        raise ResourceNotFound("no such agent")
+    if target.presence != "online":
+        raise Conflict(f"{target.display_name} is not online", code="agent_not_online")
+    await ensure_built(session, routing)
+    await routing.set_agent(snapshot_of(target))
+    if await routing.claim(escalation.id if escalation else 0, escalation.skill_group if escalation else "general",
+                           target.id, must_be_queued=False) != "ok":
+        raise Conflict(f"{target.display_name} is at full capacity", code="agent_at_capacity")
+    conversation.agent_id = target.id
+    if escalation is not None:
+        escalation.claimed_by, escalation.claimed_at, escalation.first_response_at = target.id, utcnow(), None
+    notice = _system_message(conversation, f"已为您转接至客服{target.display_name}，您之前说的内容都已保留。")
+    session.add(notice)
+    audit(session, actor_kind="agent", actor_id=agent.id, action="transfer", subject=f"conversation:{conversation.id}", to_agent=target.id)
+    await session.commit()
+    await routing.release(agent.id)
+    await delivery.deliver(conversation, [notice])
+    await publish(routing.redis, agent_channel(target.id), {"type": "assigned", "conversation_id": conversation.id})
+    await publish(routing.redis, agent_channel(agent.id), {"type": "conversation_removed", "conversation_id": conversation.id})
+    return conversation
+
+
+async def do_close(
+    session: AsyncSession, routing: RoutingEngine, delivery: Delivery, *, agent: Agent, conversation_id: int, disposition: str
+) -> Conversation:
+    """Close with a disposition; the customer's next message starts a new conversation with the bot."""
+    if disposition not in DISPOSITIONS:
+        raise BadRequest(f"disposition must be one of {', '.join(DISPOSITIONS)}", code="bad_disposition")
+    conversation = await _held(session, agent, conversation_id)
+    conversation.state = ConversationState.CLOSED
+    conversation.disposition = disposition
+    conversation.closed_at = conversation.updated_at = utcnow()
+    goodbye = _system_message(
+        conversation, "本次服务已结束，感谢您的耐心。请为本次服务打分：1（很不满意）到 5（很满意）。", payload={"type": "csat_request"}
+    )
+    session.add(goodbye)
+    audit(session, actor_kind="agent", actor_id=agent.id, action="close", subject=f"conversation:{conversation.id}", disposition=disposition)
+    await session.commit()
+    await routing.release(agent.id)
+    await delivery.deliver(conversation, [goodbye])
+    await delivery.state_changed(conversation)
+    await do_assign_waiting_for_agent(session, routing, delivery, agent)
+    return conversation
+
+
+async def do_set_presence(session: AsyncSession, routing: RoutingEngine, delivery: Delivery, *, agent: Agent, presence: str) -> Agent:
+    """Online agents take new conversations; going offline hands theirs back to the queue."""
+    if presence not in PRESENCES:
+        raise BadRequest(f"presence must be one of {', '.join(PRESENCES)}", code="bad_presence")
+    await ensure_built(session, routing)
+    agent.presence = presence
+    audit(session, actor_kind="agent", actor_id=agent.id, action="presence", subject=f"agent:{agent.id}", presence=presence)
+    await session.commit()
+    await routing.set_agent(snapshot_of(agent))
+    if presence == "offline":
+        held = (await session.exec(select(Conversation).where(
+            Conversation.agent_id == agent.id, Conversation.state == ConversationState.WITH_AGENT))).all()
+        for conversation in held:
+            await do_requeue(session, routing, delivery, conversation=conversation, reason="agent_offline")
+    if presence == "online":
+        await do_assign_waiting_for_agent(session, routing, delivery, agent)
+    await publish(routing.redis, AGENTS_CHANNEL, {"type": "presence", "agent_id": agent.id, "presence": presence})
+    return agent
+
+
+async def do_assign_waiting_for_agent(session: AsyncSession, routing: RoutingEngine, delivery: Delivery, agent: Agent) -> None:
+    for group in agent.skills:
+        await do_assign_waiting(session, routing, delivery, group)
+
+
+def _system_message(conversation: Conversation, text: str, payload: dict | None = None) -> Message:
+    return Message(
+        conversation_id=conversation.id, customer_id=conversation.customer_id, channel=conversation.current_channel,
+        direction=Direction.OUT, sender_kind=SenderKind.SYSTEM, text=text, payload=payload,
+    )

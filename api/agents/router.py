@@ -1,21 +1,31 @@
-"""The agent API, first cut: sign in, see the queue, claim, read the transcript, reply."""
+"""The agent API: sign in, presence, the queue, claim, and work on a held conversation."""
 
 from __future__ import annotations
 
+from functools import lru_cache
+from pathlib import Path
+
+import yaml
 from fastapi import APIRouter
 
 from api.agents import flows, service
 from api.agents.schemas import (
-    AgentLogin, AgentPublic, AgentReply, AgentSession, ConversationForAgent, QueueItem,
+    AgentLogin, AgentPublic, AgentReply, AgentSession, CloseRequest, ConversationForAgent, HeldConversation,
+    NoteCreate, PresenceUpdate, QueueItem, RevealedMessage, TransferRequest,
 )
 from api.audit.models import audit
 from api.conversations import service as conversations
+from api.conversations.models import Conversation, ConversationState, Message
 from api.conversations.schemas import ConversationDetail, MessagePublic
-from api.deps import CurrentAgent, DeliveryDep, RedisDep, SessionDep, SettingsDep
-from api.errors import NotAuthenticated
+from api.deps import CurrentAgent, DeliveryDep, RoutingDep, SessionDep, SettingsDep
+from api.errors import NotAuthenticated, NotPermitted, ResourceNotFound
+from api.masking import mask_sensitive, mask_structure
+from api.routing.flows import do_claim
 from api.security import issue_token
+from sqlmodel import col, select
 
 router = APIRouter(prefix="/agents", tags=["agents"])
+CANNED_PATH = Path(__file__).with_name("canned_replies.yml")
 
 
 @router.post("/login", response_model=AgentSession)
@@ -33,40 +43,120 @@ async def me(agent: CurrentAgent):
     return AgentPublic.model_validate(agent, from_attributes=True)
 
 
+@router.put("/me/presence", response_model=AgentPublic)
+async def set_presence(body: PresenceUpdate, agent: CurrentAgent, session: SessionDep, routing: RoutingDep, delivery: DeliveryDep):
+    """online: take new conversations; away: keep yours, take no new ones; offline: yours go back to the queue."""
+    agent = await flows.do_set_presence(session, routing, delivery, agent=agent, presence=body.presence)
+    return AgentPublic.model_validate(agent, from_attributes=True)
+
+
 @router.get("/queue", response_model=list[QueueItem])
 async def queue(agent: CurrentAgent, session: SessionDep, all_groups: bool = False):
-    """Waiting conversations in the agent's skill groups (all groups for supervisors who ask)."""
+    """Waiting conversations in the agent's skill groups (every group for supervisors who ask)."""
     groups = None if all_groups and agent.role in ("supervisor", "admin") else agent.skills
-    return [
-        QueueItem(
-            escalation_id=escalation.id, conversation_id=conversation.id, skill_group=escalation.skill_group,
-            priority=escalation.priority, mode=escalation.mode, reason=escalation.reason, intent=escalation.intent,
-            waiting_since=escalation.created_at, summary=escalation.handoff_card.get("summary", ""),
-        )
-        for escalation, conversation in await conversations.list_queue(session, skill_groups=groups)
-    ]
+    return [queue_item(e, c) for e, c in await conversations.list_queue(session, skill_groups=groups)]
+
+
+def queue_item(escalation, conversation) -> QueueItem:
+    return QueueItem(
+        escalation_id=escalation.id, conversation_id=conversation.id, skill_group=escalation.skill_group,
+        priority=escalation.priority, mode=escalation.mode, reason=escalation.reason, intent=escalation.intent,
+        waiting_since=escalation.created_at, summary=mask_sensitive(escalation.handoff_card.get("summary", "")),
+    )
+
+
+@router.get("/me/conversations", response_model=list[HeldConversation])
+async def held(agent: CurrentAgent, session: SessionDep):
+    """The conversations this agent holds now."""
+    rows = (await session.exec(select(Conversation).where(
+        Conversation.agent_id == agent.id, Conversation.state == ConversationState.WITH_AGENT
+    ).order_by(col(Conversation.updated_at).desc()))).all()
+    result = []
+    for conversation in rows:
+        escalation = await conversations.get_latest_escalation(session, conversation.id)
+        result.append(HeldConversation(
+            conversation_id=conversation.id, intent=conversation.intent, current_channel=conversation.current_channel,
+            updated_at=conversation.updated_at, answered=bool(escalation and escalation.first_response_at),
+        ))
+    return result
 
 
 @router.post("/conversations/{conversation_id}/claim", response_model=ConversationDetail)
-async def claim(conversation_id: int, agent: CurrentAgent, session: SessionDep, redis: RedisDep, delivery: DeliveryDep):
-    conversation = await flows.do_claim(session, redis, delivery, agent=agent, conversation_id=conversation_id)
+async def claim(conversation_id: int, agent: CurrentAgent, session: SessionDep, routing: RoutingDep, delivery: DeliveryDep):
+    conversation = await do_claim(session, routing, delivery, agent=agent, conversation_id=conversation_id)
     return ConversationDetail.of(conversation)
 
 
 @router.get("/conversations/{conversation_id}", response_model=ConversationForAgent)
 async def read_conversation(conversation_id: int, agent: CurrentAgent, session: SessionDep):
-    """The handoff card and the full transcript across channels."""
+    """The handoff card and the whole transcript across channels, ID/card/phone numbers masked."""
     conversation = await flows.get_for_agent(session, agent=agent, conversation_id=conversation_id)
     escalation = await conversations.get_latest_escalation(session, conversation.id)
-    messages = await conversations.list_messages(session, conversation_id=conversation.id)
+    messages = await conversations.list_messages(session, conversation_id=conversation.id, include_internal=True)
+    detail = ConversationDetail.of(conversation)
+    detail.slots = mask_structure(detail.slots)
     return ConversationForAgent(
-        conversation=ConversationDetail.of(conversation),
-        handoff_card=escalation.handoff_card if escalation else None,
-        messages=[MessagePublic.of(m) for m in messages],
+        conversation=detail,
+        handoff_card=mask_structure(escalation.handoff_card) if escalation else None,
+        messages=[_masked(m) for m in messages],
     )
+
+
+def _masked(message: Message) -> MessagePublic:
+    public = MessagePublic.of(message)
+    public.text = mask_sensitive(public.text)
+    return public
+
+
+@router.post("/conversations/{conversation_id}/messages/{message_id}/reveal", response_model=RevealedMessage)
+async def reveal(conversation_id: int, message_id: int, agent: CurrentAgent, session: SessionDep):
+    """The unmasked text of one message: supervisors, admins, or the agent holding the conversation; audited."""
+    conversation = await flows.get_for_agent(session, agent=agent, conversation_id=conversation_id)
+    if agent.role not in ("supervisor", "admin") and conversation.agent_id != agent.id:
+        raise NotPermitted("only the agent holding the conversation or a supervisor may reveal numbers")
+    message = await session.get(Message, message_id)
+    if message is None or message.conversation_id != conversation.id:
+        raise ResourceNotFound("message not found")
+    audit(session, actor_kind="agent", actor_id=agent.id, action="reveal", subject=f"message:{message.id}",
+          conversation_id=conversation.id)
+    return RevealedMessage(message_id=message.id, text=message.text)
 
 
 @router.post("/conversations/{conversation_id}/messages", response_model=MessagePublic)
 async def reply(conversation_id: int, body: AgentReply, agent: CurrentAgent, session: SessionDep, delivery: DeliveryDep):
     message = await flows.do_send_agent_reply(session, delivery, agent=agent, conversation_id=conversation_id, text=body.text)
     return MessagePublic.of(message)
+
+
+@router.post("/conversations/{conversation_id}/notes", response_model=MessagePublic)
+async def add_note(conversation_id: int, body: NoteCreate, agent: CurrentAgent, session: SessionDep):
+    """An internal note the customer never sees."""
+    return MessagePublic.of(await flows.do_add_note(session, agent=agent, conversation_id=conversation_id, text=body.text))
+
+
+@router.post("/conversations/{conversation_id}/transfer", response_model=ConversationDetail)
+async def transfer(conversation_id: int, body: TransferRequest, agent: CurrentAgent, session: SessionDep,
+                   routing: RoutingDep, delivery: DeliveryDep):
+    conversation = await flows.do_transfer(session, routing, delivery, agent=agent, conversation_id=conversation_id,
+                                           to_group=body.to_group, to_agent_id=body.to_agent_id)
+    return ConversationDetail.of(conversation)
+
+
+@router.post("/conversations/{conversation_id}/close", response_model=ConversationDetail)
+async def close(conversation_id: int, body: CloseRequest, agent: CurrentAgent, session: SessionDep,
+                routing: RoutingDep, delivery: DeliveryDep):
+    conversation = await flows.do_close(session, routing, delivery, agent=agent, conversation_id=conversation_id,
+                                        disposition=body.disposition)
+    return ConversationDetail.of(conversation)
+
+
+@router.get("/canned-replies", response_model=list[str])
+async def canned_replies(agent: CurrentAgent, intent: str | None = None):
+    """Ready-made replies for the conversation's scenario, then the general ones."""
+    catalog = _canned_catalog()
+    return [*catalog.get(intent or "", []), *catalog.get("general", [])]
+
+
+@lru_cache(maxsize=1)
+def _canned_catalog() -> dict[str, list[str]]:
+    return yaml.safe_load(CANNED_PATH.read_text(encoding="utf-8"))

@@ -18,6 +18,8 @@ from api.conversations.models import Conversation, ConversationState, Direction,
 from api.conversations.delivery import Delivery
 from api.conversations.schemas import message_event
 from api.realtime import AGENTS_CHANNEL, publish
+from api.routing.engine import RoutingEngine
+from api.routing.flows import do_assign_waiting
 from api.timeutil import utcnow
 from bot.context import ContextStore, ConversationContext
 from bot.handoff import build_handoff_card
@@ -49,6 +51,7 @@ class Triage:
     store: ContextStore
     threshold: float
     delivery: Delivery
+    routing: RoutingEngine
 
 
 async def do_receive_customer_message(
@@ -88,8 +91,11 @@ async def do_receive_customer_message(
         await triage.store.put(context)
     await triage.delivery.deliver(conversation, replies)
     await triage.delivery.state_changed(conversation)
-    if conversation.state == ConversationState.QUEUED:
+    escalation = await service.get_open_escalation(session, conversation.id)
+    if conversation.state == ConversationState.QUEUED and escalation is not None:
+        await triage.routing.enqueue(escalation.id, escalation.skill_group, escalation.priority, escalation.queued_at)
         await publish(redis, AGENTS_CHANNEL, {"type": "queue_changed", "conversation_id": conversation.id})
+        await do_assign_waiting(session, triage.routing, triage.delivery, escalation.skill_group)
     return Received(inbound, conversation, replies)
 
 

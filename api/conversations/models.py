@@ -46,6 +46,7 @@ class Conversation(SQLModel, table=True):
     agent_id: int | None = Field(default=None, foreign_key="agent.id", index=True)
     previous_conversation_id: int | None = Field(default=None, foreign_key="conversation.id")
     disposition: str | None = Field(default=None, max_length=64)
+    csat: int | None = None
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
     closed_at: datetime | None = None
@@ -65,6 +66,8 @@ class Message(SQLModel, table=True):
     direction: str = Field(max_length=4)
     sender_kind: str = Field(max_length=16)
     agent_id: int | None = Field(default=None, foreign_key="agent.id")
+    # An agent's internal note: kept in the record, never delivered to the customer.
+    internal: bool = False
     kind: str = Field(default="text", max_length=16)
     text: str = Field(sa_column=Column(Text, nullable=False))
     # Structured content beside the text: a video invitation, an image, a mini-program card.
@@ -90,3 +93,8 @@ class Escalation(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, index=True)
     claimed_by: int | None = Field(default=None, foreign_key="agent.id")
     claimed_at: datetime | None = None
+    # When the agent first answered; an assignment left unanswered past the timeout goes back to the queue.
+    first_response_at: datetime | None = None
+    requeue_count: int = 0
+    # Queue order: a requeued escalation keeps (or improves) its place through this, not created_at.
+    queued_at: datetime = Field(default_factory=utcnow)

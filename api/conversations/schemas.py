@@ -17,6 +17,7 @@ class MessagePublic(BaseModel):
     channel: str
     created_at: datetime
     payload: dict[str, Any] | None = None
+    internal: bool = False
 
     @classmethod
     def of(cls, message) -> "MessagePublic":

@@ -71,10 +71,13 @@ async def list_replies_to(session: AsyncSession, message_id: int) -> list[Messag
 
 
 async def list_messages(
-    session: AsyncSession, *, conversation_id: int | None = None, customer_id: int | None = None, after_id: int = 0
+    session: AsyncSession, *, conversation_id: int | None = None, customer_id: int | None = None, after_id: int = 0,
+    include_internal: bool = False,
 ) -> list[Message]:
-    """Oldest first; by conversation, or everything of one customer."""
+    """Oldest first; by conversation, or everything of one customer. Internal notes only when asked."""
     statement = select(Message).where(col(Message.id) > after_id).order_by(col(Message.id))
+    if not include_internal:
+        statement = statement.where(col(Message.internal).is_(False))
     if conversation_id is not None:
         statement = statement.where(Message.conversation_id == conversation_id)
     if customer_id is not None:
@@ -101,7 +104,7 @@ def _queued_escalations():
 
 async def list_queue(session: AsyncSession, *, skill_groups: list[str] | None = None) -> list[tuple[Escalation, Conversation]]:
     """Waiting escalations, most urgent first, then longest waiting."""
-    statement = _queued_escalations().order_by(col(Escalation.priority).desc(), col(Escalation.created_at), col(Escalation.id))
+    statement = _queued_escalations().order_by(col(Escalation.priority).desc(), col(Escalation.queued_at), col(Escalation.id))
     if skill_groups:
         statement = statement.where(col(Escalation.skill_group).in_(skill_groups))
     return list((await session.exec(statement)).all())
@@ -120,7 +123,9 @@ async def queue_position(session: AsyncSession, escalation: Escalation) -> int:
             col(Escalation.id) != escalation.id,
             or_(
                 col(Escalation.priority) > escalation.priority,
-                (col(Escalation.priority) == escalation.priority) & (col(Escalation.id) < escalation.id),
+                (col(Escalation.priority) == escalation.priority) & (col(Escalation.queued_at) < escalation.queued_at),
+                (col(Escalation.priority) == escalation.priority) & (col(Escalation.queued_at) == escalation.queued_at)
+                & (col(Escalation.id) < escalation.id),
             ),
         )
     )

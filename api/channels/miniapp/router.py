@@ -9,14 +9,15 @@ import logging
 from fastapi import APIRouter, Query, WebSocket, WebSocketDisconnect
 
 from api.channels.miniapp import service
-from api.channels.miniapp.schemas import History, LoginRequest, LoginResponse, SendMessage, SendResult
+from api.channels.miniapp.schemas import History, LoginRequest, LoginResponse, Rating, SendMessage, SendResult
+from api.conversations.models import ConversationState
 from api.conversations import service as conversations
 from api.conversations.flows import do_receive_customer_message
 from api.conversations.schemas import ConversationBrief, MessagePublic, message_event
 from api.customers.models import Channel
 from api.db import unit_of_work
 from api.deps import CurrentCustomer, RedisDep, SessionDep, SettingsDep, TriageDep, WeChatDep, bearer_token
-from api.errors import NotAuthenticated
+from api.errors import Conflict, NotAuthenticated
 from api.realtime import customer_channel
 from api.security import read_token
 
@@ -60,6 +61,16 @@ async def conversation_history(conversation_id: int, customer: CurrentCustomer, 
     conversation = await conversations.get_for_customer(session, customer_id=customer.id, conversation_id=conversation_id)
     messages = await conversations.list_messages(session, conversation_id=conversation.id, after_id=after_id)
     return History(conversation=ConversationBrief.of(conversation), messages=[MessagePublic.of(m) for m in messages])
+
+
+@router.post("/conversations/{conversation_id}/rating", response_model=ConversationBrief)
+async def rate(conversation_id: int, body: Rating, customer: CurrentCustomer, session: SessionDep):
+    """The customer's 1–5 rating of a closed conversation (CSAT); rating again replaces it."""
+    conversation = await conversations.get_for_customer(session, customer_id=customer.id, conversation_id=conversation_id)
+    if conversation.state != ConversationState.CLOSED:
+        raise Conflict("a conversation can be rated once it is closed", code="not_closed")
+    conversation.csat = body.score
+    return ConversationBrief.of(conversation)
 
 
 @router.websocket("/ws")

@@ -42,3 +42,7 @@ class SendResult(BaseModel):
 class History(BaseModel):
     conversation: ConversationBrief | None
     messages: list[MessagePublic]
+
+
+class Rating(BaseModel):
+    score: int = Field(ge=1, le=5)

@@ -1,0 +1,166 @@
+"""Queue work with side effects: enqueue, assign (automatic or a manual claim), requeue.
+
+Redis decides who gets what (atomically, see engine.py); SQL records it; events go out after commit.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+
+from sqlalchemy import func, update
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from api.agents.models import Agent
+from api.audit.models import audit
+from api.conversations.delivery import Delivery
+from api.conversations.models import Conversation, ConversationState, Direction, Escalation, Message, SenderKind
+from api.errors import Conflict, ResourceNotFound
+from api.realtime import AGENTS_CHANNEL, agent_channel, publish
+from api.routing.engine import AgentSnapshot, RoutingEngine, WaitingSnapshot
+from api.timeutil import utcnow
+
+log = logging.getLogger(__name__)
+
+# A requeued conversation goes to the head of its priority class: it sorts before every real queue time.
+HEAD_OF_QUEUE = datetime(2000, 1, 1, tzinfo=UTC)
+
+
+async def ensure_built(session: AsyncSession, routing: RoutingEngine) -> None:
+    """Rebuild the Redis side from SQL when it is missing (first start, or Redis lost its data)."""
+    if await routing.is_built():
+        return
+    async with routing.redis.lock("yt:lock:routing-rebuild", timeout=30, blocking_timeout=30):
+        if await routing.is_built():
+            return
+        agents = (await session.exec(select(Agent).where(Agent.active == True))).all()  # noqa: E712
+        loads = dict((await session.exec(
+            select(Conversation.agent_id, func.count()).where(Conversation.state == ConversationState.WITH_AGENT)
+            .group_by(Conversation.agent_id)
+        )).all())
+        waiting = (await session.exec(
+            select(Escalation).join(Conversation, col(Conversation.id) == Escalation.conversation_id)
+            .where(col(Escalation.claimed_by).is_(None), Conversation.state == ConversationState.QUEUED)
+        )).all()
+        await routing.rebuild(
+            [AgentSnapshot(a.id, list(a.skills), a.capacity, a.presence, int(loads.get(a.id, 0))) for a in agents],
+            [WaitingSnapshot(e.id, e.skill_group, e.priority, e.queued_at) for e in waiting],
+        )
+        log.info("routing rebuilt from SQL: %d agents, %d waiting", len(agents), len(waiting))
+
+
+def snapshot_of(agent: Agent) -> AgentSnapshot:
+    """What Redis needs of an agent (its load is Redis's own counter)."""
+    return AgentSnapshot(agent.id, list(agent.skills), agent.capacity, agent.presence, 0)
+
+
+async def do_assign_waiting(session: AsyncSession, routing: RoutingEngine, delivery: Delivery, group: str) -> list[int]:
+    """Give the group's waiting customers to free online agents; returns the conversation ids assigned."""
+    await ensure_built(session, routing)
+    assigned = []
+    while (pair := await routing.assign_next(group)) is not None:
+        escalation_id, agent_id = pair
+        escalation = await session.get(Escalation, escalation_id)
+        agent = await session.get(Agent, agent_id)
+        if escalation is None or agent is None or not await _record_assignment(session, delivery, escalation, agent, how="assign"):
+            await routing.release(agent_id)
+            continue
+        assigned.append(escalation.conversation_id)
+    return assigned
+
+
+async def do_claim(session: AsyncSession, routing: RoutingEngine, delivery: Delivery, *, agent: Agent, conversation_id: int) -> Conversation:
+    """An agent takes a waiting conversation by hand; exactly one of several racing agents wins."""
+    await ensure_built(session, routing)
+    conversation = await session.get(Conversation, conversation_id)
+    if conversation is None:
+        raise ResourceNotFound("conversation not found")
+    escalation = await _open_escalation(session, conversation_id)
+    if escalation is None or conversation.state != ConversationState.QUEUED:
+        raise Conflict("this conversation is not waiting in the queue", code="not_queued")
+    await routing.set_agent(snapshot_of(agent))
+    outcome = await routing.claim(escalation.id, escalation.skill_group, agent.id)
+    if outcome == "full":
+        raise Conflict("you are at full capacity", code="agent_at_capacity")
+    if outcome != "ok":
+        raise Conflict("another agent took this conversation first", code="already_claimed")
+    if not await _record_assignment(session, delivery, escalation, agent, how="claim"):
+        await routing.release(agent.id)
+        raise Conflict("another agent took this conversation first", code="already_claimed")
+    return conversation
+
+
+async def do_requeue(
+    session: AsyncSession, routing: RoutingEngine, delivery: Delivery, *, conversation: Conversation, reason: str
+) -> None:
+    """Put a conversation back at the head of its group's queue, history kept, and tell the customer."""
+    escalation = await _latest_escalation(session, conversation.id)
+    agent_id = conversation.agent_id
+    if escalation is None or conversation.state != ConversationState.WITH_AGENT:
+        return
+    escalation.claimed_by = escalation.claimed_at = escalation.first_response_at = None
+    escalation.requeue_count += 1
+    escalation.queued_at = HEAD_OF_QUEUE
+    conversation.state = ConversationState.QUEUED
+    conversation.agent_id = None
+    notice = Message(
+        conversation_id=conversation.id, customer_id=conversation.customer_id, channel=conversation.current_channel,
+        direction=Direction.OUT, sender_kind=SenderKind.SYSTEM,
+        text="抱歉让您久等，正在为您优先安排其他客服，您之前说的内容都已保留。",
+    )
+    session.add(notice)
+    audit(session, actor_kind="system", actor_id=None, action="requeue", subject=f"conversation:{conversation.id}",
+          reason=reason, agent_id=agent_id)
+    await session.commit()
+    if agent_id is not None:
+        await routing.release(agent_id)
+        await publish(routing.redis, agent_channel(agent_id), {"type": "conversation_removed", "conversation_id": conversation.id, "reason": reason})
+    await routing.enqueue(escalation.id, escalation.skill_group, escalation.priority, escalation.queued_at)
+    await delivery.deliver(conversation, [notice])
+    await delivery.state_changed(conversation)
+    await publish(routing.redis, AGENTS_CHANNEL, {"type": "queue_changed", "conversation_id": conversation.id})
+
+
+async def _record_assignment(session: AsyncSession, delivery: Delivery, escalation: Escalation, agent: Agent, *, how: str) -> bool:
+    """Write the assignment; the conditional update is SQL's own guard against a double claim."""
+    now = utcnow()
+    claimed = await session.exec(
+        update(Escalation)
+        .where(col(Escalation.id) == escalation.id, col(Escalation.claimed_by).is_(None))
+        .values(claimed_by=agent.id, claimed_at=now)
+    )
+    conversation = await session.get(Conversation, escalation.conversation_id)
+    if claimed.rowcount != 1 or conversation is None or conversation.state != ConversationState.QUEUED:
+        await session.rollback()
+        return False
+    conversation.state = ConversationState.WITH_AGENT
+    conversation.agent_id = agent.id
+    conversation.updated_at = now
+    greeting = Message(
+        conversation_id=conversation.id, customer_id=conversation.customer_id, channel=conversation.current_channel,
+        direction=Direction.OUT, sender_kind=SenderKind.SYSTEM,
+        text=f"人工客服{agent.display_name}已接入，您之前说的内容客服都能看到，无需重复。",
+    )
+    session.add(greeting)
+    audit(session, actor_kind="agent", actor_id=agent.id, action=how, subject=f"conversation:{conversation.id}")
+    await session.commit()
+    await delivery.deliver(conversation, [greeting])
+    await delivery.state_changed(conversation)
+    await publish(delivery.redis, agent_channel(agent.id), {"type": "assigned", "conversation_id": conversation.id})
+    await publish(delivery.redis, AGENTS_CHANNEL, {"type": "queue_changed", "conversation_id": conversation.id})
+    return True
+
+
+async def _open_escalation(session: AsyncSession, conversation_id: int) -> Escalation | None:
+    statement = (
+        select(Escalation)
+        .where(Escalation.conversation_id == conversation_id, col(Escalation.claimed_by).is_(None))
+        .order_by(col(Escalation.id).desc())
+    )
+    return (await session.exec(statement)).first()
+
+
+async def _latest_escalation(session: AsyncSession, conversation_id: int) -> Escalation | None:
+    statement = select(Escalation).where(Escalation.conversation_id == conversation_id).order_by(col(Escalation.id).desc())
+    return (await session.exec(statement)).first()

@@ -1,0 +1,138 @@
+"""The routing tick: one worker at a time (a short Redis lock) assigns waiting customers, hands back
+assignments nobody answered, notices agents whose console went quiet, and tells waiting customers when
+their place in the queue moved meaningfully."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from datetime import timedelta
+
+from redis.asyncio import Redis
+from redis.exceptions import LockError
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlmodel import col, func, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from api.agents.models import Agent
+from api.conversations import service as conversations
+from api.conversations.delivery import Delivery
+from api.conversations.models import Conversation, ConversationState, Direction, Escalation, Message, SenderKind
+from api.db import unit_of_work
+from api.routing.engine import RoutingEngine
+from api.routing.flows import do_assign_waiting, do_requeue, ensure_built
+from api.settings import Settings
+from api.timeutil import utcnow
+
+log = logging.getLogger(__name__)
+SKILL_GROUPS = ("cards", "loans", "accounts", "wealth", "general")
+
+
+def alive_key(agent_id: int) -> str:
+    return f"yt:agent:{agent_id}:alive"
+
+
+async def touch_agent(redis: Redis, agent_id: int, ttl_s: int) -> None:
+    """An agent showed signs of life (a request, or a console WebSocket ping)."""
+    await redis.set(alive_key(agent_id), "1", ex=ttl_s)
+
+
+def estimated_wait_minutes(position: int, online_agents: int, avg_handle_s: int) -> int:
+    """A plain estimate: customers ahead shared among the group's online agents, times a typical handling time."""
+    rounds = math.ceil(position / max(online_agents, 1))
+    return max(1, math.ceil(rounds * avg_handle_s / 60))
+
+
+class RoutingLoop:
+    def __init__(self, engine: AsyncEngine, routing: RoutingEngine, delivery: Delivery, settings: Settings) -> None:
+        self.engine = engine
+        self.routing = routing
+        self.delivery = delivery
+        self.settings = settings
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="routing-loop")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.tick()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the loop must outlive any one bad tick
+                log.exception("routing tick failed")
+            await asyncio.sleep(self.settings.routing_tick_s)
+
+    async def tick(self) -> None:
+        lock = self.routing.redis.lock("yt:lock:routing-tick", timeout=30, blocking_timeout=0)
+        if not await lock.acquire():
+            return
+        try:
+            async with unit_of_work(self.engine) as session:
+                await ensure_built(session, self.routing)
+                await self._hand_back_unanswered(session)
+                await self._notice_silent_agents(session)
+                for group in SKILL_GROUPS:
+                    await do_assign_waiting(session, self.routing, self.delivery, group)
+                await self._tell_queue_moves(session)
+        finally:
+            try:
+                await lock.release()
+            except LockError:
+                pass
+
+    async def _hand_back_unanswered(self, session: AsyncSession) -> None:
+        deadline = utcnow() - timedelta(seconds=self.settings.agent_answer_timeout_s)
+        stale = (await session.exec(
+            select(Conversation).join(Escalation, col(Escalation.conversation_id) == Conversation.id)
+            .where(Conversation.state == ConversationState.WITH_AGENT, col(Escalation.claimed_by) == Conversation.agent_id,
+                   col(Escalation.first_response_at).is_(None), col(Escalation.claimed_at) < deadline)
+        )).all()
+        for conversation in stale:
+            await do_requeue(session, self.routing, self.delivery, conversation=conversation, reason="answer_timeout")
+
+    async def _notice_silent_agents(self, session: AsyncSession) -> None:
+        online = (await session.exec(select(Agent).where(Agent.presence == "online"))).all()
+        for agent in online:
+            if await self.routing.redis.exists(alive_key(agent.id)):
+                continue
+            from api.agents.flows import do_set_presence  # agents.flows imports routing; keep the cycle lazy
+
+            log.info("agent %s went silent: marking offline", agent.id)
+            await do_set_presence(session, self.routing, self.delivery, agent=agent, presence="offline")
+
+    async def _tell_queue_moves(self, session: AsyncSession) -> None:
+        waiting = await conversations.list_queue(session)
+        seen: dict[str, int] = {}
+        for escalation, conversation in waiting:
+            seen[escalation.skill_group] = position = seen.get(escalation.skill_group, 0) + 1
+            key = f"yt:qpos:{escalation.id}"
+            last = await self.routing.redis.get(key)
+            if last is None:
+                await self.routing.redis.set(key, position, ex=86400)
+                continue
+            last = int(last)
+            if position >= last or not (position == 1 or last - position >= max(3, math.ceil(last / 3))):
+                continue
+            await self.routing.redis.set(key, position, ex=86400)
+            online = await self._online_in(session, escalation.skill_group)
+            minutes = estimated_wait_minutes(position, online, self.settings.avg_handle_s)
+            text = "您是下一位，客服马上为您服务。" if position == 1 else f"排队进度：您前面还有{position - 1}位客户，预计等待约{minutes}分钟。"
+            notice = Message(
+                conversation_id=conversation.id, customer_id=conversation.customer_id, channel=conversation.current_channel,
+                direction=Direction.OUT, sender_kind=SenderKind.SYSTEM, text=text,
+            )
+            session.add(notice)
+            await session.commit()
+            await self.delivery.deliver(conversation, [notice])
+
+    async def _online_in(self, session: AsyncSession, group: str) -> int:
+        agents = (await session.exec(select(Agent).where(Agent.presence == "online"))).all()
+        return sum(1 for agent in agents if group in agent.skills)
