@@ -55,7 +55,8 @@ def get_routing(conn: HTTPConnection) -> RoutingEngine:
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 EngineDep = Annotated[AsyncEngine, Depends(get_engine)]
-SessionDep = Annotated[AsyncSession, Depends(get_session)]
+# "function" scope: commit (or roll back) before the response is sent, so a 200 means it is stored.
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 RedisDep = Annotated[Redis, Depends(get_redis)]
 TriageDep = Annotated[Triage, Depends(get_triage)]
 DeliveryDep = Annotated[Delivery, Depends(get_delivery)]

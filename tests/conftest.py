@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import secrets
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
 import subprocess
 import time
 import urllib.request
@@ -58,10 +60,15 @@ def rasa_url(tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def database_url(tmp_path_factory) -> str:
     """PostgreSQL in a schema of our own when configured, else a SQLite file."""
+    with fresh_database(tmp_path_factory.mktemp("db")) as url:
+        yield url
+
+
+@contextmanager
+def fresh_database(tmp_path: Path):
     configured = os.environ.get("YUNTING_TEST_DATABASE_URL")
     if not configured:
-        path = tmp_path_factory.mktemp("db") / "yunting.sqlite3"
-        yield f"sqlite+aiosqlite:///{path}"
+        yield f"sqlite+aiosqlite:///{tmp_path / 'yunting.sqlite3'}"
         return
     schema = f"yt_test_{secrets.token_hex(4)}"
     admin_url = async_database_url(configured)
@@ -138,3 +145,46 @@ def redis_client(redis_url):
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     yield client
     client.close()
+
+
+@dataclass
+class Stack:
+    """One isolated deployment: its database and Redis, and the app servers running on them."""
+
+    database_url: str
+    redis_url: str
+    app_urls: list[str] = field(default_factory=list)
+
+    @property
+    def app_url(self) -> str:
+        return self.app_urls[0]
+
+
+@pytest.fixture
+def isolated_stack(tmp_path, rasa_url, emulator_url):
+    """A deployment of its own (fresh database, its own real Redis server) for tests of queues and routing,
+    which must not see the shared app's waiting customers. Call it with Settings overrides; call
+    `add_worker(stack)` to run another API process on the same database and Redis."""
+    with ExitStack() as cleanup:
+
+        def add_worker(stack: Stack, **overrides) -> str:
+            settings = app_settings(
+                tmp_path / f"app-{len(stack.app_urls)}", database_url=stack.database_url, redis_url=stack.redis_url,
+                rasa_url=rasa_url, wechat_api_base=emulator_url, **overrides,
+            )
+            server = ThreadedServer(create_app(settings))
+            url = server.start()
+            cleanup.callback(server.stop)
+            stack.app_urls.append(url)
+            return url
+
+        def start(**overrides) -> Stack:
+            redis_server = EmbeddedRedis(tmp_path / "redis.sock")
+            cleanup.callback(redis_server.stop)
+            database_url = cleanup.enter_context(fresh_database(tmp_path))
+            stack = Stack(database_url=database_url, redis_url=redis_server.start())
+            add_worker(stack, **overrides)
+            return stack
+
+        start.add_worker = add_worker
+        yield start

@@ -36,7 +36,7 @@ async def today_figures(session: AsyncSession, *, tz: str, now: datetime) -> Tod
     escalated_ids = {e.conversation_id for e in escalations}
     by_intent, escalated_by_intent = Counter(), Counter()
     for conversation in conversations:
-        intent = conversation.intent or "unknown"
+        intent = conversation.intent or "none"  # e.g. straight to 转人工 before any business was named
         by_intent[intent] += 1
         escalated_by_intent[intent] += conversation.id in escalated_ids
     waits = [(e.claimed_at - e.created_at).total_seconds() for e in escalations if e.claimed_at]
