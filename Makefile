@@ -51,10 +51,12 @@ train: setup
 run: setup
 	@$(PY) -m api.launcher run
 
-# Debian's chromium for the browser tests (Playwright drives it by its executable path).
+# Debian's chromium for the browser tests (Playwright drives it by its executable path), and a CJK font
+# so pages and screenshots show Chinese text.
 browser:
-	@command -v chromium >/dev/null 2>&1 || { echo "[yunting] installing Debian's chromium for browser tests ..."; \
-		apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+	@{ command -v chromium >/dev/null 2>&1 && fc-list 2>/dev/null | grep -qi 'wenquanyi\|noto sans cjk'; } || { \
+		echo "[yunting] installing Debian's chromium and a Chinese font for browser tests ..."; \
+		apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-wqy-microhei >/dev/null; }
 
 test: setup train browser
 	@$(PY) -m pytest $(PYTEST_ARGS)

@@ -17,7 +17,8 @@ from api.conversations import service
 from api.conversations.models import Conversation, ConversationState, Direction, Escalation, Message, SenderKind
 from api.conversations.delivery import Delivery
 from api.conversations.schemas import message_event
-from api.realtime import AGENTS_CHANNEL, publish
+from api.masking import mask_sensitive
+from api.realtime import AGENTS_CHANNEL, agent_channel, publish
 from api.routing.engine import RoutingEngine
 from api.routing.flows import do_assign_waiting
 from api.timeutil import utcnow
@@ -63,8 +64,14 @@ async def do_receive_customer_message(
     channel: str,
     text: str,
     platform_msg_id: str | None,
+    kind: str = "text",
+    payload: dict | None = None,
 ) -> Received:
-    """Store a customer's message, let the bot or the agent have it, and return what was answered."""
+    """Store a customer's message, let the bot or the agent have it, and return what was answered.
+
+    Only text goes to the bot; other kinds (an image, a menu tap) are stored for the agent and the
+    channel acknowledges them itself.
+    """
     async with redis.lock(f"yt:lock:customer:{customer_id}", timeout=60, blocking_timeout=30):
         if platform_msg_id:
             existing = await service.get_message_by_platform_id(session, channel=channel, platform_msg_id=platform_msg_id)
@@ -77,13 +84,14 @@ async def do_receive_customer_message(
         inbound = Message(
             conversation_id=conversation.id, customer_id=customer_id, channel=channel,
             direction=Direction.IN, sender_kind=SenderKind.CUSTOMER, text=text, platform_msg_id=platform_msg_id,
+            kind=kind, payload=payload,
         )
         session.add(inbound)
         context.remember(sender_kind=SenderKind.CUSTOMER, channel=channel, text=text)
         # The message is safe in SQL before anything else can fail.
         await session.commit()
-        await publish(redis, AGENTS_CHANNEL, {**message_event(inbound), "conversation_state": conversation.state})
-        if conversation.state != ConversationState.BOT:
+        await _tell_agents(redis, conversation, inbound)
+        if conversation.state != ConversationState.BOT or kind != "text":
             await triage.store.put(context)
             return Received(inbound, conversation)
         replies = await _answer_with_bot(session, triage, conversation, context, inbound)
@@ -97,6 +105,16 @@ async def do_receive_customer_message(
         await publish(redis, AGENTS_CHANNEL, {"type": "queue_changed", "conversation_id": conversation.id})
         await do_assign_waiting(session, triage.routing, triage.delivery, escalation.skill_group)
     return Received(inbound, conversation, replies)
+
+
+async def _tell_agents(redis: Redis, conversation: Conversation, inbound: Message) -> None:
+    """The holding agent hears every new customer message; the queue only hears that something changed."""
+    if conversation.agent_id is not None:
+        event = message_event(inbound)
+        event["message"]["text"] = mask_sensitive(event["message"]["text"])
+        await publish(redis, agent_channel(conversation.agent_id), event)
+    elif conversation.state == ConversationState.QUEUED:
+        await publish(redis, AGENTS_CHANNEL, {"type": "queue_changed", "conversation_id": conversation.id})
 
 
 async def _answer_with_bot(

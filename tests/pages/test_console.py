@@ -1,0 +1,78 @@
+"""The agent console in a real browser: sign in, see the escalated conversation with its handoff card,
+reply, and the customer receives it; the supervisor view shows the queues and today's figures."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+from tests.support import MiniappCustomer, create_agent, next_message
+
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+
+
+async def screenshot(page, name: str) -> None:
+    """Refresh the README's screenshots when asked to (YUNTING_SCREENSHOTS=1)."""
+    if os.environ.get("YUNTING_SCREENSHOTS"):
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        await page.screenshot(path=str(SCREENSHOTS / name), full_page=True)
+
+
+async def sign_in(page, app_url: str, username: str) -> None:
+    await page.goto(app_url + "/console/")
+    await page.fill("#username", username)
+    await page.fill("#password", "pw-123456")
+    await page.click("#login")
+    await page.wait_for_selector("body[data-status=ready]")
+
+
+async def test_agent_reads_the_handoff_card_and_replies_and_the_customer_receives_it(browser_page, isolated_stack, emulator):
+    stack = isolated_stack()
+    page = browser_page
+    await page.set_viewport_size({"width": 1400, "height": 900})
+    username = "wang-" + uuid.uuid4().hex[:6]
+    await create_agent(stack.database_url, username=username, password="pw-123456", skills=["cards", "general"])
+    customer = await MiniappCustomer.login(stack.app_url, emulator)
+    await customer.say("我尾号4321的信用卡丢了")
+    conversation_id = (await customer.history())["conversation"]["id"]
+
+    await sign_in(page, stack.app_url, username)
+    item = await page.wait_for_selector(f"#queue .queue-item[data-conversation-id='{conversation_id}']")
+    assert "挂失" in await item.inner_text()
+    await item.click()
+    await page.wait_for_selector(f"#conversation[data-conversation-id='{conversation_id}']")
+    assert "卡号尾号 4321" in await page.inner_text("#card-slots")
+    assert "卡片类型 信用卡" in await page.inner_text("#card-slots")
+    assert await page.inner_text("#card-path") == "小程序"
+    assert "挂失" in await page.inner_text("#card-summary")
+    await page.click("#claim")
+    await page.wait_for_selector("#conversation[data-state=with_agent]")
+    await screenshot(page, "console-handoff-card.png")
+
+    last_seen = (await customer.history())["messages"][-1]["id"]
+    async with customer.socket(after_id=last_seen) as ws:
+        await page.fill("#reply-input", "您好，已为您临时挂失尾号4321的信用卡。")
+        await page.click("#reply-send")
+        pushed = await next_message(ws, predicate=lambda m: m["sender_kind"] == "agent")
+    assert pushed["text"] == "您好，已为您临时挂失尾号4321的信用卡。"
+    await page.wait_for_selector("#transcript .msg[data-sender=agent]")
+    await customer.aclose()
+
+
+async def test_the_supervisor_view_shows_queues_agents_and_figures(browser_page, isolated_stack, emulator):
+    stack = isolated_stack()
+    page = browser_page
+    await page.set_viewport_size({"width": 1600, "height": 900})
+    username = "li-" + uuid.uuid4().hex[:6]
+    await create_agent(stack.database_url, username=username, password="pw-123456", skills=["general"], role="supervisor")
+    waiting = await MiniappCustomer.login(stack.app_url, emulator)
+    await waiting.say("我要投诉，排队太久了")
+    await sign_in(page, stack.app_url, username)
+    await page.click("#show-supervisor")
+    await page.wait_for_selector("#today .figure")
+    general = await page.inner_text("#queues tbody")
+    assert "综合组\t1" in general
+    assert username in await page.inner_text("#agents tbody")
+    await screenshot(page, "console-supervisor.png")
+    await waiting.aclose()
