@@ -12,8 +12,6 @@ import secrets
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 import subprocess
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest

@@ -12,7 +12,7 @@ from datetime import timedelta
 from redis.asyncio import Redis
 from redis.exceptions import LockError
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlmodel import col, func, select
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from api.agents.models import Agent
