@@ -61,3 +61,14 @@ async def unit_of_work(engine: AsyncEngine) -> AsyncIterator[AsyncSession]:
 async def ping(engine: AsyncEngine) -> None:
     async with engine.connect() as conn:
         await conn.execute(text("SELECT 1"))
+
+
+async def lock_for_write(session: AsyncSession) -> None:
+    """On SQLite, take the write lock before the first read of a read-then-write unit of work.
+
+    A deferred SQLite transaction that read, then tries to write after another connection committed,
+    fails at once ("database is locked"): its snapshot is stale. A no-op write as the first statement
+    waits for the lock instead (busy_timeout). PostgreSQL needs nothing of the kind.
+    """
+    if session.bind.dialect.name == "sqlite":
+        await session.exec(text("UPDATE customer SET id = id WHERE 0"))

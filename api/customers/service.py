@@ -7,6 +7,7 @@ from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from api.customers.models import ChannelIdentity, Customer
+from api.db import lock_for_write
 from api.timeutil import utcnow
 
 
@@ -22,6 +23,7 @@ async def link_identity(
     Two logins racing for the same new person are settled by the unique constraints: the loser
     retries inside a savepoint and finds the winner's rows.
     """
+    await lock_for_write(session)
     for _ in range(3):
         try:
             async with session.begin_nested():

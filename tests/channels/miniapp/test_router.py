@@ -119,3 +119,11 @@ async def test_websocket_without_a_valid_token_is_closed(app_url):
             assert closed.rcvd.code == 4401
         else:
             raise AssertionError("a forged token must not get a live socket")
+
+
+async def test_many_customers_logging_in_at_once_all_get_in(app_url, emulator):
+    codes = [emulator.wx_login(new_person()) for _ in range(12)]
+    async with httpx.AsyncClient(base_url=app_url, timeout=30) as http:
+        responses = await asyncio.gather(*(http.post("/miniapp/login", json={"code": code}) for code in codes))
+    assert [r.status_code for r in responses] == [200] * 12
+    assert len({r.json()["customer_id"] for r in responses}) == 12
