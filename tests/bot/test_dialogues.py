@@ -82,7 +82,7 @@ async def test_a_video_scenario_escalates_to_video_with_a_one_tap_invitation(cus
 
 
 async def test_unclear_messages_get_one_clarifying_question_then_a_human(customer, supervisor):
-    first = await customer.say("那个钱的事情怎么弄")
+    first = await customer.say("帮我弄一下")
     assert first["conversation"]["state"] == "bot"
     assert "您是想办理" in first["replies"][0]["text"] or "换个说法" in first["replies"][0]["text"]
     second = await customer.say("就是那个嘛，你懂的")
