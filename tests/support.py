@@ -114,3 +114,16 @@ class AgentConsole:
 
 
 __all__ = ["DEV_OA_APP_ID", "AgentConsole", "EmulatorClient", "MiniappCustomer", "create_agent", "new_person", "next_message"]
+
+
+def oa_say(emulator_url: str, app_url: str, person: str, text: str) -> dict:
+    """The simulated person writes to the official account: the emulator signs and pushes it like WeChat."""
+    from api.settings import DEV_OA_TOKEN
+
+    response = httpx.post(
+        emulator_url + "/_sim/oa/say",
+        json={"person": person, "text": text, "url": app_url + "/wechat/oa", "token": DEV_OA_TOKEN, "mode": "plain"},
+        timeout=60,
+    )
+    assert response.status_code == 200, response.text
+    return response.json()

@@ -1,11 +1,14 @@
 """Outbound delivery: every message for a customer leaves through here, after it is committed.
 
 The mini-program gets it over its WebSocket (Redis pub/sub reaches whichever worker holds the socket).
-Channels that push through WeChat's APIs (the official account) register a sender for their channel.
+Channels that push through WeChat's APIs register a sender for their channel: the official account's
+(`api/channels/wechat_oa/outbound.py`) answers passively, sends customer-service messages within the
+quota, and keeps what can't go yet as pending — a sender never drops a message.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 
 from redis.asyncio import Redis
@@ -13,6 +16,8 @@ from redis.asyncio import Redis
 from api.conversations.models import Conversation, Message
 from api.conversations.schemas import conversation_event, message_event
 from api.realtime import publish_to_customer
+
+log = logging.getLogger(__name__)
 
 ChannelSender = Callable[[Conversation, Message], Awaitable[None]]
 
@@ -25,14 +30,25 @@ class Delivery:
         self.senders: dict[str, ChannelSender] = {}
 
     def register(self, channel: str, sender: ChannelSender) -> None:
+        """The sender for messages whose channel is ``channel`` (one per channel)."""
         self.senders[channel] = sender
 
     async def deliver(self, conversation: Conversation, messages: list[Message]) -> None:
+        """Publish each message to the customer's sockets, then hand it to its channel's sender, in order."""
         for message in messages:
+            if message.internal:
+                continue  # an agent's note: in the record, never in front of the customer
+            # Published first: a sender that can't deliver checks whether a live socket already showed it.
             await publish_to_customer(self.redis, conversation.customer_id, message_event(message))
             sender = self.senders.get(message.channel)
-            if sender is not None:
+            if sender is None:
+                continue
+            try:
                 await sender(conversation, message)
+            except Exception:
+                # The message is committed; one channel's failure must not fail the caller or the rest.
+                log.exception("sender for %s failed on message %s", message.channel, message.id)
 
     async def state_changed(self, conversation: Conversation) -> None:
+        """Tell the customer's sockets the conversation's state changed."""
         await publish_to_customer(self.redis, conversation.customer_id, conversation_event(conversation))

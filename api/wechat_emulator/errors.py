@@ -10,6 +10,7 @@ ERRMSG: dict[int, str] = {
     40003: "invalid openid",
     40008: "invalid message type",
     40013: "invalid appid",
+    40014: "invalid access_token",
     40029: "invalid code",
     40037: "invalid template_id",
     40125: "invalid appsecret",
@@ -32,6 +33,7 @@ INVALID_GRANT_TYPE = 40002
 INVALID_OPENID = 40003
 INVALID_MESSAGE_TYPE = 40008
 INVALID_APPID = 40013
+INVALID_ACCESS_TOKEN = 40014
 INVALID_CODE = 40029
 INVALID_TEMPLATE_ID = 40037
 INVALID_APPSECRET = 40125

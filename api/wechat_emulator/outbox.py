@@ -29,7 +29,8 @@ if TYPE_CHECKING:
     from api.wechat_emulator.state import EmulatorState
 
 InteractionKind = Literal["message", "event"]
-SentApi = Literal["custom", "typing", "subscribe"]
+# "passive" logs the replies the backend gave in the HTTP answer to a push (see push.py).
+SentApi = Literal["custom", "typing", "subscribe", "passive"]
 
 # kind -> (window length in seconds, messages allowed in it)
 WINDOWS: dict[str, tuple[float, int]] = {"message": (48 * 3600, 5), "event": (60, 3)}
@@ -37,6 +38,8 @@ TYPING_WINDOW_S = 30
 CUSTOM_MSGTYPES = ("text", "image", "voice", "video", "music", "news", "mpnews", "msgmenu",
                    "wxcard", "miniprogrampage", "link")
 TYPING_COMMANDS = ("Typing", "CancelTyping")
+# Fields WeChat requires in a mini-program card.
+MINIPROGRAMPAGE_FIELDS = ("title", "appid", "pagepath", "thumb_media_id")
 
 
 @dataclass
@@ -64,6 +67,16 @@ class Outbox:
         self._world.add_follower(appid, openid)
         with self._world.lock:
             self._windows[(appid, openid)] = _Window(self._world.clock.now(), span_s, limit)
+
+    def drop_window(self, appid: str, openid: str) -> None:
+        """Close the user's window (they unsubscribed): customer-service messages get 45015."""
+        with self._world.lock:
+            self._windows.pop((appid, openid), None)
+
+    def log_passive(self, appid: str, openid: str, reply: dict[str, Any]) -> None:
+        """Record a passive reply (the HTTP answer to a push) that WeChat showed the user."""
+        with self._world.lock:
+            self._log("passive", appid, openid, reply)
 
     def grant(self, appid: str, openid: str, template_id: str) -> int:
         """The user tapped "allow" once for ``template_id``; returns the grants now held."""
@@ -107,6 +120,10 @@ class Outbox:
             raise WeChatError(DATA_FORMAT_ERROR, f"missing object {msgtype!r}")
         if msgtype == "text" and not str(payload.get("content") or "").strip():
             raise WeChatError(EMPTY_CONTENT)
+        if msgtype == "miniprogrampage":
+            missing = [name for name in MINIPROGRAMPAGE_FIELDS if not str(payload.get(name) or "").strip()]
+            if missing:
+                raise WeChatError(DATA_FORMAT_ERROR, f"miniprogrampage needs {', '.join(missing)}")
         with self._world.lock:
             window = self._open_window(appid, openid)
             if window.used >= window.limit:

@@ -6,7 +6,7 @@ calls; WeChat's own API never does, and the backend must not come to rely on it.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 
 from api.wechat_emulator.errors import SimError
 from api.wechat_emulator.outbox import InteractionKind, SentApi
+from api.wechat_emulator.routes_push import add_push_routes
 from api.wechat_emulator.state import EmulatorState
 
 
@@ -55,6 +56,7 @@ def build_sim_app(world: EmulatorState) -> FastAPI:
     sim.add_exception_handler(SimError, _sim_error)
     _add_people_routes(sim, world)
     _add_control_routes(sim, world)
+    add_push_routes(sim, world)
     return sim
 
 

@@ -9,12 +9,20 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 
 from api.wechat_emulator.errors import API_UNAUTHORIZED, DATA_FORMAT_ERROR, WeChatError
 from api.wechat_emulator.state import EmulatorState
 
-router = APIRouter()
+
+def _injected_fault(request: Request) -> None:
+    """A fault a test injected for this API (``/_sim/faults``) answers instead of the API."""
+    errcode = request.app.state.wechat.take_fault(request.url.path)
+    if errcode is not None:
+        raise WeChatError(errcode, "injected by the simulator")
+
+
+router = APIRouter(dependencies=[Depends(_injected_fault)])
 
 OK: dict[str, Any] = {"errcode": 0, "errmsg": "ok"}
 _ANY_METHOD = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
@@ -73,6 +81,16 @@ async def subscribe_send(request: Request, access_token: str = "") -> dict[str, 
     appid = world.tokens.check(access_token)
     world.outbox.send_subscribe(appid, await _json_body(request))
     return OK
+
+
+@router.get("/cgi-bin/user/info")
+async def user_info(request: Request, access_token: str = "", openid: str = "", lang: str = "zh_CN") -> dict[str, Any]:
+    """An official-account user's profile; ``unionid`` joins them to the same person elsewhere."""
+    world = _world(request)
+    appid = world.tokens.check(access_token)
+    if world.apps[appid].kind != "oa":
+        raise WeChatError(API_UNAUTHORIZED, "user/info is an official-account API")
+    return world.user_info(appid, openid)
 
 
 # Registered last: routes match in order, so these only catch what nothing above serves.

@@ -2,8 +2,8 @@
 
 Every registered app belongs to one open-platform account, so a simulated person has one
 ``unionid`` across all apps and a different ``openid`` per app, as on WeChat.  The parts
-with rules of their own live in ``tokens.py``, ``logins.py`` and ``outbox.py``; they share
-this world's single lock and clock.
+with rules of their own live in ``tokens.py``, ``logins.py``, ``outbox.py`` and ``push.py``; they
+share this world's single lock and clock.
 """
 
 from __future__ import annotations
@@ -19,13 +19,16 @@ from typing import Literal
 from api.wechat_emulator.errors import (
     APPID_MISSING,
     APPSECRET_MISSING,
+    ERRMSG,
     INVALID_APPID,
     INVALID_APPSECRET,
+    INVALID_OPENID,
     SimError,
     WeChatError,
 )
 from api.wechat_emulator.logins import LoginBook
 from api.wechat_emulator.outbox import Outbox
+from api.wechat_emulator.push import Pusher, ServerConfig
 from api.wechat_emulator.tokens import TokenBook
 
 AppKind = Literal["oa", "miniapp"]
@@ -89,15 +92,19 @@ def derive_unionid(person: str) -> str:
 class EmulatorState:
     """Everything the emulator remembers, guarded by one re-entrant lock."""
 
-    def __init__(self, apps: Mapping[str, tuple[str, str]], clock: Clock | None = None) -> None:
+    def __init__(self, apps: Mapping[str, tuple[str, str]], clock: Clock | None = None,
+                 push_server: ServerConfig | None = None) -> None:
         self.lock = threading.RLock()
         self.clock = clock or Clock()
         self.apps = {appid: _make_app(appid, secret, kind) for appid, (secret, kind) in apps.items()}
         self._followers: dict[tuple[str, str], str | None] = {}
+        self._unsubscribed: set[tuple[str, str]] = set()
         self._unbound: set[str] = set()
+        self._faults: dict[str, list[int]] = {}  # API path -> [errcode, calls left]
         self.tokens = TokenBook(self)
         self.logins = LoginBook(self)
         self.outbox = Outbox(self)
+        self.pusher = Pusher(self, push_server)
 
     # -- apps ---------------------------------------------------------------------------
 
@@ -155,6 +162,74 @@ class EmulatorState:
         with self.lock:
             return isinstance(openid, str) and (appid, openid) in self._followers
 
+    def follow(self, appid: str, openid: str) -> None:
+        """The user follows the official account (again): a subscribe event, or any message they send."""
+        self.add_follower(appid, openid)
+        with self.lock:
+            self._unsubscribed.discard((appid, openid))
+
+    def unfollow(self, appid: str, openid: str) -> None:
+        """The user unsubscribed: still a known openid, but no customer-service messages reach them."""
+        self.add_follower(appid, openid)
+        with self.lock:
+            self._unsubscribed.add((appid, openid))
+            self.outbox.drop_window(appid, openid)
+
+    def is_subscribed(self, appid: str, openid: str) -> bool:
+        """Whether a known user currently follows the app."""
+        with self.lock:
+            return (appid, openid) in self._followers and (appid, openid) not in self._unsubscribed
+
+    def user_info(self, appid: str, openid: str) -> dict[str, object]:
+        """``/cgi-bin/user/info``: subscription and, for a simulated person, their unionid."""
+        with self.lock:
+            if (appid, openid) not in self._followers:
+                raise WeChatError(INVALID_OPENID)
+            person = self._followers[(appid, openid)]
+            subscribed = (appid, openid) not in self._unsubscribed
+        answer: dict[str, object] = {"subscribe": 1 if subscribed else 0, "openid": openid}
+        if person is not None:
+            unionid = self.identity(appid, person)[1]
+            if unionid is not None:
+                answer["unionid"] = unionid
+            if subscribed:
+                answer.update(nickname=person, language="zh_CN", subscribe_scene="ADD_SCENE_OTHERS")
+        return answer
+
+    def original_id(self, appid: str) -> str:
+        """The official account's original id (``gh_...``), the ToUserName of its pushes."""
+        self.app(appid)
+        return "gh_" + hashlib.sha256(appid.encode()).hexdigest()[:12]
+
+    # -- injected faults ------------------------------------------------------------------
+
+    def inject_fault(self, path: str, errcode: int, times: int) -> None:
+        """The next ``times`` calls to the API at ``path`` answer ``errcode`` (tests of error handling)."""
+        if errcode not in ERRMSG:
+            raise SimError(400, f"errcode {errcode} is not one the emulator knows: {sorted(ERRMSG)}")
+        with self.lock:
+            if times > 0:
+                self._faults[path] = [errcode, times]
+            else:
+                self._faults.pop(path, None)
+
+    def take_fault(self, path: str) -> int | None:
+        """The injected errcode for this call to ``path``, if any is left."""
+        with self.lock:
+            fault = self._faults.get(path)
+            if fault is None:
+                return None
+            fault[1] -= 1
+            if fault[1] <= 0:
+                del self._faults[path]
+            return fault[0]
+
+    def faults_left(self, path: str) -> int:
+        """Calls to ``path`` that will still fail."""
+        with self.lock:
+            fault = self._faults.get(path)
+            return 0 if fault is None else fault[1]
+
     # -- clock and reset ------------------------------------------------------------------
 
     def now(self) -> float:
@@ -171,10 +246,13 @@ class EmulatorState:
         """Forget everything except the registered apps (and the clock, which never goes back)."""
         with self.lock:
             self._followers.clear()
+            self._unsubscribed.clear()
             self._unbound.clear()
+            self._faults.clear()
             self.tokens.reset()
             self.logins.reset()
             self.outbox.reset()
+            self.pusher.reset()
 
 
 def _make_app(appid: str, secret: str, kind: str) -> App:

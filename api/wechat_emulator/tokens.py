@@ -42,6 +42,7 @@ class TokenBook:
         self._world = world
         self._by_value: dict[str, _Token] = {}
         self._current: dict[str, _Token] = {}
+        self.issued: dict[str, int] = {}  # tokens fetched per app: tests count refreshes with it
 
     def issue(self, grant_type: str, appid: str, secret: str) -> dict[str, object]:
         """Answer ``GET /cgi-bin/token``: a fresh token, demoting the previous one."""
@@ -54,6 +55,7 @@ class TokenBook:
             token = _Token(secrets.token_urlsafe(102), appid, now + TOKEN_TTL_S)
             self._by_value[token.value] = token
             self._current[appid] = token
+            self.issued[appid] = self.issued.get(appid, 0) + 1
         return {"access_token": token.value, "expires_in": TOKEN_TTL_S}
 
     def check(self, value: str | None) -> str:
@@ -77,6 +79,7 @@ class TokenBook:
         with self._world.lock:
             self._by_value.clear()
             self._current.clear()
+            self.issued.clear()
 
     def _retire(self, appid: str, now: float) -> None:
         # Tokens already replaced once are dead now; the current one starts its grace.

@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from tests.support import AgentConsole, MiniappCustomer, create_agent
+from tests.support import AgentConsole, MiniappCustomer, create_agent, new_person, oa_say
 
 
 @pytest.fixture
@@ -89,3 +89,21 @@ async def test_unclear_messages_get_one_clarifying_question_then_a_human(custome
     assert second["conversation"]["state"] == "queued"
     card = await card_of(supervisor, second["conversation"]["id"])
     assert card["reason"] == "low_confidence"
+
+
+async def test_a_slot_given_on_the_official_account_is_not_asked_again_on_the_mini_program(
+    app_url, emulator, emulator_url, supervisor
+):
+    person = new_person()
+    pushed = oa_say(emulator_url, app_url, person, "我的储蓄卡丢了")
+    assert "最后四位" in pushed["reply"]["Content"]  # the bot already knows it is a debit card
+    customer = await MiniappCustomer.login(app_url, emulator, person)  # the same person, now in the mini-program
+    result = await customer.say("挂失")
+    texts = " ".join(r["text"] for r in result["replies"])
+    assert "信用卡还是借记卡" not in texts and "借记卡" in texts and "最后四位" in texts
+    done = await customer.say("尾号6688")
+    assert done["conversation"]["state"] == "queued"
+    card = await card_of(supervisor, done["conversation"]["id"])
+    assert card["channel_path"] == ["wechat_oa", "miniapp"] and card["slots"]["card_type"] == "debit"
+    assert "公众号 → 小程序" in card["summary"]
+    await customer.aclose()

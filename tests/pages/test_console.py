@@ -7,7 +7,7 @@ import os
 import uuid
 from pathlib import Path
 
-from tests.support import MiniappCustomer, create_agent, next_message
+from tests.support import MiniappCustomer, create_agent, new_person, next_message, oa_say
 
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 
@@ -27,14 +27,19 @@ async def sign_in(page, app_url: str, username: str) -> None:
     await page.wait_for_selector("body[data-status=ready]")
 
 
-async def test_agent_reads_the_handoff_card_and_replies_and_the_customer_receives_it(browser_page, isolated_stack, emulator):
+async def test_agent_reads_the_handoff_card_and_replies_and_the_customer_receives_it(
+    browser_page, isolated_stack, emulator, emulator_url
+):
+    """The customer starts on the official account, moves to the mini-program, and is escalated there."""
     stack = isolated_stack()
     page = browser_page
     await page.set_viewport_size({"width": 1400, "height": 900})
     username = "wang-" + uuid.uuid4().hex[:6]
     await create_agent(stack.database_url, username=username, password="pw-123456", skills=["cards", "general"])
-    customer = await MiniappCustomer.login(stack.app_url, emulator)
-    await customer.say("我尾号4321的信用卡丢了")
+    person = new_person()
+    oa_say(emulator_url, stack.app_url, person, "我的信用卡丢了")
+    customer = await MiniappCustomer.login(stack.app_url, emulator, person)
+    await customer.say("尾号4321")
     conversation_id = (await customer.history())["conversation"]["id"]
 
     await sign_in(page, stack.app_url, username)
@@ -44,7 +49,7 @@ async def test_agent_reads_the_handoff_card_and_replies_and_the_customer_receive
     await page.wait_for_selector(f"#conversation[data-conversation-id='{conversation_id}']")
     assert "卡号尾号 4321" in await page.inner_text("#card-slots")
     assert "卡片类型 信用卡" in await page.inner_text("#card-slots")
-    assert await page.inner_text("#card-path") == "小程序"
+    assert await page.inner_text("#card-path") == "公众号 → 小程序"
     assert "挂失" in await page.inner_text("#card-summary")
     await page.click("#claim")
     await page.wait_for_selector("#conversation[data-state=with_agent]")

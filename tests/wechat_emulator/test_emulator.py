@@ -161,9 +161,12 @@ def test_custom_send_accepts_other_types_and_checks_format(sim):
     sim.interact(openid)
     send = "/cgi-bin/message/custom/send"
     page = {"touser": openid, "msgtype": "miniprogrampage",
-            "miniprogrampage": {"title": "Open", "appid": sim.MP_APPID, "pagepath": "pages/video"}}
+            "miniprogrampage": {"title": "Open", "appid": sim.MP_APPID, "pagepath": "pages/video",
+                                "thumb_media_id": "thumb-1"}}
     assert sim.post(send, page, access_token=token)["errcode"] == 0
     assert sim.sent()[0]["body"] == page
+    no_thumb = {**page, "miniprogrampage": {**page["miniprogrampage"], "thumb_media_id": ""}}
+    assert sim.post(send, no_thumb, access_token=token)["errcode"] == 47001
     bad = sim.http.post(send, params={"access_token": token}, content=b"{not json")
     assert bad.json() == {"errcode": 47001, "errmsg": "data format error"}
     assert sim.post(send, {"touser": openid, "msgtype": "telegram"}, access_token=token)["errcode"] == 40008
@@ -172,7 +175,7 @@ def test_custom_send_accepts_other_types_and_checks_format(sim):
 
 
 def test_unknown_api_is_unauthorized(sim):
-    answer = sim.http.get("/cgi-bin/user/info", params={"access_token": sim.token()})
+    answer = sim.http.get("/cgi-bin/menu/get", params={"access_token": sim.token()})
     assert answer.status_code == 200
     assert answer.json() == {"errcode": 48001, "errmsg": "api unauthorized"}
     assert sim.get("/cgi-bin/message/custom/send")["errcode"] == 48001  # wrong method
