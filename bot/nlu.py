@@ -66,6 +66,12 @@ class RasaClient:
         self.base_url = base_url.rstrip("/")
         self._http = httpx.AsyncClient(base_url=self.base_url, timeout=timeout_s)
 
+    def use_base_url(self, base_url: str) -> None:
+        """Send the next calls to another Rasa instance (the studio's blue/green switch); calls in flight
+        finish where they started."""
+        self.base_url = base_url.rstrip("/")
+        self._http.base_url = self.base_url
+
     async def parse(self, text: str) -> NluParse:
         try:
             response = await self._http.post("/model/parse", json={"text": text})

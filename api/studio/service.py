@@ -1,0 +1,223 @@
+"""The studio for one app instance (`app.state.studio`): its parts, their lifecycle, and the record work
+on model versions and jobs. No FastAPI here."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import re
+import shutil
+from functools import partial
+from pathlib import Path
+
+from redis.asyncio import Redis
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from api.agents.models import Agent
+from api.audit.models import audit
+from api.db import unit_of_work
+from api.errors import Conflict, ResourceNotFound
+from api.launcher import RASA_BIN, RASA_ENV, RASA_REQUIREMENTS
+from api.settings import Settings
+from api.studio.activation import Activator, NluFollower, RasaInstances, rasa_status, serves
+from api.studio.jobs import JobRunner
+from api.studio.models import JobKind, JobStatus, ModelVersion, StudioJob, VersionStatus
+from api.studio.nlu_files import NluFiles
+from api.studio.training import Trainer
+from api.studio.versions import needs_override
+from bot.nlu import RasaClient
+from bot.scenarios import load_catalog
+
+log = logging.getLogger(__name__)
+_MODEL_HASH = re.compile(r"nlu-([0-9a-f]+)\.tar\.gz$")
+
+
+class Studio:
+    """Files, trainer, job runner and the blue/green activator, wired to this app's Redis, SQL and NLU client."""
+
+    def __init__(self, settings: Settings, engine: AsyncEngine, redis: Redis, nlu: RasaClient) -> None:
+        from api.studio import flows  # the job handlers need the studio; import here to keep the cycle out
+
+        self.settings, self.engine, self.redis = settings, engine, redis
+        self.deployment = settings.nlu_deployment
+        self.files = NluFiles(settings.nlu_data_dir)
+        self.models_dir = Path(settings.models_dir)
+        self.work_dir = Path(settings.data_dir) / "studio" / self.deployment
+        rasa_env = {**RASA_ENV, "RASA_CACHE_DIRECTORY": str((self.work_dir / "rasa-cache").resolve())}
+        self.follower = NluFollower(redis, nlu, deployment=self.deployment)
+        self.instances = RasaInstances(redis, deployment=self.deployment, rasa_bin=RASA_BIN, rasa_env=rasa_env,
+                                       models_dir=self.models_dir, work_dir=self.work_dir / "rasa",
+                                       start_timeout_s=settings.studio_rasa_start_timeout_s)
+        self.activator = Activator(redis, deployment=self.deployment, instances=self.instances, follower=self.follower,
+                                   default_url=settings.rasa_url, nlu_timeout_s=settings.nlu_timeout_s)
+        self.trainer = Trainer(models_dir=self.models_dir, rasa_bin=RASA_BIN, rasa_env=rasa_env,
+                               requirements=RASA_REQUIREMENTS, min_examples=settings.studio_min_examples,
+                               eval_fraction=settings.studio_eval_fraction,
+                               epochs_override=settings.studio_train_epochs, scenario_intents=set(load_catalog()))
+        self.runner = JobRunner(engine, redis, deployment=self.deployment, handlers={
+            JobKind.TRAIN: partial(flows.do_train, self), JobKind.ACTIVATE: partial(flows.do_activate, self),
+        })
+        self._files_lock_key = "yt:studio:files:" + hashlib.sha1(
+            str(Path(settings.nlu_data_dir).resolve()).encode()).hexdigest()[:12]
+        self._reconcile_task: asyncio.Task | None = None
+
+    # ---- lifecycle ------------------------------------------------------------------------------------
+    async def start(self) -> None:
+        await self.follower.start()
+        self.runner.start()
+        self._reconcile_task = asyncio.create_task(self._reconcile(), name="studio-reconcile")
+
+    async def stop(self) -> None:
+        if self._reconcile_task:
+            self._reconcile_task.cancel()
+            await asyncio.gather(self._reconcile_task, return_exceptions=True)
+        await self.runner.stop()
+        await self.follower.stop()
+        try:
+            state = await self.follower.active()
+            others = await self.activator.live_workers()
+        except Exception:
+            state, others = None, 0
+        active_url = state["url"] if state else None
+        if others:  # other workers still parse with the active instance: leave it running for them
+            await self.instances.stop_mine(keep=active_url)
+            return
+        await self.instances.stop_mine()
+        if state and state["url"] != self.settings.rasa_url.rstrip("/") and not await serves(state["url"], state["model_file"]):
+            # Nobody serves the active model any more: the next start restores it from SQL (see _reconcile).
+            await self.redis.delete(f"yt:nlu:{self.deployment}:active")
+
+    def files_lock(self):
+        """One writer at a time over the data directory, across every API worker."""
+        return self.redis.lock(self._files_lock_key, timeout=60, blocking_timeout=30)
+
+    def copy_files(self, dest: Path) -> None:
+        """A consistent copy of the data directory (callers hold the files lock)."""
+        shutil.copytree(self.files.root, dest, ignore=shutil.ignore_patterns(".*"))
+
+    async def _reconcile(self) -> None:
+        """At start: record the model the configured Rasa serves, and bring the active version back if a
+        restart left the configured Rasa serving something else (e.g. `make run` trained the latest data)."""
+        for _ in range(120):
+            status = await rasa_status(self.settings.rasa_url)
+            if status and status.get("model_file"):
+                break
+            await asyncio.sleep(5)
+        else:
+            return
+        base_model = Path(str(status["model_file"])).name
+        try:
+            async with unit_of_work(self.engine) as session:
+                base = await ensure_version(session, deployment=self.deployment, model_file=base_model)
+                active = await get_active(session, deployment=self.deployment)
+                if active is None:
+                    base.active = True
+                    return
+                state = await self.follower.active()
+                if active.model_file == base_model or (state and await serves(state["url"], active.model_file)):
+                    return
+                if not await self.redis.set(f"yt:studio:{self.deployment}:restore", "1", nx=True, ex=300):
+                    return  # another worker is on it
+                if await busy(session, deployment=self.deployment, kind=JobKind.ACTIVATE):
+                    return
+                session.add(StudioJob(deployment=self.deployment, kind=JobKind.ACTIVATE, version_id=active.id,
+                                      params={"version_id": active.id, "restore": True}))
+            log.info("restoring active NLU version %s (%s)", active.id, active.model_file)
+            self.runner.wake()
+        except IntegrityError:
+            pass  # another worker recorded the same model at the same moment
+
+
+# ---- record work: versions and jobs ----------------------------------------------------------------------------
+async def get_active(session: AsyncSession, *, deployment: str) -> ModelVersion | None:
+    statement = select(ModelVersion).where(ModelVersion.deployment == deployment, col(ModelVersion.active).is_(True))
+    return (await session.exec(statement)).first()
+
+
+async def get_version(session: AsyncSession, *, deployment: str, version_id: int) -> ModelVersion:
+    version = await session.get(ModelVersion, version_id)
+    if version is None or version.deployment != deployment:
+        raise ResourceNotFound("no such model version", code="version_not_found")
+    return version
+
+
+async def list_versions(session: AsyncSession, *, deployment: str) -> list[tuple[ModelVersion, str | None]]:
+    statement = (select(ModelVersion, Agent.username).outerjoin(Agent, col(Agent.id) == col(ModelVersion.created_by))
+                 .where(ModelVersion.deployment == deployment).order_by(col(ModelVersion.id).desc()))
+    return list((await session.exec(statement)).all())
+
+
+async def ensure_version(session: AsyncSession, *, deployment: str, model_file: str) -> ModelVersion:
+    """The version row for a model file, creating an unevaluated one for a model the studio didn't train."""
+    statement = select(ModelVersion).where(ModelVersion.deployment == deployment, ModelVersion.model_file == model_file)
+    version = (await session.exec(statement)).first()
+    if version is None:
+        match = _MODEL_HASH.search(model_file)
+        version = ModelVersion(deployment=deployment, model_file=model_file, data_hash=match[1] if match else "",
+                               source="external", status=VersionStatus.UNEVALUATED)
+        session.add(version)
+        await session.flush()
+    return version
+
+
+async def busy(session: AsyncSession, *, deployment: str, kind: str) -> StudioJob | None:
+    statement = select(StudioJob).where(StudioJob.deployment == deployment, StudioJob.kind == kind,
+                                        col(StudioJob.status).in_((JobStatus.QUEUED, JobStatus.RUNNING)))
+    return (await session.exec(statement)).first()
+
+
+async def get_job(session: AsyncSession, *, deployment: str, job_id: int) -> StudioJob:
+    job = await session.get(StudioJob, job_id)
+    if job is None or job.deployment != deployment:
+        raise ResourceNotFound("no such job", code="job_not_found")
+    return job
+
+
+async def list_jobs(session: AsyncSession, *, deployment: str, limit: int = 20) -> list[StudioJob]:
+    statement = (select(StudioJob).where(StudioJob.deployment == deployment)
+                 .order_by(col(StudioJob.id).desc()).limit(limit))
+    return list((await session.exec(statement)).all())
+
+
+async def request_training(studio: Studio, session: AsyncSession, agent: Agent) -> StudioJob:
+    """Queue a training; one at a time (the machine has two cores, and two would only race)."""
+    if await busy(session, deployment=studio.deployment, kind=JobKind.TRAIN):
+        raise Conflict("a training is already queued or running", code="training_in_progress")
+    job = StudioJob(deployment=studio.deployment, kind=JobKind.TRAIN, created_by=agent.id)
+    session.add(job)
+    await session.flush()
+    audit(session, actor_kind="agent", actor_id=agent.id, action="studio_train_requested", subject=f"job:{job.id}")
+    return job
+
+
+async def request_activation(studio: Studio, session: AsyncSession, agent: Agent, *, version_id: int,
+                             override: bool) -> StudioJob:
+    """Queue the switch to a version (a rollback is the same move to an earlier one).
+
+    Never ship a worse model by accident: a version whose held-out macro-F1 is below the active one's
+    (or that has no evaluation, while the active one has) needs `override`.
+    """
+    version = await get_version(session, deployment=studio.deployment, version_id=version_id)
+    if not (studio.models_dir / version.model_file).exists():
+        raise Conflict(f"the model file {version.model_file} is gone", code="model_missing")
+    if version.status == VersionStatus.EVALUATING:
+        raise Conflict("this version is still being evaluated", code="version_not_ready")
+    active = await get_active(session, deployment=studio.deployment)
+    if active is not None and active.id == version.id:
+        raise Conflict("this version is already active", code="already_active")
+    if not override and needs_override(version, active):
+        mine = "unknown" if version.macro_f1 is None else f"{version.macro_f1:.3f}"
+        raise Conflict(f"macro-F1 {mine} is below the active version's {active.macro_f1:.3f}; "
+                       "activate with override to ship it anyway", code="worse_model")
+    job = StudioJob(deployment=studio.deployment, kind=JobKind.ACTIVATE, created_by=agent.id, version_id=version.id,
+                    params={"version_id": version.id, "override": override,
+                            "previous_version_id": active.id if active else None})
+    session.add(job)
+    await session.flush()
+    audit(session, actor_kind="agent", actor_id=agent.id, action="studio_activate_requested",
+          subject=f"version:{version.id}", job_id=job.id, override=override)
+    return job

@@ -1,0 +1,99 @@
+"""Studio tests run their own app instances over copies of `nlu_data/` and their own models directory, each
+under an NLU deployment name of its own: they never write the repository's files, and activating a model
+here never moves the NLU of the shared test app (or stops the shared Rasa service)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.async_api import async_playwright
+
+from api.embedded import ThreadedServer
+from api.launcher import NLU_DATA, ROOT
+from api.main import create_app
+from tests.support import create_agent
+
+EDITOR_PASSWORD = "pw-studio-123"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+
+
+class StudioClient:
+    """An editor using the studio API."""
+
+    def __init__(self, app_url: str, token: str) -> None:
+        self.http = httpx.AsyncClient(base_url=app_url + "/studio/api", headers={"Authorization": f"Bearer {token}"},
+                                      timeout=60)
+        self.token = token
+
+    @classmethod
+    async def login(cls, app_url: str, username: str, password: str = EDITOR_PASSWORD) -> "StudioClient":
+        async with httpx.AsyncClient(base_url=app_url, timeout=30) as http:
+            response = await http.post("/agents/login", json={"username": username, "password": password})
+        assert response.status_code == 200, response.text
+        return cls(app_url, response.json()["token"])
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+
+class StudioStack:
+    """One app instance with its own data directory, models directory and deployment name."""
+
+    def __init__(self, settings_for, tmp: Path, rasa_url: str, **overrides) -> None:
+        self.data_dir = tmp / "nlu_data"
+        shutil.copytree(NLU_DATA, self.data_dir)
+        self.models_dir = tmp / "models"
+        self.models_dir.mkdir()
+        # The model the shared Rasa serves must be findable here too, or rolling back to it is refused.
+        served = httpx.get(rasa_url + "/status", timeout=10).json()["model_file"]
+        if (ROOT / "models" / served).exists():
+            os.symlink(ROOT / "models" / served, self.models_dir / served)
+        self.base_model = served
+        self.deployment = "test-" + uuid.uuid4().hex[:8]
+        self.settings = settings_for(nlu_data_dir=self.data_dir, models_dir=self.models_dir,
+                                     nlu_deployment=self.deployment, **overrides)
+        self.server = ThreadedServer(create_app(self.settings))
+        self.url = self.server.start()
+
+    def stop(self) -> None:
+        self.server.stop()
+
+
+@pytest.fixture(scope="module")
+def studio_stack(tmp_path_factory, settings_for, rasa_url):
+    """A studio app for one test module; stopping it stops every Rasa it started and every job it runs."""
+    stack = StudioStack(settings_for, tmp_path_factory.mktemp("studio"), rasa_url, studio_train_epochs=40)
+    yield stack
+    stack.stop()
+
+
+@pytest.fixture(scope="module")
+async def editor_name(database_url) -> str:
+    username = "editor-" + uuid.uuid4().hex[:6]
+    await create_agent(database_url, username=username, password=EDITOR_PASSWORD, skills=["general"], role="nlu_editor")
+    return username
+
+
+@pytest.fixture
+async def editor(studio_stack, editor_name):
+    client = await StudioClient.login(studio_stack.url, editor_name)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def chromium_page():
+    executable = shutil.which("chromium") or shutil.which("chromium-browser")
+    if executable is None:
+        pytest.fail("Debian's chromium is not installed: `make test` installs it (make browser)")
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_ARGS)
+        page = await browser.new_page()
+        yield page
+        await browser.close()
