@@ -22,6 +22,7 @@ from api.routing.loop import touch_agent
 from api.security import read_token
 from api.settings import Settings
 from api.channels.wechat_platform import WeChatPlatform
+from api.video.registry import CallRegistry
 
 
 def get_settings(conn: HTTPConnection) -> Settings:
@@ -115,3 +116,10 @@ def get_wechat(conn: HTTPConnection):
 WeChatDep = Annotated[WeChatPlatform, Depends(get_wechat)]
 
 Supervisor = Annotated[Agent, Depends(require_role("supervisor"))]
+
+
+def get_video(conn: HTTPConnection) -> CallRegistry:
+    return conn.app.state.video
+
+
+VideoDep = Annotated[CallRegistry, Depends(get_video)]

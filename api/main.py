@@ -16,9 +16,12 @@ from api.agents.inbox import router as agents_inbox_router
 from api.agents.router import router as agents_router
 from api.agents.supervisor_router import router as supervisor_router
 from api.channels.miniapp.router import router as miniapp_router
+from api.channels.wechat_oa.flows import OaChannel
+from api.channels.wechat_oa.router import router as wechat_oa_router
 from api.channels.wechat_platform import WeChatPlatform
 from api.conversations.delivery import Delivery
 from api.conversations.flows import Triage
+from api.customers.models import Channel
 from api.db import create_engine, migrate
 from api.embedded import EmbeddedRedis, ThreadedServer
 from api.errors import install_error_handlers
@@ -28,12 +31,17 @@ from api.routing.loop import RoutingLoop
 from api.limits import BodySizeLimit
 from api.masking import install_log_masking
 from api.settings import Settings
+from api.video.registry import CallRegistry
+from api.video.router import router as video_router
+from api.studio.router import router as studio_router
+from api.studio.service import Studio
 from bot.context import ContextStore
 from bot.nlu import RasaClient
 
 log = logging.getLogger("yunting")
 H5_DIR = Path(__file__).resolve().parent.parent / "miniapp_stubs" / "h5"
 CONSOLE_DIR = Path(__file__).resolve().parent / "console" / "static"
+STUDIO_DIR = Path(__file__).resolve().parent / "studio" / "static"
 MAX_BODY_BYTES = 256 * 1024
 
 
@@ -72,9 +80,23 @@ async def _start_dependencies(app: FastAPI, settings: Settings, stack: AsyncExit
     )
     stack.callback(app.state.wechat.close)
     app.state.wechat_api_base = api_base
+    # Official account: the push handler, and its sender (passive / custom-send / pending) for outbound messages.
+    app.state.wechat_oa = OaChannel(settings, engine=app.state.engine, redis=app.state.redis,
+                                    triage=app.state.triage, platform=app.state.wechat)
+    app.state.triage.delivery.register(Channel.WECHAT_OA, app.state.wechat_oa.outbound.deliver)
+    stack.push_async_callback(app.state.wechat_oa.aclose)
     loop = RoutingLoop(app.state.engine, app.state.triage.routing, app.state.triage.delivery, settings)
     loop.start()
     stack.push_async_callback(loop.stop)
+    # Video calls: this worker's live media and the call sweeper; on exit it ends its calls and closes
+    # their recordings while the database and Redis are still up (the stack unwinds in reverse).
+    app.state.video = await stack.enter_async_context(
+        CallRegistry(engine=app.state.engine, redis=app.state.redis, triage=app.state.triage, settings=settings)
+    )
+    # NLU studio: job runner (train/activate) and the follower that keeps `nlu` on the active Rasa.
+    app.state.studio = Studio(settings, app.state.engine, app.state.redis, nlu)
+    await app.state.studio.start()
+    stack.push_async_callback(app.state.studio.stop)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -94,10 +116,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES)
     app.include_router(health_router)
     app.include_router(miniapp_router)
+    app.include_router(wechat_oa_router)
     app.include_router(agents_router)
     app.include_router(agents_inbox_router)
     app.include_router(supervisor_router)
+    app.include_router(video_router)
     app.mount("/console", StaticFiles(directory=CONSOLE_DIR, html=True), name="console")
+    app.include_router(studio_router)
+    app.mount("/studio", StaticFiles(directory=STUDIO_DIR, html=True), name="studio")
+    # The video page is part of the product (the mini-program's web-view opens it), not a demo page.
+    app.mount("/h5/video", StaticFiles(directory=H5_DIR / "video", html=True, check_dir=False), name="h5-video")
     if settings.env != "production":
         _mount_simulator(app, settings)
     return app

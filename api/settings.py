@@ -14,6 +14,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 DEV_OA_APP_ID = "wxoa0000000000dev"
 DEV_MINIAPP_APP_ID = "wxmp0000000000dev"
 DEV_SECRET_PLACEHOLDER = "dev-secret-change-me"
+DEV_OA_TOKEN = "yunting-dev-token"
 
 
 class Settings(BaseSettings):
@@ -37,13 +38,19 @@ class Settings(BaseSettings):
 
     # WeChat: unset API base means the bundled emulator.
     wechat_api_base: str | None = None
-    oa_token: SecretStr = SecretStr("yunting-dev-token")
+    oa_token: SecretStr = SecretStr(DEV_OA_TOKEN)
     oa_encoding_aes_key: SecretStr | None = None
     oa_previous_encoding_aes_key: SecretStr | None = None
     oa_app_id: str = DEV_OA_APP_ID
     oa_app_secret: SecretStr = SecretStr(DEV_SECRET_PLACEHOLDER)
     miniapp_app_id: str = DEV_MINIAPP_APP_ID
     miniapp_app_secret: SecretStr = SecretStr(DEV_SECRET_PLACEHOLDER)
+    # Official account channel: answer passively within this budget, else `success` and custom-send later
+    # (WeChat waits 5 s); pushes over the body limit get 413; the card thumbnail (a permanent media id)
+    # turns the video link into a mini-program card.
+    oa_reply_budget_ms: int = 4000
+    oa_max_body_bytes: int = 32 * 1024
+    oa_card_thumb_media_id: str | None = None
 
     # Signs customer and agent session tokens; generated per data dir in development.
     secret_key: SecretStr | None = None
@@ -70,6 +77,14 @@ class Settings(BaseSettings):
 
     max_message_chars: int = 2000
     context_ttl_s: int = 48 * 3600
+
+    # Video calls (api/video): recordings are evidence (双录), kept under this directory (0700, files 0600).
+    recordings_dir: Path = Path("var/recordings")
+    video_ring_timeout_s: int = 45
+    video_peer_grace_s: int = 10
+    # STUN/TURN for the server's peer connections: a JSON list (urls strings or {"urls", "username",
+    # "credential"} objects) or comma-separated STUN urls. Unset means none: host candidates only.
+    video_ice_servers: str | None = None
 
     @model_validator(mode="after")
     def _refuse_placeholders_in_production(self) -> "Settings":

@@ -1,0 +1,182 @@
+"""The video API (thin): the customer's consent and call, WebRTC signalling for both parties, the agent's
+answer and in-call actions, and the supervisor's access to recordings (every access audited)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import FileResponse
+from starlette.requests import HTTPConnection
+
+from api.agents.models import Agent
+from api.audit.models import audit
+from api.conversations import service as conversations
+from api.deps import CurrentAgent, CurrentCustomer, SessionDep, SettingsDep, Supervisor, VideoDep, bearer_token, current_agent
+from api.errors import BadRequest, NotAuthenticated, NotPermitted, ResourceNotFound
+from api.security import read_token
+from api.video import flows, outcomes, service
+from api.video.models import CallState
+from api.video.schemas import (
+    CallEventPublic, CallForAgent, CallPublic, CallRequest, IdentityCheckPublic, IdentityVerdict, Notice, PlanAnswer,
+    PlanPublic, PlanTerms, RecordingPublic, SessionDescription,
+)
+
+router = APIRouter(prefix="/video", tags=["video"])
+
+
+@dataclass
+class Party:
+    """Who is signalling: the customer of the call, or an agent."""
+
+    role: str
+    id: int
+    agent: Agent | None = None
+
+
+async def current_party(conn: HTTPConnection, session: SessionDep, settings: SettingsDep) -> Party:
+    """A customer or an agent token, both accepted on the endpoints either party uses."""
+    token = bearer_token(conn)
+    try:
+        return Party("customer", read_token(settings.signing_key(), token, kind="customer"))
+    except NotAuthenticated as exc:
+        if exc.message != "token is not valid here":
+            raise
+    agent = await current_agent(conn, session, settings)
+    return Party("agent", agent.id, agent)
+
+
+CurrentParty = Annotated[Party, Depends(current_party)]
+
+
+@router.get("/notice", response_model=Notice)
+async def notice():
+    """The recording notice the page shows before any media starts."""
+    return Notice(version=service.NOTICE_VERSION, title=service.NOTICE_TITLE, text=service.NOTICE_TEXT)
+
+
+@router.post("/calls", response_model=CallPublic, status_code=201)
+async def request_call(body: CallRequest, request: Request, customer: CurrentCustomer, session: SessionDep, video: VideoDep):
+    """The customer consented: a call for their conversation (the existing one if it is still active)."""
+    call = await flows.do_request_call(
+        session, video, customer=customer, conversation_id=body.conversation_id,
+        notice_version=body.consent.notice_version, user_agent=request.headers.get("user-agent"),
+        client_ip=request.client.host if request.client else None,
+    )
+    return CallPublic.of(call)
+
+
+@router.get("/calls", response_model=list[CallPublic])
+async def list_calls(agent: CurrentAgent, session: SessionDep, conversation_id: int | None = None,
+                     state: list[CallState] | None = Query(default=None)):
+    """Calls for the console: e.g. `?state=ringing` (then only those this agent may answer), or one conversation's."""
+    calls = await service.list_calls(session, conversation_id=conversation_id, states=state)
+    if agent.role in ("supervisor", "admin"):
+        return [CallPublic.of(c) for c in calls]
+    return [CallPublic.of(c) for c in calls
+            if c.agent_id == agent.id or c.rung_agent_id == agent.id
+            or (c.state == CallState.RINGING and c.rung_agent_id is None and c.skill_group in agent.skills)]
+
+
+@router.get("/calls/{call_id}")
+async def read_call(call_id: int, party: CurrentParty, session: SessionDep):
+    """The call; agents also get the handoff card, identity checks, plans, recordings and timeline."""
+    call = await service.get_call(session, call_id)
+    if party.role == "customer":
+        service.check_party(call, role="customer", party_id=party.id)
+        return CallPublic.of(call)
+    agent = party.agent
+    if agent.id not in (call.agent_id, call.rung_agent_id) and agent.role not in ("supervisor", "admin") \
+            and not (call.rung_agent_id is None and call.skill_group in agent.skills):
+        raise NotPermitted("this video call is not yours")
+    escalation = await conversations.get_latest_escalation(session, call.conversation_id)
+    return CallForAgent(
+        call=CallPublic.of(call),
+        handoff_card=escalation.handoff_card if escalation else None,
+        identity_checks=[IdentityCheckPublic.model_validate(c, from_attributes=True)
+                         for c in await outcomes.list_identity_checks(session, call.id)],
+        plans=[PlanPublic.model_validate(p, from_attributes=True) for p in await outcomes.list_plans(session, call.id)],
+        recordings=[RecordingPublic.model_validate(r, from_attributes=True)
+                    for r in await service.list_recordings(session, call_id=call.id)],
+        events=[CallEventPublic.model_validate(e, from_attributes=True) for e in await service.list_events(session, call.id)],
+    )
+
+
+@router.post("/calls/{call_id}/offer", response_model=SessionDescription)
+async def offer(call_id: int, body: SessionDescription, party: CurrentParty, session: SessionDep, video: VideoDep):
+    """WebRTC signalling: the party's SDP offer in, the server's answer out (ICE candidates included)."""
+    if body.type != "offer":
+        raise BadRequest("send an SDP offer (type \"offer\")", code="bad_sdp")
+    answer = await flows.do_offer(session, video, role=party.role, party_id=party.id, call_id=call_id,
+                                  offer={"sdp": body.sdp, "type": body.type})
+    return SessionDescription(**answer)
+
+
+@router.post("/calls/{call_id}/accept", response_model=CallPublic)
+async def accept(call_id: int, agent: CurrentAgent, session: SessionDep, video: VideoDep):
+    """The agent answers a ringing call (a queued conversation is claimed with it)."""
+    return CallPublic.of(await flows.do_accept(session, video, agent=agent, call_id=call_id))
+
+
+@router.post("/calls/{call_id}/hangup", response_model=CallPublic)
+async def hangup(call_id: int, party: CurrentParty, session: SessionDep, video: VideoDep):
+    call = await service.get_call(session, call_id)
+    if party.role == "customer" or call.agent_id is not None:
+        service.check_party(call, role=party.role, party_id=party.id)
+    elif party.agent.role not in ("supervisor", "admin"):
+        raise NotPermitted("answer the call before hanging it up")
+    call = await flows.do_end(session, video, call_id=call_id, reason=f"{party.role}_hangup",
+                              actor_kind=party.role, actor_id=party.id)
+    return CallPublic.of(call)
+
+
+@router.post("/calls/{call_id}/identity", response_model=IdentityCheckPublic)
+async def verify_identity(call_id: int, body: IdentityVerdict, agent: CurrentAgent, session: SessionDep, video: VideoDep):
+    check = await outcomes.do_verify_identity(session, video, agent=agent, call_id=call_id, result=body.result, note=body.note)
+    return IdentityCheckPublic.model_validate(check, from_attributes=True)
+
+
+@router.post("/calls/{call_id}/plans", response_model=PlanPublic, status_code=201)
+async def send_plan(call_id: int, body: PlanTerms, agent: CurrentAgent, session: SessionDep, video: VideoDep):
+    plan = await outcomes.do_send_plan(session, video, agent=agent, call_id=call_id, terms=body)
+    return PlanPublic.model_validate(plan, from_attributes=True)
+
+
+@router.get("/calls/{call_id}/plans", response_model=list[PlanPublic])
+async def list_plans(call_id: int, customer: CurrentCustomer, session: SessionDep):
+    call = await service.get_call(session, call_id)
+    service.check_party(call, role="customer", party_id=customer.id)
+    return [PlanPublic.model_validate(p, from_attributes=True) for p in await outcomes.list_plans(session, call.id)]
+
+
+@router.post("/calls/{call_id}/plans/{plan_id}/answer", response_model=PlanPublic)
+async def answer_plan(call_id: int, plan_id: int, body: PlanAnswer, customer: CurrentCustomer, session: SessionDep, video: VideoDep):
+    plan = await outcomes.do_answer_plan(session, video, customer=customer, call_id=call_id, plan_id=plan_id, accept=body.accept)
+    return PlanPublic.model_validate(plan, from_attributes=True)
+
+
+@router.get("/recordings", response_model=list[RecordingPublic])
+async def list_recordings(supervisor: Supervisor, session: SessionDep, call_id: int | None = None,
+                          conversation_id: int | None = None, status: str | None = None,
+                          limit: int = Query(100, ge=1, le=500)):
+    """Recordings for review (supervisors); the listing itself is audited."""
+    recordings = await service.list_recordings(session, call_id=call_id, conversation_id=conversation_id, status=status, limit=limit)
+    audit(session, actor_kind="agent", actor_id=supervisor.id, action="recording_list", subject="recordings",
+          call_id=call_id, conversation_id=conversation_id, status=status, count=len(recordings))
+    return [RecordingPublic.model_validate(r, from_attributes=True) for r in recordings]
+
+
+@router.get("/recordings/{recording_id}/download")
+async def download_recording(recording_id: int, supervisor: Supervisor, session: SessionDep, video: VideoDep):
+    """The file, with its SHA-256 so the copy can be checked; every download is audited (committed first)."""
+    recording = await service.get_recording(session, recording_id)
+    path = service.resolve_recording(video.recordings_dir, recording.path)
+    if not path.is_file():
+        raise ResourceNotFound("the recording file is missing", code="recording_file_missing")
+    audit(session, actor_kind="agent", actor_id=supervisor.id, action="recording_download",
+          subject=f"recording:{recording.id}", call_id=recording.call_id, sha256=recording.sha256)
+    await session.commit()
+    headers = {"X-Content-SHA256": recording.sha256 or "", "Cache-Control": "no-store"}
+    return FileResponse(path, media_type=recording.content_type, headers=headers,
+                        filename=f"call-{recording.call_id}-{recording.party}.mp4")

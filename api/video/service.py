@@ -1,0 +1,197 @@
+"""Video call record work, no side effects outside the session: reads, guarded state changes, paths, texts.
+
+State changes are conditional UPDATEs (`WHERE state IN (...)`): of two workers racing to end, connect or
+answer the same call, exactly one wins, and the loser sees it did not.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import update
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from api.conversations.models import Conversation, Direction, Message, SenderKind
+from api.errors import NotPermitted, ResourceNotFound
+from api.video.models import ACTIVE_STATES, CallEvent, CallState, Recording, VideoCall
+
+# The recording notice (双录告知) the customer reads and accepts before any media starts. Changing the text
+# means a new version: a page showing the old one is refused, and each consent row names what was shown.
+NOTICE_VERSION = "2026-11-v1"
+NOTICE_TITLE = "录音录像提示"
+NOTICE_TEXT = (
+    "根据金融监管要求，本次视频服务将全程录音录像（“双录”），用于核实您的身份和真实意愿。"
+    "录像加密保存，仅用于业务凭证和监管检查，不作其他用途。"
+    "点击「同意并开始视频」，表示您已知晓并同意录音录像。"
+)
+
+
+def notice_sha256() -> str:
+    return hashlib.sha256(f"{NOTICE_VERSION}\n{NOTICE_TITLE}\n{NOTICE_TEXT}".encode()).hexdigest()
+
+
+def parse_ice_servers(raw: str | None) -> list[dict[str, Any]]:
+    """`YUNTING_VIDEO_ICE_SERVERS`: a JSON list (urls strings or objects) or comma-separated STUN urls."""
+    if raw is None or not raw.strip():
+        return []
+    raw = raw.strip()
+    if raw.startswith("["):
+        items = json.loads(raw)
+        servers = [item if isinstance(item, dict) else {"urls": item} for item in items]
+    else:
+        servers = [{"urls": url.strip()} for url in raw.split(",") if url.strip()]
+    allowed = {"urls", "username", "credential"}
+    return [{k: v for k, v in server.items() if k in allowed} for server in servers]
+
+
+async def get_call(session: AsyncSession, call_id: int) -> VideoCall:
+    call = await session.get(VideoCall, call_id)
+    if call is None:
+        raise ResourceNotFound("video call not found")
+    return call
+
+
+def check_party(call: VideoCall, *, role: str, party_id: int) -> None:
+    """Only the call's own customer, and the agent who answered it, act on its media (403 otherwise)."""
+    if role == "customer" and call.customer_id != party_id:
+        raise NotPermitted("this video call belongs to someone else")
+    if role == "agent" and call.agent_id != party_id:
+        if call.agent_id is None:
+            raise NotPermitted("answer the call before sending media", code="not_answered")
+        raise NotPermitted("another agent answered this video call")
+
+
+async def get_active_for_conversation(session: AsyncSession, conversation_id: int) -> VideoCall | None:
+    statement = (
+        select(VideoCall)
+        .where(VideoCall.conversation_id == conversation_id, col(VideoCall.state).in_(ACTIVE_STATES))
+        .order_by(col(VideoCall.id).desc())
+    )
+    return (await session.exec(statement)).first()
+
+
+async def list_calls(
+    session: AsyncSession, *, conversation_id: int | None = None, states: list[str] | None = None, limit: int = 50
+) -> list[VideoCall]:
+    statement = select(VideoCall).order_by(col(VideoCall.id).desc()).limit(limit)
+    if conversation_id is not None:
+        statement = statement.where(VideoCall.conversation_id == conversation_id)
+    if states:
+        statement = statement.where(col(VideoCall.state).in_(states))
+    return list((await session.exec(statement)).all())
+
+
+async def transition(session: AsyncSession, call: VideoCall, *, from_states: tuple[str, ...], extra=(), **values: Any) -> bool:
+    """Change the call only if it is still in one of `from_states` (and `extra` holds); True if we did."""
+    result = await session.exec(
+        update(VideoCall)
+        .where(col(VideoCall.id) == call.id, col(VideoCall.state).in_(from_states), *extra)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    await session.refresh(call)
+    return result.rowcount == 1
+
+
+async def claim_media_worker(session: AsyncSession, call: VideoCall, worker_id: str) -> str:
+    """The worker that holds the call's media: the first to take an offer for it; committed at once."""
+    if call.media_worker is None:
+        await transition(session, call, from_states=ACTIVE_STATES, extra=(col(VideoCall.media_worker).is_(None),),
+                         media_worker=worker_id)
+        await session.commit()
+    return call.media_worker or worker_id
+
+
+async def list_due_ringing(session: AsyncSession, now: datetime) -> list[int]:
+    statement = select(VideoCall.id).where(VideoCall.state == CallState.RINGING, col(VideoCall.ring_deadline) < now)
+    return list((await session.exec(statement)).all())
+
+
+async def list_stale_requested(session: AsyncSession, before: datetime) -> list[int]:
+    statement = select(VideoCall.id).where(VideoCall.state == CallState.REQUESTED, col(VideoCall.created_at) < before)
+    return list((await session.exec(statement)).all())
+
+
+async def list_active_owners(session: AsyncSession) -> list[tuple[int, str]]:
+    statement = select(VideoCall.id, VideoCall.media_worker).where(
+        col(VideoCall.state).in_(ACTIVE_STATES), col(VideoCall.media_worker).is_not(None)
+    )
+    return [(call_id, worker) for call_id, worker in (await session.exec(statement)).all()]
+
+
+async def list_final_among(session: AsyncSession, call_ids: list[int]) -> list[int]:
+    if not call_ids:
+        return []
+    statement = select(VideoCall.id).where(col(VideoCall.id).in_(call_ids), col(VideoCall.state).not_in(ACTIVE_STATES))
+    return list((await session.exec(statement)).all())
+
+
+def add_event(session: AsyncSession, call: VideoCall, kind: str, *, actor_kind: str = "system", actor_id: int | None = None, **detail: Any) -> None:
+    session.add(CallEvent(call_id=call.id, kind=kind, actor_kind=actor_kind, actor_id=actor_id, detail=detail))
+
+
+async def list_events(session: AsyncSession, call_id: int) -> list[CallEvent]:
+    statement = select(CallEvent).where(CallEvent.call_id == call_id).order_by(col(CallEvent.id))
+    return list((await session.exec(statement)).all())
+
+
+def system_message(conversation: Conversation, text: str, payload: dict | None = None) -> Message:
+    """A line in the transcript from the service itself (the call and its outcome)."""
+    return Message(
+        conversation_id=conversation.id, customer_id=conversation.customer_id, channel=conversation.current_channel,
+        direction=Direction.OUT, sender_kind=SenderKind.SYSTEM, kind="video_call", text=text, payload=payload,
+    )
+
+
+def format_duration(seconds: float | None) -> str:
+    total = max(0, round(seconds or 0))
+    minutes, secs = divmod(total, 60)
+    return f"{minutes}分{secs:02d}秒" if minutes else f"{secs}秒"
+
+
+def call_offset_s(call: VideoCall, now: datetime) -> float | None:
+    """Seconds since the call connected: where in its recordings something happened."""
+    return None if call.connected_at is None else round((now - call.connected_at).total_seconds(), 3)
+
+
+# --- recordings ---
+
+def recording_relpath(call: VideoCall, party: str, when: datetime) -> str:
+    """Where a party's file goes under the recordings directory; unguessable, one directory per day."""
+    return f"{when:%Y/%m/%d}/call-{call.id}-{party}-{secrets.token_hex(6)}.mp4"
+
+
+def resolve_recording(root: Path, relpath: str) -> Path:
+    """The file of a Recording row, refusing anything that would leave the recordings directory."""
+    root = root.resolve()
+    path = (root / relpath).resolve()
+    if not path.is_relative_to(root):
+        raise ResourceNotFound("recording file not found")
+    return path
+
+
+async def list_recordings(
+    session: AsyncSession, *, call_id: int | None = None, conversation_id: int | None = None,
+    status: str | None = None, limit: int = 100,
+) -> list[Recording]:
+    statement = select(Recording).order_by(col(Recording.id).desc()).limit(limit)
+    if call_id is not None:
+        statement = statement.where(Recording.call_id == call_id)
+    if conversation_id is not None:
+        statement = statement.where(Recording.conversation_id == conversation_id)
+    if status is not None:
+        statement = statement.where(Recording.status == status)
+    return list((await session.exec(statement)).all())
+
+
+async def get_recording(session: AsyncSession, recording_id: int) -> Recording:
+    recording = await session.get(Recording, recording_id)
+    if recording is None:
+        raise ResourceNotFound("recording not found")
+    return recording

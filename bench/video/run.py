@@ -1,0 +1,330 @@
+"""Video call bench: call setup time, server CPU per concurrent recorded call at 640×480, and the most
+concurrent recorded calls this machine holds without frame loss, against a baseline (relay, no recording).
+
+Method
+- The API runs alone in its own process (`bench/video/server.py`: embedded SQLite, Redis and WeChat
+  emulator; `--mode record` or `--mode relay`, the baseline with recording switched off), or as two
+  worker processes on one database and Redis (`record:2`: each call's customer talks to one worker and
+  its agent to the other, so every agent offer is forwarded over Redis). Its CPU is read from
+  /proc/<pid>/stat (all threads: aiortc's decoders and encoders, the recorders' x264 and AAC).
+- The customers and agents are aiortc clients in this process, made cheap on purpose so the 2 cores
+  measure the server: each sends a pre-encoded VP8 clip (640×480, 30 fps, ~800 kbit/s, panning
+  textured picture, keyframe every second) packet by packet plus a live 48 kHz tone, and counts what it
+  receives without decoding it (aiortc's decoder thread is swapped for a counter in this process).
+- Every call goes through the real API: login, 转人工, consent, the customer's offer, ringing, the
+  agent's accept and offer. Setup time = the agent's offer POST → the agent's connection `connected`,
+  and → the first customer frame at the agent.
+- For N concurrent calls: set them up one by one, warm up, then over a window count per call and
+  direction the video frames sent, received by the server, forwarded, recorded, dropped by the recorder,
+  and received at the far end. "No frame loss" = every call delivers ≥ 98 % of the frames sent, in both
+  directions, end to end, and its recorder recorded ≥ 98 % of what arrived and dropped none.
+- Then every call is hung up and each recording checked: complete, audio + video, duration ≈ call time.
+
+    .venv/bin/python bench/video/run.py                       # the whole sweep (about 10 minutes)
+    .venv/bin/python bench/video/run.py --calls 1 2 3 --setups record:2 --window 15 --setup-calls 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+import httpx  # noqa: E402
+
+from api.db import create_engine, unit_of_work  # noqa: E402
+from api.embedded import EmbeddedRedis, ThreadedServer, free_port  # noqa: E402
+from api.wechat_emulator.app import create_app as create_emulator  # noqa: E402
+from api.agents import service as agents  # noqa: E402
+from bench.video.clients import BenchParty, install_counting_decoder, make_clip  # noqa: E402
+
+PY = sys.executable
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds the whole machine has spent busy (every process), from /proc/stat."""
+    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    return (sum(values) - values[3] - values[4]) / CLK_TCK  # minus idle and iowait
+
+
+class Server:
+    """The API in its own process(es) on a scratch directory: one worker, or several on one shared
+    database, Redis and emulator (the bench then alternates which worker each party talks to)."""
+
+    def __init__(self, mode: str, workers: int = 1) -> None:
+        self.mode, self.workers = mode, workers
+        self.dir = Path(tempfile.mkdtemp(prefix=f"yt-bench-{mode}-"))
+        self.ports = [free_port() for _ in range(workers)]
+        self.urls = [f"http://127.0.0.1:{port}" for port in self.ports]
+        self.url = self.urls[0]
+        self.processes: list[subprocess.Popen] = []
+        self._shared: list = []
+
+    async def __aenter__(self) -> "Server":
+        extra: list[str] = []
+        if self.workers > 1:  # shared parts, started here so that every worker sees the same ones
+            redis = EmbeddedRedis(self.dir / "redis.sock")
+            emulator = ThreadedServer(create_emulator())
+            self._shared = [redis, emulator]
+            extra = ["--redis-url", redis.start(), "--wechat-api-base", emulator.start(),
+                     "--database-url", self.database_url, "--recordings-dir", str(self.dir / "recordings")]
+        for index, port in enumerate(self.ports):  # one at a time: each migrates the database at start
+            data_dir = self.dir / f"worker-{index}" if self.workers > 1 else self.dir
+            data_dir.mkdir(exist_ok=True)
+            self.processes.append(subprocess.Popen(
+                [PY, str(ROOT / "bench/video/server.py"), "--port", str(port), "--data-dir", str(data_dir),
+                 "--mode", self.mode, *extra],
+                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=open(self.dir / f"server-{index}.log", "w"),
+            ))
+            await self._wait_up(self.urls[index])
+        return self
+
+    async def _wait_up(self, url: str) -> None:
+        async with httpx.AsyncClient() as http:
+            for _ in range(300):
+                try:
+                    if (await http.get(url + "/video/notice")).status_code == 200:
+                        return
+                except httpx.HTTPError:
+                    pass
+                await asyncio.sleep(0.1)
+        raise RuntimeError(f"bench server did not start; see {self.dir}")
+
+    async def __aexit__(self, *exc) -> None:
+        for process in self.processes:
+            process.terminate()
+        for process in self.processes:
+            process.wait(timeout=60)
+        for part in reversed(self._shared):
+            part.stop()
+
+    def cpu_seconds(self) -> float:
+        return sum(cpu_seconds(p.pid) for p in self.processes)
+
+    async def stats(self) -> dict:
+        merged: dict = {}
+        async with httpx.AsyncClient(timeout=60) as http:
+            for url in self.urls:
+                merged.update((await http.get(url + "/_bench/stats")).json())
+        return merged
+
+    @property
+    def database_url(self) -> str:
+        return f"sqlite+aiosqlite:///{self.dir / 'yunting.sqlite3'}"
+
+
+class Call:
+    """One customer, one agent, one call through the API."""
+
+    def __init__(self, server: Server, clip, fps: int, http_customer, http_agent) -> None:
+        self.server, self.clip, self.fps = server, clip, fps
+        self.customer_http, self.agent_http = http_customer, http_agent
+        self.customer = BenchParty(clip, fps)
+        self.agent = BenchParty(clip, fps)
+        self.id = 0
+        self.setup_connected = self.setup_first_frame = 0.0
+        self.connected_at = 0.0
+
+    async def start(self) -> None:
+        say = await self.customer_http.post("/miniapp/messages", json={"text": "转人工", "client_msg_id": uuid.uuid4().hex})
+        conversation_id = say.json()["conversation"]["id"]
+        notice = (await self.customer_http.get("/video/notice")).json()
+        call = await self.customer_http.post("/video/calls", json={
+            "conversation_id": conversation_id, "consent": {"notice_version": notice["version"], "accepted": True}})
+        self.id = call.json()["id"]
+        await self.customer.negotiate(self.customer_http, self.id)
+        await self.customer.connected.wait()
+        accepted = await self.agent_http.post(f"/video/calls/{self.id}/accept")
+        assert accepted.status_code == 200, accepted.text
+        t0 = time.monotonic()
+        await self.agent.negotiate(self.agent_http, self.id)
+        await asyncio.wait_for(self.agent.connected.wait(), 30)
+        self.setup_connected = time.monotonic() - t0
+        await asyncio.wait_for(self.agent.first_video.wait(), 30)
+        self.setup_first_frame = time.monotonic() - t0
+        self.connected_at = time.monotonic()
+
+    def counters(self) -> dict:
+        return {"c_sent": self.customer.video.sent, "a_sent": self.agent.video.sent,
+                "a_got": self.agent.video_received, "c_got": self.customer.video_received}
+
+    async def hang_up(self) -> float:
+        await self.customer_http.post(f"/video/calls/{self.id}/hangup")
+        length = time.monotonic() - self.connected_at
+        await self.customer.close()
+        await self.agent.close()
+        return length
+
+
+async def login_customer(server: Server, http: httpx.AsyncClient, url: str) -> httpx.AsyncClient:
+    config = (await http.get(url + "/simulator/config")).json()
+    code = (await http.post(config["emulator_base"] + "/_sim/wx_login",
+                            json={"appid": config["miniapp_app_id"], "person": "bench-" + uuid.uuid4().hex[:8]})).json()["code"]
+    token = (await http.post(url + "/miniapp/login", json={"code": code})).json()["token"]
+    return httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=60)
+
+
+async def login_agent(server: Server, url: str) -> httpx.AsyncClient:
+    username = "bench-" + uuid.uuid4().hex[:8]
+    engine = create_engine(server.database_url)
+    async with unit_of_work(engine) as session:
+        await agents.create(session, username=username, password="pw-123456", skills=["general"], capacity=3)
+    await engine.dispose()
+    async with httpx.AsyncClient(base_url=url, timeout=60) as http:
+        token = (await http.post("/agents/login", json={"username": username, "password": "pw-123456"})).json()["token"]
+    client = httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=60)
+    await client.put("/agents/me/presence", json={"presence": "away"})  # takes calls, isn't auto-assigned
+    return client
+
+
+async def new_calls(server: Server, clip, fps: int, n: int) -> list[Call]:
+    """Sign everyone in before any call starts. (On SQLite a login's savepoint read-then-write fails at once
+    with "database is locked" if another connection commits in between, e.g. a finished call's recordings
+    being finalized; PostgreSQL doesn't mind. Logging in up front keeps that out of the figures.)"""
+    calls = []
+    async with httpx.AsyncClient(timeout=60) as http:
+        for i in range(n):
+            # Several workers: call i's customer talks to worker i, its agent to the next one (no stickiness).
+            customer_url, agent_url = server.urls[i % len(server.urls)], server.urls[(i + 1) % len(server.urls)]
+            customer_http = await login_customer(server, http, customer_url)
+            calls.append(Call(server, clip, fps, customer_http, await login_agent(server, agent_url)))
+    return calls
+
+
+async def run_concurrent(mode: str, n: int, clip, fps: int, window: float, warmup: float, workers: int = 1) -> dict:
+    async with Server(mode, workers) as server:
+        calls = await new_calls(server, clip, fps, n)
+        for call in calls:
+            await call.start()
+        await asyncio.sleep(warmup)
+        s0, c0, cpu0, t0 = await server.stats(), [c.counters() for c in calls], server.cpu_seconds(), time.monotonic()
+        driver0, machine0 = time.process_time(), machine_busy_seconds()
+        await asyncio.sleep(window)
+        s1, c1, cpu1, t1 = await server.stats(), [c.counters() for c in calls], server.cpu_seconds(), time.monotonic()
+        driver_cores = (time.process_time() - driver0) / (t1 - t0)
+        # Anything else running on the machine skews the figures: report how much there was.
+        others_cores = (machine_busy_seconds() - machine0) / (t1 - t0) - driver_cores - (cpu1 - cpu0) / (t1 - t0)
+        elapsed = t1 - t0
+        per_call = []
+        for call, a, b in zip(calls, c0, c1):
+            m0, m1 = s0[str(call.id)]["media"], s1[str(call.id)]["media"]
+            d = {k: b[k] - a[k] for k in a}
+            srv = {f"{role}_{key}": m1[role]["video"][key] - m0[role]["video"][key]
+                   for role in ("customer", "agent") for key in ("in", "forwarded", "recorded", "dropped")}
+            per_call.append({**d, **srv, "sent_fps": round(d["c_sent"] / elapsed, 1)})
+        lengths = [await call.hang_up() for call in calls]
+        recordings = await check_recordings(server, calls, lengths) if mode == "record" else []
+        for call in calls:
+            await call.customer_http.aclose()
+            await call.agent_http.aclose()
+    ok = all(
+        p["a_got"] >= 0.98 * p["c_sent"] and p["c_got"] >= 0.98 * p["a_sent"]
+        and (mode == "relay" or (p["customer_dropped"] == 0 and p["agent_dropped"] == 0
+                                 and p["customer_recorded"] >= 0.98 * p["customer_in"]
+                                 and p["agent_recorded"] >= 0.98 * p["agent_in"]))
+        for p in per_call
+    ) and all(r["ok"] for r in recordings)
+    return {
+        "mode": mode, "workers": workers, "calls": n, "cpu_cores": round((cpu1 - cpu0) / elapsed, 3),
+        "cpu_per_call": round((cpu1 - cpu0) / elapsed / n, 3), "no_frame_loss": ok,
+        "clients_cpu_cores": round(driver_cores, 3), "other_processes_cores": round(max(0.0, others_cores), 3),
+        "delivered_min": round(min(min(p["a_got"] / max(p["c_sent"], 1), p["c_got"] / max(p["a_sent"], 1)) for p in per_call), 3),
+        "setup_connected_s": [round(c.setup_connected, 3) for c in calls],
+        "setup_first_frame_s": [round(c.setup_first_frame, 3) for c in calls],
+        "per_call": per_call, "recordings": recordings,
+    }
+
+
+async def check_recordings(server: Server, calls: list[Call], lengths: list[float]) -> list[dict]:
+    results = []
+    for call, length in zip(calls, lengths):
+        for _ in range(300):
+            body = (await call.agent_http.get(f"/video/calls/{call.id}")).json()
+            if body["recordings"] and all(r["status"] != "recording" for r in body["recordings"]):
+                break
+            await asyncio.sleep(0.2)
+        connected_s = body["call"]["duration_s"]  # the server's connected → ended
+        for rec in body["recordings"]:
+            results.append({
+                "call": call.id, "party": rec["party"], "status": rec["status"], "duration_s": rec["duration_s"],
+                "call_s": connected_s, "frames": rec["frames"],
+                "ok": rec["status"] == "complete" and rec["has_audio"] and rec["has_video"]
+                and abs((rec["duration_s"] or 0) - connected_s) < 1.0,
+            })
+    return results
+
+
+async def run_setup(n: int, clip, fps: int) -> dict:
+    """Call setup on an idle server, one call at a time: offer → connected, offer → first frame."""
+    connected, first = [], []
+    async with Server("record") as server:
+        for call in await new_calls(server, clip, fps, n):
+            await call.start()
+            connected.append(call.setup_connected)
+            first.append(call.setup_first_frame)
+            await asyncio.sleep(0.5)
+            await call.hang_up()
+            await call.customer_http.aclose()
+            await call.agent_http.aclose()
+
+    def summary(values: list[float]) -> dict:
+        ordered = sorted(values)
+        return {"median_ms": round(statistics.median(ordered) * 1000, 1),
+                "p99_ms": round(ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))] * 1000, 1),
+                "max_ms": round(ordered[-1] * 1000, 1), "n": len(ordered)}
+
+    return {"offer_to_connected": summary(connected), "offer_to_first_frame": summary(first)}
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--calls", type=int, nargs="+", default=[1, 2, 3, 4, 5, 6, 8])
+    parser.add_argument("--setups", nargs="+", default=["relay:1", "record:1", "record:2"],
+                        help="mode:workers to sweep; relay = the baseline without recording")
+    parser.add_argument("--fps", type=int, default=30)
+    parser.add_argument("--window", type=float, default=20.0)
+    parser.add_argument("--warmup", type=float, default=5.0)
+    parser.add_argument("--setup-calls", type=int, default=50)
+    parser.add_argument("--out", type=Path, default=None, help="also write every result as JSON lines here")
+    args = parser.parse_args()
+    install_counting_decoder()
+    clip = make_clip(fps=args.fps)
+    out = args.out.open("a") if args.out else None
+
+    def report(result: dict) -> None:
+        brief = {k: v for k, v in result.items() if k not in ("per_call", "recordings")}
+        print(json.dumps(brief, ensure_ascii=False), flush=True)
+        if out:
+            out.write(json.dumps(result, ensure_ascii=False) + "\n")
+            out.flush()
+
+    if args.setup_calls:
+        report({"setup": await run_setup(args.setup_calls, clip, args.fps)})
+    for setup in args.setups:
+        mode, workers = setup.split(":")
+        for n in args.calls:
+            result = await run_concurrent(mode, n, clip, args.fps, args.window, args.warmup, int(workers))
+            report(result)
+            if not result["no_frame_loss"]:
+                break  # the previous N is this setup's maximum
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

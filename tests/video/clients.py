@@ -1,0 +1,155 @@
+"""Media endpoints for the video tests and the bench: aiortc clients with generated audio and video.
+
+Each party's video is a solid colour (customer red, agent blue) with the frame number written as 12
+black/white blocks across the top, big enough to survive VP8 compression; its audio is a sine tone. A
+receiver can tell whose frames it gets and which ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import math
+import time
+
+import av
+import httpx
+import numpy as np
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import AUDIO_PTIME, MediaStreamError, MediaStreamTrack, VideoStreamTrack
+
+COLOURS = {"customer": (200, 40, 40), "agent": (40, 40, 200)}
+BITS, BLOCK = 12, 32
+
+
+class PatternVideoTrack(VideoStreamTrack):
+    """Numbered frames in the party's colour at `fps`."""
+
+    def __init__(self, colour: tuple[int, int, int], *, width: int = 640, height: int = 480, fps: int = 30) -> None:
+        super().__init__()
+        self.width, self.height, self.fps = width, height, fps
+        self.base = np.empty((height, width, 3), dtype=np.uint8)
+        self.base[:] = colour
+        self.sent = 0
+        self._start: float | None = None
+
+    async def recv(self) -> av.VideoFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        if self._start is None:
+            self._start = time.monotonic()
+        else:
+            await asyncio.sleep(max(0.0, self._start + self.sent / self.fps - time.monotonic()))
+        image = self.base.copy()
+        for bit in range(BITS):
+            value = 255 if (self.sent >> bit) & 1 else 0
+            image[0:BLOCK, bit * BLOCK:(bit + 1) * BLOCK] = value
+        frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+        frame.pts, frame.time_base = round(self.sent * 90000 / self.fps), fractions.Fraction(1, 90000)
+        self.sent += 1
+        return frame
+
+
+class ToneAudioTrack(MediaStreamTrack):
+    """A sine tone, 20 ms per frame, 48 kHz mono s16."""
+
+    kind = "audio"
+
+    def __init__(self, hz: float = 440.0) -> None:
+        super().__init__()
+        self.hz = hz
+        self.samples = 0
+        self._start: float | None = None
+
+    async def recv(self) -> av.AudioFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        rate, n = 48000, int(48000 * AUDIO_PTIME)
+        if self._start is None:
+            self._start = time.monotonic()
+        else:
+            await asyncio.sleep(max(0.0, self._start + self.samples / rate - time.monotonic()))
+        t = (np.arange(n) + self.samples) / rate
+        data = (np.sin(2 * math.pi * self.hz * t) * 8000).astype(np.int16).reshape(1, -1)
+        frame = av.AudioFrame.from_ndarray(data, format="s16", layout="mono")
+        frame.sample_rate, frame.pts, frame.time_base = rate, self.samples, fractions.Fraction(1, rate)
+        self.samples += n
+        return frame
+
+
+def read_pattern(frame: av.VideoFrame) -> tuple[tuple[int, int, int], int]:
+    """The dominant colour (below the number blocks) and the frame number of a received frame."""
+    image = frame.to_ndarray(format="rgb24")
+    scale = image.shape[1] / 640
+    body = image[int(BLOCK * 2 * scale):, :, :]
+    colour = tuple(int(c) for c in body.reshape(-1, 3).mean(axis=0))
+    number = 0
+    for bit in range(BITS):
+        x0, x1 = int((bit * BLOCK + 6) * scale), int(((bit + 1) * BLOCK - 6) * scale)
+        block = image[int(6 * scale):int((BLOCK - 6) * scale), x0:x1]
+        if block.mean() > 128:
+            number |= 1 << bit
+    return colour, number
+
+
+def looks_like(colour: tuple[int, int, int], party: str, tolerance: int = 45) -> bool:
+    return all(abs(a - b) <= tolerance for a, b in zip(colour, COLOURS[party]))
+
+
+class MediaParty:
+    """One side of a call: an aiortc peer connection sending generated media and reading what comes back."""
+
+    def __init__(self, role: str, *, fps: int = 30, width: int = 640, height: int = 480, audio: bool = True) -> None:
+        self.role = role
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self.video = PatternVideoTrack(COLOURS[role], width=width, height=height, fps=fps)
+        self.audio = ToneAudioTrack(440 if role == "customer" else 660) if audio else None
+        self.received: list[tuple[tuple[int, int, int], int]] = []
+        self.audio_frames = 0
+        self.first_video_at: float | None = None
+        self.connected = asyncio.Event()
+        self._readers: list[asyncio.Task] = []
+        self.pc.addTrack(self.video)
+        if self.audio is not None:
+            self.pc.addTrack(self.audio)
+
+        @self.pc.on("track")
+        def on_track(track: MediaStreamTrack) -> None:
+            self._readers.append(asyncio.ensure_future(self._read(track)))
+
+        @self.pc.on("connectionstatechange")
+        def on_state() -> None:
+            if self.pc.connectionState == "connected":
+                self.connected.set()
+
+    async def _read(self, track: MediaStreamTrack) -> None:
+        while True:
+            try:
+                frame = await track.recv()
+            except MediaStreamError:
+                return
+            if track.kind == "video":
+                if self.first_video_at is None:
+                    self.first_video_at = time.monotonic()
+                # Decoding the pattern is cheap, but keep only a sample to bound memory in long runs.
+                if len(self.received) < 2000:
+                    self.received.append(read_pattern(frame))
+            else:
+                self.audio_frames += 1
+
+    async def offer(self) -> dict:
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+        return {"sdp": self.pc.localDescription.sdp, "type": self.pc.localDescription.type}
+
+    async def negotiate(self, http: httpx.AsyncClient, call_id: int) -> httpx.Response:
+        """POST our offer to the call and apply the server's answer."""
+        response = await http.post(f"/video/calls/{call_id}/offer", json=await self.offer())
+        if response.status_code == 200:
+            body = response.json()
+            await self.pc.setRemoteDescription(RTCSessionDescription(sdp=body["sdp"], type=body["type"]))
+        return response
+
+    async def close(self) -> None:
+        for task in self._readers:
+            task.cancel()
+        await self.pc.close()

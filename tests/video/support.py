@@ -1,0 +1,76 @@
+"""Drivers for the video tests: a customer who asks for video and consents, an agent with the call API."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import httpx
+
+from api.video.service import NOTICE_VERSION
+from tests.support import AgentConsole, MiniappCustomer, create_agent
+
+FINAL = ("ended", "missed", "failed", "cancelled")
+
+
+async def video_agent(stack, *, presence: str = "online", skills=("general",), role: str = "agent", app_url: str | None = None) -> AgentConsole:
+    """An agent signed in with a presence set (that puts them in the routing engine, with their capacity)."""
+    username = "vid-" + uuid.uuid4().hex[:8]
+    await create_agent(stack.database_url, username=username, password="pw-123456", skills=list(skills), role=role)
+    console = await AgentConsole.login(app_url or stack.app_url, username, "pw-123456")
+    assert (await console.http.put("/agents/me/presence", json={"presence": presence})).status_code == 200
+    return console
+
+
+async def escalated_customer(stack, emulator, text: str = "视频客服") -> tuple[MiniappCustomer, int]:
+    """A mini-program customer whose conversation the bot handed to a (video) human."""
+    customer = await MiniappCustomer.login(stack.app_url, emulator)
+    result = await customer.say(text)
+    assert result["conversation"]["state"] in ("queued", "with_agent"), result
+    return customer, result["conversation"]["id"]
+
+
+async def request_call(customer: MiniappCustomer, conversation_id: int | None) -> dict:
+    response = await customer.http.post("/video/calls", json={
+        "conversation_id": conversation_id, "consent": {"notice_version": NOTICE_VERSION, "accepted": True},
+    })
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+async def call_state(http: httpx.AsyncClient, call_id: int) -> dict:
+    response = await http.get(f"/video/calls/{call_id}")
+    assert response.status_code == 200, response.text
+    body = response.json()
+    return body.get("call", body)
+
+
+async def wait_for_call(http: httpx.AsyncClient, call_id: int, states, timeout: float = 15.0) -> dict:
+    """Poll the call until it reaches one of `states`."""
+    states = (states,) if isinstance(states, str) else tuple(states)
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        call = await call_state(http, call_id)
+        if call["state"] in states:
+            return call
+        assert asyncio.get_running_loop().time() < deadline, f"call {call_id} is {call['state']}, not {states}"
+        await asyncio.sleep(0.1)
+
+
+async def wait_for_recordings(agent: AgentConsole, call_id: int, count: int = 2, timeout: float = 20.0) -> list[dict]:
+    """The call's recordings once all are finalized (no longer `recording`)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        response = await agent.http.get(f"/video/calls/{call_id}")
+        recordings = response.json()["recordings"]
+        if len(recordings) >= count and all(r["status"] != "recording" for r in recordings):
+            return recordings
+        assert asyncio.get_running_loop().time() < deadline, f"recordings not finalized: {recordings}"
+        await asyncio.sleep(0.2)
+
+
+async def wait_until(predicate, timeout: float = 10.0, message: str = "condition") -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {message}"
+        await asyncio.sleep(0.05)
