@@ -71,7 +71,7 @@ async def _start_dependencies(app: FastAPI, settings: Settings, stack: AsyncExit
     app.state.triage = Triage(
         nlu=nlu, store=ContextStore(app.state.redis, settings.context_ttl_s),
         threshold=settings.nlu_confidence_threshold, delivery=Delivery(app.state.redis),
-        routing=RoutingEngine(app.state.redis),
+        routing=RoutingEngine(app.state.redis), avg_handle_s=settings.avg_handle_s,
     )
     app.state.wechat = WeChatPlatform(
         api_base=api_base, redis_url=redis_url,

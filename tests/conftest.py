@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 import subprocess
@@ -24,6 +25,7 @@ from api.main import create_app
 from api.settings import Settings, async_database_url
 from api.wechat_emulator.app import create_app as create_emulator
 from tests.support import EmulatorClient
+from playwright.async_api import async_playwright
 
 
 @pytest.fixture(scope="session")
@@ -186,3 +188,23 @@ def isolated_stack(tmp_path, rasa_url, emulator_url):
 
         start.add_worker = add_worker
         yield start
+
+
+# Debian's chromium driven by Playwright (by executable path: no browser download), with a fake camera and
+# microphone that are allowed without a prompt.
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+]
+
+
+@pytest.fixture
+async def browser_page():
+    executable = shutil.which("chromium") or shutil.which("chromium-browser")
+    if executable is None:
+        pytest.fail("Debian's chromium is not installed: `make test` installs it (make browser)")
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_ARGS)
+        page = await browser.new_page()
+        yield page
+        await browser.close()

@@ -21,6 +21,7 @@ from api.masking import mask_sensitive
 from api.realtime import AGENTS_CHANNEL, agent_channel, publish
 from api.routing.engine import RoutingEngine
 from api.routing.flows import do_assign_waiting
+from api.routing.loop import estimated_wait_minutes
 from api.timeutil import utcnow
 from bot.context import ContextStore, ConversationContext
 from bot.handoff import build_handoff_card
@@ -53,6 +54,7 @@ class Triage:
     threshold: float
     delivery: Delivery
     routing: RoutingEngine
+    avg_handle_s: int = 240
 
 
 async def do_receive_customer_message(
@@ -137,7 +139,7 @@ async def _answer_with_bot(
     context.remember(sender_kind=SenderKind.BOT, channel=conversation.current_channel, text=decision.reply)
     if decision.escalation is not None:
         escalation = await _escalate(session, conversation, context, decision.escalation, catalog)
-        notice = await _queue_notice(session, escalation)
+        notice = await _queue_notice(session, escalation, triage.avg_handle_s)
         context.remember(sender_kind=SenderKind.BOT, channel=conversation.current_channel, text=notice[0])
         texts.append(notice)
     replies = [
@@ -178,11 +180,13 @@ async def _escalate(
     return escalation
 
 
-async def _queue_notice(session: AsyncSession, escalation: Escalation) -> tuple[str, dict | None]:
-    """Plain words for what happens next; video scenarios carry the one-tap video invitation."""
+async def _queue_notice(session: AsyncSession, escalation: Escalation, avg_handle_s: int) -> tuple[str, dict | None]:
+    """Plain words for what happens next (place and estimated wait); video scenarios carry the one-tap invitation."""
     position = await service.queue_position(session, escalation)
+    online = await service.online_agents_in(session, escalation.skill_group)
+    minutes = estimated_wait_minutes(position, online, avg_handle_s)
     notice = "您已进入人工服务队列，" + ("您是下一位，" if position == 1 else f"您前面还有{position - 1}位客户，")
-    notice += "客服接入后会马上回复您。"
+    notice += f"预计等待约{minutes}分钟，客服接入后会马上回复您。"
     if escalation.mode != "video":
         return notice, None
     return VIDEO_HINT + notice, video_invite(escalation.conversation_id)

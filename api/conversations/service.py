@@ -167,3 +167,11 @@ async def load_context(session: AsyncSession, store: ContextStore, conversation:
 async def get_latest_escalation(session: AsyncSession, conversation_id: int) -> Escalation | None:
     statement = select(Escalation).where(Escalation.conversation_id == conversation_id).order_by(col(Escalation.id).desc())
     return (await session.exec(statement)).first()
+
+
+async def online_agents_in(session: AsyncSession, skill_group: str) -> int:
+    """How many agents are online with this skill (skills are a JSON list, so counted here)."""
+    from api.agents.models import Agent  # conversations must not import agents at module level (cycle)
+
+    agents = (await session.exec(select(Agent).where(Agent.presence == "online", Agent.active == True))).all()  # noqa: E712
+    return sum(1 for agent in agents if skill_group in agent.skills)

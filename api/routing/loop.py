@@ -122,7 +122,7 @@ class RoutingLoop:
             if position >= last or not (position == 1 or last - position >= max(3, math.ceil(last / 3))):
                 continue
             await self.routing.redis.set(key, position, ex=86400)
-            online = await self._online_in(session, escalation.skill_group)
+            online = await conversations.online_agents_in(session, escalation.skill_group)
             minutes = estimated_wait_minutes(position, online, self.settings.avg_handle_s)
             text = "您是下一位，客服马上为您服务。" if position == 1 else f"排队进度：您前面还有{position - 1}位客户，预计等待约{minutes}分钟。"
             notice = Message(
@@ -132,7 +132,3 @@ class RoutingLoop:
             session.add(notice)
             await session.commit()
             await self.delivery.deliver(conversation, [notice])
-
-    async def _online_in(self, session: AsyncSession, group: str) -> int:
-        agents = (await session.exec(select(Agent).where(Agent.presence == "online"))).all()
-        return sum(1 for agent in agents if group in agent.skills)

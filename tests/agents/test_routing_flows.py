@@ -51,7 +51,7 @@ async def test_an_agent_at_capacity_gets_no_more_and_the_customer_waits_in_order
     await wait_for_state(one, "with_agent")
     result = await two.say("转人工")
     assert result["conversation"]["state"] == "queued"
-    assert "您是下一位" in result["replies"][-1]["text"]
+    assert "您是下一位" in result["replies"][-1]["text"] and "预计等待约" in result["replies"][-1]["text"]
 
 
 async def test_an_unanswered_assignment_goes_back_to_the_head_of_the_queue(isolated_stack, emulator):

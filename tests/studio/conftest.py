@@ -11,7 +11,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.async_api import async_playwright
 
 from api.embedded import ThreadedServer
 from api.launcher import NLU_DATA, ROOT
@@ -19,8 +18,6 @@ from api.main import create_app
 from tests.support import create_agent
 
 EDITOR_PASSWORD = "pw-studio-123"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
 
 
 class StudioClient:
@@ -87,13 +84,3 @@ async def editor(studio_stack, editor_name):
     await client.aclose()
 
 
-@pytest.fixture
-async def chromium_page():
-    executable = shutil.which("chromium") or shutil.which("chromium-browser")
-    if executable is None:
-        pytest.fail("Debian's chromium is not installed: `make test` installs it (make browser)")
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_ARGS)
-        page = await browser.new_page()
-        yield page
-        await browser.close()

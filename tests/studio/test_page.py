@@ -23,8 +23,8 @@ async def screenshot(page, name: str) -> None:
         await page.screenshot(path=str(SCREENSHOTS / name), full_page=True)
 
 
-async def test_an_editor_edits_an_example_and_starts_training_from_the_page(chromium_page, studio_stack, editor_name):
-    page = chromium_page
+async def test_an_editor_edits_an_example_and_starts_training_from_the_page(browser_page, studio_stack, editor_name):
+    page = browser_page
     await page.goto(studio_stack.url + "/studio/")
     await page.wait_for_selector("#login-form:not([hidden])")
     await page.fill("#username", editor_name)
@@ -57,8 +57,8 @@ async def test_an_editor_edits_an_example_and_starts_training_from_the_page(chro
     await screenshot(page, "studio-training.png")
 
 
-async def test_the_page_tells_a_user_without_the_role_to_go_away(chromium_page, studio_stack, database_url):
-    page = chromium_page
+async def test_the_page_tells_a_user_without_the_role_to_go_away(browser_page, studio_stack, database_url):
+    page = browser_page
     username = "agent-" + uuid.uuid4().hex[:6]
     await create_agent(database_url, username=username, password=EDITOR_PASSWORD, skills=["general"], role="agent")
     await page.goto(studio_stack.url + "/studio/")

@@ -3,14 +3,11 @@ queue, which must not see the shared app's customers. Recordings go to the test'
 
 from __future__ import annotations
 
-import shutil
 import time
 
 import httpx
 import pytest
-from playwright.async_api import async_playwright
 
-from tests.pages.conftest import CHROMIUM_ARGS
 
 
 def settle(app_url: str, emulator) -> None:
@@ -41,14 +38,3 @@ def video_stack(isolated_stack, tmp_path, emulator):
     return start
 
 
-@pytest.fixture
-async def chromium_page():
-    """Debian's chromium with fake camera and microphone (a test pattern and a beep), auto-allowed."""
-    executable = shutil.which("chromium") or shutil.which("chromium-browser")
-    if executable is None:
-        pytest.fail("Debian's chromium is not installed: `make test` installs it (make browser)")
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_ARGS)
-        page = await browser.new_page()
-        yield page
-        await browser.close()

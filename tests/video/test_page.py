@@ -9,11 +9,11 @@ from tests.video.clients import MediaParty
 from tests.video.support import escalated_customer, video_agent, wait_for_call, wait_for_recordings, wait_until
 
 
-async def test_the_customer_consents_talks_to_the_agent_and_hangs_up_in_the_browser(video_stack, emulator, chromium_page):
+async def test_the_customer_consents_talks_to_the_agent_and_hangs_up_in_the_browser(video_stack, emulator, browser_page):
     stack = video_stack()
     agent = await video_agent(stack)  # online: the escalated customer is assigned to them
     customer, conversation_id = await escalated_customer(stack, emulator)
-    page = chromium_page
+    page = browser_page
     await page.goto(f"{stack.app_url}/h5/video/?conversation_id={conversation_id}&token={customer.token}")
     await page.wait_for_selector("body[data-step=notice]")
     assert "录音录像" in await page.inner_text("#notice-text")
