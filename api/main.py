@@ -84,6 +84,7 @@ async def _start_dependencies(app: FastAPI, settings: Settings, stack: AsyncExit
     app.state.wechat_oa = OaChannel(settings, engine=app.state.engine, redis=app.state.redis,
                                     triage=app.state.triage, platform=app.state.wechat)
     app.state.triage.delivery.register(Channel.WECHAT_OA, app.state.wechat_oa.outbound.deliver)
+    app.state.triage.delivery.register_typing(Channel.WECHAT_OA, app.state.wechat_oa.outbound.show_agent_typing)
     stack.push_async_callback(app.state.wechat_oa.aclose)
     loop = RoutingLoop(app.state.engine, app.state.triage.routing, app.state.triage.delivery, settings)
     loop.start()

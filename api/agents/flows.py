@@ -63,6 +63,12 @@ async def do_send_agent_reply(session: AsyncSession, delivery: Delivery, *, agen
     return reply
 
 
+async def do_show_typing(session: AsyncSession, delivery: Delivery, *, agent: Agent, conversation_id: int) -> None:
+    """The agent is writing: the customer sees "typing…" on their channel (within WeChat's rules there)."""
+    conversation = await _held(session, agent, conversation_id)
+    await delivery.typing(conversation)
+
+
 async def do_add_note(session: AsyncSession, *, agent: Agent, conversation_id: int, text: str) -> Message:
     """An internal note: in the record and the console, never sent to the customer."""
     conversation = await get_for_agent(session, agent=agent, conversation_id=conversation_id)

@@ -128,6 +128,12 @@ async def reply(conversation_id: int, body: AgentReply, agent: CurrentAgent, ses
     return MessagePublic.of(message)
 
 
+@router.post("/conversations/{conversation_id}/typing", status_code=204)
+async def typing(conversation_id: int, agent: CurrentAgent, session: SessionDep, delivery: DeliveryDep) -> None:
+    """The agent is writing a reply: show "typing…" to the customer."""
+    await flows.do_show_typing(session, delivery, agent=agent, conversation_id=conversation_id)
+
+
 @router.post("/conversations/{conversation_id}/notes", response_model=MessagePublic)
 async def add_note(conversation_id: int, body: NoteCreate, agent: CurrentAgent, session: SessionDep):
     """An internal note the customer never sees."""

@@ -20,6 +20,7 @@ from api.realtime import publish_to_customer
 log = logging.getLogger(__name__)
 
 ChannelSender = Callable[[Conversation, Message], Awaitable[None]]
+TypingSender = Callable[[Conversation], Awaitable[None]]
 
 
 class Delivery:
@@ -28,6 +29,7 @@ class Delivery:
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
         self.senders: dict[str, ChannelSender] = {}
+        self.typing_senders: dict[str, TypingSender] = {}
 
     def register(self, channel: str, sender: ChannelSender) -> None:
         """The sender for messages whose channel is ``channel`` (one per channel)."""
@@ -48,6 +50,21 @@ class Delivery:
             except Exception:
                 # The message is committed; one channel's failure must not fail the caller or the rest.
                 log.exception("sender for %s failed on message %s", message.channel, message.id)
+
+    def register_typing(self, channel: str, sender: TypingSender) -> None:
+        """How ``channel`` shows "typing…" (the official account's API has its own rules)."""
+        self.typing_senders[channel] = sender
+
+    async def typing(self, conversation: Conversation) -> None:
+        """Show the customer that an answer is being prepared, on their sockets and their current channel."""
+        await publish_to_customer(self.redis, conversation.customer_id, {"type": "typing", "conversation_id": conversation.id})
+        sender = self.typing_senders.get(conversation.current_channel)
+        if sender is None:
+            return
+        try:
+            await sender(conversation)
+        except Exception:  # best effort, like WeChat's own indicator
+            log.exception("typing on %s failed for conversation %s", conversation.current_channel, conversation.id)
 
     async def state_changed(self, conversation: Conversation) -> None:
         """Tell the customer's sockets the conversation's state changed."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 
 import httpx
@@ -85,4 +86,25 @@ async def test_a_customer_token_is_not_an_agent_token(app_url, emulator):
     customer = await MiniappCustomer.login(app_url, emulator)
     response = httpx.get(app_url + "/agents/queue", headers={"Authorization": f"Bearer {customer.token}"})
     assert response.status_code == 401
+    await customer.aclose()
+
+
+async def test_the_customer_sees_typing_while_the_agent_writes_on_either_channel(app_url, emulator, emulator_url, agent):
+    from tests.support import new_person, oa_say
+
+    person = new_person()
+    oa = oa_say(emulator_url, app_url, person, "转人工")
+    customer = await MiniappCustomer.login(app_url, emulator, person)
+    conversation_id = (await customer.history())["conversation"]["id"]
+    assert (await agent.http.post(f"/agents/conversations/{conversation_id}/claim")).status_code == 200
+    # Still on the official account (the mini-program was only opened): WeChat's typing API, within 30 s.
+    assert (await agent.http.post(f"/agents/conversations/{conversation_id}/typing")).status_code == 204
+    sent = httpx.get(emulator_url + "/_sim/sent", params={"openid": oa["openid"], "api": "typing"}).json()["items"]
+    assert [item["body"]["command"] for item in sent] == ["Typing"]
+    # Once the customer writes in the mini-program, their socket shows it.
+    last = (await customer.say("在吗"))["message"]["id"]
+    async with customer.socket(after_id=last) as ws:
+        await agent.http.post(f"/agents/conversations/{conversation_id}/typing")
+        event = json.loads(await asyncio.wait_for(ws.recv(), 10))
+    assert event == {"type": "typing", "conversation_id": conversation_id}
     await customer.aclose()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import html
 import logging
+import time
 from contextvars import ContextVar
 from typing import Any
 
@@ -151,6 +152,14 @@ class OaOutbound:
             await self.platform.typing(openid)
         except WeChatApiError as exc:
             log.debug("typing refused (%s)", exc.errcode)
+
+    async def show_agent_typing(self, conversation: Conversation) -> None:
+        """"Typing…" while an agent writes: at most once per 15 s window (it lasts 15 s), within the 30 s rule."""
+        async with unit_of_work(self.engine) as session:
+            target = await service.get_identity_of_customer(session, app_id=self.app_id, customer_id=conversation.customer_id)
+        if target is not None:
+            window = int(time.time() // TYPING_LASTS_S)
+            await self.show_typing(target.openid, interaction=f"agent:{conversation.id}:{window}")
 
     # -- internals ------------------------------------------------------------------------
 

@@ -254,6 +254,12 @@ $('#presence').addEventListener('change', guarded(async () => {
 }));
 $('#refresh-queue').addEventListener('click', guarded(loadQueue));
 $('#reply-send').addEventListener('click', guarded(sendReply));
+// "typing…" for the customer while the agent writes; at most every 10 s (WeChat shows it for 15 s).
+$('#reply-input').addEventListener('input', () => {
+  if (!S.open || Date.now() - (S.typedAt || 0) < 10000) return;
+  S.typedAt = Date.now();
+  api('POST', `/agents/conversations/${S.open}/typing`).catch(() => {});
+});
 $('#reply-input').addEventListener('keydown', (e) => {
   if (e.key === 'Enter' && !e.shiftKey) { e.preventDefault(); guarded(sendReply)(); }
 });
