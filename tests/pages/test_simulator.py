@@ -33,3 +33,36 @@ async def test_customer_chats_with_the_bot_and_an_agent_in_the_simulator(browser
     reply = await page.wait_for_selector(".msg[data-sender=agent] .text")
     assert await reply.inner_text() == "您好，我是人工客服小王"
     await agent.aclose()
+
+
+async def test_official_account_customer_continues_on_the_miniapp(browser_page, app_url):
+    """公众号 mode: the emulator pushes the text to /wechat/oa; the same person on 小程序 is the same conversation."""
+    page = browser_page
+    person = new_person()
+    await page.goto(app_url + "/simulator/")
+    await page.fill("#person", person)
+    await page.select_option("#channel", "oa")
+    await page.click("#login")
+    await page.wait_for_selector("body[data-status=ready]")
+    assert await page.get_attribute("#state", "data-state") == "oa"
+
+    await page.fill("#input", "我的信用卡丢了")
+    await page.click("#send")
+    answer = await page.wait_for_selector(".msg[data-channel=oa][data-sender=account] .text", timeout=20000)
+    assert "四位" in await answer.inner_text()
+
+    await page.select_option("#channel", "miniapp")
+    await page.wait_for_selector("body[data-status=logged-out]")
+    await page.click("#login")
+    await page.wait_for_selector("body[data-status=ready]")
+    # The official-account exchange is in the mini-program's history: the same customer, the same conversation.
+    history = page.locator(".msg[data-id] .text")
+    await history.filter(has_text="我的信用卡丢了").first.wait_for()
+    await history.filter(has_text="四位").first.wait_for()
+
+    await page.fill("#input", "尾号1234")
+    await page.click("#send")
+    done = page.locator(".msg[data-sender=bot] .text").filter(has_text="1234")
+    await done.first.wait_for(timeout=20000)
+    text = await done.first.inner_text()
+    assert "信用卡" in text, text

@@ -1,5 +1,6 @@
 // 云厅 H5 chat simulator: the mini-program chat page in a desktop browser, for demos and tests.
 // Served by the backend at /simulator/, so relative URLs hit the backend (same origin).
+// #channel picks 小程序 (this file) or 公众号 (simulator-oa.js: oaLogin, oaSay, oaStop).
 'use strict';
 
 const $ = (sel) => document.querySelector(sel);
@@ -17,6 +18,7 @@ const MAX_BACKOFF_MS = 30000;
 
 const S = {
   gen: 0,            // bumped on every login, so answers for an old session are ignored
+  channel: 'miniapp', // of the current session: 'miniapp' or 'oa'
   person: '',
   token: '',
   expiresAt: 0,
@@ -258,6 +260,7 @@ function setPending(clientMsgId, text, failed) {
 // ---------- chat ----------
 
 async function sendText(text, clientMsgId) {
+  if (S.channel === 'oa') { oaSay(text); return; }
   const gen = S.gen;
   const id = clientMsgId || uuid();
   const el = setPending(id, text, false);
@@ -350,15 +353,18 @@ function closeSocket() {
 
 function setChatEnabled(on) {
   for (const sel of ['#input', '#send', '#to-human', '#video']) $(sel).disabled = !on;
+  if (on && S.channel === 'oa') $('#video').disabled = true; // the account's video entry is a menu card
 }
 
 async function onLogin(ev) {
   ev.preventDefault();
   const gen = ++S.gen;
+  oaStop();
   closeSocket();
   clearError();
   setChatEnabled(false);
-  Object.assign(S, { person: $('#person').value.trim() || '张阿姨', token: '', expiresAt: 0, lastId: 0, attempt: 0 });
+  Object.assign(S, { person: $('#person').value.trim() || '张阿姨', token: '', expiresAt: 0, lastId: 0, attempt: 0,
+    channel: $('#channel').value === 'oa' ? 'oa' : 'miniapp' });
   S.seen.clear();
   const hint = document.createElement('p');
   hint.className = 'hint';
@@ -370,6 +376,14 @@ async function onLogin(ev) {
   document.body.dataset.status = 'logging-in';
   $('#login').disabled = true;
   try {
+    if (S.channel === 'oa') {
+      await oaLogin(gen);
+      if (gen !== S.gen) return;
+      setChatEnabled(true);
+      document.body.dataset.status = 'ready';
+      $('#input').focus();
+      return;
+    }
     await login();
     const data = await api('GET', '/miniapp/messages');
     if (gen !== S.gen) return;
@@ -391,6 +405,18 @@ async function onLogin(ev) {
 }
 
 $('#login-form').addEventListener('submit', onLogin);
+
+// Another channel is another app: end the session; logging in again (same name) continues the conversation.
+$('#channel').addEventListener('change', () => {
+  S.gen += 1;
+  oaStop();
+  closeSocket();
+  setChatEnabled(false);
+  $('#state').dataset.state = '';
+  $('#state').textContent = '已切换渠道，请登录';
+  document.body.dataset.status = 'logged-out';
+  $('#login').disabled = false;
+});
 
 $('#composer').addEventListener('submit', (ev) => {
   ev.preventDefault();

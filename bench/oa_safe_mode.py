@@ -1,0 +1,214 @@
+"""Benchmark: official-account text messages in safe mode, end to end, at rising concurrency.
+
+Method: one app on the embedded defaults (SQLite, an embedded Redis, the bundled emulator for
+user/info and access tokens) with an EncodingAESKey, so it runs in safe mode, and the real Rasa service.
+The bench plays WeChat itself, with its own small signing/encryption code (independent of the app's and
+of the emulator's; the emulator's `/_sim/oa/say` is NOT used, so its own HTTP hop and checks stay out
+of the figures): for each message it builds the text XML, encrypts it (AES-256-CBC, WeChat's framing),
+signs it (`signature` + `msg_signature`), POSTs it to `/wechat/oa`, then checks the answer's
+`MsgSignature` and decrypts the passive reply. The timed span is all of that, client crypto included.
+
+For each concurrency level (default 1, 2, 4, 8, 16 concurrent senders; each sender is a different
+simulated person, whose openid comes from the emulator so the unionid lookup works), it first sends
+one warm-up message per person (the first push of an openid asks user/info and creates the customer),
+then runs the baseline — the same texts to Rasa's bare `/model/parse` at the same concurrency — and then
+the measured messages. Prints p50, p99 and messages/s per level, the ratio of our p50 to the bare parse
+p50, and our overhead (our p50 − parse p50).
+
+    .venv/bin/python bench/oa_safe_mode.py --rasa-url http://127.0.0.1:5078 [--messages 80] [--levels 1,2,4,8,16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import hashlib
+import os
+import secrets
+import statistics
+import struct
+import subprocess
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from xml.etree.ElementTree import fromstring
+
+import httpx
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+from api.embedded import ThreadedServer, free_port
+from api.launcher import RASA_BIN, RASA_ENV, ROOT, model_path, rasa_ready, wait_for
+from api.main import create_app
+from api.settings import DEV_OA_APP_ID, DEV_OA_TOKEN, Settings
+from api.wechat_emulator.app import create_app as create_emulator
+
+TEXTS = ["你好", "新卡怎么激活", "信用卡账单多少钱", "怎么转账给别人", "额度能提高吗", "谢谢", "我想买理财", "今天天气怎么样"]
+AES_KEY = base64.b64encode(bytes(range(7, 39))).decode().rstrip("=")  # an EncodingAESKey: 43 characters
+GH = "gh_yuntingbench1"
+TURNS = 3  # measured messages per person (after one warm-up message)
+
+
+def p99(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
+
+
+def sign(*parts: str) -> str:
+    return hashlib.sha1("".join(sorted([DEV_OA_TOKEN, *parts])).encode()).hexdigest()
+
+
+class SafeMode:
+    """WeChat's side of safe mode: encrypt + sign a push, verify + decrypt the reply."""
+
+    def __init__(self, key: str, appid: str) -> None:
+        self.key, self.appid = base64.b64decode(key + "="), appid.encode()
+
+    def _cipher(self) -> Cipher:
+        return Cipher(algorithms.AES(self.key), modes.CBC(self.key[:16]))
+
+    def encrypt(self, text: str) -> str:
+        body = text.encode()
+        plain = secrets.token_bytes(16) + struct.pack(">I", len(body)) + body + self.appid
+        pad = 32 - len(plain) % 32
+        enc = self._cipher().encryptor()
+        return base64.b64encode(enc.update(plain + bytes([pad]) * pad) + enc.finalize()).decode()
+
+    def decrypt(self, encrypted: str) -> str:
+        dec = self._cipher().decryptor()
+        plain = dec.update(base64.b64decode(encrypted)) + dec.finalize()
+        plain = plain[:-plain[-1]]
+        (length,) = struct.unpack(">I", plain[16:20])
+        assert plain[20 + length:] == self.appid, "reply encrypted for another appid"
+        return plain[20:20 + length].decode()
+
+    def request(self, openid: str, text: str, msg_id: int) -> tuple[dict[str, str], bytes]:
+        xml = (f"<xml><ToUserName><![CDATA[{GH}]]></ToUserName><FromUserName><![CDATA[{openid}]]></FromUserName>"
+               f"<CreateTime>{int(time.time())}</CreateTime><MsgType><![CDATA[text]]></MsgType>"
+               f"<Content><![CDATA[{text}]]></Content><MsgId>{msg_id}</MsgId></xml>")
+        encrypt = self.encrypt(xml)
+        timestamp, nonce = str(int(time.time())), str(secrets.randbelow(10**9))
+        params = {"signature": sign(timestamp, nonce), "timestamp": timestamp, "nonce": nonce, "openid": openid,
+                  "encrypt_type": "aes", "msg_signature": sign(timestamp, nonce, encrypt)}
+        body = f"<xml><ToUserName><![CDATA[{GH}]]></ToUserName><Encrypt><![CDATA[{encrypt}]]></Encrypt></xml>"
+        return params, body.encode()
+
+    def reply(self, response: httpx.Response, openid: str) -> str | None:
+        """The passive reply's text; None for ``success`` (no passive reply: late, or nothing to say)."""
+        response.raise_for_status()
+        if response.text.strip() in ("", "success"):
+            return None
+        outer = {c.tag: c.text or "" for c in fromstring(response.text)}
+        assert outer["MsgSignature"] == sign(outer["TimeStamp"], outer["Nonce"], outer["Encrypt"]), "bad MsgSignature"
+        inner = {c.tag: c.text or "" for c in fromstring(self.decrypt(outer["Encrypt"]))}
+        assert inner["ToUserName"] == openid, inner
+        return inner.get("Content", "")
+
+
+async def run(messages: int, levels: list[int], rasa_url: str) -> None:
+    emulator = ThreadedServer(create_emulator())
+    emulator_url = emulator.start()
+    data_dir = Path(tempfile.mkdtemp(prefix="yt-bench-oa-"))
+    app = ThreadedServer(create_app(Settings(env="test", data_dir=data_dir, rasa_url=rasa_url,
+                                             wechat_api_base=emulator_url, secret_key="bench-" + "k" * 32,
+                                             oa_encoding_aes_key=AES_KEY)))
+    push_url = app.start() + "/wechat/oa"
+    crypto = SafeMode(AES_KEY, DEV_OA_APP_ID)
+    msg_ids = iter(range(int(time.time() * 1000) * 1000, 2**63))
+    rows = []
+    no_passive: list[str] = []  # measured pushes answered `success` (no passive reply) at the current level
+    try:
+        limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+        async with httpx.AsyncClient(timeout=30, limits=limits) as http:
+
+            async def openid_of(person: str) -> str:
+                r = await http.get(emulator_url + "/_sim/identity", params={"appid": DEV_OA_APP_ID, "person": person})
+                r.raise_for_status()
+                return r.json()["openid"]
+
+            async def push(openid: str, text: str) -> float:
+                started = time.perf_counter()
+                params, body = crypto.request(openid, text, next(msg_ids))
+                response = await http.post(push_url, params=params, content=body, headers={"Content-Type": "text/xml"})
+                content = crypto.reply(response, openid)
+                elapsed = time.perf_counter() - started
+                if content is None:
+                    no_passive.append(text)
+                return elapsed
+
+            async def parse(text: str) -> float:
+                started = time.perf_counter()
+                (await http.post(rasa_url + "/model/parse", json={"text": text})).raise_for_status()
+                return time.perf_counter() - started
+
+            async def level(senders: int, call) -> tuple[list[float], float]:
+                """``messages`` calls spread over ``senders`` concurrent loops; latencies and wall time."""
+                latencies: list[float] = []
+
+                async def sender(index: int) -> None:
+                    for turn, i in enumerate(range(index, messages, senders)):
+                        latencies.append(await call(index, turn, TEXTS[i % len(TEXTS)]))
+
+                started = time.perf_counter()
+                await asyncio.gather(*(sender(k) for k in range(senders)))
+                return latencies, time.perf_counter() - started
+
+            for senders in levels:
+                # Each sender moves to a fresh person every TURNS messages, so conversations stay with the
+                # bot (a request routed to the agents' queue gets no bot answer while queued).
+                pools = [[await openid_of(f"bench-{uuid.uuid4().hex[:8]}") for _ in range(-(-messages // senders // TURNS) + 1)]
+                         for _ in range(senders)]
+
+                async def warm(pool: list[str]) -> None:
+                    for openid in pool:
+                        await push(openid, "你好")  # first push: user/info, a new customer (not measured)
+
+                await asyncio.gather(*(warm(pool) for pool in pools))
+                no_passive.clear()
+                base, base_wall = await level(senders, lambda k, i, text: parse(text))
+                ours, our_wall = await level(senders, lambda k, i, text: push(pools[k][i // TURNS], text))
+                rows.append((senders, base, base_wall, ours, our_wall, len(no_passive)))
+                if no_passive:
+                    print(f"  level {senders}: answered `success` (no passive reply) for {sorted(set(no_passive))}")
+                print(f"  level {senders} done", flush=True)
+    finally:
+        app.stop()
+        emulator.stop()
+
+    ms = lambda s: s * 1000  # noqa: E731
+    print(f"\n{messages} messages per level; safe mode (AES) end to end vs bare Rasa /model/parse\n")
+    print("| senders | parse p50 | parse p99 | parse msg/s | ours p50 | ours p99 | ours msg/s | p50 ratio | overhead p50 | no passive reply |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for senders, base, base_wall, ours, our_wall, missing in rows:
+        bp50, op50 = statistics.median(base), statistics.median(ours)
+        print(f"| {senders} | {ms(bp50):.1f} ms | {ms(p99(base)):.1f} ms | {len(base) / base_wall:.1f} "
+              f"| {ms(op50):.1f} ms | {ms(p99(ours)):.1f} ms | {len(ours) / our_wall:.1f} "
+              f"| {op50 / bp50:.2f}x | {ms(op50 - bp50):+.1f} ms | {missing} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--messages", type=int, default=80, help="measured messages per concurrency level")
+    parser.add_argument("--levels", default="1,2,4,8,16")
+    parser.add_argument("--rasa-url")
+    args = parser.parse_args()
+    levels = [int(x) for x in args.levels.split(",")]
+    rasa = None
+    rasa_url = args.rasa_url
+    if rasa_url is None:
+        port = free_port()
+        rasa = subprocess.Popen([str(RASA_BIN), "run", "--enable-api", "-i", "127.0.0.1", "-p", str(port), "-m", str(model_path())],
+                                cwd=ROOT, env={**os.environ, **RASA_ENV}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        rasa_url = f"http://127.0.0.1:{port}"
+        if not wait_for(rasa_url + "/status", 300, accept=rasa_ready):
+            raise SystemExit("Rasa did not start")
+    try:
+        asyncio.run(run(args.messages, levels, rasa_url))
+    finally:
+        if rasa:
+            rasa.terminate()
+
+
+if __name__ == "__main__":
+    main()
