@@ -157,6 +157,8 @@ async def do_accept(session: AsyncSession, registry: CallRegistry, *, agent: Age
         return call  # a repeated tap
     if call.state != CallState.RINGING:
         raise Conflict("this video call is not ringing", code="not_ringing")
+    if call.agent_id is not None:
+        raise Conflict("another agent answered this video call first", code="already_answered")
     conversation = await session.get(Conversation, call.conversation_id)
     held_by_me = conversation.state == ConversationState.WITH_AGENT and conversation.agent_id == agent.id
     if not held_by_me:

@@ -232,6 +232,8 @@ class CallMedia:
 
     async def start_recording(self, paths: dict[str, Path]) -> dict[str, str | None]:
         """Start each party's file; per role None when it started, else why not."""
+        if self.closing:
+            return {role: "the call is ending" for role in paths}
         outcome: dict[str, str | None] = {}
         for role, path in paths.items():
             try:

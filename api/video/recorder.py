@@ -6,8 +6,8 @@ it encodes in place (PyAV's `encode` rebases `frame.pts`; with `MediaRelay` the 
 being encoded for the other party in another thread), its queue grows without bound when the encoder falls
 behind, and a crash before `stop()` leaves an MP4 without its index. Here:
 
-- frames are copied before encoding and stamped with their arrival time, so audio and video stay in sync
-  and the file lasts as long as the call, whatever the sender's clock did;
+- frames are copied before encoding; video is stamped with its arrival time, audio with the sender's
+  clock anchored at its first arrival, so the two stay in sync and the file lasts as long as the call;
 - encoding and muxing run on one thread per recorder (PyAV releases the GIL while encoding), in order;
 - the backlog is bounded: past `MAX_BACKLOG_S` of unencoded media a frame is dropped and counted, so a
   saturated server degrades the evidence visibly (`frames_dropped`) instead of running out of memory;
@@ -43,9 +43,6 @@ MP4_OPTIONS = {"movflags": "frag_keyframe+empty_moov+default_base_moof"}
 X264_OPTIONS = {"preset": "veryfast", "crf": "23"}
 DEFAULT_SIZE = (640, 480)
 AUDIO_RATE = 48000
-# Audio arriving this much later than the samples so far explain is a gap (the sender muted or the network
-# dropped it): the next frame is placed at its arrival time instead of right after the previous one.
-AUDIO_GAP_S = 0.25
 
 
 @dataclass
@@ -95,6 +92,7 @@ class PartyRecorder:
         self._last_video_pts = -1
         self._next_audio_pts: int | None = None
         self._futures: set[asyncio.Future] = set()
+        self._lifecycle = asyncio.Lock()  # a stop during a start waits for the file to be open, then closes it
 
     @property
     def kinds(self) -> set[str]:
@@ -116,6 +114,10 @@ class PartyRecorder:
 
     async def start(self, path: Path) -> None:
         """Open the file and write from the next frame on; streams for the kinds fed so far."""
+        async with self._lifecycle:
+            await self._start(path)
+
+    async def _start(self, path: Path) -> None:
         kinds = self.kinds
         if not kinds:
             raise RuntimeError("nothing to record: the party sends no audio or video")
@@ -149,6 +151,7 @@ class PartyRecorder:
         """Consume every frame (nothing may queue in memory); hand the ones to record to the writer thread."""
         loop = asyncio.get_running_loop()
         limit = int(MAX_BACKLOG_S * (VIDEO_FPS if kind == "video" else 50))
+        origin: tuple[int, int] | None = None  # this track's first recorded (frame pts, file pts)
         while True:
             try:
                 frame = await track.recv()
@@ -162,8 +165,23 @@ class PartyRecorder:
             if self.pending[kind] >= limit:
                 self.frames_dropped[kind] += 1
                 continue
+            elapsed = time.monotonic() - self._t0
+            if kind == "video":
+                # Arrival time: never ahead of real time, and it keeps the picture in step with the audio.
+                pts = self._last_video_pts = max(self._last_video_pts + 1, round(elapsed / VIDEO_TIME_BASE))
+            else:
+                # The sender's clock (RTP timestamps, unwrapped by aiortc), anchored where this track's
+                # first frame arrived: a late burst after a stall lands where it belongs, a muted stretch
+                # stays a gap, and the audio never drifts past the call's length.
+                rate = frame.sample_rate
+                if origin is None or frame.pts is None:
+                    origin = (frame.pts or 0, max(round(elapsed * rate) - frame.samples, self._next_audio_pts or 0))
+                time_base = frame.time_base or Fraction(1, rate)
+                offset = round((frame.pts - origin[0]) * time_base * rate) if frame.pts is not None else 0
+                pts = max(origin[1] + offset, self._next_audio_pts or 0)
+                self._next_audio_pts = pts + frame.samples
             self.pending[kind] += 1
-            future = loop.run_in_executor(self._executor, self._write, kind, frame, time.monotonic())
+            future = loop.run_in_executor(self._executor, self._write, kind, frame, pts)
             self._futures.add(future)
             future.add_done_callback(lambda f, k=kind: self._written(k, f))
 
@@ -179,24 +197,11 @@ class PartyRecorder:
 
     # --- the writer thread ---
 
-    def _write(self, kind: str, frame, arrival: float) -> None:
-        stream = self._streams[kind]
+    def _write(self, kind: str, frame, pts: int) -> None:
         copy = _copy_video(frame) if kind == "video" else _copy_audio(frame)
-        elapsed = arrival - self._t0
-        if kind == "video":
-            pts = max(self._last_video_pts + 1, round(elapsed / VIDEO_TIME_BASE))
-            self._last_video_pts = pts
-            copy.time_base = VIDEO_TIME_BASE
-        else:
-            rate = copy.sample_rate
-            arrived = round(elapsed * rate) - copy.samples
-            if self._next_audio_pts is None or arrived - self._next_audio_pts > AUDIO_GAP_S * rate:
-                self._next_audio_pts = max(arrived, self._next_audio_pts or 0)
-            pts = self._next_audio_pts
-            self._next_audio_pts += copy.samples
-            copy.time_base = Fraction(1, rate)
         copy.pts = pts
-        for packet in stream.encode(copy):
+        copy.time_base = VIDEO_TIME_BASE if kind == "video" else Fraction(1, copy.sample_rate)
+        for packet in self._streams[kind].encode(copy):
             self._container.mux(packet)
         self.frames_recorded[kind] += 1
 
@@ -213,6 +218,10 @@ class PartyRecorder:
 
     async def stop(self) -> RecordingResult | None:
         """Stop reading, flush the encoders, close the file; then measure it. None when never started."""
+        async with self._lifecycle:
+            return await self._stop()
+
+    async def _stop(self) -> RecordingResult | None:
         for task in self.readers.values():
             task.cancel()
         await asyncio.gather(*self.readers.values(), return_exceptions=True)

@@ -9,7 +9,6 @@ import httpx
 import pytest
 
 
-
 def settle(app_url: str, emulator) -> None:
     """One login before the test's own. On SQLite a login (a savepoint that reads, then inserts) fails at
     once with "database is locked" if another connection commits in between, and a fresh app commits
