@@ -24,11 +24,9 @@ import argparse
 import asyncio
 import base64
 import hashlib
-import os
 import secrets
 import statistics
 import struct
-import subprocess
 import tempfile
 import time
 import uuid
@@ -36,10 +34,10 @@ from pathlib import Path
 from xml.etree.ElementTree import fromstring
 
 import httpx
+from rasa_service import rasa_service
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from api.embedded import ThreadedServer, free_port
-from api.launcher import RASA_BIN, RASA_ENV, ROOT, model_path, rasa_ready, wait_for
+from api.embedded import ThreadedServer
 from api.main import create_app
 from api.settings import DEV_OA_APP_ID, DEV_OA_TOKEN, Settings
 from api.wechat_emulator.app import create_app as create_emulator
@@ -194,20 +192,8 @@ def main() -> None:
     parser.add_argument("--rasa-url")
     args = parser.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
-    rasa = None
-    rasa_url = args.rasa_url
-    if rasa_url is None:
-        port = free_port()
-        rasa = subprocess.Popen([str(RASA_BIN), "run", "--enable-api", "-i", "127.0.0.1", "-p", str(port), "-m", str(model_path())],
-                                cwd=ROOT, env={**os.environ, **RASA_ENV}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        rasa_url = f"http://127.0.0.1:{port}"
-        if not wait_for(rasa_url + "/status", 300, accept=rasa_ready):
-            raise SystemExit("Rasa did not start")
-    try:
+    with rasa_service(args.rasa_url) as rasa_url:
         asyncio.run(run(args.messages, levels, rasa_url))
-    finally:
-        if rasa:
-            rasa.terminate()
 
 
 if __name__ == "__main__":

@@ -111,7 +111,11 @@ class Server:
         for process in self.processes:
             process.terminate()
         for process in self.processes:
-            process.wait(timeout=60)
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:  # noted in its log; the figures are already taken
+                process.kill()
+                process.wait()
         for part in reversed(self._shared):
             part.stop()
 
