@@ -7,9 +7,11 @@ so ordering holds and a retried message is seen as a duplicate, never processed 
 from __future__ import annotations
 
 import logging
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
+from redis.exceptions import LockError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from api.audit.models import audit
@@ -17,6 +19,7 @@ from api.conversations import service
 from api.conversations.models import Conversation, ConversationState, Direction, Escalation, Message, SenderKind
 from api.conversations.delivery import Delivery
 from api.conversations.schemas import message_event
+from api.errors import UpstreamUnavailable
 from api.masking import mask_sensitive
 from api.realtime import AGENTS_CHANNEL, agent_channel, publish
 from api.routing.engine import RoutingEngine
@@ -74,7 +77,7 @@ async def do_receive_customer_message(
     Only text goes to the bot; other kinds (an image, a menu tap) are stored for the agent and the
     channel acknowledges them itself.
     """
-    async with redis.lock(f"yt:lock:customer:{customer_id}", timeout=60, blocking_timeout=30):
+    async with customer_turn(redis, customer_id):
         if platform_msg_id:
             existing = await service.get_message_by_platform_id(session, channel=channel, platform_msg_id=platform_msg_id)
             if existing is not None:
@@ -107,6 +110,25 @@ async def do_receive_customer_message(
         await publish(redis, AGENTS_CHANNEL, {"type": "queue_changed", "conversation_id": conversation.id})
         await do_assign_waiting(session, triage.routing, triage.delivery, escalation.skill_group)
     return Received(inbound, conversation, replies)
+
+
+@asynccontextmanager
+async def customer_turn(redis: Redis, customer_id: int):
+    """One message of a customer at a time, across every worker.
+
+    Not getting the turn in time is a clear "busy, retry" (a retry is deduplicated); losing the lock's
+    expiry during a very slow turn is logged, not turned into an error after the work is committed.
+    """
+    lock = redis.lock(f"yt:lock:customer:{customer_id}", timeout=60, blocking_timeout=30)
+    if not await lock.acquire():
+        raise UpstreamUnavailable("the previous message is still being handled, please retry", code="customer_busy")
+    try:
+        yield
+    finally:
+        try:
+            await lock.release()
+        except LockError:
+            log.warning("customer %s: the turn outlived its lock", customer_id)
 
 
 async def _tell_agents(redis: Redis, conversation: Conversation, inbound: Message) -> None:
