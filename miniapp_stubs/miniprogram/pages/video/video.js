@@ -1,5 +1,5 @@
 // Video page stub: a web-view that loads the backend's WebRTC H5 page.
-// The backend serves {apiBase}/h5/video/ in a later issue; until then this page shows its 404.
+// The backend serves {apiBase}/h5/video/: the recording notice and consent, then the call.
 // WeChat rules: the H5 domain must be configured as a 业务域名 (https) for a released mini-program
 // (in DevTools, tick 「不校验合法域名…」); a web-view always fills the whole page.
 const app = getApp();
