@@ -61,6 +61,9 @@ function logout() {
   sessionStorage.removeItem('yt-agent-token');
   if (S.socket) S.socket.close();
   clearInterval(S.ping);
+  stopMedia();
+  ringTone(false);
+  $('#ringing').hidden = true;
   document.body.dataset.status = 'logged-out';
   $('#workspace').hidden = true; $('#who').hidden = true; $('#login-form').hidden = false;
 }
@@ -72,8 +75,9 @@ async function start() {
   $('#show-supervisor').hidden = !['supervisor', 'admin'].includes(S.agent.role);
   $('#login-form').hidden = true; $('#who').hidden = false; $('#workspace').hidden = false;
   connect();
-  await Promise.all([loadHeld(), loadQueue()]);
+  await Promise.all([loadHeld(), loadQueue(), loadRinging()]);
   document.body.dataset.status = 'ready';
+  await resumeMyCall();
 }
 
 // ---- live inbox ----
@@ -88,6 +92,7 @@ function connect() {
 }
 
 function onEvent(event) {
+  if (isCallEvent(event)) guarded(onCallEvent)(event);
   if (event.type === 'queue_changed') loadQueue();
   if (event.type === 'assigned') { showAlert(`新会话 #${event.conversation_id} 已分配给您`); loadHeld(); loadQueue(); }
   if (event.type === 'conversation_removed') { loadHeld(); if (S.open === event.conversation_id) openConversation(event.conversation_id); }
@@ -143,6 +148,7 @@ async function openConversation(id) {
   $('#claim').hidden = c.state !== 'queued';
   await loadCanned(c.intent);
   document.querySelectorAll('#held li').forEach((li) => li.classList.toggle('active', Number(li.dataset.id) === id));
+  await showCallOf(id);
 }
 
 function renderCard(card, conversation) {
@@ -270,4 +276,5 @@ $('#transfer').addEventListener('click', guarded(transfer));
 $('#close').addEventListener('click', guarded(closeConversation));
 $('#show-supervisor').addEventListener('click', guarded(toggleSupervisor));
 $('#error').addEventListener('click', () => showError(''));
+wireVideo();
 if (S.token) guarded(start)();
