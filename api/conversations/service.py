@@ -147,10 +147,20 @@ async def rebuild_context(session: AsyncSession, conversation: Conversation) -> 
         confidence=conversation.intent_confidence,
         slots=dict(conversation.slots),
         low_confidence_turns=conversation.low_confidence_turns,
-        identity_status="wechat_linked" if customer and customer.unionid else "openid_only",
+        identity_status=await _identity_status(session, conversation, customer),
         bot_said=[m.text for m in messages if m.sender_kind == SenderKind.BOT][-5:],
         transcript=[TranscriptLine(sender_kind=m.sender_kind, channel=m.channel, text=m.text) for m in messages],
     )
+
+
+async def _identity_status(session: AsyncSession, conversation: Conversation, customer: Customer | None) -> str:
+    """A face-to-face check in a video call outranks what WeChat tells us; it is on record, not only in Redis."""
+    from api.video.models import IdentityCheck  # conversations must not import video at module level (cycle)
+
+    verified = select(IdentityCheck.id).where(IdentityCheck.conversation_id == conversation.id, IdentityCheck.result == "verified")
+    if (await session.exec(verified.limit(1))).first() is not None:
+        return "verified_by_video"
+    return "wechat_linked" if customer and customer.unionid else "openid_only"
 
 
 async def load_context(session: AsyncSession, store: ContextStore, conversation: Conversation) -> ConversationContext:

@@ -12,8 +12,13 @@ from pathlib import Path
 
 import av
 import httpx
+import redis
 from sqlalchemy import create_engine, text
 
+from api.conversations.models import Conversation
+from api.conversations.service import rebuild_context
+from api.db import create_engine as create_async_engine, unit_of_work
+from api.settings import async_database_url
 from tests.video.clients import MediaParty, looks_like
 from tests.video.support import (
     escalated_customer, request_call, video_agent, wait_for_call, wait_for_recordings, wait_until,
@@ -123,8 +128,22 @@ async def test_a_recorded_call_relays_both_ways_and_keeps_the_evidence(video_sta
     for kind in ("requested", "offer_customer", "ringing", "accepted", "offer_agent", "connected",
                  "identity_checked", "plan_sent", "plan_confirmed", "ended", "recordings_finalized"):
         assert kind in kinds, kinds
+
+    # Redis lost: the verified identity is on record, so the context rebuilt from SQL still has it.
+    with redis.Redis.from_url(stack.redis_url) as hot:
+        hot.flushdb()
+    assert (await rebuilt_context(stack.database_url, conversation_id)).identity_status == "verified_by_video"
     for client in (customer, agent, supervisor):
         await client.aclose()
+
+
+async def rebuilt_context(database_url: str, conversation_id: int):
+    engine = create_async_engine(async_database_url(database_url))
+    try:
+        async with unit_of_work(engine) as session:
+            return await rebuild_context(session, await session.get(Conversation, conversation_id))
+    finally:
+        await engine.dispose()
 
 
 async def test_answering_a_queued_call_claims_the_conversation_and_only_once(video_stack, emulator):
