@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse
 from starlette.requests import HTTPConnection
 
+from api.agents import flows as agent_flows
 from api.agents.models import Agent
 from api.audit.models import audit
 from api.conversations import service as conversations
@@ -70,9 +71,12 @@ async def request_call(body: CallRequest, request: Request, customer: CurrentCus
 @router.get("/calls", response_model=list[CallPublic])
 async def list_calls(agent: CurrentAgent, session: SessionDep, conversation_id: int | None = None,
                      state: list[CallState] | None = Query(default=None)):
-    """Calls for the console: e.g. `?state=ringing` (then only those this agent may answer), or one conversation's."""
+    """Calls for the console: e.g. `?state=ringing` (then only those this agent may answer), or one conversation's
+    (all of them, to whoever may read the conversation)."""
+    if conversation_id is not None:
+        await agent_flows.get_for_agent(session, agent=agent, conversation_id=conversation_id)
     calls = await service.list_calls(session, conversation_id=conversation_id, states=state)
-    if agent.role in ("supervisor", "admin"):
+    if agent.role in ("supervisor", "admin") or conversation_id is not None:
         return [CallPublic.of(c) for c in calls]
     return [CallPublic.of(c) for c in calls
             if c.agent_id == agent.id or c.rung_agent_id == agent.id
@@ -89,7 +93,7 @@ async def read_call(call_id: int, party: CurrentParty, session: SessionDep):
     agent = party.agent
     if agent.id not in (call.agent_id, call.rung_agent_id) and agent.role not in ("supervisor", "admin") \
             and not (call.rung_agent_id is None and call.skill_group in agent.skills):
-        raise NotPermitted("this video call is not yours")
+        await _readable_conversation(session, agent, call.conversation_id)
     escalation = await conversations.get_latest_escalation(session, call.conversation_id)
     return CallForAgent(
         call=CallPublic.of(call),
@@ -101,6 +105,14 @@ async def read_call(call_id: int, party: CurrentParty, session: SessionDep):
                     for r in await service.list_recordings(session, call_id=call.id)],
         events=[CallEventPublic.model_validate(e, from_attributes=True) for e in await service.list_events(session, call.id)],
     )
+
+
+async def _readable_conversation(session, agent: Agent, conversation_id: int) -> None:
+    """An agent who may read the conversation (queued, theirs) may read its calls; otherwise 403."""
+    try:
+        await agent_flows.get_for_agent(session, agent=agent, conversation_id=conversation_id)
+    except NotPermitted:
+        raise NotPermitted("this video call is not yours") from None
 
 
 @router.post("/calls/{call_id}/offer", response_model=SessionDescription)

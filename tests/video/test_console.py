@@ -9,7 +9,8 @@ import uuid
 
 from tests.pages.test_console import screenshot, sign_in
 from tests.support import AgentConsole, create_agent
-from tests.video.support import escalated_customer, wait_for_call
+from tests.video.clients import MediaParty
+from tests.video.support import escalated_customer, request_call, wait_for_call
 from tests.video.test_calls import audit_actions
 
 
@@ -102,3 +103,28 @@ async def test_an_agent_in_the_console_answers_talks_and_ends_a_call_and_a_super
     assert "recording_download" in audit_actions(stack.database_url, f"recording:{recording_id}")
     await customer.aclose()
     await api.aclose()
+
+
+async def test_the_console_rings_for_a_queued_video_call_and_stops_when_nobody_answers(video_stack, emulator, browser_page):
+    """An agent who is away still sees the group's ring; at the ring timeout the banner goes and the panel says so."""
+    stack = video_stack(video_ring_timeout_s=3)
+    console = browser_page
+    username = "sun-" + uuid.uuid4().hex[:6]
+    await create_agent(stack.database_url, username=username, password="pw-123456", skills=["general"])
+    await sign_in(console, stack.app_url, username)  # signed in, not online: nothing is assigned to them
+    customer, conversation_id = await escalated_customer(stack, emulator)
+    call = await request_call(customer, conversation_id)
+    media = MediaParty("customer", width=320, height=240, fps=15)
+    assert (await media.negotiate(customer.http, call["id"])).status_code == 200
+
+    ring = await console.wait_for_selector(f"#ringing-calls li[data-call-id='{call['id']}']", timeout=15000)
+    assert "秒内接听" in await ring.inner_text()
+    await (await ring.query_selector(".peek")).click()  # the handoff card first
+    await console.wait_for_selector(f"#video-call[data-call-id='{call['id']}'][data-state=ringing]")
+    assert await console.is_visible("#video-accept")
+    await console.wait_for_selector("#ringing", state="hidden", timeout=15000)
+    await console.wait_for_selector(f"#video-call[data-call-id='{call['id']}'][data-state=missed]")
+    assert "无人接听" in await console.inner_text("#video-status")
+    assert (await customer.history())["conversation"]["state"] == "queued"  # back in the queue, place kept
+    await media.close()
+    await customer.aclose()

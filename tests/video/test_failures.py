@@ -119,8 +119,17 @@ async def test_only_the_calls_own_parties_may_signal(video_stack, emulator):
         "conversation_id": conversation_id, "consent": {"notice_version": NOTICE_VERSION, "accepted": True},
     })).status_code == 404  # someone else's conversation looks like none
     assert (await customer.http.get(f"/video/calls/{call['id']}")).json()["state"] == "requested"
+    # A queued conversation's calls are readable by agents (like its transcript); once another agent holds
+    # it, an agent of another group can't read them.
+    listed = await agent.http.get("/video/calls", params={"conversation_id": conversation_id})
+    assert [c["id"] for c in listed.json()] == [call["id"]]
+    holder = await video_agent(stack, presence="away")
+    assert (await holder.http.post(f"/agents/conversations/{conversation_id}/claim")).status_code == 200
+    outsider = await video_agent(stack, presence="away", skills=("cards",))
+    assert (await outsider.http.get("/video/calls", params={"conversation_id": conversation_id})).status_code == 403
+    assert (await outsider.http.get(f"/video/calls/{call['id']}")).status_code == 403
     await media.close()
-    for client in (customer, stranger, agent):
+    for client in (customer, stranger, agent, holder, outsider):
         await client.aclose()
 
 

@@ -17,7 +17,7 @@ const CALL_EVENTS = new Set(['call_ringing', 'call_accepted', 'call_connected', 
 const ICE_WAIT_MS = 3000;
 
 // V.media: the live call on this page (one at a time); V.shown: the call in the panel (the open conversation's).
-const V = { media: null, shown: null, ringing: [], ringTone: null };
+const V = { media: null, shown: null, ringing: [], ringTone: null, countdown: 0 };
 
 function isCallEvent(event) { return CALL_EVENTS.has(event.type); }
 
@@ -39,10 +39,16 @@ async function loadRinging() {
   $('#ringing').hidden = V.ringing.length === 0;
   $('#ringing-calls').replaceChildren(...V.ringing.map((c) => el('li', { dataset: { callId: c.id, conversationId: c.conversation_id } },
     el('span', { className: 'tag video' }, '视频来电'),
-    `会话 #${c.conversation_id} · ${GROUPS[c.skill_group] || c.skill_group} · ${secondsLeft(c.ring_deadline)}`,
+    `会话 #${c.conversation_id} · ${GROUPS[c.skill_group] || c.skill_group} · `,
+    el('span', { className: 'left', dataset: { deadline: c.ring_deadline || '' } }, secondsLeft(c.ring_deadline)),
     el('button', { type: 'button', className: 'answer', onclick: guarded(() => answerCall(c.id)) }, '接听'),
     el('button', { type: 'button', className: 'peek', onclick: guarded(() => openConversation(c.conversation_id)) }, '查看交接卡'))));
   ringTone(V.ringing.length > 0 && !V.media);
+  clearInterval(V.countdown);
+  if (V.ringing.length) {
+    V.countdown = setInterval(() => document.querySelectorAll('#ringing-calls .left')
+      .forEach((left) => { left.textContent = secondsLeft(left.dataset.deadline); }), 1000);
+  }
 }
 
 function secondsLeft(iso) {
