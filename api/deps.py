@@ -76,6 +76,17 @@ def bearer_token(conn: HTTPConnection) -> str:
     raise NotAuthenticated("missing bearer token")
 
 
+async def socket_bearer(websocket, settings: Settings, *, kind: str) -> int | None:
+    """Whose WebSocket this is (a customer or agent id), or None after closing it with 4401 and the reason.
+    Accepted first so the client sees our close code instead of a bare HTTP 403."""
+    try:
+        return read_token(settings.signing_key(), bearer_token(websocket), kind=kind)
+    except NotAuthenticated as exc:
+        await websocket.accept()
+        await websocket.close(code=4401, reason=exc.message)
+        return None
+
+
 async def current_customer(conn: HTTPConnection, session: SessionDep, settings: SettingsDep) -> Customer:
     customer_id = read_token(settings.signing_key(), bearer_token(conn), kind="customer")
     customer = await session.get(Customer, customer_id)

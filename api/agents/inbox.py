@@ -9,11 +9,9 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from api.agents.models import Agent
 from api.db import unit_of_work
-from api.deps import RedisDep, SettingsDep, bearer_token
-from api.errors import NotAuthenticated
+from api.deps import RedisDep, SettingsDep, socket_bearer
 from api.realtime import AGENTS_CHANNEL, agent_channel
 from api.routing.loop import touch_agent
-from api.security import read_token
 
 router = APIRouter(prefix="/agents", tags=["agents"])
 
@@ -21,11 +19,8 @@ router = APIRouter(prefix="/agents", tags=["agents"])
 @router.websocket("/ws")
 async def inbox(websocket: WebSocket, settings: SettingsDep, redis: RedisDep):
     """Events: queue_changed, assigned, conversation_removed, message (customer messages), presence."""
-    try:
-        agent_id = read_token(settings.signing_key(), bearer_token(websocket), kind="agent")
-    except NotAuthenticated as exc:
-        await websocket.accept()
-        await websocket.close(code=4401, reason=exc.message)
+    agent_id = await socket_bearer(websocket, settings, kind="agent")
+    if agent_id is None:
         return
     async with unit_of_work(websocket.app.state.engine) as session:
         agent = await session.get(Agent, agent_id)

@@ -16,10 +16,9 @@ from api.conversations.flows import do_receive_customer_message
 from api.conversations.schemas import ConversationBrief, MessagePublic, message_event
 from api.customers.models import Channel
 from api.db import unit_of_work
-from api.deps import CurrentCustomer, RedisDep, SessionDep, SettingsDep, TriageDep, WeChatDep, bearer_token
-from api.errors import Conflict, NotAuthenticated
+from api.deps import CurrentCustomer, RedisDep, SessionDep, SettingsDep, TriageDep, WeChatDep, socket_bearer
+from api.errors import Conflict
 from api.realtime import customer_channel
-from api.security import read_token
 
 router = APIRouter(prefix="/miniapp", tags=["miniapp"])
 log = logging.getLogger(__name__)
@@ -76,12 +75,8 @@ async def rate(conversation_id: int, body: Rating, customer: CurrentCustomer, se
 @router.websocket("/ws")
 async def customer_socket(websocket: WebSocket, settings: SettingsDep, redis: RedisDep, after_id: int = Query(0, ge=0)):
     """Pushes every new message for this customer; replays what was missed since `after_id`."""
-    try:
-        customer_id = read_token(settings.signing_key(), bearer_token(websocket), kind="customer")
-    except NotAuthenticated as exc:
-        # Accept first so the client sees our close code (4401) instead of a bare HTTP 403.
-        await websocket.accept()
-        await websocket.close(code=4401, reason=exc.message)
+    customer_id = await socket_bearer(websocket, settings, kind="customer")
+    if customer_id is None:
         return
     await websocket.accept()
     pubsub = redis.pubsub()

@@ -109,16 +109,18 @@ async def test_websocket_pushes_bot_replies_and_replays_what_was_missed(app_url,
 
 
 async def test_websocket_without_a_valid_token_is_closed(app_url):
+    """Both live sockets (the customer's and the agent console's inbox), forged or missing tokens."""
     import websockets
 
-    url = app_url.replace("http://", "ws://") + "/miniapp/ws?token=forged.token"
-    async with websockets.connect(url) as ws:
-        try:
-            await asyncio.wait_for(ws.recv(), 5)
-        except websockets.ConnectionClosed as closed:
-            assert closed.rcvd.code == 4401
-        else:
-            raise AssertionError("a forged token must not get a live socket")
+    base = app_url.replace("http://", "ws://")
+    for path in ("/miniapp/ws?token=forged.token", "/agents/ws?token=forged.token", "/agents/ws"):
+        async with websockets.connect(base + path) as ws:
+            try:
+                await asyncio.wait_for(ws.recv(), 5)
+            except websockets.ConnectionClosed as closed:
+                assert closed.rcvd.code == 4401, path
+            else:
+                raise AssertionError(f"{path}: a forged token must not get a live socket")
 
 
 async def test_many_customers_logging_in_at_once_all_get_in(app_url, emulator):
