@@ -31,6 +31,7 @@ from api.routing.loop import RoutingLoop
 from api.limits import BodySizeLimit
 from api.masking import install_log_masking
 from api.settings import Settings
+from api.timing import ServerTiming
 from api.video.registry import CallRegistry
 from api.video.router import router as video_router
 from api.studio.router import router as studio_router
@@ -115,6 +116,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES)
+    if settings.server_timing:
+        app.add_middleware(ServerTiming)  # added last: outermost, so it times everything inside
     app.include_router(health_router)
     app.include_router(miniapp_router)
     app.include_router(wechat_oa_router)

@@ -76,6 +76,8 @@ class Settings(BaseSettings):
     timezone: str = "Asia/Shanghai"
 
     max_message_chars: int = 2000
+    # Benchmarks: a `Server-Timing` header (app time, NLU time) on every answer (api/timing.py).
+    server_timing: bool = False
     context_ttl_s: int = 48 * 3600
 
     # Video calls (api/video): recordings are evidence (双录), kept under this directory (0700, files 0600).

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import time
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 import httpx
 
 FALLBACK_INTENT = "nlu_fallback"
+# Where a request being timed (api/timing.py, opt-in) collects the seconds its parses took; None otherwise.
+nlu_timings: ContextVar[list[float] | None] = ContextVar("yunting_nlu_timings", default=None)
 
 
 class NluUnavailable(Exception):
@@ -73,12 +77,17 @@ class RasaClient:
         self._http.base_url = self.base_url
 
     async def parse(self, text: str) -> NluParse:
+        started = time.perf_counter()
         try:
             response = await self._http.post("/model/parse", json={"text": text})
             response.raise_for_status()
             return parse_response(response.json())
         except (httpx.HTTPError, ValueError) as exc:
             raise NluUnavailable(f"NLU service failed: {exc.__class__.__name__}") from exc
+        finally:
+            timings = nlu_timings.get()
+            if timings is not None:
+                timings.append(time.perf_counter() - started)
 
     async def status(self) -> dict:
         """Rasa's `/status`; `model_file` is empty until a model is loaded."""
