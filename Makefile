@@ -81,7 +81,7 @@ test: setup train browser
 	@$(PY) -m pytest $(PYTEST_ARGS)
 
 agent: setup
-	@$(PY) -m api.agents.cli create --username "$(USERNAME)" --skills "$(or $(SKILLS),general)" --role "$(or $(ROLE),agent)"
+	@$(PY) -m api.agents.cli create --username "$(USERNAME)" --skills "$(or $(SKILLS),general)" --role "$(or $(ROLE),agent)" $(if $(filter no,$(VIDEO)),--no-video)
 
 clean:
 	rm -rf $(VENV) $(RASA_VENV) models var

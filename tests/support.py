@@ -86,11 +86,13 @@ async def next_message(ws, *, predicate=lambda m: True, timeout: float = 10.0) -
     return await asyncio.wait_for(wait(), timeout)
 
 
-async def create_agent(database_url: str, *, username: str, password: str, skills: list[str], role: str = "agent", capacity: int = 3) -> int:
+async def create_agent(database_url: str, *, username: str, password: str, skills: list[str], role: str = "agent", capacity: int = 3,
+                       video_capable: bool = True) -> int:
     engine = create_engine(database_url)
     try:
         async with unit_of_work(engine) as session:
-            agent = await agents.create(session, username=username, password=password, skills=skills, role=role, capacity=capacity)
+            agent = await agents.create(session, username=username, password=password, skills=skills, role=role, capacity=capacity,
+                                         video_capable=video_capable)
         return agent.id
     finally:
         await engine.dispose()

@@ -22,8 +22,10 @@ async def _create(settings: Settings, args: argparse.Namespace, password: str) -
             agent = await service.create(
                 session, username=args.username, password=password, display_name=args.display_name,
                 role=args.role, skills=[s for s in args.skills.split(",") if s], capacity=args.capacity,
+                video_capable=not args.no_video,
             )
-            print(f"created {agent.role} {agent.username!r} (id {agent.id}) skills={agent.skills}")
+            video = "video agent" if agent.video_capable else "no video"
+            print(f"created {agent.role} {agent.username!r} (id {agent.id}) skills={agent.skills} ({video})")
     finally:
         await engine.dispose()
     return 0
@@ -38,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     create.add_argument("--role", default="agent", choices=["agent", "supervisor", "nlu_editor", "admin"])
     create.add_argument("--skills", default="general", help="comma-separated: cards,loans,accounts,wealth,general")
     create.add_argument("--capacity", type=int, default=3)
+    create.add_argument("--no-video", action="store_true", help="not a video agent: never rung for video calls")
     create.add_argument("--password", help="omit to be prompted, or set YUNTING_AGENT_PASSWORD")
     args = parser.parse_args(argv)
     password = args.password or os.environ.get("YUNTING_AGENT_PASSWORD") or getpass.getpass("password: ")

@@ -28,6 +28,8 @@ class Agent(SQLModel, table=True):
     role: str = Field(default=AgentRole.AGENT, max_length=16)
     skills: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     capacity: int = 3
+    # A video agent (视频坐席): has a camera and is trained for recorded calls; only they are rung and may answer.
+    video_capable: bool = True
     presence: str = Field(default="offline", max_length=16)
     active: bool = True
     created_at: datetime = Field(default_factory=utcnow)

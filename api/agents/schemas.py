@@ -23,6 +23,7 @@ class AgentPublic(BaseModel):
     skills: list[str]
     capacity: int
     presence: str
+    video_capable: bool
 
 
 class AgentSession(BaseModel):

@@ -25,6 +25,7 @@ async def create(
     role: str = AgentRole.AGENT,
     skills: list[str] | None = None,
     capacity: int = 3,
+    video_capable: bool = True,
 ) -> Agent:
     """A new agent with an argon2-hashed password."""
     if await get_by_username(session, username) is not None:
@@ -39,6 +40,7 @@ async def create(
         role=AgentRole(role),
         skills=list(skills or ["general"]),
         capacity=capacity,
+        video_capable=video_capable,
     )
     session.add(agent)
     await session.flush()

@@ -91,6 +91,39 @@ async def do_claim(session: AsyncSession, routing: RoutingEngine, delivery: Deli
     return conversation
 
 
+async def do_take_over(session: AsyncSession, routing: RoutingEngine, delivery: Delivery, *, agent: Agent, conversation: Conversation) -> None:
+    """A video agent answers the call of a conversation held by an agent who can't do video: it moves to them,
+    committed with whatever the caller has pending (their answer to the call), or rolled back with it."""
+    escalation = await _latest_escalation(session, conversation.id)
+    previous = conversation.agent_id
+    await ensure_built(session, routing)
+    await routing.set_agent(snapshot_of(agent))
+    if escalation is None or await routing.claim(escalation.id, escalation.skill_group, agent.id, must_be_queued=False) != "ok":
+        raise Conflict("you are at full capacity", code="agent_at_capacity")
+    now = utcnow()
+    escalation.claimed_by, escalation.claimed_at = agent.id, now
+    conversation.agent_id, conversation.updated_at = agent.id, now
+    notice = Message(
+        conversation_id=conversation.id, customer_id=conversation.customer_id, channel=conversation.current_channel,
+        direction=Direction.OUT, sender_kind=SenderKind.SYSTEM,
+        text=f"视频客服{agent.display_name}已接手，您之前说的内容都已保留。",
+    )
+    session.add(notice)
+    audit(session, actor_kind="agent", actor_id=agent.id, action="video_take_over", subject=f"conversation:{conversation.id}",
+          from_agent=previous)
+    try:
+        await session.commit()
+    except Exception:
+        await routing.release(agent.id)  # the claim in Redis must not outlive a failed commit
+        raise
+    if previous is not None:
+        await routing.release(previous)
+        await publish(routing.redis, agent_channel(previous), {"type": "conversation_removed", "conversation_id": conversation.id,
+                                                               "reason": "video_take_over"})
+    await delivery.deliver(conversation, [notice])
+    await publish(routing.redis, agent_channel(agent.id), {"type": "assigned", "conversation_id": conversation.id})
+
+
 async def do_requeue(
     session: AsyncSession, routing: RoutingEngine, delivery: Delivery, *, conversation: Conversation, reason: str
 ) -> None:

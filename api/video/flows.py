@@ -26,7 +26,7 @@ from api.customers.models import Channel, Customer
 from api.db import unit_of_work
 from api.errors import Conflict, NotPermitted
 from api.realtime import AGENTS_CHANNEL, agent_channel, publish, publish_to_customer
-from api.routing.flows import do_claim
+from api.routing.flows import do_claim, do_take_over
 from api.timeutil import utcnow
 from api.video import service
 from api.video.models import ACTIVE_STATES, FINAL_STATES, CallConsent, CallState, Recording, RecordingStatus, VideoCall
@@ -132,12 +132,15 @@ async def do_offer(session: AsyncSession, registry: CallRegistry, *, role: str, 
 
 
 async def do_ring(session: AsyncSession, registry: CallRegistry, call: VideoCall) -> None:
-    """The customer's media reached us: ring the holder, or the group, until `video_ring_timeout_s`."""
+    """The customer's media reached us: ring the holder if they are a video agent, otherwise the group's video
+    agents, until `video_ring_timeout_s`."""
     now = utcnow()
     deadline = now + timedelta(seconds=registry.settings.video_ring_timeout_s)
     conversation = await session.get(Conversation, call.conversation_id)
     # Rung alone if someone holds the conversation now (it may have been assigned since the request).
     holder = conversation.agent_id if conversation.state == ConversationState.WITH_AGENT else None
+    if holder is not None and not (await session.get(Agent, holder)).video_capable:
+        holder = None  # whoever of the group answers takes the conversation over
     if not await service.transition(session, call, from_states=(CallState.REQUESTED,), state=CallState.RINGING,
                                     ringing_at=now, ring_deadline=deadline, rung_agent_id=holder):
         return
@@ -151,7 +154,8 @@ async def do_ring(session: AsyncSession, registry: CallRegistry, call: VideoCall
 
 
 async def do_accept(session: AsyncSession, registry: CallRegistry, *, agent: Agent, call_id: int) -> VideoCall:
-    """An agent answers a ringing call (claiming the conversation if it is still queued)."""
+    """An agent answers a ringing call: claiming the conversation if it is still queued, or taking it over from
+    an agent who holds it but isn't a video agent."""
     call = await service.get_call(session, call_id)
     if call.agent_id == agent.id and call.state in ACTIVE_STATES:
         return call  # a repeated tap
@@ -159,10 +163,13 @@ async def do_accept(session: AsyncSession, registry: CallRegistry, *, agent: Age
         raise Conflict("this video call is not ringing", code="not_ringing")
     if call.agent_id is not None:
         raise Conflict("another agent answered this video call first", code="already_answered")
+    if not agent.video_capable:
+        raise NotPermitted("only video agents answer video calls", code="not_video_agent")
     conversation = await session.get(Conversation, call.conversation_id)
     held_by_me = conversation.state == ConversationState.WITH_AGENT and conversation.agent_id == agent.id
+    take_over = conversation.state == ConversationState.WITH_AGENT and not held_by_me and call.rung_agent_id is None
     if not held_by_me:
-        if conversation.state != ConversationState.QUEUED or call.rung_agent_id not in (None, agent.id):
+        if not (conversation.state == ConversationState.QUEUED or take_over) or call.rung_agent_id not in (None, agent.id):
             raise NotPermitted("this video call is for the agent who holds the conversation")
         if call.skill_group not in agent.skills and agent.role not in SUPERVISORS:
             raise NotPermitted(f"this video call is for the {call.skill_group} group")
@@ -171,7 +178,9 @@ async def do_accept(session: AsyncSession, registry: CallRegistry, *, agent: Age
                                    extra=(col(VideoCall.agent_id).is_(None),), agent_id=agent.id, accepted_at=now)
     if not won:
         raise Conflict("another agent answered this video call first", code="already_answered")
-    if not held_by_me:
+    if take_over:
+        await do_take_over(session, registry.triage.routing, registry.delivery, agent=agent, conversation=conversation)
+    elif not held_by_me:
         # Commits our answer together with the claim, or rolls both back (capacity, a racing claim).
         await do_claim(session, registry.triage.routing, registry.delivery, agent=agent, conversation_id=conversation.id)
     escalation = await conversations.get_latest_escalation(session, conversation.id)

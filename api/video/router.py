@@ -80,7 +80,7 @@ async def list_calls(agent: CurrentAgent, session: SessionDep, conversation_id: 
         return [CallPublic.of(c) for c in calls]
     return [CallPublic.of(c) for c in calls
             if c.agent_id == agent.id or c.rung_agent_id == agent.id
-            or (c.state == CallState.RINGING and c.rung_agent_id is None and c.skill_group in agent.skills)]
+            or (c.state == CallState.RINGING and c.rung_agent_id is None and c.skill_group in agent.skills and agent.video_capable)]
 
 
 @router.get("/calls/{call_id}")

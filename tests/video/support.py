@@ -13,10 +13,12 @@ from tests.support import AgentConsole, MiniappCustomer, create_agent
 FINAL = ("ended", "missed", "failed", "cancelled")
 
 
-async def video_agent(stack, *, presence: str = "online", skills=("general",), role: str = "agent", app_url: str | None = None) -> AgentConsole:
+async def video_agent(stack, *, presence: str = "online", skills=("general",), role: str = "agent", app_url: str | None = None,
+                      video_capable: bool = True) -> AgentConsole:
     """An agent signed in with a presence set (that puts them in the routing engine, with their capacity)."""
     username = "vid-" + uuid.uuid4().hex[:8]
-    await create_agent(stack.database_url, username=username, password="pw-123456", skills=list(skills), role=role)
+    await create_agent(stack.database_url, username=username, password="pw-123456", skills=list(skills), role=role,
+                       video_capable=video_capable)
     console = await AgentConsole.login(app_url or stack.app_url, username, "pw-123456")
     assert (await console.http.put("/agents/me/presence", json={"presence": presence})).status_code == 200
     return console

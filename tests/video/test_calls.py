@@ -146,6 +146,46 @@ async def rebuilt_context(database_url: str, conversation_id: int):
         await engine.dispose()
 
 
+async def test_a_call_in_a_text_agents_conversation_rings_the_video_agents_and_the_answer_takes_it_over(video_stack, emulator):
+    stack = video_stack()
+    texter = await video_agent(stack, skills=("accounts", "general"), video_capable=False)  # online: the escalation is assigned to them
+    customer, conversation_id = await escalated_customer(stack, emulator, "修改预留手机号")
+    assert (await customer.history())["conversation"]["state"] == "with_agent"
+    video = await video_agent(stack, skills=("accounts",))
+    colleague = await video_agent(stack, skills=("accounts",), video_capable=False)
+    assert (await video.http.get("/agents/me")).json()["video_capable"] is True
+
+    call = await request_call(customer, conversation_id)
+    customer_media = MediaParty("customer", **SMALL)
+    await customer_media.negotiate(customer.http, call["id"])
+    await wait_for_call(customer.http, call["id"], "ringing")
+    # Not the holder (no video) nor their colleague without video: the group's video agents are rung.
+    for agent in (texter, colleague):
+        assert (await agent.http.get("/video/calls", params={"state": "ringing"})).json() == []
+        refused = await agent.http.post(f"/video/calls/{call['id']}/accept")
+        assert refused.status_code == 403 and refused.json()["error"]["code"] == "not_video_agent"
+    assert [c["id"] for c in (await video.http.get("/video/calls", params={"state": "ringing"})).json()] == [call["id"]]
+
+    assert (await video.http.post(f"/video/calls/{call['id']}/accept")).status_code == 200
+    assert [c["conversation_id"] for c in (await video.http.get("/agents/me/conversations")).json()] == [conversation_id]
+    assert (await texter.http.get("/agents/me/conversations")).json() == []
+    assert (await texter.http.get(f"/agents/conversations/{conversation_id}")).status_code == 403
+    agent_media = MediaParty("agent", **SMALL)
+    assert (await agent_media.negotiate(video.http, call["id"])).status_code == 200
+    await wait_for_call(video.http, call["id"], "connected")
+    await video.http.post(f"/video/calls/{call['id']}/hangup")
+    texts = [m["text"] for m in (await customer.history())["messages"]]
+    assert any("已接手" in t for t in texts), texts
+    # The text agent's capacity came back: a new customer can be assigned to them.
+    other, other_id = await escalated_customer(stack, emulator, "转人工")
+    held = [c["conversation_id"] for c in (await texter.http.get("/agents/me/conversations")).json()]
+    assert held == [other_id]
+    for client in (customer_media, agent_media):
+        await client.close()
+    for client in (customer, other, texter, video, colleague):
+        await client.aclose()
+
+
 async def test_answering_a_queued_call_claims_the_conversation_and_only_once(video_stack, emulator):
     stack = video_stack()
     first = await video_agent(stack, presence="away")  # away: nothing is assigned to them automatically

@@ -70,7 +70,8 @@ function logout() {
 
 async function start() {
   S.agent = await api('GET', '/agents/me');
-  $('#agent-name').textContent = `${S.agent.display_name}（${S.agent.skills.map((g) => GROUPS[g] || g).join('、')}）`;
+  const video = S.agent.video_capable ? '、视频坐席' : '';
+  $('#agent-name').textContent = `${S.agent.display_name}（${S.agent.skills.map((g) => GROUPS[g] || g).join('、')}${video}）`;
   $('#presence').value = S.agent.presence;
   $('#show-supervisor').hidden = !['supervisor', 'admin'].includes(S.agent.role);
   $('#login-form').hidden = true; $('#who').hidden = false; $('#workspace').hidden = false;

@@ -29,7 +29,7 @@ async function onCallEvent(event) {
 }
 
 function mayAnswer(event) {
-  return event.agent_id === null && (event.rung_agent_id === S.agent.id || (event.rung_agent_id === null && S.agent.skills.includes(event.skill_group)));
+  return S.agent.video_capable && event.agent_id === null && (event.rung_agent_id === S.agent.id || (event.rung_agent_id === null && S.agent.skills.includes(event.skill_group)));
 }
 
 // ---- the ring alert ----
@@ -182,7 +182,7 @@ function renderCall(view) {
   $('#video-status').textContent = callStatus(call);
   $('#video-recording').hidden = call.state !== 'connected';
   $('#video-media').hidden = !live;
-  $('#video-accept').hidden = !(call.state === 'ringing' && call.agent_id === null);
+  $('#video-accept').hidden = !(S.agent.video_capable && call.state === 'ringing' && call.agent_id === null);
   $('#video-rejoin').hidden = !(mine && !live && call.state === 'connected');
   const inCall = mine && call.state === 'connected';
   for (const sel of ['#verify-identity', '#identity-failed', '#plan-send']) $(sel).disabled = !inCall;
