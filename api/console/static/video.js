@@ -78,7 +78,7 @@ function ringTone(on) {
 async function answerCall(callId) {
   const call = await api('POST', `/video/calls/${callId}/accept`);
   ringTone(false);
-  await openConversation(call.conversation_id);
+  await Promise.all([openConversation(call.conversation_id), loadHeld()]); // answering the call is answering them
   await joinMedia(call);
   await loadRinging();
 }
