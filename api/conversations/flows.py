@@ -104,12 +104,19 @@ async def do_receive_customer_message(
         await triage.store.put(context)
     await triage.delivery.deliver(conversation, replies)
     await triage.delivery.state_changed(conversation)
-    escalation = await service.get_open_escalation(session, conversation.id)
-    if conversation.state == ConversationState.QUEUED and escalation is not None:
-        await triage.routing.enqueue(escalation.id, escalation.skill_group, escalation.priority, escalation.queued_at)
-        await publish(redis, AGENTS_CHANNEL, {"type": "queue_changed", "conversation_id": conversation.id})
-        await do_assign_waiting(session, triage.routing, triage.delivery, escalation.skill_group)
+    if conversation.state == ConversationState.QUEUED:
+        await _route(session, redis, triage, conversation)
     return Received(inbound, conversation, replies)
+
+
+async def _route(session: AsyncSession, redis: Redis, triage: Triage, conversation: Conversation) -> None:
+    """The bot handed over: queue the escalation and try to give it to an agent now."""
+    escalation = await service.get_open_escalation(session, conversation.id)
+    if escalation is None:
+        return
+    await triage.routing.enqueue(escalation.id, escalation.skill_group, escalation.priority, escalation.queued_at)
+    await publish(redis, AGENTS_CHANNEL, {"type": "queue_changed", "conversation_id": conversation.id})
+    await do_assign_waiting(session, triage.routing, triage.delivery, escalation.skill_group)
 
 
 @asynccontextmanager
