@@ -220,23 +220,29 @@ class OaChannel:
     async def _run(self, window: PassiveWindow, push: Push, work: Work) -> Received | None:
         passive_window.set(window)  # this task's context only: the sender sees it, nobody else does
         async with unit_of_work(self.engine) as session:
-            customer_id = await self._identify(session, push)
+            customer_id, waiting = await self._identify(session, push)
             if push.event == "subscribe":
                 await service.set_reachable(session, app_id=self.app_id, openid=push.openid, reachable=True)
             # Settle the identity before waiting on the customer's lock (don't hold a write transaction).
             await session.commit()
             window.customer_id = customer_id
-            if push.interaction is not None:
-                await self.outbound.flush_pending(customer_id)  # their window just opened
+            if waiting and push.interaction is not None:
+                await self.outbound.flush_pending(customer_id)  # their window just opened: what waits goes first
             return await work(session, customer_id)
 
-    async def _identify(self, session: AsyncSession, push: Push) -> int:
-        known = await service.get_identity(session, app_id=self.app_id, openid=push.openid)
+    async def _identify(self, session: AsyncSession, push: Push) -> tuple[int, bool]:
+        """The customer behind the openid, and whether messages wait for them."""
+        known, waiting = await service.get_identity_and_waiting(session, app_id=self.app_id, openid=push.openid)
         if known is not None:
             await service.retry_unionid(session, self.redis, self.platform, app_id=self.app_id, identity=known)
-            return known.customer_id
-        # First sight: one worker links the openid (asking user/info once); WeChat's concurrent retries of
-        # the same first message wait here and then find the link, instead of racing to create a customer.
+            return known.customer_id, waiting
+        customer_id = await self._link(session, push)
+        return customer_id, await service.has_pending(session, customer_id)
+
+    async def _link(self, session: AsyncSession, push: Push) -> int:
+        """First sight of an openid: link it to a customer (asking user/info once), committed."""
+        # One worker links; WeChat's concurrent retries of the same first message wait here and then find
+        # the link, instead of racing to create a customer.
         async with self.redis.lock(f"yt:oa:identify:{self.app_id}:{push.openid}", timeout=30, blocking_timeout=20):
             for attempt in range(1, LINK_ATTEMPTS + 1):
                 try:

@@ -126,10 +126,10 @@ class OaOutbound:
             await self._keep_in_new_session(message, "error")
 
     async def flush_pending(self, customer_id: int) -> None:
-        """At the customer's interaction: send what was waiting (their window just opened)."""
-        async with unit_of_work(self.engine) as session:
-            if not await service.list_pending(session, customer_id):
-                return
+        """At the customer's interaction: send what was waiting (their window just opened).
+
+        The caller checked that something waits (`service.has_pending`); it is listed again under the lock.
+        """
         try:
             async with self.redis.lock(f"yt:oa:out:{customer_id}", timeout=60, blocking_timeout=30):
                 async with unit_of_work(self.engine) as session:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from redis.asyncio import Redis
+from sqlalchemy import exists
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -27,6 +28,20 @@ async def get_identity(session: AsyncSession, *, app_id: str, openid: str) -> Ch
         ChannelIdentity.channel == Channel.WECHAT_OA, ChannelIdentity.app_id == app_id, ChannelIdentity.openid == openid
     )
     return (await session.exec(statement)).first()
+
+
+async def get_identity_and_waiting(
+    session: AsyncSession, *, app_id: str, openid: str
+) -> tuple[ChannelIdentity | None, bool]:
+    """The openid's identity and whether messages wait for its customer: one query on every push."""
+    waiting = exists().where(
+        OaPendingMessage.customer_id == ChannelIdentity.customer_id, OaPendingMessage.status == PendingStatus.PENDING
+    )
+    statement = select(ChannelIdentity, waiting.label("waiting")).where(
+        ChannelIdentity.channel == Channel.WECHAT_OA, ChannelIdentity.app_id == app_id, ChannelIdentity.openid == openid
+    )
+    row = (await session.exec(statement)).first()
+    return (None, False) if row is None else (row[0], bool(row[1]))
 
 
 async def get_identity_of_customer(session: AsyncSession, *, app_id: str, customer_id: int) -> ChannelIdentity | None:
@@ -125,6 +140,14 @@ async def list_pending(session: AsyncSession, customer_id: int) -> list[tuple[Oa
         .order_by(col(OaPendingMessage.message_id))
     )
     return list((await session.exec(statement)).all())
+
+
+async def has_pending(session: AsyncSession, customer_id: int) -> bool:
+    """Whether anything waits for the customer (checked at every push: an index lookup, no rows loaded)."""
+    statement = select(OaPendingMessage.id).where(
+        OaPendingMessage.customer_id == customer_id, OaPendingMessage.status == PendingStatus.PENDING
+    ).limit(1)
+    return (await session.exec(statement)).first() is not None
 
 
 def mark_delivered(pending: OaPendingMessage, status: str) -> None:
