@@ -29,6 +29,16 @@ redis.call('HINCRBY', KEYS[1], 'used', 1)
 return 1
 """
 
+# A new interaction opens a fresh window; a retried push (its marker already set) changes nothing. One
+# round trip per push: 1 = opened, 0 = a retry.
+_OPEN = """
+if not redis.call('SET', KEYS[1], 1, 'NX', 'EX', ARGV[1]) then return 0 end
+redis.call('DEL', KEYS[2])
+redis.call('HSET', KEYS[2], 'at', ARGV[2], 'span', ARGV[3], 'limit', ARGV[4], 'used', 0)
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+return 1
+"""
+
 
 class ServiceWindows:
     """Per (appid, openid): when the user last interacted, and how many messages are left."""
@@ -37,23 +47,17 @@ class ServiceWindows:
         self.redis = redis
         self.app_id = app_id
         self._take = redis.register_script(_TAKE)
+        self._open = redis.register_script(_OPEN)
 
     def _key(self, openid: str) -> str:
         return f"yt:oa:window:{self.app_id}:{openid}"
 
     async def open(self, openid: str, kind: str, *, interaction: str) -> bool:
         """A new interaction (``interaction`` names it: a retried push doesn't reopen); True if new."""
-        if not await self.redis.set(f"yt:oa:interaction:{self.app_id}:{interaction}", 1, nx=True,
-                                    ex=INTERACTION_MEMORY_S):
-            return False
         span, limit = WINDOWS[kind]
-        key = self._key(openid)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.delete(key)
-            pipe.hset(key, mapping={"at": time.time(), "span": span, "limit": limit, "used": 0})
-            pipe.expire(key, span)
-            await pipe.execute()
-        return True
+        marker = f"yt:oa:interaction:{self.app_id}:{interaction}"
+        opened = await self._open(keys=[marker, self._key(openid)], args=[INTERACTION_MEMORY_S, time.time(), span, limit])
+        return int(opened) == 1
 
     async def take(self, openid: str) -> bool:
         """Spend one message if the window allows it."""
