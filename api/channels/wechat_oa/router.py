@@ -15,7 +15,8 @@ from api.errors import PayloadTooLarge
 router = APIRouter(prefix="/wechat", tags=["wechat_oa"])
 
 
-def get_oa_channel(conn: HTTPConnection) -> OaChannel:
+async def get_oa_channel(conn: HTTPConnection) -> OaChannel:
+    # async: FastAPI runs a plain `def` dependency in its thread pool, a thread hop on every push.
     return conn.app.state.wechat_oa
 
 
