@@ -24,9 +24,29 @@ class MaskingFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
         masked = mask_sensitive(message)
-        if masked != message:
+        if masked == message:
+            return True
+        args = _masked_args(record.args)
+        if args is not None and _render(record.msg, args) == masked:
+            # The same masked text, with the arguments kept: formatters that read them (uvicorn's
+            # access log unpacks its five) would otherwise fail and lose the line.
+            record.args = args
+        else:
             record.msg, record.args = masked, None
         return True
+
+
+def _masked_args(args):
+    if isinstance(args, tuple) and args:
+        return tuple(mask_sensitive(arg) if isinstance(arg, str) else arg for arg in args)
+    return None
+
+
+def _render(msg, args: tuple) -> str | None:
+    try:
+        return str(msg) % args
+    except (TypeError, ValueError):
+        return None
 
 
 def install_log_masking() -> None:
