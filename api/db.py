@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import fcntl
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import event, text
+from sqlalchemy import event, make_url, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -42,8 +43,21 @@ def alembic_config(async_url: str) -> Config:
 
 
 def migrate(async_url: str) -> None:
-    """Apply Alembic migrations up to every head (synchronous; call before serving)."""
-    command.upgrade(alembic_config(async_url), "heads")
+    """Apply Alembic migrations up to every head (synchronous; call before serving). Several workers starting
+    at once take turns: PostgreSQL under an advisory lock (migrations/env.py), a SQLite file under a file lock."""
+    with _sqlite_file_lock(async_url):
+        command.upgrade(alembic_config(async_url), "heads")
+
+
+@contextmanager
+def _sqlite_file_lock(async_url: str) -> Iterator[None]:
+    url = make_url(async_url)
+    if not url.drivername.startswith("sqlite") or url.database in (None, "", ":memory:"):
+        yield
+        return
+    with open(f"{url.database}.migrate.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, even if this process dies
+        yield
 
 
 @asynccontextmanager

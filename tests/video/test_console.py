@@ -37,9 +37,11 @@ async def test_an_agent_in_the_console_answers_talks_and_ends_a_call_and_a_super
     call_id = int(await phone.get_attribute("body", "data-call-id"))
 
     # The console rings; the agent answers from the alert.
-    ring = await console.wait_for_selector(f"#ringing-calls li[data-call-id='{call_id}']", timeout=15000)
+    # Locators, not element handles: the list is re-rendered when call events arrive.
+    ring = console.locator(f"#ringing-calls li[data-call-id='{call_id}']")
+    await ring.wait_for(timeout=15000)
     assert "视频来电" in await ring.inner_text()
-    await (await ring.query_selector(".answer")).click()
+    await ring.locator(".answer").click()
     await console.wait_for_selector(f"#video-call[data-call-id='{call_id}'][data-state=connected]", timeout=20000)
     await console.wait_for_selector("#ringing", state="hidden")
     assert await console.is_visible("#video-recording")
@@ -89,12 +91,13 @@ async def test_an_agent_in_the_console_answers_talks_and_ends_a_call_and_a_super
     await sign_in(supervisor, stack.app_url, boss)
     await supervisor.click("#show-supervisor")
     await supervisor.click("#load-recordings")
-    row = await supervisor.wait_for_selector("#recordings tbody tr[data-status=complete]")
+    row = supervisor.locator("#recordings tbody tr[data-status=complete]").first
+    await row.wait_for()
     recording_id = int(await row.get_attribute("data-recording-id"))
     api = await AgentConsole.login(stack.app_url, boss, "pw-123456")
     listed = {r["id"]: r for r in (await api.http.get("/video/recordings")).json()}
     async with supervisor.expect_download() as download_info:
-        await (await row.query_selector(".download")).click()
+        await row.locator(".download").click()
     download = await download_info.value
     saved = tmp_path / "download.mp4"
     await download.save_as(saved)
@@ -117,9 +120,10 @@ async def test_the_console_rings_for_a_queued_video_call_and_stops_when_nobody_a
     media = MediaParty("customer", width=320, height=240, fps=15)
     assert (await media.negotiate(customer.http, call["id"])).status_code == 200
 
-    ring = await console.wait_for_selector(f"#ringing-calls li[data-call-id='{call['id']}']", timeout=15000)
+    ring = console.locator(f"#ringing-calls li[data-call-id='{call['id']}']")
+    await ring.wait_for(timeout=15000)
     assert "秒内接听" in await ring.inner_text()
-    await (await ring.query_selector(".peek")).click()  # the handoff card first
+    await ring.locator(".peek").click()  # the handoff card first
     await console.wait_for_selector(f"#video-call[data-call-id='{call['id']}'][data-state=ringing]")
     assert await console.is_visible("#video-accept")
     await console.wait_for_selector("#ringing", state="hidden", timeout=15000)

@@ -35,20 +35,27 @@ function mayAnswer(event) {
 // ---- the ring alert ----
 async function loadRinging() {
   const calls = await api('GET', '/video/calls?state=ringing');
-  V.ringing = calls.filter((c) => c.agent_id === null);
+  const ringing = calls.filter((c) => c.agent_id === null);
+  const same = ringing.map((c) => c.id).join() === V.ringing.map((c) => c.id).join();
+  V.ringing = ringing;
   $('#ringing').hidden = V.ringing.length === 0;
-  $('#ringing-calls').replaceChildren(...V.ringing.map((c) => el('li', { dataset: { callId: c.id, conversationId: c.conversation_id } },
-    el('span', { className: 'tag video' }, '视频来电'),
-    `会话 #${c.conversation_id} · ${GROUPS[c.skill_group] || c.skill_group} · `,
-    el('span', { className: 'left', dataset: { deadline: c.ring_deadline || '' } }, secondsLeft(c.ring_deadline)),
-    el('button', { type: 'button', className: 'answer', onclick: guarded(() => answerCall(c.id)) }, '接听'),
-    el('button', { type: 'button', className: 'peek', onclick: guarded(() => openConversation(c.conversation_id)) }, '查看交接卡'))));
+  if (!same || !$('#ringing-calls').children.length) renderRinging();
   ringTone(V.ringing.length > 0 && !V.media);
   clearInterval(V.countdown);
   if (V.ringing.length) {
     V.countdown = setInterval(() => document.querySelectorAll('#ringing-calls .left')
       .forEach((left) => { left.textContent = secondsLeft(left.dataset.deadline); }), 1000);
   }
+}
+
+// Re-rendered only when the calls change, so a button isn't replaced under the agent's click.
+function renderRinging() {
+  $('#ringing-calls').replaceChildren(...V.ringing.map((c) => el('li', { dataset: { callId: c.id, conversationId: c.conversation_id } },
+    el('span', { className: 'tag video' }, '视频来电'),
+    `会话 #${c.conversation_id} · ${GROUPS[c.skill_group] || c.skill_group} · `,
+    el('span', { className: 'left', dataset: { deadline: c.ring_deadline || '' } }, secondsLeft(c.ring_deadline)),
+    el('button', { type: 'button', className: 'answer', onclick: guarded(() => answerCall(c.id)) }, '接听'),
+    el('button', { type: 'button', className: 'peek', onclick: guarded(() => openConversation(c.conversation_id)) }, '查看交接卡'))));
 }
 
 function secondsLeft(iso) {
