@@ -110,18 +110,25 @@ class RoutingLoop:
 
     async def _tell_queue_moves(self, session: AsyncSession) -> None:
         waiting = await conversations.list_queue(session)
-        seen: dict[str, int] = {}
-        for escalation, conversation in waiting:
-            seen[escalation.skill_group] = position = seen.get(escalation.skill_group, 0) + 1
-            key = f"yt:qpos:{escalation.id}"
-            last = await self.routing.redis.get(key)
+        if not waiting:
+            return
+        redis = self.routing.redis
+        # Every waiting customer's last told position in one round trip (this runs every tick).
+        keys = [f"yt:qpos:{escalation.id}" for escalation, _ in waiting]
+        positions, told = _positions(waiting), await redis.mget(keys)
+        first_seen = {key: position for key, position, last in zip(keys, positions, told) if last is None}
+        if first_seen:
+            async with redis.pipeline(transaction=False) as pipe:
+                for key, position in first_seen.items():
+                    pipe.set(key, position, ex=86400)
+                await pipe.execute()
+        for (escalation, conversation), key, position, last in zip(waiting, keys, positions, told):
             if last is None:
-                await self.routing.redis.set(key, position, ex=86400)
                 continue
             last = int(last)
             if position >= last or not (position == 1 or last - position >= max(3, math.ceil(last / 3))):
                 continue
-            await self.routing.redis.set(key, position, ex=86400)
+            await redis.set(key, position, ex=86400)
             online = await conversations.online_agents_in(session, escalation.skill_group)
             minutes = estimated_wait_minutes(position, online, self.settings.avg_handle_s)
             text = "您是下一位，客服马上为您服务。" if position == 1 else f"排队进度：您前面还有{position - 1}位客户，预计等待约{minutes}分钟。"
@@ -132,3 +139,13 @@ class RoutingLoop:
             session.add(notice)
             await session.commit()
             await self.delivery.deliver(conversation, [notice])
+
+
+def _positions(waiting) -> list[int]:
+    """Each waiting escalation's place in its own group's queue (the list is in queue order)."""
+    seen: dict[str, int] = {}
+    positions = []
+    for escalation, _ in waiting:
+        seen[escalation.skill_group] = seen.get(escalation.skill_group, 0) + 1
+        positions.append(seen[escalation.skill_group])
+    return positions

@@ -54,6 +54,27 @@ async def test_an_agent_at_capacity_gets_no_more_and_the_customer_waits_in_order
     assert "您是下一位" in result["replies"][-1]["text"] and "预计等待约" in result["replies"][-1]["text"]
 
 
+async def test_a_waiting_customer_is_told_when_they_become_next(isolated_stack, emulator):
+    """The routing loop remembers each waiting customer's place and tells them when it moves up enough."""
+    stack = isolated_stack(routing_tick_s=0.2)
+    first, second = [await MiniappCustomer.login(stack.app_url, emulator) for _ in range(2)]
+    first_id = (await first.say("转人工"))["conversation"]["id"]
+    await second.say("转人工")
+    await asyncio.sleep(1)  # a few ticks: the loop has seen the second customer at place 2
+    username = "ag-" + uuid.uuid4().hex[:8]
+    await create_agent(stack.database_url, username=username, password="pw-123456", skills=["general"])
+    agent = await AgentConsole.login(stack.app_url, username, "pw-123456")  # offline: claims by hand
+    assert (await agent.http.post(f"/agents/conversations/{first_id}/claim")).status_code == 200
+    deadline = asyncio.get_running_loop().time() + 10
+    while not any(m["text"] == "您是下一位，客服马上为您服务。" for m in (await second.history())["messages"]):
+        assert asyncio.get_running_loop().time() < deadline, "the second customer was not told they are next"
+        await asyncio.sleep(0.2)
+    texts = [m["text"] for m in (await first.history())["messages"]]
+    assert "您是下一位，客服马上为您服务。" not in texts  # the first was at place 1 all along: nothing to tell
+    for client in (first, second, agent):
+        await client.aclose()
+
+
 async def test_an_unanswered_assignment_goes_back_to_the_head_of_the_queue(isolated_stack, emulator):
     stack = isolated_stack(agent_answer_timeout_s=2)
     agent = await online_agent(stack, capacity=1)
