@@ -10,7 +10,7 @@ import uuid
 from tests.pages.test_console import screenshot, sign_in
 from tests.support import AgentConsole, create_agent
 from tests.video.clients import MediaParty
-from tests.video.support import escalated_customer, request_call, wait_for_call
+from tests.video.support import escalated_customer, request_call, video_agent, wait_for_call
 from tests.video.test_calls import audit_actions
 
 
@@ -132,3 +132,30 @@ async def test_the_console_rings_for_a_queued_video_call_and_stops_when_nobody_a
     assert (await customer.history())["conversation"]["state"] == "queued"  # back in the queue, place kept
     await media.close()
     await customer.aclose()
+
+
+async def test_an_agent_without_video_sees_the_call_and_the_conversation_move_to_a_video_agent(video_stack, emulator, browser_page):
+    stack = video_stack(video_ring_timeout_s=60)
+    console = browser_page
+    username = "li-" + uuid.uuid4().hex[:6]
+    await create_agent(stack.database_url, username=username, password="pw-123456", skills=["accounts"], video_capable=False)
+    await sign_in(console, stack.app_url, username)
+    await console.select_option("#presence", "online")
+    customer, conversation_id = await escalated_customer(stack, emulator, "修改预留手机号")  # assigned to them
+    held = console.locator(f"#held li[data-id='{conversation_id}']")
+    await held.click()
+    await console.wait_for_selector(f"#conversation[data-conversation-id='{conversation_id}'][data-state=with_agent]")
+
+    video = await video_agent(stack, skills=("accounts",))
+    call = await request_call(customer, conversation_id)
+    media = MediaParty("customer", width=320, height=240, fps=15)
+    assert (await media.negotiate(customer.http, call["id"])).status_code == 200
+    await console.wait_for_selector(f"#video-call[data-call-id='{call['id']}'][data-state=ringing]", timeout=15000)
+    assert not await console.is_visible("#video-accept") and not await console.is_visible("#ringing")
+
+    assert (await video.http.post(f"/video/calls/{call['id']}/accept")).status_code == 200
+    await console.wait_for_selector("#alert:has-text('已由其他客服接手')", timeout=15000)
+    assert not await console.is_visible("#conversation")
+    await media.close()
+    for client in (customer, video):
+        await client.aclose()

@@ -96,7 +96,16 @@ function onEvent(event) {
   if (isCallEvent(event)) guarded(onCallEvent)(event);
   if (event.type === 'queue_changed') loadQueue();
   if (event.type === 'assigned') { showAlert(`新会话 #${event.conversation_id} 已分配给您`); loadHeld(); loadQueue(); }
-  if (event.type === 'conversation_removed') { loadHeld(); if (S.open === event.conversation_id) openConversation(event.conversation_id); }
+  if (event.type === 'conversation_removed') {
+    loadHeld();
+    if (S.open === event.conversation_id) {
+      // Still readable if it went back to the queue; not once another agent took it (transfer, video take-over).
+      openConversation(event.conversation_id).catch(() => {
+        S.open = null; $('#conversation').hidden = true;
+        showAlert(`会话 #${event.conversation_id} 已由其他客服接手`);
+      });
+    }
+  }
   if (event.type === 'message') {
     const m = event.message;
     if (S.open === m.conversation_id) openConversation(m.conversation_id);

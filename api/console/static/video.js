@@ -25,7 +25,7 @@ async function onCallEvent(event) {
   if (['call_ringing', 'call_accepted', 'call_missed', 'call_ended'].includes(event.type)) await loadRinging();
   if (event.type === 'call_ringing' && mayAnswer(event)) showAlert(`视频来电：会话 #${event.conversation_id}${event.summary ? ` · ${event.summary}` : ''}`);
   if (V.media && event.call_id === V.media.callId && FINAL_CALL_STATES.has(event.state)) stopMedia();
-  if (V.shown && event.call_id === V.shown.call.id) await showCallOf(V.shown.call.conversation_id);
+  if (S.open && (S.open === event.conversation_id || (V.shown && event.call_id === V.shown.call.id))) await showCallOf(S.open);
 }
 
 function mayAnswer(event) {
