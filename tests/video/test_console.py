@@ -41,6 +41,7 @@ async def test_an_agent_in_the_console_answers_talks_and_ends_a_call_and_a_super
     ring = console.locator(f"#ringing-calls li[data-call-id='{call_id}']")
     await ring.wait_for(timeout=15000)
     assert "视频来电" in await ring.inner_text()
+    await screenshot(console, "console-video-ringing.png")
     await ring.locator(".answer").click()
     await console.wait_for_selector(f"#video-call[data-call-id='{call_id}'][data-state=connected]", timeout=20000)
     await console.wait_for_selector("#ringing", state="hidden")
