@@ -10,7 +10,6 @@ from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
-from redis.asyncio import Redis
 
 from api.agents.inbox import router as agents_inbox_router
 from api.agents.router import router as agents_router
@@ -26,16 +25,17 @@ from api.db import create_engine, migrate
 from api.embedded import EmbeddedRedis, ThreadedServer
 from api.errors import install_error_handlers
 from api.health.router import router as health_router
-from api.routing.engine import RoutingEngine
-from api.routing.loop import RoutingLoop
 from api.limits import BodySizeLimit
 from api.masking import install_log_masking
+from api.realtime import DeploymentRedis
+from api.routing.engine import RoutingEngine
+from api.routing.loop import RoutingLoop
 from api.settings import Settings
+from api.studio.router import router as studio_router
+from api.studio.service import Studio
 from api.timing import ServerTiming
 from api.video.registry import CallRegistry
 from api.video.router import router as video_router
-from api.studio.router import router as studio_router
-from api.studio.service import Studio
 from bot.context import ContextStore
 from bot.nlu import RasaClient
 
@@ -65,7 +65,7 @@ async def _start_dependencies(app: FastAPI, settings: Settings, stack: AsyncExit
     await asyncio.to_thread(migrate, settings.resolved_database_url)
     app.state.engine = create_engine(settings.resolved_database_url)
     stack.push_async_callback(app.state.engine.dispose)
-    app.state.redis = Redis.from_url(redis_url, decode_responses=True)
+    app.state.redis = DeploymentRedis.from_url(redis_url, decode_responses=True)
     stack.push_async_callback(app.state.redis.aclose)
     nlu = RasaClient(settings.rasa_url, timeout_s=settings.nlu_timeout_s)
     stack.push_async_callback(nlu.aclose)

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
 
 AGENTS_CHANNEL = "yt:events:agents"
 
@@ -24,3 +25,39 @@ async def publish_to_customer(redis: Redis, customer_id: int, event: dict[str, A
 
 def agent_channel(agent_id: int) -> str:
     return f"yt:events:agent:{agent_id}"
+
+
+class DeploymentRedis(Redis):
+    """The app's Redis client: pub/sub channel names carry the database number of the URL.
+
+    Keys are separated by database number, pub/sub channels are not: two deployments sharing one server
+    (staging on db 1, production on db 0) would otherwise hear each other's events, customer messages
+    included. Code names channels as usual; the prefix is added here, on publish, subscribe and numsub."""
+
+    @property
+    def channel_prefix(self) -> str:
+        return f"db{self.connection_pool.connection_kwargs.get('db', 0)}:"
+
+    def publish(self, channel, message, **kwargs):
+        return super().publish(self.channel_prefix + channel, message, **kwargs)
+
+    def pubsub_numsub(self, *channels, **kwargs):
+        return super().pubsub_numsub(*(self.channel_prefix + channel for channel in channels), **kwargs)
+
+    def pubsub(self, **kwargs) -> PubSub:
+        return DeploymentPubSub(self.channel_prefix, self.connection_pool, event_dispatcher=self._event_dispatcher, **kwargs)
+
+
+class DeploymentPubSub(PubSub):
+    """Subscriptions under the deployment's prefix (see `DeploymentRedis`)."""
+
+    def __init__(self, prefix: str, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.prefix = prefix
+
+    async def subscribe(self, *channels, **handlers):
+        handlers = {self.prefix + channel: handler for channel, handler in handlers.items()}
+        return await super().subscribe(*(self.prefix + channel for channel in channels), **handlers)
+
+    def unsubscribe(self, *channels):
+        return super().unsubscribe(*(self.prefix + channel for channel in channels))
