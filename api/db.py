@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import fcntl
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -10,6 +11,7 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import event, make_url, text
+from sqlalchemy.dialects.sqlite.aiosqlite import AsyncAdapt_aiosqlite_connection, AsyncAdapt_aiosqlite_cursor
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -25,14 +27,117 @@ def create_engine(url: str) -> AsyncEngine:
 
         @event.listens_for(engine.sync_engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record) -> None:  # pragma: no cover - driver hook
+            if type(dbapi_conn) is AsyncAdapt_aiosqlite_connection:
+                dbapi_conn.__class__ = _OneHopSqliteConnection
             cursor = dbapi_conn.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
+            # In WAL mode NORMAL syncs at checkpoints, not at every commit: a commit survives the app
+            # crashing, but the last ones can be lost if the machine loses power (README, "Settings").
+            cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA busy_timeout=30000")
             cursor.close()
 
         return engine
     return create_async_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+
+
+class _OneHopSqliteCursor(AsyncAdapt_aiosqlite_cursor):
+    """A statement in one trip to aiosqlite's thread: cursor, execute, fetch and close together.
+
+    SQLAlchemy's adapter awaits each of those separately (3-4 hand-offs between the event loop and
+    the connection's thread per statement, each a wake-up of both); the rows are fetched whole either
+    way (no server-side cursors here), so the result is the same.
+    """
+
+    __slots__ = ("_description", "_lastrowid", "_rowcount")
+
+    def __init__(self, adapt_connection: AsyncAdapt_aiosqlite_connection) -> None:
+        self._adapt_connection = adapt_connection
+        self._connection = adapt_connection._connection
+        self._cursor = None
+        self._soft_closed_memoized = {}
+        self._rows = collections.deque()
+        self._description = None
+        self._lastrowid = -1
+        self._rowcount = -1
+
+    @property
+    def description(self):
+        return self._description
+
+    @property
+    def rowcount(self) -> int:
+        return self._rowcount
+
+    @property
+    def lastrowid(self) -> int:
+        return self._lastrowid
+
+    @property
+    def arraysize(self) -> int:
+        return 1
+
+    @arraysize.setter
+    def arraysize(self, value: int) -> None:
+        pass
+
+    def close(self) -> None:
+        self._rows.clear()  # the driver's cursor closed in its thread already
+
+    async def _async_soft_close(self) -> None:
+        return None
+
+    async def _execute_async(self, operation, parameters):
+        return await self._run(operation, parameters, many=False)
+
+    async def _executemany_async(self, operation, seq_of_parameters):
+        return await self._run(operation, seq_of_parameters, many=True)
+
+    async def _run(self, operation, parameters, *, many: bool):
+        driver = self._connection
+
+        def in_thread():
+            cursor = driver._conn.cursor()
+            try:
+                if many:
+                    cursor.executemany(operation, parameters)
+                elif parameters is None:
+                    cursor.execute(operation)
+                else:
+                    cursor.execute(operation, parameters)
+                description = cursor.description
+                rows = cursor.fetchall() if description else ()
+                return description, rows, cursor.lastrowid, cursor.rowcount
+            finally:
+                cursor.close()
+
+        async with self._adapt_connection._execute_mutex:
+            self._description, rows, self._lastrowid, self._rowcount = await driver._execute(in_thread)
+        self._rows = collections.deque(rows)
+
+
+class _OneHopSqliteConnection(AsyncAdapt_aiosqlite_connection):
+    """aiosqlite with one thread hop per statement, and none for a commit or rollback with nothing open.
+
+    sqlite3's own commit() and rollback() do nothing outside a transaction; answering that on the
+    event loop saves a hop (the pool rolls back every connection it gets back, mostly after a commit).
+    """
+
+    __slots__ = ()
+    _cursor_cls = _OneHopSqliteCursor
+
+    def _nothing_open(self) -> bool:
+        driver = self._connection._connection
+        return driver is not None and not driver.in_transaction
+
+    def rollback(self) -> None:
+        if not self._nothing_open():
+            super().rollback()
+
+    def commit(self) -> None:
+        if not self._nothing_open():
+            super().commit()
 
 
 def alembic_config(async_url: str) -> Config:
