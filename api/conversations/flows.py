@@ -84,7 +84,11 @@ async def do_receive_customer_message(
                 conversation = await session.get(Conversation, existing.conversation_id)
                 replies = await service.list_replies_to(session, existing.id)
                 return Received(existing, conversation, replies, duplicate=True)
-        conversation = await service.open_for_message(session, customer_id=customer_id, channel=channel)
+        conversation = await service.open_for_message(session, customer_id=customer_id, channel=channel, touch=False)
+        bot_answers = conversation.state == ConversationState.BOT and kind == "text"
+        if not bot_answers:
+            # Otherwise the bot's answer sets it, in the second write: one UPDATE of the row per message, not two.
+            conversation.updated_at = utcnow()
         context = await service.load_context(session, triage.store, conversation)
         inbound = Message(
             conversation_id=conversation.id, customer_id=customer_id, channel=channel,
@@ -96,7 +100,7 @@ async def do_receive_customer_message(
         # The message is safe in SQL before anything else can fail.
         await session.commit()
         await _tell_agents(redis, conversation, inbound)
-        if conversation.state != ConversationState.BOT or kind != "text":
+        if not bot_answers:
             await triage.store.put(context)
             return Received(inbound, conversation)
         replies = await _answer_with_bot(session, triage, conversation, context, inbound)

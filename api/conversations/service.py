@@ -39,8 +39,10 @@ async def get_for_customer(session: AsyncSession, *, customer_id: int, conversat
     return conversation
 
 
-async def open_for_message(session: AsyncSession, *, customer_id: int, channel: str) -> Conversation:
-    """The customer's open conversation (switching its channel if needed), or a new one linked to the last."""
+async def open_for_message(session: AsyncSession, *, customer_id: int, channel: str, touch: bool = True) -> Conversation:
+    """The customer's open conversation (switching its channel if needed), or a new one linked to the last.
+
+    ``touch=False`` leaves ``updated_at`` to the caller (the bot's answer sets it in its own write)."""
     conversation = await get_open(session, customer_id)
     if conversation is None:
         previous = await get_latest(session, customer_id)
@@ -56,7 +58,8 @@ async def open_for_message(session: AsyncSession, *, customer_id: int, channel: 
     if conversation.current_channel != channel:
         conversation.current_channel = channel
         conversation.channel_path = [*conversation.channel_path, channel]
-    conversation.updated_at = utcnow()
+    if touch:
+        conversation.updated_at = utcnow()
     return conversation
 
 
