@@ -25,11 +25,13 @@ from api.channels.wechat_platform import WeChatPlatform
 from api.video.registry import CallRegistry
 
 
-def get_settings(conn: HTTPConnection) -> Settings:
+# The getters are `async def` on purpose: FastAPI runs a plain `def` dependency in its thread pool,
+# a thread hop per dependency per request for what is an attribute read.
+async def get_settings(conn: HTTPConnection) -> Settings:
     return conn.app.state.settings
 
 
-def get_engine(conn: HTTPConnection) -> AsyncEngine:
+async def get_engine(conn: HTTPConnection) -> AsyncEngine:
     return conn.app.state.engine
 
 
@@ -38,19 +40,19 @@ async def get_session(conn: HTTPConnection) -> AsyncIterator[AsyncSession]:
         yield session
 
 
-def get_redis(conn: HTTPConnection) -> Redis:
+async def get_redis(conn: HTTPConnection) -> Redis:
     return conn.app.state.redis
 
 
-def get_triage(conn: HTTPConnection) -> Triage:
+async def get_triage(conn: HTTPConnection) -> Triage:
     return conn.app.state.triage
 
 
-def get_delivery(conn: HTTPConnection) -> Delivery:
+async def get_delivery(conn: HTTPConnection) -> Delivery:
     return conn.app.state.triage.delivery
 
 
-def get_routing(conn: HTTPConnection) -> RoutingEngine:
+async def get_routing(conn: HTTPConnection) -> RoutingEngine:
     return conn.app.state.triage.routing
 
 
@@ -120,7 +122,7 @@ CurrentCustomer = Annotated[Customer, Depends(current_customer)]
 CurrentAgent = Annotated[Agent, Depends(current_agent)]
 
 
-def get_wechat(conn: HTTPConnection):
+async def get_wechat(conn: HTTPConnection):
     return conn.app.state.wechat
 
 
@@ -129,7 +131,7 @@ WeChatDep = Annotated[WeChatPlatform, Depends(get_wechat)]
 Supervisor = Annotated[Agent, Depends(require_role("supervisor"))]
 
 
-def get_video(conn: HTTPConnection) -> CallRegistry:
+async def get_video(conn: HTTPConnection) -> CallRegistry:
     return conn.app.state.video
 
 
