@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 
 TRANSCRIPT_TAIL = 20
 
@@ -63,6 +64,10 @@ class ContextStore:
 
     async def put(self, context: ConversationContext) -> None:
         await self.redis.set(self.key(context.conversation_id), context.model_dump_json(), ex=self.ttl_s)
+
+    def put_in(self, pipeline: Pipeline, context: ConversationContext) -> None:
+        """The same write as `put`, queued in the caller's pipeline."""
+        pipeline.set(self.key(context.conversation_id), context.model_dump_json(), ex=self.ttl_s)
 
     async def delete(self, conversation_id: int) -> None:
         await self.redis.delete(self.key(conversation_id))

@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
+from redis.asyncio.lock import Lock
 from redis.exceptions import LockError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -77,7 +78,7 @@ async def do_receive_customer_message(
     Only text goes to the bot; other kinds (an image, a menu tap) are stored for the agent and the
     channel acknowledges them itself.
     """
-    async with customer_turn(redis, customer_id):
+    async with customer_turn(redis, customer_id) as turn:
         if platform_msg_id:
             existing = await service.get_message_by_platform_id(session, channel=channel, platform_msg_id=platform_msg_id)
             if existing is not None:
@@ -101,11 +102,11 @@ async def do_receive_customer_message(
         await session.commit()
         await _tell_agents(redis, conversation, inbound)
         if not bot_answers:
-            await triage.store.put(context)
+            turn.keep(triage.store, context)
             return Received(inbound, conversation)
         replies = await _answer_with_bot(session, triage, conversation, context, inbound)
         await session.commit()
-        await triage.store.put(context)
+        turn.keep(triage.store, context)
     await triage.delivery.deliver(conversation, replies)
     await triage.delivery.state_changed(conversation)
     if conversation.state == ConversationState.QUEUED:
@@ -123,23 +124,53 @@ async def _route(session: AsyncSession, redis: Redis, triage: Triage, conversati
     await do_assign_waiting(session, triage.routing, triage.delivery, escalation.skill_group)
 
 
+@dataclass
+class Turn:
+    """What a customer's turn leaves in Redis: written just before the lock is released, in the same round trip."""
+
+    context: tuple[ContextStore, ConversationContext] | None = None
+
+    def keep(self, store: ContextStore, context: ConversationContext) -> None:
+        """The context's hot copy, saved as the turn ends (before the next message of the customer can read it)."""
+        self.context = (store, context)
+
+
 @asynccontextmanager
 async def customer_turn(redis: Redis, customer_id: int):
     """One message of a customer at a time, across every worker.
 
     Not getting the turn in time is a clear "busy, retry" (a retry is deduplicated); losing the lock's
     expiry during a very slow turn is logged, not turned into an error after the work is committed.
+    What the turn `keep`s is written only if it ends without an error, as before the lock goes.
     """
     lock = redis.lock(f"yt:lock:customer:{customer_id}", timeout=60, blocking_timeout=30)
     if not await lock.acquire():
         raise UpstreamUnavailable("the previous message is still being handled, please retry", code="customer_busy")
+    turn = Turn()
     try:
-        yield
-    finally:
-        try:
-            await lock.release()
-        except LockError:
-            log.warning("customer %s: the turn outlived its lock", customer_id)
+        yield turn
+    except BaseException:
+        await _release(lock, customer_id)
+        raise
+    if turn.context is None:
+        await _release(lock, customer_id)
+        return
+    store, context = turn.context
+    token = lock.local.token
+    async with redis.pipeline(transaction=False) as pipe:
+        store.put_in(pipe, context)
+        pipe.eval(Lock.LUA_RELEASE_SCRIPT, 1, lock.name, token)  # Lock.release's own script, in the same trip
+        _, released = await pipe.execute()
+    lock.local.token = None
+    if not released:
+        log.warning("customer %s: the turn outlived its lock", customer_id)
+
+
+async def _release(lock: Lock, customer_id: int) -> None:
+    try:
+        await lock.release()
+    except LockError:
+        log.warning("customer %s: the turn outlived its lock", customer_id)
 
 
 async def _tell_agents(redis: Redis, conversation: Conversation, inbound: Message) -> None:
