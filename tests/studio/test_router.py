@@ -6,6 +6,10 @@ import asyncio
 import uuid
 
 import httpx
+from sqlalchemy import create_engine, select
+
+from api.conversations.models import Message
+from api.settings import sync_database_url
 
 from api.launcher import NLU_DATA
 from tests.studio.conftest import EDITOR_PASSWORD, StudioClient
@@ -133,20 +137,43 @@ async def test_validation_lists_our_checks_and_rasas_with_links(studio_stack, ed
     assert any(i["code"] == "rasa_warning" and "multiple different intents" in i["message"] for i in report["issues"])
 
 
+# Jargon and noise the training data never saw. Which of them a given model is unsure about varies: Rasa's
+# training isn't bit-for-bit reproducible (one fresh model read 「点亮小金卡」 as report_loss at 0.69), so the
+# test takes the bot's own record of each parse and checks the inbox against it.
+UNHEARD = ["点亮小金卡", "摇一摇领红包", "火星上能开户吗", "嗯嗯啊啊哦哦", "帮我弄下那个啥玩意儿", "小金卡亮不亮"]
+
+
+def recorded_parses(database_url: str, message_ids) -> dict[int, tuple[str, float]]:
+    engine = create_engine(sync_database_url(database_url))
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(select(Message.id, Message.intent, Message.confidence).where(Message.id.in_(list(message_ids))))
+            return {row[0]: (row[1], row[2]) for row in rows}
+    finally:
+        engine.dispose()
+
+
 async def test_low_confidence_messages_reach_the_inbox_and_become_masked_examples(studio_stack, editor, emulator):
-    customer = await MiniappCustomer.login(studio_stack.url, emulator)
-    unclear = await customer.say("点亮小金卡")  # jargon the model never saw: it falls back
-    other = await MiniappCustomer.login(studio_stack.url, emulator)
-    noise = await other.say("摇一摇领红包")
+    said = {}
+    for text in UNHEARD:
+        person = await MiniappCustomer.login(studio_stack.url, emulator)
+        said[(await person.say(text))["message"]["id"]] = person
+    threshold = studio_stack.settings.nlu_confidence_threshold
+    parses = recorded_parses(studio_stack.settings.resolved_database_url, said)
+    unsure = sorted(i for i, (intent, confidence) in parses.items() if intent == "nlu_fallback" or confidence < threshold)
+    assert len(unsure) >= 2, f"the model was sure about almost all of {UNHEARD}: {parses}"
     inbox = (await editor.http.get("/inbox")).json()
     items = {item["message_id"]: item for group in inbox["groups"] for item in group["items"]}
-    item = items[unclear["message"]["id"]]
-    assert item["reason"] in ("fallback", "low_confidence")
+    assert sorted(set(items) & set(said)) == unsure  # exactly the messages the bot was unsure about
+    unclear_id, noise_id = unsure[:2]
+    customer = said[unclear_id]
+    item = items[unclear_id]
+    assert item["reason"] == ("fallback" if parses[unclear_id][0] == "nlu_fallback" else "low_confidence")
     assert any(g["predicted_intent"] == item["predicted_intent"] for g in inbox["groups"])
     accepted = await editor.http.post(f"/inbox/{item['id']}/accept", json={"intent": "card_activation"})
     assert accepted.status_code == 200, accepted.text
     assert (await editor.http.post(f"/inbox/{item['id']}/accept", json={"intent": "card_activation"})).status_code == 409
-    assert (await editor.http.post(f"/inbox/{items[noise['message']['id']]['id']}/dismiss")).status_code == 200
+    assert (await editor.http.post(f"/inbox/{items[noise_id]['id']}/dismiss")).status_code == 200
     # A message the bot was sure about (it read the phone number as `inform`), re-labelled by an agent:
     # it lands in the inbox masked, and is accepted masked.
     sure = await customer.say("小金卡怎么点亮？我手机13812345678")
@@ -157,9 +184,9 @@ async def test_low_confidence_messages_reach_the_inbox_and_become_masked_example
     accepted = await editor.http.post(f"/inbox/{relabelled.json()['id']}/accept", json={"intent": "card_activation"})
     assert accepted.json()["example"] == "小金卡怎么点亮？我手机138****5678"
     examples = [e["text"] for e in (await editor.http.get("/intents/card_activation")).json()["examples"]]
-    assert "点亮小金卡" in examples and "小金卡怎么点亮？我手机138****5678" in examples
+    assert item["text"] in examples and "小金卡怎么点亮？我手机138****5678" in examples
     assert not any("13812345678" in text for text in examples)
     still_open = {i["message_id"] for g in (await editor.http.get("/inbox")).json()["groups"] for i in g["items"]}
-    assert not still_open & {unclear["message"]["id"], noise["message"]["id"], sure["message"]["id"]}
-    await customer.aclose()
-    await other.aclose()
+    assert not still_open & {unclear_id, noise_id, sure["message"]["id"]}
+    for person in said.values():
+        await person.aclose()
