@@ -11,7 +11,10 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import event, make_url, text
-from sqlalchemy.dialects.sqlite.aiosqlite import AsyncAdapt_aiosqlite_connection, AsyncAdapt_aiosqlite_cursor
+from sqlalchemy.dialects.sqlite.aiosqlite import (
+    AsyncAdapt_aiosqlite_connection,
+    AsyncAdapt_aiosqlite_cursor,
+)
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -31,8 +34,9 @@ def create_engine(url: str) -> AsyncEngine:
                 dbapi_conn.__class__ = _OneHopSqliteConnection
             cursor = dbapi_conn.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
-            # In WAL mode NORMAL syncs at checkpoints, not at every commit: a commit survives the app
-            # crashing, but the last ones can be lost if the machine loses power (README, "Settings").
+            # In WAL mode NORMAL syncs at checkpoints, not at every commit: a commit survives the app crashing,
+            # but the last ones can be lost if the machine loses power (the embedded demo's trade-off, README
+            # "Benchmark: official account, safe mode"; production is PostgreSQL).
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA busy_timeout=30000")
