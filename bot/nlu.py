@@ -66,6 +66,10 @@ def parse_response(body: dict) -> NluParse:
         raise NluUnavailable(f"unexpected NLU answer: {exc}") from exc
 
 
+# After a burst, keep this many connections to Rasa open for the next messages; close the rest.
+MAX_IDLE_CONNECTIONS = 32
+
+
 class _KeepAlive:
     """Plain-HTTP/1.1 POSTs of JSON to one host over kept-alive connections: the parse on every message.
 
@@ -109,7 +113,7 @@ class _KeepAlive:
             except BaseException:
                 writer.close()  # a timeout or a bad answer: the connection's state is unknown
                 raise
-            if keep_alive:
+            if keep_alive and len(self._idle) < MAX_IDLE_CONNECTIONS:
                 self._idle.append((reader, writer))
             else:
                 writer.close()
