@@ -11,9 +11,9 @@ from api.audit.models import audit
 from api.conversations.delivery import Delivery
 from api.conversations.models import Conversation, ConversationState, Direction, Escalation, Message, SenderKind
 from api.errors import BadRequest, Conflict, NotPermitted, ResourceNotFound
-from api.realtime import AGENTS_CHANNEL, agent_channel, publish
+from api.realtime import AGENTS_CHANNEL, publish
 from api.routing.engine import RoutingEngine
-from api.routing.flows import do_assign_waiting, do_requeue, ensure_built, snapshot_of
+from api.routing.flows import do_assign_waiting, do_hand_over, do_requeue, ensure_built, snapshot_of
 from api.timeutil import utcnow
 
 DISPOSITIONS = ("resolved", "follow_up", "customer_left", "transferred_out", "invalid")
@@ -89,7 +89,7 @@ async def do_transfer(
     conversation = await _held(session, agent, conversation_id)
     escalation = await _current_escalation(session, conversation.id)
     if to_agent_id is not None:
-        return await _transfer_to_agent(session, routing, delivery, agent, conversation, escalation, to_agent_id)
+        return await _transfer_to_agent(session, routing, delivery, agent, conversation, to_agent_id)
     if not to_group:
         raise BadRequest("name a skill group or an agent to transfer to", code="transfer_target_missing")
     card = dict(escalation.handoff_card) if escalation else {}
@@ -115,28 +115,17 @@ async def do_transfer(
     return conversation
 
 
-async def _transfer_to_agent(session, routing, delivery, agent, conversation, escalation, to_agent_id) -> Conversation:
+async def _transfer_to_agent(session, routing, delivery, agent, conversation, to_agent_id) -> Conversation:
     target = await session.get(Agent, to_agent_id)
     if target is None or not target.active:
         raise ResourceNotFound("no such agent")
     if target.presence != "online":
         raise Conflict(f"{target.display_name} is not online", code="agent_not_online")
-    await ensure_built(session, routing)
-    await routing.set_agent(snapshot_of(target))
-    if await routing.claim(escalation.id if escalation else 0, escalation.skill_group if escalation else "general",
-                           target.id, must_be_queued=False) != "ok":
-        raise Conflict(f"{target.display_name} is at full capacity", code="agent_at_capacity")
-    conversation.agent_id = target.id
-    if escalation is not None:
-        escalation.claimed_by, escalation.claimed_at, escalation.first_response_at = target.id, utcnow(), None
-    notice = _system_message(conversation, f"已为您转接至客服{target.display_name}，您之前说的内容都已保留。")
-    session.add(notice)
-    audit(session, actor_kind="agent", actor_id=agent.id, action="transfer", subject=f"conversation:{conversation.id}", to_agent=target.id)
-    await session.commit()
-    await routing.release(agent.id)
-    await delivery.deliver(conversation, [notice])
-    await publish(routing.redis, agent_channel(target.id), {"type": "assigned", "conversation_id": conversation.id})
-    await publish(routing.redis, agent_channel(agent.id), {"type": "conversation_removed", "conversation_id": conversation.id})
+    await do_hand_over(
+        session, routing, delivery, conversation=conversation, to_agent=target, actor_id=agent.id,
+        text=f"已为您转接至客服{target.display_name}，您之前说的内容都已保留。", action="transfer", reason="transfer",
+        new_first_response=True,
+    )
     return conversation
 
 

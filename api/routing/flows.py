@@ -94,34 +94,47 @@ async def do_claim(session: AsyncSession, routing: RoutingEngine, delivery: Deli
 async def do_take_over(session: AsyncSession, routing: RoutingEngine, delivery: Delivery, *, agent: Agent, conversation: Conversation) -> None:
     """A video agent answers the call of a conversation held by an agent who can't do video: it moves to them,
     committed with whatever the caller has pending (their answer to the call), or rolled back with it."""
+    await do_hand_over(
+        session, routing, delivery, conversation=conversation, to_agent=agent, actor_id=agent.id,
+        text=f"视频客服{agent.display_name}已接手，您之前说的内容都已保留。", action="video_take_over", reason="video_take_over",
+    )
+
+
+async def do_hand_over(
+    session: AsyncSession, routing: RoutingEngine, delivery: Delivery, *, conversation: Conversation, to_agent: Agent,
+    actor_id: int, text: str, action: str, reason: str, new_first_response: bool = False,
+) -> None:
+    """Move a conversation an agent holds straight to `to_agent` (capacity checked in Redis), tell the customer,
+    free the previous holder. `new_first_response`: the new agent has yet to answer (a transfer)."""
     escalation = await _latest_escalation(session, conversation.id)
     previous = conversation.agent_id
     await ensure_built(session, routing)
-    await routing.set_agent(snapshot_of(agent))
-    if escalation is None or await routing.claim(escalation.id, escalation.skill_group, agent.id, must_be_queued=False) != "ok":
-        raise Conflict("you are at full capacity", code="agent_at_capacity")
+    await routing.set_agent(snapshot_of(to_agent))
+    if escalation is None or await routing.claim(escalation.id, escalation.skill_group, to_agent.id, must_be_queued=False) != "ok":
+        raise Conflict(f"{to_agent.display_name} is at full capacity", code="agent_at_capacity")
     now = utcnow()
-    escalation.claimed_by, escalation.claimed_at = agent.id, now
-    conversation.agent_id, conversation.updated_at = agent.id, now
+    escalation.claimed_by, escalation.claimed_at = to_agent.id, now
+    if new_first_response:
+        escalation.first_response_at = None
+    conversation.agent_id, conversation.updated_at = to_agent.id, now
     notice = Message(
         conversation_id=conversation.id, customer_id=conversation.customer_id, channel=conversation.current_channel,
-        direction=Direction.OUT, sender_kind=SenderKind.SYSTEM,
-        text=f"视频客服{agent.display_name}已接手，您之前说的内容都已保留。",
+        direction=Direction.OUT, sender_kind=SenderKind.SYSTEM, text=text,
     )
     session.add(notice)
-    audit(session, actor_kind="agent", actor_id=agent.id, action="video_take_over", subject=f"conversation:{conversation.id}",
-          from_agent=previous)
+    audit(session, actor_kind="agent", actor_id=actor_id, action=action, subject=f"conversation:{conversation.id}",
+          from_agent=previous, to_agent=to_agent.id)
     try:
         await session.commit()
     except Exception:
-        await routing.release(agent.id)  # the claim in Redis must not outlive a failed commit
+        await routing.release(to_agent.id)  # the claim in Redis must not outlive a failed commit
         raise
     if previous is not None:
         await routing.release(previous)
         await publish(routing.redis, agent_channel(previous), {"type": "conversation_removed", "conversation_id": conversation.id,
-                                                               "reason": "video_take_over"})
+                                                               "reason": reason})
     await delivery.deliver(conversation, [notice])
-    await publish(routing.redis, agent_channel(agent.id), {"type": "assigned", "conversation_id": conversation.id})
+    await publish(routing.redis, agent_channel(to_agent.id), {"type": "assigned", "conversation_id": conversation.id})
 
 
 async def do_requeue(
