@@ -101,6 +101,29 @@ async def test_going_offline_hands_conversations_back_and_history_is_kept(isolat
     assert view["messages"][0]["text"] == "我的信用卡丢了"
 
 
+async def test_a_transfer_to_a_named_agent_moves_the_conversation_and_frees_the_first(isolated_stack, emulator):
+    stack = isolated_stack()
+    first = await online_agent(stack, capacity=1)
+    customer = await MiniappCustomer.login(stack.app_url, emulator)
+    conversation_id = (await customer.say("转人工"))["conversation"]["id"]
+    await wait_for_state(customer, "with_agent")
+    second = await online_agent(stack)
+    second_id = (await second.http.get("/agents/me")).json()["id"]
+    moved = await first.http.post(f"/agents/conversations/{conversation_id}/transfer", json={"to_agent_id": second_id})
+    assert moved.status_code == 200, moved.text
+    assert [c["conversation_id"] for c in (await second.http.get("/agents/me/conversations")).json()] == [conversation_id]
+    assert (await first.http.get("/agents/me/conversations")).json() == []
+    assert any("已为您转接至客服" in m["text"] for m in (await customer.history())["messages"])
+    # The first agent's one place came back: with the second agent away, the next customer is theirs.
+    assert (await second.http.put("/agents/me/presence", json={"presence": "away"})).status_code == 200
+    other = await MiniappCustomer.login(stack.app_url, emulator)
+    await other.say("转人工")
+    await wait_for_state(other, "with_agent")
+    assert len((await first.http.get("/agents/me/conversations")).json()) == 1
+    for client in (customer, other, first, second):
+        await client.aclose()
+
+
 async def test_transfer_close_rating_and_the_next_conversation_is_new_and_linked(isolated_stack, emulator):
     stack = isolated_stack()
     general = await online_agent(stack)
