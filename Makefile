@@ -18,11 +18,12 @@ find_python = $(shell for c in python$(1) $$(pyenv root 2>/dev/null)/versions/$(
 PY311 := $(call find_python,3.11)
 PY310 := $(call find_python,3.10)
 
-.PHONY: help setup run test train nlu-eval nlu-validate agent browser clean
+.PHONY: help setup run test lint train nlu-eval nlu-validate agent browser clean
 
 help:
 	@echo "make run    - set up and run Yunting on the embedded defaults (prints the URLs)"
 	@echo "make test   - set up and run the test suite"
+	@echo "make lint   - ruff: formatting and lint rules (pyproject.toml)"
 	@echo "make train  - train the NLU model if nlu_data/ changed"
 	@echo "make nlu-eval - validate nlu_data/ and run 5-fold cross-validation (writes docs/nlu-eval.md)"
 	@echo "make agent USERNAME=alice SKILLS=cards,general [ROLE=agent] - create a console user"
@@ -76,6 +77,10 @@ browser:
 	@{ command -v chromium >/dev/null 2>&1 && fc-list 2>/dev/null | grep -qi 'wenquanyi\|noto sans cjk'; } || { \
 		echo "[yunting] installing Debian's chromium and a Chinese font for browser tests ..."; \
 		apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-wqy-microhei >/dev/null; }
+
+lint: setup
+	@$(PY) -m ruff format --check .
+	@$(PY) -m ruff check .
 
 test: setup train browser
 	@$(PY) -m pytest $(PYTEST_ARGS)

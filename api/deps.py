@@ -12,6 +12,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from starlette.requests import HTTPConnection
 
 from api.agents.models import Agent
+from api.channels.wechat_platform import WeChatPlatform
 from api.conversations.delivery import Delivery
 from api.conversations.flows import Triage
 from api.customers.models import Customer
@@ -21,7 +22,6 @@ from api.routing.engine import RoutingEngine
 from api.routing.loop import touch_agent
 from api.security import read_token
 from api.settings import Settings
-from api.channels.wechat_platform import WeChatPlatform
 from api.video.registry import CallRegistry
 
 

@@ -53,13 +53,24 @@ def train() -> Path:
     started = time.monotonic()
     MODELS.mkdir(exist_ok=True)
     command = [
-        str(RASA_BIN), "train", "nlu", "--config", str(NLU_DATA / "config.yml"), "--nlu", str(NLU_DATA / "nlu"),
-        "--out", str(MODELS), "--fixed-model-name", target.name.removesuffix(".tar.gz"),
+        str(RASA_BIN),
+        "train",
+        "nlu",
+        "--config",
+        str(NLU_DATA / "config.yml"),
+        "--nlu",
+        str(NLU_DATA / "nlu"),
+        "--out",
+        str(MODELS),
+        "--fixed-model-name",
+        target.name.removesuffix(".tar.gz"),
     ]
     log = ROOT / "var" / "rasa-train.log"
     log.parent.mkdir(exist_ok=True)
     with log.open("w") as out:
-        process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, **RASA_ENV}, stdout=out, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            command, cwd=ROOT, env={**os.environ, **RASA_ENV}, stdout=out, stderr=subprocess.STDOUT
+        )
         while process.poll() is None:
             time.sleep(1)
             if int(time.monotonic() - started) % 15 == 0:
@@ -74,15 +85,16 @@ def start_rasa(model: Path, port: int, log_path: Path) -> subprocess.Popen:
     """`rasa run --enable-api` on loopback only."""
     command = [str(RASA_BIN), "run", "--enable-api", "-i", "127.0.0.1", "-p", str(port), "-m", str(model)]
     log = log_path.open("w")
-    return subprocess.Popen(command, cwd=ROOT, env={**os.environ, **RASA_ENV}, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    return subprocess.Popen(
+        command, cwd=ROOT, env={**os.environ, **RASA_ENV}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
 
 
 def wait_for(url: str, timeout_s: float, *, accept=lambda body: True) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(url, timeout=2) as response:
+            with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 (our own http URL)
                 if accept(response.read().decode()):
                     return True
         except OSError:
@@ -126,17 +138,34 @@ def run() -> int:
             say(f"embedded Redis: {env['YUNTING_REDIS_URL']}")
         if "YUNTING_WECHAT_API_BASE" not in env:
             port = int(env.get("YUNTING_EMULATOR_PORT", "8090"))
-            children.append(_spawn([sys.executable, "-m", "api.wechat_emulator", "--host", "127.0.0.1", "--port", str(port)], env))
+            children.append(
+                _spawn([sys.executable, "-m", "api.wechat_emulator", "--host", "127.0.0.1", "--port", str(port)], env)
+            )
             env["YUNTING_WECHAT_API_BASE"] = f"http://127.0.0.1:{port}"
             say(f"bundled WeChat emulator: {env['YUNTING_WECHAT_API_BASE']}")
         if "YUNTING_RASA_URL" not in env:
             rasa_port = int(env.get("YUNTING_RASA_PORT", "5005"))
             children.append(start_rasa(train(), rasa_port, data_dir / "rasa.log"))
             env["YUNTING_RASA_URL"] = f"http://127.0.0.1:{rasa_port}"
-            say(f"Rasa NLU service starting on {env['YUNTING_RASA_URL']} (loading the model takes ~30 s; log: var/rasa.log)")
+            say(f"Rasa NLU service starting on {env['YUNTING_RASA_URL']}")
+            say("(loading the model takes ~30 s; log: var/rasa.log)")
         api_port = env.get("YUNTING_PORT", "8000")
-        children.append(_spawn([sys.executable, "-m", "uvicorn", "--factory", "api.main:create_app",
-                                "--host", "127.0.0.1", "--port", api_port], env))
+        children.append(
+            _spawn(
+                [
+                    sys.executable,
+                    "-m",
+                    "uvicorn",
+                    "--factory",
+                    "api.main:create_app",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    api_port,
+                ],
+                env,
+            )
+        )
         base = f"http://127.0.0.1:{api_port}"
         if not wait_for(base + "/healthz", 180, accept=lambda body: '"status":"ok"' in body.replace(" ", "")):
             say(f"not healthy yet after 3 minutes; see {base}/healthz")

@@ -70,20 +70,25 @@ async def _start_dependencies(app: FastAPI, settings: Settings, stack: AsyncExit
     nlu = RasaClient(settings.rasa_url, timeout_s=settings.nlu_timeout_s)
     stack.push_async_callback(nlu.aclose)
     app.state.triage = Triage(
-        nlu=nlu, store=ContextStore(app.state.redis, settings.context_ttl_s),
-        threshold=settings.nlu_confidence_threshold, delivery=Delivery(app.state.redis),
-        routing=RoutingEngine(app.state.redis), avg_handle_s=settings.avg_handle_s,
+        nlu=nlu,
+        store=ContextStore(app.state.redis, settings.context_ttl_s),
+        threshold=settings.nlu_confidence_threshold,
+        delivery=Delivery(app.state.redis),
+        routing=RoutingEngine(app.state.redis),
+        avg_handle_s=settings.avg_handle_s,
     )
     app.state.wechat = WeChatPlatform(
-        api_base=api_base, redis_url=redis_url,
+        api_base=api_base,
+        redis_url=redis_url,
         oa=(settings.oa_app_id, settings.oa_app_secret.get_secret_value()),
         miniapp=(settings.miniapp_app_id, settings.miniapp_app_secret.get_secret_value()),
     )
     stack.callback(app.state.wechat.close)
     app.state.wechat_api_base = api_base
     # Official account: the push handler, and its sender (passive / custom-send / pending) for outbound messages.
-    app.state.wechat_oa = OaChannel(settings, engine=app.state.engine, redis=app.state.redis,
-                                    triage=app.state.triage, platform=app.state.wechat)
+    app.state.wechat_oa = OaChannel(
+        settings, engine=app.state.engine, redis=app.state.redis, triage=app.state.triage, platform=app.state.wechat
+    )
     app.state.triage.delivery.register(Channel.WECHAT_OA, app.state.wechat_oa.outbound.deliver)
     app.state.triage.delivery.register_typing(Channel.WECHAT_OA, app.state.wechat_oa.outbound.show_agent_typing)
     stack.push_async_callback(app.state.wechat_oa.aclose)

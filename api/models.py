@@ -2,6 +2,7 @@
 
 from api.agents.models import Agent, AgentRole
 from api.audit.models import AuditEvent
+from api.channels.wechat_oa.models import OaPendingMessage  # noqa: F401
 from api.conversations.models import (
     Conversation,
     ConversationState,
@@ -11,11 +12,20 @@ from api.conversations.models import (
     SenderKind,
 )
 from api.customers.models import Channel, ChannelIdentity, Customer
-from api.channels.wechat_oa.models import OaPendingMessage  # noqa: F401
-from api.video.models import CallConsent, CallEvent, IdentityCheck, Recording, RepaymentPlan, VideoCall  # noqa: F401
 from api.studio.models import InboxItem, ModelVersion, StudioJob  # noqa: F401
+from api.video.models import CallConsent, CallEvent, IdentityCheck, Recording, RepaymentPlan, VideoCall  # noqa: F401
 
 __all__ = [
-    "Agent", "AgentRole", "AuditEvent", "Channel", "ChannelIdentity", "Conversation",
-    "ConversationState", "Customer", "Direction", "Escalation", "Message", "SenderKind",
+    "Agent",
+    "AgentRole",
+    "AuditEvent",
+    "Channel",
+    "ChannelIdentity",
+    "Conversation",
+    "ConversationState",
+    "Customer",
+    "Direction",
+    "Escalation",
+    "Message",
+    "SenderKind",
 ]

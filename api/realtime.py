@@ -45,7 +45,9 @@ class DeploymentRedis(Redis):
         return super().pubsub_numsub(*(self.channel_prefix + channel for channel in channels), **kwargs)
 
     def pubsub(self, **kwargs) -> PubSub:
-        return DeploymentPubSub(self.channel_prefix, self.connection_pool, event_dispatcher=self._event_dispatcher, **kwargs)
+        return DeploymentPubSub(
+            self.channel_prefix, self.connection_pool, event_dispatcher=self._event_dispatcher, **kwargs
+        )
 
 
 class DeploymentPubSub(PubSub):

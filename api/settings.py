@@ -13,8 +13,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 # Development-only app credentials shared by the app and the bundled WeChat emulator.
 DEV_OA_APP_ID = "wxoa0000000000dev"
 DEV_MINIAPP_APP_ID = "wxmp0000000000dev"
-DEV_SECRET_PLACEHOLDER = "dev-secret-change-me"
-DEV_OA_TOKEN = "yunting-dev-token"
+DEV_SECRET_PLACEHOLDER = "dev-secret-change-me"  # noqa: S105 (development only; refused in production)
+DEV_OA_TOKEN = "yunting-dev-token"  # noqa: S105 (development only; refused in production)
 
 
 class Settings(BaseSettings):
@@ -89,7 +89,7 @@ class Settings(BaseSettings):
     video_ice_servers: str | None = None
 
     @model_validator(mode="after")
-    def _refuse_placeholders_in_production(self) -> "Settings":
+    def _refuse_placeholders_in_production(self) -> Settings:
         if self.env != "production":
             return self
         missing = [
@@ -129,9 +129,9 @@ def async_database_url(url: str) -> str:
     """Map the usual URL spellings to the async drivers we ship (psycopg 3, aiosqlite)."""
     for prefix in ("postgresql+psycopg://", "postgresql+asyncpg://", "postgresql://", "postgres://"):
         if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix):]
+            return "postgresql+psycopg://" + url[len(prefix) :]
     if url.startswith("sqlite://") and not url.startswith("sqlite+aiosqlite://"):
-        return "sqlite+aiosqlite://" + url[len("sqlite://"):]
+        return "sqlite+aiosqlite://" + url[len("sqlite://") :]
     return url
 
 

@@ -28,7 +28,16 @@ from api.main import create_app
 from api.settings import Settings
 from api.wechat_emulator.app import create_app as create_emulator
 
-TEXTS = ["你好", "新卡怎么激活", "信用卡账单多少钱", "怎么转账给别人", "额度能提高吗", "谢谢", "我想买理财", "今天天气怎么样"]
+TEXTS = [
+    "你好",
+    "新卡怎么激活",
+    "信用卡账单多少钱",
+    "怎么转账给别人",
+    "额度能提高吗",
+    "谢谢",
+    "我想买理财",
+    "今天天气怎么样",
+]
 
 
 def p99(values: list[float]) -> float:
@@ -40,8 +49,17 @@ async def run(messages: int, rasa_url: str) -> None:
     emulator = ThreadedServer(create_emulator())
     emulator_url = emulator.start()
     data_dir = Path(tempfile.mkdtemp(prefix="yt-bench-"))
-    app = ThreadedServer(create_app(Settings(env="test", data_dir=data_dir, rasa_url=rasa_url,
-                                             wechat_api_base=emulator_url, secret_key="bench-" + "k" * 32)))
+    app = ThreadedServer(
+        create_app(
+            Settings(
+                env="test",
+                data_dir=data_dir,
+                rasa_url=rasa_url,
+                wechat_api_base=emulator_url,
+                secret_key="bench-" + "k" * 32,
+            )
+        )
+    )
     app_url = app.start()
     baseline, full = [], []
     try:
@@ -49,16 +67,23 @@ async def run(messages: int, rasa_url: str) -> None:
             token = None
             for i in range(messages):
                 if i % 4 == 0:
-                    code = (await http.post(emulator_url + "/_sim/wx_login",
-                                            json={"appid": "wxmp0000000000dev", "person": uuid.uuid4().hex})).json()["code"]
+                    code = (
+                        await http.post(
+                            emulator_url + "/_sim/wx_login",
+                            json={"appid": "wxmp0000000000dev", "person": uuid.uuid4().hex},
+                        )
+                    ).json()["code"]
                     token = (await http.post(app_url + "/miniapp/login", json={"code": code})).json()["token"]
                 text = TEXTS[i % len(TEXTS)]
                 started = time.perf_counter()
                 (await http.post(rasa_url + "/model/parse", json={"text": text})).raise_for_status()
                 baseline.append(time.perf_counter() - started)
                 started = time.perf_counter()
-                response = await http.post(app_url + "/miniapp/messages", headers={"Authorization": f"Bearer {token}"},
-                                           json={"text": text, "client_msg_id": uuid.uuid4().hex})
+                response = await http.post(
+                    app_url + "/miniapp/messages",
+                    headers={"Authorization": f"Bearer {token}"},
+                    json={"text": text, "client_msg_id": uuid.uuid4().hex},
+                )
                 full.append(time.perf_counter() - started)
                 response.raise_for_status()
     finally:
@@ -66,10 +91,17 @@ async def run(messages: int, rasa_url: str) -> None:
         emulator.stop()
     ms = lambda s: s * 1000  # noqa: E731
     print(f"messages: {messages}")
-    print(f"baseline  Rasa /model/parse      median {ms(statistics.median(baseline)):6.1f} ms   p99 {ms(p99(baseline)):6.1f} ms")
-    print(f"full path POST /miniapp/messages median {ms(statistics.median(full)):6.1f} ms   p99 {ms(p99(full)):6.1f} ms")
-    print(f"ratio full/baseline: median {statistics.median(full) / statistics.median(baseline):.2f}x, "
-          f"p99 {p99(full) / p99(baseline):.2f}x")
+    print(
+        f"baseline  Rasa /model/parse      median {ms(statistics.median(baseline)):6.1f} ms"
+        f"   p99 {ms(p99(baseline)):6.1f} ms"
+    )
+    print(
+        f"full path POST /miniapp/messages median {ms(statistics.median(full)):6.1f} ms   p99 {ms(p99(full)):6.1f} ms"
+    )
+    print(
+        f"ratio full/baseline: median {statistics.median(full) / statistics.median(baseline):.2f}x, "
+        f"p99 {p99(full) / p99(baseline):.2f}x"
+    )
 
 
 def main() -> None:

@@ -48,14 +48,23 @@ from pathlib import Path
 from xml.etree.ElementTree import fromstring
 
 import httpx
-from rasa_service import rasa_service
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from rasa_service import rasa_service
 
 from api.embedded import free_port
 from api.launcher import ROOT, wait_for
 from api.settings import DEV_OA_APP_ID, DEV_OA_TOKEN
 
-TEXTS = ["你好", "新卡怎么激活", "信用卡账单多少钱", "怎么转账给别人", "额度能提高吗", "谢谢", "我想买理财", "今天天气怎么样"]
+TEXTS = [
+    "你好",
+    "新卡怎么激活",
+    "信用卡账单多少钱",
+    "怎么转账给别人",
+    "额度能提高吗",
+    "谢谢",
+    "我想买理财",
+    "今天天气怎么样",
+]
 AES_KEY = base64.b64encode(bytes(range(7, 39))).decode().rstrip("=")  # an EncodingAESKey: 43 characters
 GH = "gh_yuntingbench1"
 TURNS = 3  # measured messages per person (after one warm-up message)
@@ -89,19 +98,27 @@ class SafeMode:
     def decrypt(self, encrypted: str) -> str:
         dec = self._cipher().decryptor()
         plain = dec.update(base64.b64decode(encrypted)) + dec.finalize()
-        plain = plain[:-plain[-1]]
+        plain = plain[: -plain[-1]]
         (length,) = struct.unpack(">I", plain[16:20])
-        assert plain[20 + length:] == self.appid, "reply encrypted for another appid"
-        return plain[20:20 + length].decode()
+        assert plain[20 + length :] == self.appid, "reply encrypted for another appid"
+        return plain[20 : 20 + length].decode()
 
     def request(self, openid: str, text: str, msg_id: int) -> tuple[dict[str, str], bytes]:
-        xml = (f"<xml><ToUserName><![CDATA[{GH}]]></ToUserName><FromUserName><![CDATA[{openid}]]></FromUserName>"
-               f"<CreateTime>{int(time.time())}</CreateTime><MsgType><![CDATA[text]]></MsgType>"
-               f"<Content><![CDATA[{text}]]></Content><MsgId>{msg_id}</MsgId></xml>")
+        xml = (
+            f"<xml><ToUserName><![CDATA[{GH}]]></ToUserName><FromUserName><![CDATA[{openid}]]></FromUserName>"
+            f"<CreateTime>{int(time.time())}</CreateTime><MsgType><![CDATA[text]]></MsgType>"
+            f"<Content><![CDATA[{text}]]></Content><MsgId>{msg_id}</MsgId></xml>"
+        )
         encrypt = self.encrypt(xml)
         timestamp, nonce = str(int(time.time())), str(secrets.randbelow(10**9))
-        params = {"signature": sign(timestamp, nonce), "timestamp": timestamp, "nonce": nonce, "openid": openid,
-                  "encrypt_type": "aes", "msg_signature": sign(timestamp, nonce, encrypt)}
+        params = {
+            "signature": sign(timestamp, nonce),
+            "timestamp": timestamp,
+            "nonce": nonce,
+            "openid": openid,
+            "encrypt_type": "aes",
+            "msg_signature": sign(timestamp, nonce, encrypt),
+        }
         body = f"<xml><ToUserName><![CDATA[{GH}]]></ToUserName><Encrypt><![CDATA[{encrypt}]]></Encrypt></xml>"
         return params, body.encode()
 
@@ -125,7 +142,9 @@ def server_timing(response: httpx.Response) -> tuple[float, float]:
 
 def spawn(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
     with log.open("w") as out:
-        return subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
 
 def stop(process: subprocess.Popen) -> None:
@@ -142,16 +161,47 @@ def served_app(rasa_url: str, database_url: str | None, redis_url: str | None):
     """The emulator and the app, each in its own process as in production; yields (emulator URL, app URL)."""
     data_dir = Path(tempfile.mkdtemp(prefix="yt-bench-oa-"))
     emulator_url, app_url = f"http://127.0.0.1:{free_port()}", f"http://127.0.0.1:{free_port()}"
-    env = {**os.environ, "YUNTING_ENV": "test", "YUNTING_DATA_DIR": str(data_dir), "YUNTING_RASA_URL": rasa_url,
-           "YUNTING_WECHAT_API_BASE": emulator_url, "YUNTING_SECRET_KEY": "bench-" + "k" * 32,
-           "YUNTING_OA_ENCODING_AES_KEY": AES_KEY, "YUNTING_SERVER_TIMING": "true"}
+    env = {
+        **os.environ,
+        "YUNTING_ENV": "test",
+        "YUNTING_DATA_DIR": str(data_dir),
+        "YUNTING_RASA_URL": rasa_url,
+        "YUNTING_WECHAT_API_BASE": emulator_url,
+        "YUNTING_SECRET_KEY": "bench-" + "k" * 32,
+        "YUNTING_OA_ENCODING_AES_KEY": AES_KEY,
+        "YUNTING_SERVER_TIMING": "true",
+    }
     env.update({k: v for k, v in (("YUNTING_DATABASE_URL", database_url), ("YUNTING_REDIS_URL", redis_url)) if v})
-    emulator = spawn([sys.executable, "-m", "api.wechat_emulator", "--port", emulator_url.rsplit(":", 1)[1],
-                      "--log-level", "warning"], env, data_dir / "emulator.log")
+    emulator = spawn(
+        [
+            sys.executable,
+            "-m",
+            "api.wechat_emulator",
+            "--port",
+            emulator_url.rsplit(":", 1)[1],
+            "--log-level",
+            "warning",
+        ],
+        env,
+        data_dir / "emulator.log",
+    )
     app = None
     try:
-        app = spawn([sys.executable, "-m", "uvicorn", "--factory", "api.main:create_app", "--host", "127.0.0.1",
-                     "--port", app_url.rsplit(":", 1)[1]], env, data_dir / "app.log")
+        app = spawn(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "--factory",
+                "api.main:create_app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                app_url.rsplit(":", 1)[1],
+            ],
+            env,
+            data_dir / "app.log",
+        )
         if not wait_for(app_url + "/healthz", 120, accept=lambda body: '"status":"ok"' in body.replace(" ", "")):
             raise SystemExit(f"the app did not become healthy; see {data_dir / 'app.log'}")
         print(f"  app {app_url} (log {data_dir / 'app.log'}), emulator {emulator_url}", flush=True)
@@ -209,8 +259,10 @@ async def run(messages: int, levels: list[int], rasa_url: str, emulator_url: str
         for senders in levels:
             # Each sender moves to a fresh person every TURNS messages, so conversations stay with the
             # bot (a request routed to the agents' queue gets no bot answer while queued).
-            pools = [[await openid_of(f"bench-{uuid.uuid4().hex[:8]}") for _ in range(-(-messages // senders // TURNS) + 1)]
-                     for _ in range(senders)]
+            pools = [
+                [await openid_of(f"bench-{uuid.uuid4().hex[:8]}") for _ in range(-(-messages // senders // TURNS) + 1)]
+                for _ in range(senders)
+            ]
 
             async def warm(pool: list[str]) -> None:
                 for openid in pool:
@@ -220,7 +272,7 @@ async def run(messages: int, levels: list[int], rasa_url: str, emulator_url: str
             no_passive.clear()
             base, base_wall = await level(senders, lambda k, i, text: parse(text))
             inside.clear()
-            ours, our_wall = await level(senders, lambda k, i, text: push(pools[k][i // TURNS], text))
+            ours, our_wall = await level(senders, lambda k, i, text: push(pools[k][i // TURNS], text))  # noqa: B023
             rows.append((senders, base, base_wall, ours, our_wall, list(inside), len(no_passive)))
             if no_passive:
                 print(f"  level {senders}: answered `success` (no passive reply) for {sorted(set(no_passive))}")
@@ -228,8 +280,10 @@ async def run(messages: int, levels: list[int], rasa_url: str, emulator_url: str
 
     ms = lambda s: s * 1000  # noqa: E731
     print(f"\n{messages} messages per level; safe mode (AES) end to end vs bare Rasa /model/parse\n")
-    print("| senders | parse p50 | parse p99 | parse msg/s | ours p50 | ours p99 | ours msg/s | overhead p50 "
-          "| app's parse p50 | added to its parse, p50 | of which in the app, p50 | no passive reply |")
+    print(
+        "| senders | parse p50 | parse p99 | parse msg/s | ours p50 | ours p99 | ours msg/s | overhead p50 "
+        "| app's parse p50 | added to its parse, p50 | of which in the app, p50 | no passive reply |"
+    )
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for senders, base, base_wall, ours, our_wall, timings, missing in rows:
         bp50, op50 = statistics.median(base), statistics.median(ours)
@@ -237,10 +291,12 @@ async def run(messages: int, levels: list[int], rasa_url: str, emulator_url: str
         nlu_p50 = statistics.median(nlu for _, _, nlu in parsed)
         added_p50 = statistics.median(total - nlu for total, _, nlu in parsed)
         own_p50 = statistics.median(app - nlu for _, app, nlu in parsed)
-        print(f"| {senders} | {ms(bp50):.1f} ms | {ms(p99(base)):.1f} ms | {len(base) / base_wall:.1f} "
-              f"| {ms(op50):.1f} ms | {ms(p99(ours)):.1f} ms | {len(ours) / our_wall:.1f} "
-              f"| {ms(op50 - bp50):+.1f} ms | {ms(nlu_p50):.1f} ms | {ms(added_p50):.1f} ms | {ms(own_p50):.1f} ms "
-              f"| {missing} |")
+        print(
+            f"| {senders} | {ms(bp50):.1f} ms | {ms(p99(base)):.1f} ms | {len(base) / base_wall:.1f} "
+            f"| {ms(op50):.1f} ms | {ms(p99(ours)):.1f} ms | {len(ours) / our_wall:.1f} "
+            f"| {ms(op50 - bp50):+.1f} ms | {ms(nlu_p50):.1f} ms | {ms(added_p50):.1f} ms | {ms(own_p50):.1f} ms "
+            f"| {missing} |"
+        )
 
 
 def main() -> None:

@@ -24,12 +24,17 @@ def render(report: dict, top_pairs: int = 10) -> str:
     macro = report.get("macro avg")
     if macro:
         lines.append(
-            f"| **macro avg** | **{macro['precision']:.3f}** | **{macro['recall']:.3f}** | **{macro['f1-score']:.3f}** | {macro['support']} |"
+            f"| **macro avg** | **{macro['precision']:.3f}** | **{macro['recall']:.3f}** "
+            f"| **{macro['f1-score']:.3f}** | {macro['support']} |"
         )
     if "accuracy" in report:
         lines.append(f"\nAccuracy: {report['accuracy']:.3f}")
     pairs = sorted(
-        ((count, name, other) for name in intents for other, count in (report[name].get("confused_with") or {}).items()),
+        (
+            (count, name, other)
+            for name in intents
+            for other, count in (report[name].get("confused_with") or {}).items()
+        ),
         reverse=True,
     )[:top_pairs]
     if pairs:

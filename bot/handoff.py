@@ -40,9 +40,7 @@ def build_handoff_card(
     }
 
 
-def summarize(
-    context: ConversationContext, order: EscalationOrder, scenario: Scenario | None, path: str
-) -> str:
+def summarize(context: ConversationContext, order: EscalationOrder, scenario: Scenario | None, path: str) -> str:
     """One paragraph in Chinese for the agent."""
     parts = [f"客户经{path or '未知渠道'}来访"]
     if scenario:

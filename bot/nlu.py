@@ -49,12 +49,9 @@ def parse_response(body: dict) -> NluParse:
     try:
         intent = body.get("intent") or {}
         entities = tuple(
-            Entity(e["entity"], str(e["value"]), e.get("start"), e.get("end"))
-            for e in body.get("entities") or ()
+            Entity(e["entity"], str(e["value"]), e.get("start"), e.get("end")) for e in body.get("entities") or ()
         )
-        ranking = tuple(
-            (r["name"], float(r["confidence"])) for r in body.get("intent_ranking") or ()
-        )
+        ranking = tuple((r["name"], float(r["confidence"])) for r in body.get("intent_ranking") or ())
         return NluParse(
             text=body.get("text", ""),
             intent=intent.get("name") or FALLBACK_INTENT,
@@ -94,11 +91,19 @@ class _KeepAlive:
         return "http" not in proxies or bool(urllib.request.proxy_bypass(url.host))
 
     async def post_json(self, path: str, body: bytes) -> tuple[int, bytes]:
-        request = b"".join((
-            b"POST ", self.prefix, path.encode(), b" HTTP/1.1\r\nHost: ", self.host_header,
-            b"\r\nContent-Type: application/json\r\nAccept: application/json\r\nContent-Length: ",
-            str(len(body)).encode(), b"\r\n\r\n", body,
-        ))
+        request = b"".join(
+            (
+                b"POST ",
+                self.prefix,
+                path.encode(),
+                b" HTTP/1.1\r\nHost: ",
+                self.host_header,
+                b"\r\nContent-Type: application/json\r\nAccept: application/json\r\nContent-Length: ",
+                str(len(body)).encode(),
+                b"\r\n\r\n",
+                body,
+            )
+        )
         for _ in range(2):
             reused = bool(self._idle)
             reader, writer = self._idle.pop() if reused else await asyncio.open_connection(self.host, self.port)

@@ -10,13 +10,14 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import subprocess
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-import subprocess
 from pathlib import Path
 
 import pytest
 import redis
+from playwright.async_api import async_playwright
 from sqlalchemy import create_engine, text
 
 from api.embedded import EmbeddedRedis, ThreadedServer, free_port
@@ -25,7 +26,6 @@ from api.main import create_app
 from api.settings import Settings, async_database_url
 from api.wechat_emulator.app import create_app as create_emulator
 from tests.support import EmulatorClient
-from playwright.async_api import async_playwright
 
 
 @pytest.fixture(scope="session")
@@ -42,7 +42,10 @@ def rasa_url(tmp_path_factory) -> str:
     with log.open("w") as out:
         process = subprocess.Popen(
             [str(RASA_BIN), "run", "--enable-api", "-i", "127.0.0.1", "-p", str(port), "-m", str(model)],
-            cwd=ROOT, env={**os.environ, **RASA_ENV}, stdout=out, stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env={**os.environ, **RASA_ENV},
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -120,8 +123,11 @@ def app_settings(tmp_path: Path, **overrides) -> Settings:
 def app_url(tmp_path_factory, database_url, redis_url, rasa_url, emulator_url) -> str:
     """The app over real HTTP, wired to the real services."""
     settings = app_settings(
-        tmp_path_factory.mktemp("app"), database_url=database_url, redis_url=redis_url,
-        rasa_url=rasa_url, wechat_api_base=emulator_url,
+        tmp_path_factory.mktemp("app"),
+        database_url=database_url,
+        redis_url=redis_url,
+        rasa_url=rasa_url,
+        wechat_api_base=emulator_url,
     )
     server = ThreadedServer(create_app(settings))
     yield server.start()
@@ -169,8 +175,12 @@ def isolated_stack(tmp_path, rasa_url, emulator_url):
 
         def add_worker(stack: Stack, **overrides) -> str:
             settings = app_settings(
-                tmp_path / f"app-{len(stack.app_urls)}", database_url=stack.database_url, redis_url=stack.redis_url,
-                rasa_url=rasa_url, wechat_api_base=emulator_url, **overrides,
+                tmp_path / f"app-{len(stack.app_urls)}",
+                database_url=stack.database_url,
+                redis_url=stack.redis_url,
+                rasa_url=rasa_url,
+                wechat_api_base=emulator_url,
+                **overrides,
             )
             server = ThreadedServer(create_app(settings))
             url = server.start()
@@ -193,8 +203,15 @@ def isolated_stack(tmp_path, rasa_url, emulator_url):
 # Debian's chromium driven by Playwright (by executable path: no browser download), with a fake camera and
 # microphone that are allowed without a prompt.
 CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--use-fake-ui-for-media-stream",
+    "--use-fake-device-for-media-stream",
 ]
 
 

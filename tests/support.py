@@ -47,7 +47,7 @@ class MiniappCustomer:
         self.http = httpx.AsyncClient(base_url=app_url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
 
     @classmethod
-    async def login(cls, app_url: str, emulator: EmulatorClient, person: str | None = None) -> "MiniappCustomer":
+    async def login(cls, app_url: str, emulator: EmulatorClient, person: str | None = None) -> MiniappCustomer:
         code = emulator.wx_login(person or new_person())
         async with httpx.AsyncClient(base_url=app_url, timeout=30) as http:
             response = await http.post("/miniapp/login", json={"code": code})
@@ -77,6 +77,7 @@ class MiniappCustomer:
 
 async def next_message(ws, *, predicate=lambda m: True, timeout: float = 10.0) -> dict:
     """The next pushed message (skipping other events) that matches."""
+
     async def wait() -> dict:
         while True:
             event = json.loads(await ws.recv())
@@ -86,13 +87,28 @@ async def next_message(ws, *, predicate=lambda m: True, timeout: float = 10.0) -
     return await asyncio.wait_for(wait(), timeout)
 
 
-async def create_agent(database_url: str, *, username: str, password: str, skills: list[str], role: str = "agent", capacity: int = 3,
-                       video_capable: bool = True) -> int:
+async def create_agent(
+    database_url: str,
+    *,
+    username: str,
+    password: str,
+    skills: list[str],
+    role: str = "agent",
+    capacity: int = 3,
+    video_capable: bool = True,
+) -> int:
     engine = create_engine(database_url)
     try:
         async with unit_of_work(engine) as session:
-            agent = await agents.create(session, username=username, password=password, skills=skills, role=role, capacity=capacity,
-                                         video_capable=video_capable)
+            agent = await agents.create(
+                session,
+                username=username,
+                password=password,
+                skills=skills,
+                role=role,
+                capacity=capacity,
+                video_capable=video_capable,
+            )
         return agent.id
     finally:
         await engine.dispose()
@@ -105,7 +121,7 @@ class AgentConsole:
         self.http = httpx.AsyncClient(base_url=app_url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
 
     @classmethod
-    async def login(cls, app_url: str, username: str, password: str) -> "AgentConsole":
+    async def login(cls, app_url: str, username: str, password: str) -> AgentConsole:
         async with httpx.AsyncClient(base_url=app_url, timeout=30) as http:
             response = await http.post("/agents/login", json={"username": username, "password": password})
         assert response.status_code == 200, response.text
@@ -115,7 +131,15 @@ class AgentConsole:
         await self.http.aclose()
 
 
-__all__ = ["DEV_OA_APP_ID", "AgentConsole", "EmulatorClient", "MiniappCustomer", "create_agent", "new_person", "next_message"]
+__all__ = [
+    "DEV_OA_APP_ID",
+    "AgentConsole",
+    "EmulatorClient",
+    "MiniappCustomer",
+    "create_agent",
+    "new_person",
+    "next_message",
+]
 
 
 def oa_say(emulator_url: str, app_url: str, person: str, text: str) -> dict:

@@ -31,8 +31,15 @@ def test_log_records_are_masked(caplog):
 def test_uvicorn_access_lines_are_masked_and_still_formatted():
     from uvicorn.logging import AccessFormatter
 
-    record = logging.LogRecord("uvicorn.access", logging.INFO, __file__, 1, '%s - "%s %s HTTP/%s" %d',
-                               ("127.0.0.1:5000", "POST", "/wechat/oa?nonce=13812345678", "1.1", 200), None)
+    record = logging.LogRecord(
+        "uvicorn.access",
+        logging.INFO,
+        __file__,
+        1,
+        '%s - "%s %s HTTP/%s" %d',
+        ("127.0.0.1:5000", "POST", "/wechat/oa?nonce=13812345678", "1.1", 200),
+        None,
+    )
     assert MaskingFilter().filter(record)
     line = AccessFormatter("%(message)s", use_colors=False).format(record)
     assert "13812345678" not in line and "nonce=138****5678" in line and line.endswith("200")

@@ -20,8 +20,13 @@ async def _create(settings: Settings, args: argparse.Namespace, password: str) -
     try:
         async with unit_of_work(engine) as session:
             agent = await service.create(
-                session, username=args.username, password=password, display_name=args.display_name,
-                role=args.role, skills=[s for s in args.skills.split(",") if s], capacity=args.capacity,
+                session,
+                username=args.username,
+                password=password,
+                display_name=args.display_name,
+                role=args.role,
+                skills=[s for s in args.skills.split(",") if s],
+                capacity=args.capacity,
                 video_capable=not args.no_video,
             )
             video = "video agent" if agent.video_capable else "no video"

@@ -42,16 +42,25 @@ async def _held(session: AsyncSession, agent: Agent, conversation_id: int) -> Co
 
 
 async def _current_escalation(session: AsyncSession, conversation_id: int) -> Escalation | None:
-    statement = select(Escalation).where(Escalation.conversation_id == conversation_id).order_by(col(Escalation.id).desc())
+    statement = (
+        select(Escalation).where(Escalation.conversation_id == conversation_id).order_by(col(Escalation.id).desc())
+    )
     return (await session.exec(statement)).first()
 
 
-async def do_send_agent_reply(session: AsyncSession, delivery: Delivery, *, agent: Agent, conversation_id: int, text: str) -> Message:
+async def do_send_agent_reply(
+    session: AsyncSession, delivery: Delivery, *, agent: Agent, conversation_id: int, text: str
+) -> Message:
     """Store the agent's reply and deliver it on the customer's current channel."""
     conversation = await _held(session, agent, conversation_id)
     reply = Message(
-        conversation_id=conversation.id, customer_id=conversation.customer_id, channel=conversation.current_channel,
-        direction=Direction.OUT, sender_kind=SenderKind.AGENT, agent_id=agent.id, text=text,
+        conversation_id=conversation.id,
+        customer_id=conversation.customer_id,
+        channel=conversation.current_channel,
+        direction=Direction.OUT,
+        sender_kind=SenderKind.AGENT,
+        agent_id=agent.id,
+        text=text,
     )
     session.add(reply)
     now = conversation.updated_at = utcnow()
@@ -73,8 +82,15 @@ async def do_add_note(session: AsyncSession, *, agent: Agent, conversation_id: i
     """An internal note: in the record and the console, never sent to the customer."""
     conversation = await get_for_agent(session, agent=agent, conversation_id=conversation_id)
     note = Message(
-        conversation_id=conversation.id, customer_id=conversation.customer_id, channel=conversation.current_channel,
-        direction=Direction.OUT, sender_kind=SenderKind.AGENT, agent_id=agent.id, text=text, internal=True, kind="note",
+        conversation_id=conversation.id,
+        customer_id=conversation.customer_id,
+        channel=conversation.current_channel,
+        direction=Direction.OUT,
+        sender_kind=SenderKind.AGENT,
+        agent_id=agent.id,
+        text=text,
+        internal=True,
+        kind="note",
     )
     session.add(note)
     await session.commit()
@@ -82,8 +98,14 @@ async def do_add_note(session: AsyncSession, *, agent: Agent, conversation_id: i
 
 
 async def do_transfer(
-    session: AsyncSession, routing: RoutingEngine, delivery: Delivery, *,
-    agent: Agent, conversation_id: int, to_group: str | None, to_agent_id: int | None,
+    session: AsyncSession,
+    routing: RoutingEngine,
+    delivery: Delivery,
+    *,
+    agent: Agent,
+    conversation_id: int,
+    to_group: str | None,
+    to_agent_id: int | None,
 ) -> Conversation:
     """Hand the conversation to another group's queue (at its head) or straight to a named agent."""
     conversation = await _held(session, agent, conversation_id)
@@ -95,16 +117,28 @@ async def do_transfer(
     card = dict(escalation.handoff_card) if escalation else {}
     card["transferred_from"] = agent.display_name
     new = Escalation(
-        conversation_id=conversation.id, reason="transfer", intent=conversation.intent, skill_group=to_group,
-        priority=escalation.priority if escalation else 0, mode=escalation.mode if escalation else "text",
-        handoff_card=card, queued_at=escalation.created_at if escalation else utcnow(),
+        conversation_id=conversation.id,
+        reason="transfer",
+        intent=conversation.intent,
+        skill_group=to_group,
+        priority=escalation.priority if escalation else 0,
+        mode=escalation.mode if escalation else "text",
+        handoff_card=card,
+        queued_at=escalation.created_at if escalation else utcnow(),
     )
     session.add(new)
     conversation.state = ConversationState.QUEUED
     conversation.agent_id = None
     notice = _system_message(conversation, "正在为您转接更合适的客服，您之前说的内容都会一并转过去，请稍候。")
     session.add(notice)
-    audit(session, actor_kind="agent", actor_id=agent.id, action="transfer", subject=f"conversation:{conversation.id}", to_group=to_group)
+    audit(
+        session,
+        actor_kind="agent",
+        actor_id=agent.id,
+        action="transfer",
+        subject=f"conversation:{conversation.id}",
+        to_group=to_group,
+    )
     await session.commit()
     await routing.release(agent.id)
     await routing.enqueue(new.id, new.skill_group, new.priority, new.queued_at)
@@ -122,15 +156,28 @@ async def _transfer_to_agent(session, routing, delivery, agent, conversation, to
     if target.presence != "online":
         raise Conflict(f"{target.display_name} is not online", code="agent_not_online")
     await do_hand_over(
-        session, routing, delivery, conversation=conversation, to_agent=target, actor_id=agent.id,
-        text=f"已为您转接至客服{target.display_name}，您之前说的内容都已保留。", action="transfer", reason="transfer",
+        session,
+        routing,
+        delivery,
+        conversation=conversation,
+        to_agent=target,
+        actor_id=agent.id,
+        text=f"已为您转接至客服{target.display_name}，您之前说的内容都已保留。",
+        action="transfer",
+        reason="transfer",
         new_first_response=True,
     )
     return conversation
 
 
 async def do_close(
-    session: AsyncSession, routing: RoutingEngine, delivery: Delivery, *, agent: Agent, conversation_id: int, disposition: str
+    session: AsyncSession,
+    routing: RoutingEngine,
+    delivery: Delivery,
+    *,
+    agent: Agent,
+    conversation_id: int,
+    disposition: str,
 ) -> Conversation:
     """Close with a disposition; the customer's next message starts a new conversation with the bot."""
     if disposition not in DISPOSITIONS:
@@ -140,10 +187,19 @@ async def do_close(
     conversation.disposition = disposition
     conversation.closed_at = conversation.updated_at = utcnow()
     goodbye = _system_message(
-        conversation, "本次服务已结束，感谢您的耐心。请为本次服务打分：1（很不满意）到 5（很满意）。", payload={"type": "csat_request"}
+        conversation,
+        "本次服务已结束，感谢您的耐心。请为本次服务打分：1（很不满意）到 5（很满意）。",
+        payload={"type": "csat_request"},
     )
     session.add(goodbye)
-    audit(session, actor_kind="agent", actor_id=agent.id, action="close", subject=f"conversation:{conversation.id}", disposition=disposition)
+    audit(
+        session,
+        actor_kind="agent",
+        actor_id=agent.id,
+        action="close",
+        subject=f"conversation:{conversation.id}",
+        disposition=disposition,
+    )
     await session.commit()
     await routing.release(agent.id)
     await delivery.deliver(conversation, [goodbye])
@@ -152,18 +208,32 @@ async def do_close(
     return conversation
 
 
-async def do_set_presence(session: AsyncSession, routing: RoutingEngine, delivery: Delivery, *, agent: Agent, presence: str) -> Agent:
+async def do_set_presence(
+    session: AsyncSession, routing: RoutingEngine, delivery: Delivery, *, agent: Agent, presence: str
+) -> Agent:
     """Online agents take new conversations; going offline hands theirs back to the queue."""
     if presence not in PRESENCES:
         raise BadRequest(f"presence must be one of {', '.join(PRESENCES)}", code="bad_presence")
     await ensure_built(session, routing)
     agent.presence = presence
-    audit(session, actor_kind="agent", actor_id=agent.id, action="presence", subject=f"agent:{agent.id}", presence=presence)
+    audit(
+        session,
+        actor_kind="agent",
+        actor_id=agent.id,
+        action="presence",
+        subject=f"agent:{agent.id}",
+        presence=presence,
+    )
     await session.commit()
     await routing.set_agent(snapshot_of(agent))
     if presence == "offline":
-        held = (await session.exec(select(Conversation).where(
-            Conversation.agent_id == agent.id, Conversation.state == ConversationState.WITH_AGENT))).all()
+        held = (
+            await session.exec(
+                select(Conversation).where(
+                    Conversation.agent_id == agent.id, Conversation.state == ConversationState.WITH_AGENT
+                )
+            )
+        ).all()
         for conversation in held:
             await do_requeue(session, routing, delivery, conversation=conversation, reason="agent_offline")
     if presence == "online":
@@ -172,13 +242,20 @@ async def do_set_presence(session: AsyncSession, routing: RoutingEngine, deliver
     return agent
 
 
-async def do_assign_waiting_for_agent(session: AsyncSession, routing: RoutingEngine, delivery: Delivery, agent: Agent) -> None:
+async def do_assign_waiting_for_agent(
+    session: AsyncSession, routing: RoutingEngine, delivery: Delivery, agent: Agent
+) -> None:
     for group in agent.skills:
         await do_assign_waiting(session, routing, delivery, group)
 
 
 def _system_message(conversation: Conversation, text: str, payload: dict | None = None) -> Message:
     return Message(
-        conversation_id=conversation.id, customer_id=conversation.customer_id, channel=conversation.current_channel,
-        direction=Direction.OUT, sender_kind=SenderKind.SYSTEM, text=text, payload=payload,
+        conversation_id=conversation.id,
+        customer_id=conversation.customer_id,
+        channel=conversation.current_channel,
+        direction=Direction.OUT,
+        sender_kind=SenderKind.SYSTEM,
+        text=text,
+        payload=payload,
     )

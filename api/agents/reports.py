@@ -40,7 +40,11 @@ async def today_figures(session: AsyncSession, *, tz: str, now: datetime) -> Tod
         by_intent[intent] += 1
         escalated_by_intent[intent] += conversation.id in escalated_ids
     waits = [(e.claimed_at - e.created_at).total_seconds() for e in escalations if e.claimed_at]
-    first = [(e.first_response_at - e.claimed_at).total_seconds() for e in escalations if e.first_response_at and e.claimed_at]
+    first = [
+        (e.first_response_at - e.claimed_at).total_seconds()
+        for e in escalations
+        if e.first_response_at and e.claimed_at
+    ]
     ratings = [c.csat for c in conversations if c.csat]
     contained = sum(1 for c in conversations if c.id not in escalated_ids)
     return TodayFigures(
@@ -58,6 +62,3 @@ async def today_figures(session: AsyncSession, *, tz: str, now: datetime) -> Tod
 
 def waited_seconds(since: datetime, now: datetime) -> float:
     return max(0.0, (now - since).total_seconds())
-
-
-

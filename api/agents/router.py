@@ -7,11 +7,22 @@ from pathlib import Path
 
 import yaml
 from fastapi import APIRouter
+from sqlmodel import col, select
 
 from api.agents import flows, service
 from api.agents.schemas import (
-    AgentLogin, AgentPublic, AgentReply, AgentSession, CloseRequest, ConversationForAgent, HeldConversation,
-    NoteCreate, PresenceUpdate, QueueItem, RevealedMessage, TransferRequest,
+    AgentLogin,
+    AgentPublic,
+    AgentReply,
+    AgentSession,
+    CloseRequest,
+    ConversationForAgent,
+    HeldConversation,
+    NoteCreate,
+    PresenceUpdate,
+    QueueItem,
+    RevealedMessage,
+    TransferRequest,
 )
 from api.audit.models import audit
 from api.conversations import service as conversations
@@ -22,7 +33,6 @@ from api.errors import NotAuthenticated, NotPermitted, ResourceNotFound
 from api.masking import mask_sensitive, mask_structure
 from api.routing.flows import do_claim
 from api.security import issue_token
-from sqlmodel import col, select
 
 router = APIRouter(prefix="/agents", tags=["agents"])
 CANNED_PATH = Path(__file__).with_name("canned_replies.yml")
@@ -35,7 +45,11 @@ async def login(body: AgentLogin, session: SessionDep, settings: SettingsDep):
         raise NotAuthenticated("wrong username or password", code="bad_credentials")
     audit(session, actor_kind="agent", actor_id=agent.id, action="agent_login", subject=f"agent:{agent.id}")
     token = issue_token(settings.signing_key(), kind="agent", subject=agent.id, ttl_s=settings.agent_session_ttl_s)
-    return AgentSession(token=token, expires_in=settings.agent_session_ttl_s, agent=AgentPublic.model_validate(agent, from_attributes=True))
+    return AgentSession(
+        token=token,
+        expires_in=settings.agent_session_ttl_s,
+        agent=AgentPublic.model_validate(agent, from_attributes=True),
+    )
 
 
 @router.get("/me", response_model=AgentPublic)
@@ -44,7 +58,9 @@ async def me(agent: CurrentAgent):
 
 
 @router.put("/me/presence", response_model=AgentPublic)
-async def set_presence(body: PresenceUpdate, agent: CurrentAgent, session: SessionDep, routing: RoutingDep, delivery: DeliveryDep):
+async def set_presence(
+    body: PresenceUpdate, agent: CurrentAgent, session: SessionDep, routing: RoutingDep, delivery: DeliveryDep
+):
     """online: take new conversations; away: keep yours, take no new ones; offline: yours go back to the queue."""
     agent = await flows.do_set_presence(session, routing, delivery, agent=agent, presence=body.presence)
     return AgentPublic.model_validate(agent, from_attributes=True)
@@ -59,30 +75,47 @@ async def queue(agent: CurrentAgent, session: SessionDep, all_groups: bool = Fal
 
 def queue_item(escalation, conversation) -> QueueItem:
     return QueueItem(
-        escalation_id=escalation.id, conversation_id=conversation.id, skill_group=escalation.skill_group,
-        priority=escalation.priority, mode=escalation.mode, reason=escalation.reason, intent=escalation.intent,
-        waiting_since=escalation.created_at, summary=mask_sensitive(escalation.handoff_card.get("summary", "")),
+        escalation_id=escalation.id,
+        conversation_id=conversation.id,
+        skill_group=escalation.skill_group,
+        priority=escalation.priority,
+        mode=escalation.mode,
+        reason=escalation.reason,
+        intent=escalation.intent,
+        waiting_since=escalation.created_at,
+        summary=mask_sensitive(escalation.handoff_card.get("summary", "")),
     )
 
 
 @router.get("/me/conversations", response_model=list[HeldConversation])
 async def held(agent: CurrentAgent, session: SessionDep):
     """The conversations this agent holds now."""
-    rows = (await session.exec(select(Conversation).where(
-        Conversation.agent_id == agent.id, Conversation.state == ConversationState.WITH_AGENT
-    ).order_by(col(Conversation.updated_at).desc()))).all()
+    rows = (
+        await session.exec(
+            select(Conversation)
+            .where(Conversation.agent_id == agent.id, Conversation.state == ConversationState.WITH_AGENT)
+            .order_by(col(Conversation.updated_at).desc())
+        )
+    ).all()
     result = []
     for conversation in rows:
         escalation = await conversations.get_latest_escalation(session, conversation.id)
-        result.append(HeldConversation(
-            conversation_id=conversation.id, intent=conversation.intent, current_channel=conversation.current_channel,
-            updated_at=conversation.updated_at, answered=bool(escalation and escalation.first_response_at),
-        ))
+        result.append(
+            HeldConversation(
+                conversation_id=conversation.id,
+                intent=conversation.intent,
+                current_channel=conversation.current_channel,
+                updated_at=conversation.updated_at,
+                answered=bool(escalation and escalation.first_response_at),
+            )
+        )
     return result
 
 
 @router.post("/conversations/{conversation_id}/claim", response_model=ConversationDetail)
-async def claim(conversation_id: int, agent: CurrentAgent, session: SessionDep, routing: RoutingDep, delivery: DeliveryDep):
+async def claim(
+    conversation_id: int, agent: CurrentAgent, session: SessionDep, routing: RoutingDep, delivery: DeliveryDep
+):
     conversation = await do_claim(session, routing, delivery, agent=agent, conversation_id=conversation_id)
     return ConversationDetail.of(conversation)
 
@@ -117,14 +150,24 @@ async def reveal(conversation_id: int, message_id: int, agent: CurrentAgent, ses
     message = await session.get(Message, message_id)
     if message is None or message.conversation_id != conversation.id:
         raise ResourceNotFound("message not found")
-    audit(session, actor_kind="agent", actor_id=agent.id, action="reveal", subject=f"message:{message.id}",
-          conversation_id=conversation.id)
+    audit(
+        session,
+        actor_kind="agent",
+        actor_id=agent.id,
+        action="reveal",
+        subject=f"message:{message.id}",
+        conversation_id=conversation.id,
+    )
     return RevealedMessage(message_id=message.id, text=message.text)
 
 
 @router.post("/conversations/{conversation_id}/messages", response_model=MessagePublic)
-async def reply(conversation_id: int, body: AgentReply, agent: CurrentAgent, session: SessionDep, delivery: DeliveryDep):
-    message = await flows.do_send_agent_reply(session, delivery, agent=agent, conversation_id=conversation_id, text=body.text)
+async def reply(
+    conversation_id: int, body: AgentReply, agent: CurrentAgent, session: SessionDep, delivery: DeliveryDep
+):
+    message = await flows.do_send_agent_reply(
+        session, delivery, agent=agent, conversation_id=conversation_id, text=body.text
+    )
     return MessagePublic.of(message)
 
 
@@ -137,22 +180,44 @@ async def typing(conversation_id: int, agent: CurrentAgent, session: SessionDep,
 @router.post("/conversations/{conversation_id}/notes", response_model=MessagePublic)
 async def add_note(conversation_id: int, body: NoteCreate, agent: CurrentAgent, session: SessionDep):
     """An internal note the customer never sees."""
-    return MessagePublic.of(await flows.do_add_note(session, agent=agent, conversation_id=conversation_id, text=body.text))
+    return MessagePublic.of(
+        await flows.do_add_note(session, agent=agent, conversation_id=conversation_id, text=body.text)
+    )
 
 
 @router.post("/conversations/{conversation_id}/transfer", response_model=ConversationDetail)
-async def transfer(conversation_id: int, body: TransferRequest, agent: CurrentAgent, session: SessionDep,
-                   routing: RoutingDep, delivery: DeliveryDep):
-    conversation = await flows.do_transfer(session, routing, delivery, agent=agent, conversation_id=conversation_id,
-                                           to_group=body.to_group, to_agent_id=body.to_agent_id)
+async def transfer(
+    conversation_id: int,
+    body: TransferRequest,
+    agent: CurrentAgent,
+    session: SessionDep,
+    routing: RoutingDep,
+    delivery: DeliveryDep,
+):
+    conversation = await flows.do_transfer(
+        session,
+        routing,
+        delivery,
+        agent=agent,
+        conversation_id=conversation_id,
+        to_group=body.to_group,
+        to_agent_id=body.to_agent_id,
+    )
     return ConversationDetail.of(conversation)
 
 
 @router.post("/conversations/{conversation_id}/close", response_model=ConversationDetail)
-async def close(conversation_id: int, body: CloseRequest, agent: CurrentAgent, session: SessionDep,
-                routing: RoutingDep, delivery: DeliveryDep):
-    conversation = await flows.do_close(session, routing, delivery, agent=agent, conversation_id=conversation_id,
-                                        disposition=body.disposition)
+async def close(
+    conversation_id: int,
+    body: CloseRequest,
+    agent: CurrentAgent,
+    session: SessionDep,
+    routing: RoutingDep,
+    delivery: DeliveryDep,
+):
+    conversation = await flows.do_close(
+        session, routing, delivery, agent=agent, conversation_id=conversation_id, disposition=body.disposition
+    )
     return ConversationDetail.of(conversation)
 
 

@@ -27,16 +27,28 @@ async def overview(_: Supervisor, session: SessionDep, settings: SettingsDep):
         items = [queue_item(e, c) for e, c in waiting if e.skill_group == group]
         longest = max(((now - item.waiting_since).total_seconds() for item in items), default=0.0)
         queues.append(GroupQueue(skill_group=group, waiting=len(items), longest_wait_s=longest, items=items))
-    loads = dict((await session.exec(
-        select(Conversation.agent_id, func.count()).where(Conversation.state == ConversationState.WITH_AGENT)
-        .group_by(Conversation.agent_id)
-    )).all())
+    loads = dict(
+        (
+            await session.exec(
+                select(Conversation.agent_id, func.count())
+                .where(Conversation.state == ConversationState.WITH_AGENT)
+                .group_by(Conversation.agent_id)
+            )
+        ).all()
+    )
     agents = (await session.exec(select(Agent).where(Agent.active == True).order_by(Agent.id))).all()  # noqa: E712
     return SupervisorOverview(
         queues=queues,
         agents=[
-            AgentLoad(id=a.id, display_name=a.display_name, role=a.role, skills=list(a.skills), presence=a.presence,
-                      capacity=a.capacity, load=int(loads.get(a.id, 0)))
+            AgentLoad(
+                id=a.id,
+                display_name=a.display_name,
+                role=a.role,
+                skills=list(a.skills),
+                presence=a.presence,
+                capacity=a.capacity,
+                load=int(loads.get(a.id, 0)),
+            )
             for a in agents
         ],
         today=await today_figures(session, tz=settings.timezone, now=now),

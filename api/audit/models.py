@@ -25,6 +25,4 @@ class AuditEvent(SQLModel, table=True):
 
 def audit(session, *, actor_kind: str, actor_id: int | None, action: str, subject: str, **detail: Any) -> None:
     """Add an audit row to the caller's unit of work (committed with it)."""
-    session.add(
-        AuditEvent(actor_kind=actor_kind, actor_id=actor_id, action=action, subject=subject, detail=detail)
-    )
+    session.add(AuditEvent(actor_kind=actor_kind, actor_id=actor_id, action=action, subject=subject, detail=detail))

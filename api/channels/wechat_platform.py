@@ -56,7 +56,9 @@ class TokenCache:
     Synchronous on purpose: it is used inside wechatpy's worker threads.
     """
 
-    def __init__(self, client: redis.Redis, *, prefix: str = "yt:wechat:token", refresh_ahead_s: float = REFRESH_AHEAD_S) -> None:
+    def __init__(
+        self, client: redis.Redis, *, prefix: str = "yt:wechat:token", refresh_ahead_s: float = REFRESH_AHEAD_S
+    ) -> None:
         self.redis = client
         self.prefix = prefix
         self.refresh_ahead_s = refresh_ahead_s
@@ -80,8 +82,9 @@ class TokenCache:
             return cached.token
         still_valid = cached is not None and cached.expires_at > now
         # While the old token still works, nobody waits for the refresh: one worker does it, the rest go on.
-        lock = self.redis.lock(self._key(appid) + ":lock", timeout=LOCK_TIMEOUT_S,
-                               blocking_timeout=0 if still_valid else LOCK_WAIT_S)
+        lock = self.redis.lock(
+            self._key(appid) + ":lock", timeout=LOCK_TIMEOUT_S, blocking_timeout=0 if still_valid else LOCK_WAIT_S
+        )
         if not lock.acquire():
             if still_valid:
                 return cached.token  # type: ignore[union-attr]
@@ -136,7 +139,7 @@ class WeChatApiClient(WeChatClient):
         for api in vars(self).values():
             url = getattr(api, "API_BASE_URL", "") if isinstance(api, BaseWeChatAPI) else ""
             if url.startswith(WECHAT_ROOT):
-                api.API_BASE_URL = self.api_root + url[len(WECHAT_ROOT):]
+                api.API_BASE_URL = self.api_root + url[len(WECHAT_ROOT) :]
 
     def fetch_access_token(self) -> dict[str, Any]:
         """One call to /cgi-bin/token (the cache decides when; never call this to "fix" a token)."""

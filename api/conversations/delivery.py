@@ -57,7 +57,9 @@ class Delivery:
 
     async def typing(self, conversation: Conversation) -> None:
         """Show the customer that an answer is being prepared, on their sockets and their current channel."""
-        await publish_to_customer(self.redis, conversation.customer_id, {"type": "typing", "conversation_id": conversation.id})
+        await publish_to_customer(
+            self.redis, conversation.customer_id, {"type": "typing", "conversation_id": conversation.id}
+        )
         sender = self.typing_senders.get(conversation.current_channel)
         if sender is None:
             return

@@ -17,8 +17,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from api.audit.models import audit
 from api.conversations import service
-from api.conversations.models import Conversation, ConversationState, Direction, Escalation, Message, SenderKind
 from api.conversations.delivery import Delivery
+from api.conversations.models import Conversation, ConversationState, Direction, Escalation, Message, SenderKind
 from api.conversations.schemas import message_event
 from api.errors import UpstreamUnavailable
 from api.masking import mask_sensitive
@@ -80,7 +80,9 @@ async def do_receive_customer_message(
     """
     async with customer_turn(redis, customer_id) as turn:
         if platform_msg_id:
-            existing = await service.get_message_by_platform_id(session, channel=channel, platform_msg_id=platform_msg_id)
+            existing = await service.get_message_by_platform_id(
+                session, channel=channel, platform_msg_id=platform_msg_id
+            )
             if existing is not None:
                 conversation = await session.get(Conversation, existing.conversation_id)
                 replies = await service.list_replies_to(session, existing.id)
@@ -92,9 +94,15 @@ async def do_receive_customer_message(
             conversation.updated_at = utcnow()
         context = await service.load_context(session, triage.store, conversation)
         inbound = Message(
-            conversation_id=conversation.id, customer_id=customer_id, channel=channel,
-            direction=Direction.IN, sender_kind=SenderKind.CUSTOMER, text=text, platform_msg_id=platform_msg_id,
-            kind=kind, payload=payload,
+            conversation_id=conversation.id,
+            customer_id=customer_id,
+            channel=channel,
+            direction=Direction.IN,
+            sender_kind=SenderKind.CUSTOMER,
+            text=text,
+            platform_msg_id=platform_msg_id,
+            kind=kind,
+            payload=payload,
         )
         session.add(inbound)
         context.remember(sender_kind=SenderKind.CUSTOMER, channel=channel, text=text)
@@ -194,7 +202,10 @@ async def _answer_with_bot(
     except NluUnavailable as exc:
         log.warning("NLU unavailable for conversation %s: %s", conversation.id, exc)
         decision = Decision(
-            NLU_DOWN_REPLY, context.intent, context.confidence, dict(context.slots),
+            NLU_DOWN_REPLY,
+            context.intent,
+            context.confidence,
+            dict(context.slots),
             escalation=EscalationOrder(reason="nlu_unavailable", skill_group="general", priority=0, mode="text"),
         )
     _apply_to_record(conversation, context, decision)
@@ -208,8 +219,14 @@ async def _answer_with_bot(
         texts.append(notice)
     replies = [
         Message(
-            conversation_id=conversation.id, customer_id=conversation.customer_id, channel=conversation.current_channel,
-            direction=Direction.OUT, sender_kind=SenderKind.BOT, text=text, payload=payload, in_reply_to=inbound.id,
+            conversation_id=conversation.id,
+            customer_id=conversation.customer_id,
+            channel=conversation.current_channel,
+            direction=Direction.OUT,
+            sender_kind=SenderKind.BOT,
+            text=text,
+            payload=payload,
+            in_reply_to=inbound.id,
         )
         for text, payload in texts
     ]
@@ -227,20 +244,35 @@ def _apply_to_record(conversation: Conversation, context: ConversationContext, d
 
 
 async def _escalate(
-    session: AsyncSession, conversation: Conversation, context: ConversationContext,
-    order: EscalationOrder, catalog: dict,
+    session: AsyncSession,
+    conversation: Conversation,
+    context: ConversationContext,
+    order: EscalationOrder,
+    catalog: dict,
 ) -> Escalation:
     conversation.state = context.state = ConversationState.QUEUED
     conversation.low_confidence_turns = context.low_confidence_turns = 0
     escalation = Escalation(
-        conversation_id=conversation.id, reason=order.reason, intent=context.intent,
-        skill_group=order.skill_group, priority=order.priority, mode=order.mode,
+        conversation_id=conversation.id,
+        reason=order.reason,
+        intent=context.intent,
+        skill_group=order.skill_group,
+        priority=order.priority,
+        mode=order.mode,
         handoff_card=build_handoff_card(context, order, catalog),
     )
     session.add(escalation)
     await session.flush()
-    audit(session, actor_kind="bot", actor_id=None, action="escalate", subject=f"conversation:{conversation.id}",
-          reason=order.reason, skill_group=order.skill_group, mode=order.mode)
+    audit(
+        session,
+        actor_kind="bot",
+        actor_id=None,
+        action="escalate",
+        subject=f"conversation:{conversation.id}",
+        reason=order.reason,
+        skill_group=order.skill_group,
+        mode=order.mode,
+    )
     return escalation
 
 

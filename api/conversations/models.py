@@ -55,9 +55,7 @@ class Conversation(SQLModel, table=True):
 class Message(SQLModel, table=True):
     """Every inbound and outbound message; a platform id is unique per channel (dedup of retries)."""
 
-    __table_args__ = (
-        UniqueConstraint("channel", "platform_msg_id", name="uq_message_platform_id"),
-    )
+    __table_args__ = (UniqueConstraint("channel", "platform_msg_id", name="uq_message_platform_id"),)
 
     id: int | None = Field(default=None, primary_key=True)
     conversation_id: int = Field(foreign_key="conversation.id", index=True)

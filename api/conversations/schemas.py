@@ -20,7 +20,7 @@ class MessagePublic(BaseModel):
     internal: bool = False
 
     @classmethod
-    def of(cls, message) -> "MessagePublic":
+    def of(cls, message) -> MessagePublic:
         return cls.model_validate(message, from_attributes=True)
 
 
@@ -29,7 +29,7 @@ class ConversationBrief(BaseModel):
     state: str
 
     @classmethod
-    def of(cls, conversation) -> "ConversationBrief":
+    def of(cls, conversation) -> ConversationBrief:
         return cls(id=conversation.id, state=conversation.state)
 
 
@@ -47,7 +47,7 @@ class ConversationDetail(BaseModel):
     created_at: datetime
 
     @classmethod
-    def of(cls, conversation) -> "ConversationDetail":
+    def of(cls, conversation) -> ConversationDetail:
         return cls.model_validate(conversation, from_attributes=True)
 
 

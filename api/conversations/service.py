@@ -39,7 +39,9 @@ async def get_for_customer(session: AsyncSession, *, customer_id: int, conversat
     return conversation
 
 
-async def open_for_message(session: AsyncSession, *, customer_id: int, channel: str, touch: bool = True) -> Conversation:
+async def open_for_message(
+    session: AsyncSession, *, customer_id: int, channel: str, touch: bool = True
+) -> Conversation:
     """The customer's open conversation (switching its channel if needed), or a new one linked to the last.
 
     ``touch=False`` leaves ``updated_at`` to the caller (the bot's answer sets it in its own write)."""
@@ -74,7 +76,11 @@ async def list_replies_to(session: AsyncSession, message_id: int) -> list[Messag
 
 
 async def list_messages(
-    session: AsyncSession, *, conversation_id: int | None = None, customer_id: int | None = None, after_id: int = 0,
+    session: AsyncSession,
+    *,
+    conversation_id: int | None = None,
+    customer_id: int | None = None,
+    after_id: int = 0,
     include_internal: bool = False,
 ) -> list[Message]:
     """Oldest first; by conversation, or everything of one customer. Internal notes only when asked."""
@@ -105,9 +111,13 @@ def _queued_escalations():
     )
 
 
-async def list_queue(session: AsyncSession, *, skill_groups: list[str] | None = None) -> list[tuple[Escalation, Conversation]]:
+async def list_queue(
+    session: AsyncSession, *, skill_groups: list[str] | None = None
+) -> list[tuple[Escalation, Conversation]]:
     """Waiting escalations, most urgent first, then longest waiting."""
-    statement = _queued_escalations().order_by(col(Escalation.priority).desc(), col(Escalation.queued_at), col(Escalation.id))
+    statement = _queued_escalations().order_by(
+        col(Escalation.priority).desc(), col(Escalation.queued_at), col(Escalation.id)
+    )
     if skill_groups:
         statement = statement.where(col(Escalation.skill_group).in_(skill_groups))
     return list((await session.exec(statement)).all())
@@ -127,7 +137,8 @@ async def queue_position(session: AsyncSession, escalation: Escalation) -> int:
             or_(
                 col(Escalation.priority) > escalation.priority,
                 (col(Escalation.priority) == escalation.priority) & (col(Escalation.queued_at) < escalation.queued_at),
-                (col(Escalation.priority) == escalation.priority) & (col(Escalation.queued_at) == escalation.queued_at)
+                (col(Escalation.priority) == escalation.priority)
+                & (col(Escalation.queued_at) == escalation.queued_at)
                 & (col(Escalation.id) < escalation.id),
             ),
         )
@@ -138,7 +149,12 @@ async def queue_position(session: AsyncSession, escalation: Escalation) -> int:
 async def rebuild_context(session: AsyncSession, conversation: Conversation) -> ConversationContext:
     """The live context from the SQL record alone (used when Redis lost it)."""
     customer = await session.get(Customer, conversation.customer_id)
-    tail = select(Message).where(Message.conversation_id == conversation.id).order_by(col(Message.id).desc()).limit(TRANSCRIPT_TAIL)
+    tail = (
+        select(Message)
+        .where(Message.conversation_id == conversation.id)
+        .order_by(col(Message.id).desc())
+        .limit(TRANSCRIPT_TAIL)
+    )
     messages = list(reversed((await session.exec(tail)).all()))
     return ConversationContext(
         conversation_id=conversation.id,
@@ -160,7 +176,9 @@ async def _identity_status(session: AsyncSession, conversation: Conversation, cu
     """A face-to-face check in a video call outranks what WeChat tells us; it is on record, not only in Redis."""
     from api.video.models import IdentityCheck  # conversations must not import video at module level (cycle)
 
-    verified = select(IdentityCheck.id).where(IdentityCheck.conversation_id == conversation.id, IdentityCheck.result == "verified")
+    verified = select(IdentityCheck.id).where(
+        IdentityCheck.conversation_id == conversation.id, IdentityCheck.result == "verified"
+    )
     if (await session.exec(verified.limit(1))).first() is not None:
         return "verified_by_video"
     return "wechat_linked" if customer and customer.unionid else "openid_only"
@@ -178,7 +196,9 @@ async def load_context(session: AsyncSession, store: ContextStore, conversation:
 
 
 async def get_latest_escalation(session: AsyncSession, conversation_id: int) -> Escalation | None:
-    statement = select(Escalation).where(Escalation.conversation_id == conversation_id).order_by(col(Escalation.id).desc())
+    statement = (
+        select(Escalation).where(Escalation.conversation_id == conversation_id).order_by(col(Escalation.id).desc())
+    )
     return (await session.exec(statement)).first()
 
 

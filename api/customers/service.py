@@ -33,9 +33,7 @@ async def link_identity(
     raise RuntimeError("could not link identity after concurrent retries")
 
 
-async def _link_once(
-    session: AsyncSession, channel: str, app_id: str, openid: str, unionid: str | None
-) -> Customer:
+async def _link_once(session: AsyncSession, channel: str, app_id: str, openid: str, unionid: str | None) -> Customer:
     identity = (
         await session.exec(
             select(ChannelIdentity).where(

@@ -18,7 +18,7 @@ async def _check(coro) -> dict:
     try:
         detail = await asyncio.wait_for(coro, CHECK_TIMEOUT_S)
         return {"state": "up", **(detail if isinstance(detail, dict) else {})}
-    except (Exception, asyncio.TimeoutError) as exc:  # a health check reports, it never raises
+    except (TimeoutError, Exception) as exc:  # a health check reports, it never raises
         return {"state": "down", "error": exc.__class__.__name__}
 
 

@@ -141,12 +141,19 @@ class RoutingEngine:
         """Recreate every key from the SQL record (after Redis lost its data)."""
         async with self.redis.pipeline(transaction=True) as pipe:
             for agent in agents:
-                pipe.hset(agent_key(agent.agent_id), mapping={
-                    "presence": agent.presence, "capacity": agent.capacity, "load": agent.load,
-                })
+                pipe.hset(
+                    agent_key(agent.agent_id),
+                    mapping={
+                        "presence": agent.presence,
+                        "capacity": agent.capacity,
+                        "load": agent.load,
+                    },
+                )
                 for group in agent.skills:
                     pipe.sadd(group_agents_key(group), agent.agent_id)
             for item in waiting:
-                pipe.zadd(queue_key(item.skill_group), {str(item.escalation_id): queue_score(item.priority, item.queued_at)})
+                pipe.zadd(
+                    queue_key(item.skill_group), {str(item.escalation_id): queue_score(item.priority, item.queued_at)}
+                )
             pipe.set(BUILT_KEY, "1")
             await pipe.execute()

@@ -35,14 +35,22 @@ async def ensure_built(session: AsyncSession, routing: RoutingEngine) -> None:
         if await routing.is_built():
             return
         agents = (await session.exec(select(Agent).where(Agent.active == True))).all()  # noqa: E712
-        loads = dict((await session.exec(
-            select(Conversation.agent_id, func.count()).where(Conversation.state == ConversationState.WITH_AGENT)
-            .group_by(Conversation.agent_id)
-        )).all())
-        waiting = (await session.exec(
-            select(Escalation).join(Conversation, col(Conversation.id) == Escalation.conversation_id)
-            .where(col(Escalation.claimed_by).is_(None), Conversation.state == ConversationState.QUEUED)
-        )).all()
+        loads = dict(
+            (
+                await session.exec(
+                    select(Conversation.agent_id, func.count())
+                    .where(Conversation.state == ConversationState.WITH_AGENT)
+                    .group_by(Conversation.agent_id)
+                )
+            ).all()
+        )
+        waiting = (
+            await session.exec(
+                select(Escalation)
+                .join(Conversation, col(Conversation.id) == Escalation.conversation_id)
+                .where(col(Escalation.claimed_by).is_(None), Conversation.state == ConversationState.QUEUED)
+            )
+        ).all()
         await routing.rebuild(
             [AgentSnapshot(a.id, list(a.skills), a.capacity, a.presence, int(loads.get(a.id, 0))) for a in agents],
             [WaitingSnapshot(e.id, e.skill_group, e.priority, e.queued_at) for e in waiting],
@@ -63,14 +71,20 @@ async def do_assign_waiting(session: AsyncSession, routing: RoutingEngine, deliv
         escalation_id, agent_id = pair
         escalation = await session.get(Escalation, escalation_id)
         agent = await session.get(Agent, agent_id)
-        if escalation is None or agent is None or not await _record_assignment(session, delivery, escalation, agent, how="assign"):
+        if (
+            escalation is None
+            or agent is None
+            or not await _record_assignment(session, delivery, escalation, agent, how="assign")
+        ):
             await routing.release(agent_id)
             continue
         assigned.append(escalation.conversation_id)
     return assigned
 
 
-async def do_claim(session: AsyncSession, routing: RoutingEngine, delivery: Delivery, *, agent: Agent, conversation_id: int) -> Conversation:
+async def do_claim(
+    session: AsyncSession, routing: RoutingEngine, delivery: Delivery, *, agent: Agent, conversation_id: int
+) -> Conversation:
     """An agent takes a waiting conversation by hand; exactly one of several racing agents wins."""
     await ensure_built(session, routing)
     conversation = await session.get(Conversation, conversation_id)
@@ -91,18 +105,36 @@ async def do_claim(session: AsyncSession, routing: RoutingEngine, delivery: Deli
     return conversation
 
 
-async def do_take_over(session: AsyncSession, routing: RoutingEngine, delivery: Delivery, *, agent: Agent, conversation: Conversation) -> None:
+async def do_take_over(
+    session: AsyncSession, routing: RoutingEngine, delivery: Delivery, *, agent: Agent, conversation: Conversation
+) -> None:
     """A video agent answers the call of a conversation held by an agent who can't do video: it moves to them,
     committed with whatever the caller has pending (their answer to the call), or rolled back with it."""
     await do_hand_over(
-        session, routing, delivery, conversation=conversation, to_agent=agent, actor_id=agent.id,
-        text=f"视频客服{agent.display_name}已接手，您之前说的内容都已保留。", action="video_take_over", reason="video_take_over",
+        session,
+        routing,
+        delivery,
+        conversation=conversation,
+        to_agent=agent,
+        actor_id=agent.id,
+        text=f"视频客服{agent.display_name}已接手，您之前说的内容都已保留。",
+        action="video_take_over",
+        reason="video_take_over",
     )
 
 
 async def do_hand_over(
-    session: AsyncSession, routing: RoutingEngine, delivery: Delivery, *, conversation: Conversation, to_agent: Agent,
-    actor_id: int, text: str, action: str, reason: str, new_first_response: bool = False,
+    session: AsyncSession,
+    routing: RoutingEngine,
+    delivery: Delivery,
+    *,
+    conversation: Conversation,
+    to_agent: Agent,
+    actor_id: int,
+    text: str,
+    action: str,
+    reason: str,
+    new_first_response: bool = False,
 ) -> None:
     """Move a conversation an agent holds straight to `to_agent` (capacity checked in Redis), tell the customer,
     free the previous holder. `new_first_response`: the new agent has yet to answer (a transfer)."""
@@ -110,7 +142,10 @@ async def do_hand_over(
     previous = conversation.agent_id
     await ensure_built(session, routing)
     await routing.set_agent(snapshot_of(to_agent))
-    if escalation is None or await routing.claim(escalation.id, escalation.skill_group, to_agent.id, must_be_queued=False) != "ok":
+    if (
+        escalation is None
+        or await routing.claim(escalation.id, escalation.skill_group, to_agent.id, must_be_queued=False) != "ok"
+    ):
         raise Conflict(f"{to_agent.display_name} is at full capacity", code="agent_at_capacity")
     now = utcnow()
     escalation.claimed_by, escalation.claimed_at = to_agent.id, now
@@ -118,12 +153,23 @@ async def do_hand_over(
         escalation.first_response_at = None
     conversation.agent_id, conversation.updated_at = to_agent.id, now
     notice = Message(
-        conversation_id=conversation.id, customer_id=conversation.customer_id, channel=conversation.current_channel,
-        direction=Direction.OUT, sender_kind=SenderKind.SYSTEM, text=text,
+        conversation_id=conversation.id,
+        customer_id=conversation.customer_id,
+        channel=conversation.current_channel,
+        direction=Direction.OUT,
+        sender_kind=SenderKind.SYSTEM,
+        text=text,
     )
     session.add(notice)
-    audit(session, actor_kind="agent", actor_id=actor_id, action=action, subject=f"conversation:{conversation.id}",
-          from_agent=previous, to_agent=to_agent.id)
+    audit(
+        session,
+        actor_kind="agent",
+        actor_id=actor_id,
+        action=action,
+        subject=f"conversation:{conversation.id}",
+        from_agent=previous,
+        to_agent=to_agent.id,
+    )
     try:
         await session.commit()
     except Exception:
@@ -131,8 +177,11 @@ async def do_hand_over(
         raise
     if previous is not None:
         await routing.release(previous)
-        await publish(routing.redis, agent_channel(previous), {"type": "conversation_removed", "conversation_id": conversation.id,
-                                                               "reason": reason})
+        await publish(
+            routing.redis,
+            agent_channel(previous),
+            {"type": "conversation_removed", "conversation_id": conversation.id, "reason": reason},
+        )
     await delivery.deliver(conversation, [notice])
     await publish(routing.redis, agent_channel(to_agent.id), {"type": "assigned", "conversation_id": conversation.id})
 
@@ -151,24 +200,40 @@ async def do_requeue(
     conversation.state = ConversationState.QUEUED
     conversation.agent_id = None
     notice = Message(
-        conversation_id=conversation.id, customer_id=conversation.customer_id, channel=conversation.current_channel,
-        direction=Direction.OUT, sender_kind=SenderKind.SYSTEM,
+        conversation_id=conversation.id,
+        customer_id=conversation.customer_id,
+        channel=conversation.current_channel,
+        direction=Direction.OUT,
+        sender_kind=SenderKind.SYSTEM,
         text="抱歉让您久等，正在为您优先安排其他客服，您之前说的内容都已保留。",
     )
     session.add(notice)
-    audit(session, actor_kind="system", actor_id=None, action="requeue", subject=f"conversation:{conversation.id}",
-          reason=reason, agent_id=agent_id)
+    audit(
+        session,
+        actor_kind="system",
+        actor_id=None,
+        action="requeue",
+        subject=f"conversation:{conversation.id}",
+        reason=reason,
+        agent_id=agent_id,
+    )
     await session.commit()
     if agent_id is not None:
         await routing.release(agent_id)
-        await publish(routing.redis, agent_channel(agent_id), {"type": "conversation_removed", "conversation_id": conversation.id, "reason": reason})
+        await publish(
+            routing.redis,
+            agent_channel(agent_id),
+            {"type": "conversation_removed", "conversation_id": conversation.id, "reason": reason},
+        )
     await routing.enqueue(escalation.id, escalation.skill_group, escalation.priority, escalation.queued_at)
     await delivery.deliver(conversation, [notice])
     await delivery.state_changed(conversation)
     await publish(routing.redis, AGENTS_CHANNEL, {"type": "queue_changed", "conversation_id": conversation.id})
 
 
-async def _record_assignment(session: AsyncSession, delivery: Delivery, escalation: Escalation, agent: Agent, *, how: str) -> bool:
+async def _record_assignment(
+    session: AsyncSession, delivery: Delivery, escalation: Escalation, agent: Agent, *, how: str
+) -> bool:
     """Write the assignment; the conditional update is SQL's own guard against a double claim."""
     now = utcnow()
     claimed = await session.exec(
@@ -184,8 +249,11 @@ async def _record_assignment(session: AsyncSession, delivery: Delivery, escalati
     conversation.agent_id = agent.id
     conversation.updated_at = now
     greeting = Message(
-        conversation_id=conversation.id, customer_id=conversation.customer_id, channel=conversation.current_channel,
-        direction=Direction.OUT, sender_kind=SenderKind.SYSTEM,
+        conversation_id=conversation.id,
+        customer_id=conversation.customer_id,
+        channel=conversation.current_channel,
+        direction=Direction.OUT,
+        sender_kind=SenderKind.SYSTEM,
         text=f"人工客服{agent.display_name}已接入，您之前说的内容客服都能看到，无需重复。",
     )
     session.add(greeting)
@@ -208,5 +276,7 @@ async def _open_escalation(session: AsyncSession, conversation_id: int) -> Escal
 
 
 async def _latest_escalation(session: AsyncSession, conversation_id: int) -> Escalation | None:
-    statement = select(Escalation).where(Escalation.conversation_id == conversation_id).order_by(col(Escalation.id).desc())
+    statement = (
+        select(Escalation).where(Escalation.conversation_id == conversation_id).order_by(col(Escalation.id).desc())
+    )
     return (await session.exec(statement)).first()

@@ -90,11 +90,18 @@ class RoutingLoop:
 
     async def _hand_back_unanswered(self, session: AsyncSession) -> None:
         deadline = utcnow() - timedelta(seconds=self.settings.agent_answer_timeout_s)
-        stale = (await session.exec(
-            select(Conversation).join(Escalation, col(Escalation.conversation_id) == Conversation.id)
-            .where(Conversation.state == ConversationState.WITH_AGENT, col(Escalation.claimed_by) == Conversation.agent_id,
-                   col(Escalation.first_response_at).is_(None), col(Escalation.claimed_at) < deadline)
-        )).all()
+        stale = (
+            await session.exec(
+                select(Conversation)
+                .join(Escalation, col(Escalation.conversation_id) == Conversation.id)
+                .where(
+                    Conversation.state == ConversationState.WITH_AGENT,
+                    col(Escalation.claimed_by) == Conversation.agent_id,
+                    col(Escalation.first_response_at).is_(None),
+                    col(Escalation.claimed_at) < deadline,
+                )
+            )
+        ).all()
         for conversation in stale:
             await do_requeue(session, self.routing, self.delivery, conversation=conversation, reason="answer_timeout")
 
@@ -116,13 +123,13 @@ class RoutingLoop:
         # Every waiting customer's last told position in one round trip (this runs every tick).
         keys = [f"yt:qpos:{escalation.id}" for escalation, _ in waiting]
         positions, told = _positions(waiting), await redis.mget(keys)
-        first_seen = {key: position for key, position, last in zip(keys, positions, told) if last is None}
+        first_seen = {key: position for key, position, last in zip(keys, positions, told, strict=False) if last is None}
         if first_seen:
             async with redis.pipeline(transaction=False) as pipe:
                 for key, position in first_seen.items():
                     pipe.set(key, position, ex=86400)
                 await pipe.execute()
-        for (escalation, conversation), key, position, last in zip(waiting, keys, positions, told):
+        for (escalation, conversation), key, position, last in zip(waiting, keys, positions, told, strict=False):
             if last is None:
                 continue
             last = int(last)
@@ -131,10 +138,18 @@ class RoutingLoop:
             await redis.set(key, position, ex=86400)
             online = await conversations.online_agents_in(session, escalation.skill_group)
             minutes = estimated_wait_minutes(position, online, self.settings.avg_handle_s)
-            text = "您是下一位，客服马上为您服务。" if position == 1 else f"排队进度：您前面还有{position - 1}位客户，预计等待约{minutes}分钟。"
+            text = (
+                "您是下一位，客服马上为您服务。"
+                if position == 1
+                else f"排队进度：您前面还有{position - 1}位客户，预计等待约{minutes}分钟。"
+            )
             notice = Message(
-                conversation_id=conversation.id, customer_id=conversation.customer_id, channel=conversation.current_channel,
-                direction=Direction.OUT, sender_kind=SenderKind.SYSTEM, text=text,
+                conversation_id=conversation.id,
+                customer_id=conversation.customer_id,
+                channel=conversation.current_channel,
+                direction=Direction.OUT,
+                sender_kind=SenderKind.SYSTEM,
+                text=text,
             )
             session.add(notice)
             await session.commit()

@@ -111,15 +111,24 @@ class NluFollower:
             await asyncio.gather(self._task, return_exceptions=True)
         try:
             await self.redis.hdel(workers_key(self.deployment), self.worker_id)
-        except Exception:
-            pass
+        except Exception:  # Redis gone at shutdown: the entry expires with the worker's heartbeat
+            log.debug("could not remove this worker's studio entry", exc_info=True)
 
 
 class RasaInstances:
     """The Rasa processes the studio started for this deployment; any worker may stop them (pids in Redis)."""
 
-    def __init__(self, redis: Redis, *, deployment: str, rasa_bin: Path, rasa_env: dict[str, str], models_dir: Path,
-                 work_dir: Path, start_timeout_s: float) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        deployment: str,
+        rasa_bin: Path,
+        rasa_env: dict[str, str],
+        models_dir: Path,
+        work_dir: Path,
+        start_timeout_s: float,
+    ) -> None:
         self.redis, self.deployment = redis, deployment
         self.rasa_bin, self.rasa_env, self.models_dir = rasa_bin, rasa_env, models_dir
         self.work_dir, self.start_timeout_s = work_dir, start_timeout_s
@@ -145,9 +154,12 @@ class RasaInstances:
         self.work_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.work_dir / f"rasa-{port}.log"
         with log_path.open("w") as out:
-            process = subprocess.Popen(
+            process = subprocess.Popen(  # noqa: ASYNC220 (Popen returns at once; the process is waited on elsewhere)
                 [str(self.rasa_bin), "run", "--enable-api", "-i", "127.0.0.1", "-p", str(port), "-m", str(model)],
-                cwd=self.work_dir, env={**os.environ, **self.rasa_env}, stdout=out, stderr=subprocess.STDOUT,
+                cwd=self.work_dir,
+                env={**os.environ, **self.rasa_env},
+                stdout=out,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
         self._children[url] = process
@@ -209,8 +221,16 @@ def _is_rasa_on_port(pid: int, port: int) -> bool:
 class Activator:
     """Switches the deployment's active Rasa (blue/green), then retires the old instance."""
 
-    def __init__(self, redis: Redis, *, deployment: str, instances: RasaInstances, follower: NluFollower,
-                 default_url: str, nlu_timeout_s: float) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        deployment: str,
+        instances: RasaInstances,
+        follower: NluFollower,
+        default_url: str,
+        nlu_timeout_s: float,
+    ) -> None:
         self.redis, self.deployment, self.instances, self.follower = redis, deployment, instances, follower
         self.default_url, self.nlu_timeout_s = default_url.rstrip("/"), nlu_timeout_s
 
@@ -220,8 +240,11 @@ class Activator:
         if state:
             return state
         status = await rasa_status(self.default_url) or {}
-        return {"url": self.default_url, "model_file": Path(str(status.get("model_file") or "")).name or None,
-                "version_id": None}
+        return {
+            "url": self.default_url,
+            "model_file": Path(str(status.get("model_file") or "")).name or None,
+            "version_id": None,
+        }
 
     async def switch_to(self, model_file: str, version_id: int, report: Report) -> dict:
         previous = await self.current()
@@ -241,15 +264,23 @@ class Activator:
             if other != url and await self.instances.stop(other):
                 stopped.append(other)
         await report(progress=0.98, stage="switched", line=f"active: {url}; stopped: {', '.join(stopped) or 'none'}")
-        return {"url": url, "previous_url": previous.get("url"), "started_instance": started,
-                "workers_followed": followed, "stopped": stopped}
+        return {
+            "url": url,
+            "previous_url": previous.get("url"),
+            "started_instance": started,
+            "workers_followed": followed,
+            "stopped": stopped,
+        }
 
     async def live_workers(self) -> int:
         """API workers of this deployment, other than this one, that followed recently."""
         now = time.time()
         entries = await self.redis.hgetall(workers_key(self.deployment))
-        return sum(1 for worker, raw in entries.items()
-                   if worker != self.follower.worker_id and now - json.loads(raw)["seen_at"] < self.follower.poll_s * 4 + 2)
+        return sum(
+            1
+            for worker, raw in entries.items()
+            if worker != self.follower.worker_id and now - json.loads(raw)["seen_at"] < self.follower.poll_s * 4 + 2
+        )
 
     async def _wait_for_workers(self, url: str) -> int:
         """Until every live worker (seen in the last few polls) reports the new URL; returns how many."""

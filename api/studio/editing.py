@@ -67,8 +67,16 @@ async def _declare_intent(studio, snap: Snapshot, intent: str) -> dict[str, str]
     return {DOMAIN_FILE: version}
 
 
-async def add_example(studio, session: AsyncSession, agent: Agent, *, intent: str, text: str,
-                      file: str | None = None, base_version: str | None = None) -> dict[str, str]:
+async def add_example(
+    studio,
+    session: AsyncSession,
+    agent: Agent,
+    *,
+    intent: str,
+    text: str,
+    file: str | None = None,
+    base_version: str | None = None,
+) -> dict[str, str]:
     snap = await snapshot(studio)
     rel = _file_for(snap, intent, file)
     version = await _write(studio, rel, base_version, nlu_files.add_example(intent, text))
@@ -77,24 +85,44 @@ async def add_example(studio, session: AsyncSession, agent: Agent, *, intent: st
     return versions
 
 
-async def edit_example(studio, session: AsyncSession, agent: Agent, *, intent: str, file: str, base_version: str,
-                       text: str, new_text: str) -> dict[str, str]:
+async def edit_example(
+    studio, session: AsyncSession, agent: Agent, *, intent: str, file: str, base_version: str, text: str, new_text: str
+) -> dict[str, str]:
     version = await _write(studio, file, base_version, nlu_files.replace_example(intent, text, new_text))
-    _audit(session, agent, "example_edit", f"intent:{intent}", file=file, text=mask_sensitive(text),
-           new_text=mask_sensitive(new_text), version=version)
+    _audit(
+        session,
+        agent,
+        "example_edit",
+        f"intent:{intent}",
+        file=file,
+        text=mask_sensitive(text),
+        new_text=mask_sensitive(new_text),
+        version=version,
+    )
     return {file: version}
 
 
-async def delete_example(studio, session: AsyncSession, agent: Agent, *, intent: str, file: str, base_version: str,
-                         text: str) -> dict[str, str]:
+async def delete_example(
+    studio, session: AsyncSession, agent: Agent, *, intent: str, file: str, base_version: str, text: str
+) -> dict[str, str]:
     version = await _write(studio, file, base_version, nlu_files.remove_example(intent, text))
     _audit(session, agent, "example_delete", f"intent:{intent}", file=file, text=mask_sensitive(text), version=version)
     return {file: version}
 
 
-async def move_example(studio, session: AsyncSession, agent: Agent, *, intent: str, file: str, base_version: str,
-                       text: str, to_intent: str, to_file: str | None = None,
-                       to_base_version: str | None = None) -> dict[str, str]:
+async def move_example(
+    studio,
+    session: AsyncSession,
+    agent: Agent,
+    *,
+    intent: str,
+    file: str,
+    base_version: str,
+    text: str,
+    to_intent: str,
+    to_file: str | None = None,
+    to_base_version: str | None = None,
+) -> dict[str, str]:
     """Move an example to another intent: removed here (version-checked) first, then added there."""
     if to_intent == intent and (to_file or file) == file:
         raise BadRequest("the example is already there", code="nothing_to_move")
@@ -107,22 +135,47 @@ async def move_example(studio, session: AsyncSession, agent: Agent, *, intent: s
         removed = await asyncio.to_thread(studio.files.edit, file, base_version, nlu_files.remove_example(intent, text))
         added = await asyncio.to_thread(studio.files.edit, target, None, nlu_files.add_example(to_intent, text))
     versions = {file: removed, target: added, **await _declare_intent(studio, snap, to_intent)}
-    _audit(session, agent, "example_move", f"intent:{intent}", file=file, text=mask_sensitive(text),
-           to_intent=to_intent, to_file=target)
-    _audit(session, agent, "example_move_in", f"intent:{to_intent}", file=target, text=mask_sensitive(text),
-           from_intent=intent)
+    _audit(
+        session,
+        agent,
+        "example_move",
+        f"intent:{intent}",
+        file=file,
+        text=mask_sensitive(text),
+        to_intent=to_intent,
+        to_file=target,
+    )
+    _audit(
+        session,
+        agent,
+        "example_move_in",
+        f"intent:{to_intent}",
+        file=target,
+        text=mask_sensitive(text),
+        from_intent=intent,
+    )
     return versions
 
 
-async def set_resource(studio, session: AsyncSession, agent: Agent, *, kind: str, name: str, examples: list[str],
-                       file: str, base_version: str | None) -> dict[str, str]:
+async def set_resource(
+    studio,
+    session: AsyncSession,
+    agent: Agent,
+    *,
+    kind: str,
+    name: str,
+    examples: list[str],
+    file: str,
+    base_version: str | None,
+) -> dict[str, str]:
     version = await _write(studio, file, base_version, nlu_files.set_resource(kind, name, examples))
     _audit(session, agent, f"{kind}_set", f"{kind}:{name}", file=file, examples=len(examples), version=version)
     return {file: version}
 
 
-async def delete_resource(studio, session: AsyncSession, agent: Agent, *, kind: str, name: str, file: str,
-                          base_version: str) -> dict[str, str]:
+async def delete_resource(
+    studio, session: AsyncSession, agent: Agent, *, kind: str, name: str, file: str, base_version: str
+) -> dict[str, str]:
     version = await _write(studio, file, base_version, nlu_files.remove_resource(kind, name))
     _audit(session, agent, f"{kind}_delete", f"{kind}:{name}", file=file, version=version)
     return {file: version}

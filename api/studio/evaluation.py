@@ -15,9 +15,11 @@ from ruamel.yaml.scalarstring import LiteralScalarString
 from api.studio.nlu_files import Snapshot
 
 
-def stratified_split(snap: Snapshot, *, fraction: float, seed: str) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+def stratified_split(
+    snap: Snapshot, *, fraction: float, seed: str
+) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
     """Per intent, hold out about `fraction` of the examples (at least one when it has two or more)."""
-    rng = random.Random(seed)
+    rng = random.Random(seed)  # noqa: S311 (a reproducible split, not a secret)
     train: dict[str, list[str]] = {}
     test: dict[str, list[str]] = {}
     for intent, examples in snap.intents.items():
@@ -30,8 +32,11 @@ def stratified_split(snap: Snapshot, *, fraction: float, seed: str) -> tuple[dic
 
 def write_nlu_yaml(path: Path, intents: dict[str, list[str]], snap: Snapshot | None = None) -> None:
     """A Rasa 3.x NLU file with these examples (and the snapshot's synonyms, regexes and lookups)."""
-    items = [{"intent": intent, "examples": LiteralScalarString("".join(f"- {t}\n" for t in texts))}
-             for intent, texts in intents.items() if texts]
+    items = [
+        {"intent": intent, "examples": LiteralScalarString("".join(f"- {t}\n" for t in texts))}
+        for intent, texts in intents.items()
+        if texts
+    ]
     for resource in snap.resources if snap else []:
         block = LiteralScalarString("".join(f"- {t}\n" for t in resource.examples))
         items.append({resource.kind: resource.name, "examples": block})
@@ -71,14 +76,21 @@ def metrics(rows: list[tuple[str, str, str]]) -> dict:
         precision = tp / predicted if predicted else 0.0
         recall = tp / support if support else 0.0
         f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        per_intent[label] = {"precision": round(precision, 4), "recall": round(recall, 4), "f1": round(f1, 4),
-                             "support": support}
+        per_intent[label] = {
+            "precision": round(precision, 4),
+            "recall": round(recall, 4),
+            "f1": round(f1, 4),
+            "support": support,
+        }
     total = len(rows)
     macro = sum(m["f1"] for m in per_intent.values()) / len(per_intent) if per_intent else 0.0
     weighted = sum(m["f1"] * m["support"] for m in per_intent.values()) / total if total else 0.0
     confusions = sorted(
-        ({"intent": g, "predicted": p, "count": n, "examples": examples[(g, p)]}
-         for (g, p), n in counts.items() if g != p),
+        (
+            {"intent": g, "predicted": p, "count": n, "examples": examples[(g, p)]}
+            for (g, p), n in counts.items()
+            if g != p
+        ),
         key=lambda c: (-c["count"], c["intent"], c["predicted"]),
     )
     return {
@@ -103,11 +115,11 @@ def confusion_svg(evaluation: dict, *, title: str) -> str:
     out = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
         'font-family="sans-serif" font-size="11">',
-        f'<title>{escape(title)}</title>',
+        f"<title>{escape(title)}</title>",
         f'<rect width="{width}" height="{height}" fill="#fff"/>',
         f'<text x="8" y="16" font-size="13" font-weight="bold">{escape(title)}</text>',
         f'<text x="{left}" y="{height - 12}">columns: predicted intent · rows: true intent · '
-        f'macro-F1 {evaluation.get("macro_f1", 0):.3f}</text>',
+        f"macro-F1 {evaluation.get('macro_f1', 0):.3f}</text>",
     ]
     for j, label in enumerate(labels):
         x = left + j * cell + cell / 2
@@ -125,11 +137,15 @@ def confusion_svg(evaluation: dict, *, title: str) -> str:
             else:
                 fill = f"rgb(250,{int(225 - 170 * share)},{int(215 - 170 * share)})"
             x = left + j * cell
-            out.append(f'<rect x="{x}" y="{y}" width="{cell - 1}" height="{cell - 1}" fill="{fill}">'
-                       f'<title>{escape(label)} → {escape(labels[j])}: {count}</title></rect>')
+            out.append(
+                f'<rect x="{x}" y="{y}" width="{cell - 1}" height="{cell - 1}" fill="{fill}">'
+                f"<title>{escape(label)} → {escape(labels[j])}: {count}</title></rect>"
+            )
             if count:
                 color = "#fff" if share > 0.6 else "#222"
-                out.append(f'<text x="{x + cell / 2 - 0.5}" y="{y + cell / 2 + 4}" text-anchor="middle" '
-                           f'fill="{color}">{count}</text>')
+                out.append(
+                    f'<text x="{x + cell / 2 - 0.5}" y="{y + cell / 2 + 4}" text-anchor="middle" '
+                    f'fill="{color}">{count}</text>'
+                )
     out.append("</svg>")
     return "\n".join(out)

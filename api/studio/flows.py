@@ -51,13 +51,27 @@ async def do_train(studio: service.Studio, ctx: JobContext) -> dict:
         version.confusion_image, version.status = outcome.confusion_image, VersionStatus.READY
         version.source = "studio" if outcome.trained else version.source
         await session.flush()
-        audit(session, actor_kind="agent", actor_id=ctx.created_by, action="studio_train", subject=f"version:{version.id}",
-              job_id=ctx.job_id, model_file=outcome.model_file, macro_f1=version.macro_f1, trained=outcome.trained)
+        audit(
+            session,
+            actor_kind="agent",
+            actor_id=ctx.created_by,
+            action="studio_train",
+            subject=f"version:{version.id}",
+            job_id=ctx.job_id,
+            model_file=outcome.model_file,
+            macro_f1=version.macro_f1,
+            trained=outcome.trained,
+        )
         version_id = version.id
     await ctx.flush(version_id=version_id)
-    return {"version_id": version_id, "model_file": outcome.model_file, "trained": outcome.trained,
-            "macro_f1": outcome.evaluation["macro_f1"], "duration_s": outcome.duration_s,
-            "warnings": [i.as_dict() for i in outcome.warnings]}
+    return {
+        "version_id": version_id,
+        "model_file": outcome.model_file,
+        "trained": outcome.trained,
+        "macro_f1": outcome.evaluation["macro_f1"],
+        "duration_s": outcome.duration_s,
+        "warnings": [i.as_dict() for i in outcome.warnings],
+    }
 
 
 async def do_activate(studio: service.Studio, ctx: JobContext) -> dict:
@@ -69,13 +83,22 @@ async def do_activate(studio: service.Studio, ctx: JobContext) -> dict:
     await ctx.report(progress=0.02, stage="preparing", line=f"activating version {version_id} ({model_file})")
     switched = await studio.activator.switch_to(model_file, version_id, ctx.report)
     async with unit_of_work(studio.engine) as session:
-        await session.exec(update(ModelVersion).where(ModelVersion.deployment == studio.deployment)
-                           .values(active=False))
+        await session.exec(
+            update(ModelVersion).where(ModelVersion.deployment == studio.deployment).values(active=False)
+        )
         version = await service.get_version(session, deployment=studio.deployment, version_id=version_id)
         version.active, version.activated_at, version.activated_by = True, utcnow(), ctx.created_by
         action = "studio_restore" if ctx.params.get("restore") else "studio_activate"
-        audit(session, actor_kind="agent" if ctx.created_by else "system", actor_id=ctx.created_by, action=action,
-              subject=f"version:{version_id}", job_id=ctx.job_id, previous_version_id=ctx.params.get("previous_version_id"),
-              override=bool(ctx.params.get("override")), url=switched["url"])
+        audit(
+            session,
+            actor_kind="agent" if ctx.created_by else "system",
+            actor_id=ctx.created_by,
+            action=action,
+            subject=f"version:{version_id}",
+            job_id=ctx.job_id,
+            previous_version_id=ctx.params.get("previous_version_id"),
+            override=bool(ctx.params.get("override")),
+            url=switched["url"],
+        )
     await ctx.report(progress=1.0, stage="active", line=f"version {version_id} is active at {switched['url']}")
     return {"version_id": version_id, **switched}

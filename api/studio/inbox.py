@@ -43,8 +43,15 @@ async def sync(session: AsyncSession, *, threshold: float) -> int:
     added = 0
     for message in (await session.exec(statement)).all():
         reason = InboxReason.FALLBACK if message.intent == FALLBACK_INTENT else InboxReason.LOW_CONFIDENCE
-        session.add(InboxItem(message_id=message.id, text=mask_sensitive(message.text), predicted_intent=message.intent,
-                              confidence=message.confidence, reason=reason))
+        session.add(
+            InboxItem(
+                message_id=message.id,
+                text=mask_sensitive(message.text),
+                predicted_intent=message.intent,
+                confidence=message.confidence,
+                reason=reason,
+            )
+        )
         added += 1
     await session.flush()
     return added
@@ -57,8 +64,13 @@ async def record_relabel(session: AsyncSession, *, message_id: int, intent: str)
         raise ResourceNotFound("no such customer message", code="message_not_found")
     item = (await session.exec(select(InboxItem).where(InboxItem.message_id == message_id))).first()
     if item is None:
-        item = InboxItem(message_id=message.id, text=mask_sensitive(message.text), predicted_intent=message.intent,
-                         confidence=message.confidence, reason=InboxReason.RELABELLED)
+        item = InboxItem(
+            message_id=message.id,
+            text=mask_sensitive(message.text),
+            predicted_intent=message.intent,
+            confidence=message.confidence,
+            reason=InboxReason.RELABELLED,
+        )
         session.add(item)
     item.reason, item.suggested_intent, item.status = InboxReason.RELABELLED, intent, InboxStatus.OPEN
     await session.flush()
@@ -67,8 +79,9 @@ async def record_relabel(session: AsyncSession, *, message_id: int, intent: str)
 
 async def list_open(session: AsyncSession, *, limit: int = 500) -> dict[str, list[InboxItem]]:
     """Open items grouped by predicted intent (the fallback label is a group of its own), biggest group first."""
-    statement = (select(InboxItem).where(InboxItem.status == InboxStatus.OPEN)
-                 .order_by(col(InboxItem.id).desc()).limit(limit))
+    statement = (
+        select(InboxItem).where(InboxItem.status == InboxStatus.OPEN).order_by(col(InboxItem.id).desc()).limit(limit)
+    )
     groups: dict[str, list[InboxItem]] = {}
     for item in (await session.exec(statement)).all():
         groups.setdefault(item.predicted_intent or FALLBACK_INTENT, []).append(item)

@@ -62,8 +62,13 @@ class JobContext:
     async def flush(self, **extra: Any) -> None:
         self._last_flush = asyncio.get_running_loop().time()
         self._dirty = False
-        values = {"progress": round(self.progress, 4), "stage": self.stage[:64], "log_tail": "\n".join(self.lines),
-                  "heartbeat_at": utcnow(), **extra}
+        values = {
+            "progress": round(self.progress, 4),
+            "stage": self.stage[:64],
+            "log_tail": "\n".join(self.lines),
+            "heartbeat_at": utcnow(),
+            **extra,
+        }
         async with unit_of_work(self.engine) as session:
             await session.exec(update(StudioJob).where(StudioJob.id == self.job_id).values(**values))
 
@@ -74,8 +79,9 @@ Handler = Callable[[JobContext], Awaitable[dict]]
 class JobRunner:
     """Polls for queued jobs of each kind it has a handler for; `wake()` skips the wait after a new job."""
 
-    def __init__(self, engine: AsyncEngine, redis: Redis, *, deployment: str, handlers: dict[str, Handler],
-                 poll_s: float = 1.0) -> None:
+    def __init__(
+        self, engine: AsyncEngine, redis: Redis, *, deployment: str, handlers: dict[str, Handler], poll_s: float = 1.0
+    ) -> None:
         self.engine, self.redis, self.deployment = engine, redis, deployment
         self.handlers, self.poll_s = handlers, poll_s
         self._wake = asyncio.Event()
@@ -108,7 +114,7 @@ class JobRunner:
                 log.warning("studio job runner round failed", exc_info=True)
             try:
                 await asyncio.wait_for(self._wake.wait(), self.poll_s)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             self._wake.clear()
 
@@ -118,13 +124,22 @@ class JobRunner:
             return
         try:
             async with unit_of_work(self.engine) as session:
-                job = (await session.exec(
-                    select(StudioJob).where(StudioJob.deployment == self.deployment, StudioJob.kind == kind,
-                                            StudioJob.status == JobStatus.QUEUED).order_by(StudioJob.id).limit(1)
-                )).first()
+                job = (
+                    await session.exec(
+                        select(StudioJob)
+                        .where(
+                            StudioJob.deployment == self.deployment,
+                            StudioJob.kind == kind,
+                            StudioJob.status == JobStatus.QUEUED,
+                        )
+                        .order_by(StudioJob.id)
+                        .limit(1)
+                    )
+                ).first()
                 if job is not None:
                     claimed = await session.exec(
-                        update(StudioJob).where(StudioJob.id == job.id, StudioJob.status == JobStatus.QUEUED)
+                        update(StudioJob)
+                        .where(StudioJob.id == job.id, StudioJob.status == JobStatus.QUEUED)
                         .values(status=JobStatus.RUNNING, started_at=utcnow(), heartbeat_at=utcnow(), stage="starting")
                     )
                     job = job if claimed.rowcount == 1 else None
@@ -142,24 +157,32 @@ class JobRunner:
         try:
             result = await self.handlers[kind](context)
             context.progress = 1.0
-            await context.flush(status=JobStatus.SUCCEEDED, finished_at=utcnow(), result=result or {},
-                                stage=context.stage if context.stage != "running" else "done")
+            await context.flush(
+                status=JobStatus.SUCCEEDED,
+                finished_at=utcnow(),
+                result=result or {},
+                stage=context.stage if context.stage != "running" else "done",
+            )
         except asyncio.CancelledError:
-            await asyncio.shield(context.flush(status=JobStatus.FAILED, finished_at=utcnow(),
-                                               error="stopped: the API worker running it shut down"))
+            await asyncio.shield(
+                context.flush(
+                    status=JobStatus.FAILED, finished_at=utcnow(), error="stopped: the API worker running it shut down"
+                )
+            )
             raise
         except Exception as exc:
             log.warning("studio job %s (%s) failed: %s", job.id, kind, exc)
             result = getattr(exc, "result", None) or {}
-            await context.flush(status=JobStatus.FAILED, finished_at=utcnow(), error=str(exc)[:4000], result=result,
-                                stage="failed")
+            await context.flush(
+                status=JobStatus.FAILED, finished_at=utcnow(), error=str(exc)[:4000], result=result, stage="failed"
+            )
         finally:
             beat.cancel()
             self._running.pop(kind, None)
             try:
                 await lock.release()
             except Exception:  # expired while we were busy: nothing left to release
-                pass
+                log.debug("training lock already expired", exc_info=True)
             self.wake()
 
     async def _heartbeat(self, context: JobContext, lock) -> None:
@@ -179,7 +202,11 @@ class JobRunner:
         cutoff = utcnow() - timedelta(seconds=STALE_AFTER_S)
         async with unit_of_work(self.engine) as session:
             await session.exec(
-                update(StudioJob).where(StudioJob.deployment == self.deployment, StudioJob.status == JobStatus.RUNNING,
-                                        StudioJob.heartbeat_at < cutoff)
+                update(StudioJob)
+                .where(
+                    StudioJob.deployment == self.deployment,
+                    StudioJob.status == JobStatus.RUNNING,
+                    StudioJob.heartbeat_at < cutoff,
+                )
                 .values(status=JobStatus.FAILED, finished_at=utcnow(), error="the API worker running it stopped")
             )

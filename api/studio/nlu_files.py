@@ -123,8 +123,9 @@ class NluFiles:
         path = (self.root / rel).resolve()
         nlu = (self.root / "nlu").resolve()
         if not path.is_relative_to(nlu) or path.suffix not in (".yml", ".yaml") or path == nlu:
-            raise BadRequest(f"not a training data file: {rel!r} (files live under nlu/ and end in .yml)",
-                             code="bad_file")
+            raise BadRequest(
+                f"not a training data file: {rel!r} (files live under nlu/ and end in .yml)", code="bad_file"
+            )
         return path
 
     def read_bytes(self, rel: str) -> bytes | None:
@@ -140,7 +141,7 @@ class NluFiles:
         cached = self._parsed.get(rel)
         if cached and cached[0] == version:
             return cached
-        parsed = (version, yaml.load(data.decode("utf-8"), Loader=_SAFE_LOADER) if data else None)
+        parsed = (version, yaml.load(data.decode("utf-8"), Loader=_SAFE_LOADER) if data else None)  # noqa: S506
         self._parsed[rel] = parsed
         return parsed
 
@@ -164,7 +165,8 @@ class NluFiles:
                 for kind in RESOURCE_KINDS:
                     if kind in item:
                         snap.resources.append(
-                            Resource(kind, str(item[kind]), tuple(_block_lines(item.get("examples"))), rel))
+                            Resource(kind, str(item[kind]), tuple(_block_lines(item.get("examples"))), rel)
+                        )
         if (self.root / DOMAIN_FILE).exists():
             try:
                 version, domain = self._load_plain(DOMAIN_FILE)
@@ -185,8 +187,10 @@ class NluFiles:
         raw = path.read_bytes() if path.exists() else None
         current = version_of(raw)
         if base_version is not None and base_version != current:
-            raise Conflict(f"{rel} changed since you loaded it (yours {base_version}, now {current}); reload and retry",
-                           code="stale_version")
+            raise Conflict(
+                f"{rel} changed since you loaded it (yours {base_version}, now {current}); reload and retry",
+                code="stale_version",
+            )
         text = raw.decode("utf-8") if raw is not None else 'version: "3.1"\n'
         rt = _round_trip(text)
         doc = rt.load(text) or CommentedMap()
@@ -271,6 +275,7 @@ def add_example(intent: str, text: str) -> Callable[[CommentedMap], None]:
         if any(text in _texts(i) for i in items):
             raise Conflict(f"{intent!r} already has this example", code="duplicate_example")
         _rewrite(items[-1], lambda texts: [*texts, text])
+
     return change
 
 
@@ -283,11 +288,13 @@ def replace_example(intent: str, old: str, new: str) -> Callable[[CommentedMap],
                 _rewrite(item, lambda texts: [new if t == old else t for t in texts])
                 return
         raise ResourceNotFound(f"no example {old!r} under {intent!r} in this file", code="example_not_found")
+
     return change
 
 
 def remove_example(intent: str, text: str) -> Callable[[CommentedMap], None]:
     """Remove one example; an intent left with none is removed from the file (Rasa refuses empty ones)."""
+
     def change(doc: CommentedMap) -> None:
         for item in _items(doc, "intent", intent):
             if text in _texts(item):
@@ -296,11 +303,13 @@ def remove_example(intent: str, text: str) -> Callable[[CommentedMap], None]:
                     doc["nlu"].remove(item)
                 return
         raise ResourceNotFound(f"no example {text!r} under {intent!r} in this file", code="example_not_found")
+
     return change
 
 
 def set_resource(kind: str, name: str, examples: list[str]) -> Callable[[CommentedMap], None]:
     """Create or replace a synonym, regex or lookup table."""
+
     def change(doc: CommentedMap) -> None:
         items = _items(doc, kind, name)
         if items:
@@ -310,6 +319,7 @@ def set_resource(kind: str, name: str, examples: list[str]) -> Callable[[Comment
             return
         block = LiteralScalarString("".join(f"- {e}\n" for e in examples))
         doc["nlu"].append(CommentedMap([(kind, name), ("examples", block)]))
+
     return change
 
 
@@ -320,11 +330,13 @@ def remove_resource(kind: str, name: str) -> Callable[[CommentedMap], None]:
             raise ResourceNotFound(f"no {kind} {name!r} in this file", code="resource_not_found")
         for item in items:
             doc["nlu"].remove(item)
+
     return change
 
 
 def declare_in_domain(key: str, name: str) -> Callable[[CommentedMap], None]:
     """Add an intent or entity to `domain.yml` (no-op when it is there already)."""
+
     def change(doc: CommentedMap) -> None:
         doc.setdefault("version", "3.1")
         names = doc.get(key)
@@ -332,4 +344,5 @@ def declare_in_domain(key: str, name: str) -> Callable[[CommentedMap], None]:
             doc[key] = names = CommentedSeq()
         if name not in [_domain_name(n) for n in names]:
             names.append(name)
+
     return change

@@ -17,9 +17,32 @@ from api.masking import mask_sensitive
 from api.studio import editing, inbox, service
 from api.studio.models import InboxStatus
 from api.studio.schemas import (
-    ActivateRequest, ActiveNlu, Comparison, EntityDeclare, ExampleAdd, ExampleEdit, ExampleMove, ExampleOut, Inbox,
-    InboxAccept, InboxAccepted, InboxGroup, InboxItemOut, IntentDetail, IntentList, IntentSummary, JobOut, Relabel,
-    ResourceKind, ResourceOut, Resources, ResourceSet, ValidationReport, VersionDetail, VersionOut, Versions,
+    ActivateRequest,
+    ActiveNlu,
+    Comparison,
+    EntityDeclare,
+    ExampleAdd,
+    ExampleEdit,
+    ExampleMove,
+    ExampleOut,
+    Inbox,
+    InboxAccept,
+    InboxAccepted,
+    InboxGroup,
+    InboxItemOut,
+    IntentDetail,
+    IntentList,
+    IntentSummary,
+    JobOut,
+    Relabel,
+    ResourceKind,
+    ResourceOut,
+    Resources,
+    ResourceSet,
+    ValidationReport,
+    VersionDetail,
+    VersionOut,
+    Versions,
 )
 from api.studio.service import Studio
 from api.studio.validation import check_data, rasa_validate
@@ -48,7 +71,9 @@ async def list_intents(_: Editor, studio: StudioDep, session: SessionDep):
         when, who = changes.get(name, (None, None))
         if when is None:
             when = max((m for m in (editing.file_mtime(studio, f) for f in files) if m), default=None)
-        intents.append(IntentSummary(name=name, examples=len(examples), files=files, last_change=when, last_changed_by=who))
+        intents.append(
+            IntentSummary(name=name, examples=len(examples), files=files, last_change=when, last_changed_by=who)
+        )
     return IntentList(intents=sorted(intents, key=lambda i: i.name), versions=snap.versions)
 
 
@@ -56,68 +81,132 @@ async def list_intents(_: Editor, studio: StudioDep, session: SessionDep):
 async def read_intent(intent: str, _: Editor, studio: StudioDep):
     snap = await editing.snapshot(studio)
     examples = editing.examples_of(snap, intent)
-    return IntentDetail(name=intent, examples=[ExampleOut(text=e.text, file=e.file) for e in examples],
-                        versions=snap.versions)
+    return IntentDetail(
+        name=intent, examples=[ExampleOut(text=e.text, file=e.file) for e in examples], versions=snap.versions
+    )
 
 
 @router.post("/intents/{intent}/examples", response_model=Versions, status_code=201)
 async def add_example(intent: str, body: ExampleAdd, editor: Editor, studio: StudioDep, session: SessionDep):
     """Add an example (`[value](entity)` annotations welcome); a new intent name creates the intent."""
     editing.check_name(intent)
-    return Versions(versions=await editing.add_example(
-        studio, session, editor, intent=intent, text=body.text, file=body.file, base_version=body.base_version))
+    return Versions(
+        versions=await editing.add_example(
+            studio, session, editor, intent=intent, text=body.text, file=body.file, base_version=body.base_version
+        )
+    )
 
 
 @router.put("/intents/{intent}/examples", response_model=Versions)
 async def edit_example(intent: str, body: ExampleEdit, editor: Editor, studio: StudioDep, session: SessionDep):
     """Change an example's text; 409 `stale_version` when the file changed since `base_version`."""
-    return Versions(versions=await editing.edit_example(
-        studio, session, editor, intent=intent, file=body.file, base_version=body.base_version, text=body.text,
-        new_text=body.new_text))
+    return Versions(
+        versions=await editing.edit_example(
+            studio,
+            session,
+            editor,
+            intent=intent,
+            file=body.file,
+            base_version=body.base_version,
+            text=body.text,
+            new_text=body.new_text,
+        )
+    )
 
 
 @router.delete("/intents/{intent}/examples", response_model=Versions)
-async def delete_example(intent: str, editor: Editor, studio: StudioDep, session: SessionDep,
-                         file: str = Query(), base_version: str = Query(), text: str = Query()):
-    return Versions(versions=await editing.delete_example(
-        studio, session, editor, intent=intent, file=file, base_version=base_version, text=text))
+async def delete_example(
+    intent: str,
+    editor: Editor,
+    studio: StudioDep,
+    session: SessionDep,
+    file: str = Query(),
+    base_version: str = Query(),
+    text: str = Query(),
+):
+    return Versions(
+        versions=await editing.delete_example(
+            studio, session, editor, intent=intent, file=file, base_version=base_version, text=text
+        )
+    )
 
 
 @router.post("/intents/{intent}/examples/move", response_model=Versions)
 async def move_example(intent: str, body: ExampleMove, editor: Editor, studio: StudioDep, session: SessionDep):
     """Move an example to another intent (and, optionally, another file)."""
-    return Versions(versions=await editing.move_example(
-        studio, session, editor, intent=intent, file=body.file, base_version=body.base_version, text=body.text,
-        to_intent=body.to_intent, to_file=body.to_file, to_base_version=body.to_base_version))
+    return Versions(
+        versions=await editing.move_example(
+            studio,
+            session,
+            editor,
+            intent=intent,
+            file=body.file,
+            base_version=body.base_version,
+            text=body.text,
+            to_intent=body.to_intent,
+            to_file=body.to_file,
+            to_base_version=body.to_base_version,
+        )
+    )
 
 
 @router.get("/resources", response_model=Resources)
 async def list_resources(_: Editor, studio: StudioDep):
     """Synonyms, regexes, lookup tables and the declared entities."""
     snap = await editing.snapshot(studio)
-    out = {kind: [ResourceOut(kind=r.kind, name=r.name, examples=list(r.examples), file=r.file)
-                  for r in snap.resources if r.kind == kind] for kind in ("synonym", "regex", "lookup")}
-    return Resources(synonyms=out["synonym"], regexes=out["regex"], lookups=out["lookup"],
-                     entities=sorted(snap.declared_entities()),
-                     entities_declared_in="domain.yml" if snap.domain_entities is not None else "regexes and lookups",
-                     versions=snap.versions)
+    out = {
+        kind: [
+            ResourceOut(kind=r.kind, name=r.name, examples=list(r.examples), file=r.file)
+            for r in snap.resources
+            if r.kind == kind
+        ]
+        for kind in ("synonym", "regex", "lookup")
+    }
+    return Resources(
+        synonyms=out["synonym"],
+        regexes=out["regex"],
+        lookups=out["lookup"],
+        entities=sorted(snap.declared_entities()),
+        entities_declared_in="domain.yml" if snap.domain_entities is not None else "regexes and lookups",
+        versions=snap.versions,
+    )
 
 
 @router.put("/resources/{kind}/{name}", response_model=Versions)
-async def set_resource(kind: ResourceKind, name: str, body: ResourceSet, editor: Editor, studio: StudioDep,
-                       session: SessionDep):
+async def set_resource(
+    kind: ResourceKind, name: str, body: ResourceSet, editor: Editor, studio: StudioDep, session: SessionDep
+):
     """Create or replace a synonym (name = the canonical value), a regex or a lookup table (name = the entity)."""
     editing.check_resource_name(kind, name)
-    return Versions(versions=await editing.set_resource(
-        studio, session, editor, kind=kind, name=name, examples=body.examples, file=body.file,
-        base_version=body.base_version))
+    return Versions(
+        versions=await editing.set_resource(
+            studio,
+            session,
+            editor,
+            kind=kind,
+            name=name,
+            examples=body.examples,
+            file=body.file,
+            base_version=body.base_version,
+        )
+    )
 
 
 @router.delete("/resources/{kind}/{name}", response_model=Versions)
-async def delete_resource(kind: ResourceKind, name: str, editor: Editor, studio: StudioDep, session: SessionDep,
-                          file: str = Query(), base_version: str = Query()):
-    return Versions(versions=await editing.delete_resource(
-        studio, session, editor, kind=kind, name=name, file=file, base_version=base_version))
+async def delete_resource(
+    kind: ResourceKind,
+    name: str,
+    editor: Editor,
+    studio: StudioDep,
+    session: SessionDep,
+    file: str = Query(),
+    base_version: str = Query(),
+):
+    return Versions(
+        versions=await editing.delete_resource(
+            studio, session, editor, kind=kind, name=name, file=file, base_version=base_version
+        )
+    )
 
 
 @router.post("/entities", response_model=Versions, status_code=201)
@@ -131,14 +220,21 @@ async def declare_entity(body: EntityDeclare, editor: Editor, studio: StudioDep,
 async def validate(_: Editor, studio: StudioDep, settings: SettingsDep):
     """`rasa data validate` plus our checks, over the files as they are now."""
     snap = await editing.snapshot(studio)
-    ours = await asyncio.to_thread(check_data, snap, min_examples=settings.studio_min_examples,
-                                   scenario_intents=studio.trainer.scenario_intents)
-    theirs, output = await rasa_validate(studio.files.root, rasa_bin=studio.trainer.rasa_bin,
-                                         env=studio.trainer.rasa_env, cwd=studio.work_dir)
+    ours = await asyncio.to_thread(
+        check_data, snap, min_examples=settings.studio_min_examples, scenario_intents=studio.trainer.scenario_intents
+    )
+    theirs, output = await rasa_validate(
+        studio.files.root, rasa_bin=studio.trainer.rasa_bin, env=studio.trainer.rasa_env, cwd=studio.work_dir
+    )
     issues = ours + theirs
     errors = sum(i.severity == "error" for i in issues)
-    return ValidationReport(ok=errors == 0, errors=errors, warnings=len(issues) - errors,
-                            issues=[i.as_dict() for i in issues], rasa_output=output)
+    return ValidationReport(
+        ok=errors == 0,
+        errors=errors,
+        warnings=len(issues) - errors,
+        issues=[i.as_dict() for i in issues],
+        rasa_output=output,
+    )
 
 
 @router.post("/jobs/train", response_model=JobOut, status_code=202)
@@ -169,27 +265,41 @@ async def list_versions(_: Editor, studio: StudioDep, session: SessionDep):
 async def read_version(version_id: int, _: Editor, studio: StudioDep, session: SessionDep):
     version = await service.get_version(session, deployment=studio.deployment, version_id=version_id)
     author = await session.get(Agent, version.created_by) if version.created_by else None
-    return VersionDetail(**version_out(version, author.username if author else None).model_dump(),
-                         evaluation=version.evaluation)
+    return VersionDetail(
+        **version_out(version, author.username if author else None).model_dump(), evaluation=version.evaluation
+    )
 
 
-@router.get("/versions/{version_id}/confusion.svg", response_class=Response,
-            responses={200: {"content": {"image/svg+xml": {}}}})
+@router.get(
+    "/versions/{version_id}/confusion.svg", response_class=Response, responses={200: {"content": {"image/svg+xml": {}}}}
+)
 async def confusion_image(version_id: int, _: Editor, studio: StudioDep, session: SessionDep):
     """The held-out confusion matrix: rows are the true intents, columns the predicted ones."""
     version = await service.get_version(session, deployment=studio.deployment, version_id=version_id)
-    if not version.confusion_image or not Path(version.confusion_image).exists():
+    if not version.confusion_image:
         raise ResourceNotFound("this version has no confusion matrix", code="no_confusion_image")
-    return Response(Path(version.confusion_image).read_bytes(), media_type="image/svg+xml")
+    try:
+        image = await asyncio.to_thread(Path(version.confusion_image).read_bytes)
+    except FileNotFoundError:
+        raise ResourceNotFound("this version has no confusion matrix", code="no_confusion_image") from None
+    return Response(image, media_type="image/svg+xml")
 
 
 @router.get("/versions/{version_id}/compare", response_model=Comparison)
-async def compare_versions(version_id: int, _: Editor, studio: StudioDep, session: SessionDep,
-                           against: int | None = Query(default=None, description="default: the active version")):
+async def compare_versions(
+    version_id: int,
+    _: Editor,
+    studio: StudioDep,
+    session: SessionDep,
+    against: int | None = Query(default=None, description="default: the active version"),
+):
     """Intent by intent, this version's held-out metrics beside another's (the active one by default)."""
     version = await service.get_version(session, deployment=studio.deployment, version_id=version_id)
-    other = (await service.get_version(session, deployment=studio.deployment, version_id=against) if against
-             else await service.get_active(session, deployment=studio.deployment))
+    other = (
+        await service.get_version(session, deployment=studio.deployment, version_id=against)
+        if against
+        else await service.get_active(session, deployment=studio.deployment)
+    )
     return compare(version, other)
 
 
@@ -209,8 +319,13 @@ async def activate(version_id: int, body: ActivateRequest, editor: Editor, studi
 async def active_nlu(_: Editor, studio: StudioDep):
     """Where the bot's NLU calls go now, and the Rasa instances the studio runs."""
     state = await studio.activator.current()
-    return ActiveNlu(url=state["url"], model_file=state.get("model_file"), version_id=state.get("version_id"),
-                     deployment=studio.deployment, managed_instances=sorted(await studio.instances.registry()))
+    return ActiveNlu(
+        url=state["url"],
+        model_file=state.get("model_file"),
+        version_id=state.get("version_id"),
+        deployment=studio.deployment,
+        managed_instances=sorted(await studio.instances.registry()),
+    )
 
 
 # ---- inbox ----------------------------------------------------------------------------------------------------
@@ -221,8 +336,10 @@ async def read_inbox(_: Editor, session: SessionDep, redis: RedisDep, settings: 
         await inbox.sync(session, threshold=settings.nlu_confidence_threshold)
         await session.commit()
     groups = await inbox.list_open(session)
-    return Inbox(groups=[InboxGroup(predicted_intent=k, items=[InboxItemOut.of(i) for i in v]) for k, v in groups.items()],
-                 total=sum(map(len, groups.values())))
+    return Inbox(
+        groups=[InboxGroup(predicted_intent=k, items=[InboxItemOut.of(i) for i in v]) for k, v in groups.items()],
+        total=sum(map(len, groups.values())),
+    )
 
 
 @router.post("/inbox/{item_id}/accept", response_model=InboxAccepted)
@@ -246,4 +363,3 @@ async def dismiss_inbox_item(item_id: int, editor: Editor, session: SessionDep):
 async def relabel(body: Relabel, _: Editor, session: SessionDep):
     """Say what a customer message really meant; it lands in the inbox (the console can call `inbox.record_relabel`)."""
     return InboxItemOut.of(await inbox.record_relabel(session, message_id=body.message_id, intent=body.intent))
-

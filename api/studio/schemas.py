@@ -137,7 +137,7 @@ class JobOut(BaseModel):
     finished_at: datetime | None
 
     @classmethod
-    def of(cls, job) -> "JobOut":
+    def of(cls, job) -> JobOut:
         return cls.model_validate(job, from_attributes=True)
 
 
@@ -199,7 +199,7 @@ class InboxItemOut(BaseModel):
     created_at: datetime
 
     @classmethod
-    def of(cls, item) -> "InboxItemOut":
+    def of(cls, item) -> InboxItemOut:
         return cls.model_validate(item, from_attributes=True)
 
 

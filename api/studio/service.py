@@ -49,20 +49,46 @@ class Studio:
         self.work_dir = Path(settings.data_dir) / "studio" / self.deployment
         rasa_env = {**RASA_ENV, "RASA_CACHE_DIRECTORY": str((self.work_dir / "rasa-cache").resolve())}
         self.follower = NluFollower(redis, nlu, deployment=self.deployment)
-        self.instances = RasaInstances(redis, deployment=self.deployment, rasa_bin=RASA_BIN, rasa_env=rasa_env,
-                                       models_dir=self.models_dir, work_dir=self.work_dir / "rasa",
-                                       start_timeout_s=settings.studio_rasa_start_timeout_s)
-        self.activator = Activator(redis, deployment=self.deployment, instances=self.instances, follower=self.follower,
-                                   default_url=settings.rasa_url, nlu_timeout_s=settings.nlu_timeout_s)
-        self.trainer = Trainer(models_dir=self.models_dir, rasa_bin=RASA_BIN, rasa_env=rasa_env,
-                               requirements=RASA_REQUIREMENTS, min_examples=settings.studio_min_examples,
-                               eval_fraction=settings.studio_eval_fraction,
-                               epochs_override=settings.studio_train_epochs, scenario_intents=set(load_catalog()))
-        self.runner = JobRunner(engine, redis, deployment=self.deployment, handlers={
-            JobKind.TRAIN: partial(flows.do_train, self), JobKind.ACTIVATE: partial(flows.do_activate, self),
-        })
-        self._files_lock_key = "yt:studio:files:" + hashlib.sha1(
-            str(Path(settings.nlu_data_dir).resolve()).encode()).hexdigest()[:12]
+        self.instances = RasaInstances(
+            redis,
+            deployment=self.deployment,
+            rasa_bin=RASA_BIN,
+            rasa_env=rasa_env,
+            models_dir=self.models_dir,
+            work_dir=self.work_dir / "rasa",
+            start_timeout_s=settings.studio_rasa_start_timeout_s,
+        )
+        self.activator = Activator(
+            redis,
+            deployment=self.deployment,
+            instances=self.instances,
+            follower=self.follower,
+            default_url=settings.rasa_url,
+            nlu_timeout_s=settings.nlu_timeout_s,
+        )
+        self.trainer = Trainer(
+            models_dir=self.models_dir,
+            rasa_bin=RASA_BIN,
+            rasa_env=rasa_env,
+            requirements=RASA_REQUIREMENTS,
+            min_examples=settings.studio_min_examples,
+            eval_fraction=settings.studio_eval_fraction,
+            epochs_override=settings.studio_train_epochs,
+            scenario_intents=set(load_catalog()),
+        )
+        self.runner = JobRunner(
+            engine,
+            redis,
+            deployment=self.deployment,
+            handlers={
+                JobKind.TRAIN: partial(flows.do_train, self),
+                JobKind.ACTIVATE: partial(flows.do_activate, self),
+            },
+        )
+        self._files_lock_key = (
+            # a lock name, not security
+            "yt:studio:files:" + hashlib.sha1(str(Path(settings.nlu_data_dir).resolve()).encode()).hexdigest()[:12]  # noqa: S324
+        )
         self._reconcile_task: asyncio.Task | None = None
 
     # ---- lifecycle ------------------------------------------------------------------------------------
@@ -87,7 +113,11 @@ class Studio:
             await self.instances.stop_mine(keep=active_url)
             return
         await self.instances.stop_mine()
-        if state and state["url"] != self.settings.rasa_url.rstrip("/") and not await serves(state["url"], state["model_file"]):
+        if (
+            state
+            and state["url"] != self.settings.rasa_url.rstrip("/")
+            and not await serves(state["url"], state["model_file"])
+        ):
             # Nobody serves the active model any more: the next start restores it from SQL (see _reconcile).
             await self.redis.delete(f"yt:nlu:{self.deployment}:active")
 
@@ -124,8 +154,14 @@ class Studio:
                     return  # another worker is on it
                 if await busy(session, deployment=self.deployment, kind=JobKind.ACTIVATE):
                     return
-                session.add(StudioJob(deployment=self.deployment, kind=JobKind.ACTIVATE, version_id=active.id,
-                                      params={"version_id": active.id, "restore": True}))
+                session.add(
+                    StudioJob(
+                        deployment=self.deployment,
+                        kind=JobKind.ACTIVATE,
+                        version_id=active.id,
+                        params={"version_id": active.id, "restore": True},
+                    )
+                )
             log.info("restoring active NLU version %s (%s)", active.id, active.model_file)
             self.runner.wake()
         except IntegrityError:
@@ -146,8 +182,12 @@ async def get_version(session: AsyncSession, *, deployment: str, version_id: int
 
 
 async def list_versions(session: AsyncSession, *, deployment: str) -> list[tuple[ModelVersion, str | None]]:
-    statement = (select(ModelVersion, Agent.username).outerjoin(Agent, col(Agent.id) == col(ModelVersion.created_by))
-                 .where(ModelVersion.deployment == deployment).order_by(col(ModelVersion.id).desc()))
+    statement = (
+        select(ModelVersion, Agent.username)
+        .outerjoin(Agent, col(Agent.id) == col(ModelVersion.created_by))
+        .where(ModelVersion.deployment == deployment)
+        .order_by(col(ModelVersion.id).desc())
+    )
     return list((await session.exec(statement)).all())
 
 
@@ -157,16 +197,24 @@ async def ensure_version(session: AsyncSession, *, deployment: str, model_file: 
     version = (await session.exec(statement)).first()
     if version is None:
         match = _MODEL_HASH.search(model_file)
-        version = ModelVersion(deployment=deployment, model_file=model_file, data_hash=match[1] if match else "",
-                               source="external", status=VersionStatus.UNEVALUATED)
+        version = ModelVersion(
+            deployment=deployment,
+            model_file=model_file,
+            data_hash=match[1] if match else "",
+            source="external",
+            status=VersionStatus.UNEVALUATED,
+        )
         session.add(version)
         await session.flush()
     return version
 
 
 async def busy(session: AsyncSession, *, deployment: str, kind: str) -> StudioJob | None:
-    statement = select(StudioJob).where(StudioJob.deployment == deployment, StudioJob.kind == kind,
-                                        col(StudioJob.status).in_((JobStatus.QUEUED, JobStatus.RUNNING)))
+    statement = select(StudioJob).where(
+        StudioJob.deployment == deployment,
+        StudioJob.kind == kind,
+        col(StudioJob.status).in_((JobStatus.QUEUED, JobStatus.RUNNING)),
+    )
     return (await session.exec(statement)).first()
 
 
@@ -178,8 +226,9 @@ async def get_job(session: AsyncSession, *, deployment: str, job_id: int) -> Stu
 
 
 async def list_jobs(session: AsyncSession, *, deployment: str, limit: int = 20) -> list[StudioJob]:
-    statement = (select(StudioJob).where(StudioJob.deployment == deployment)
-                 .order_by(col(StudioJob.id).desc()).limit(limit))
+    statement = (
+        select(StudioJob).where(StudioJob.deployment == deployment).order_by(col(StudioJob.id).desc()).limit(limit)
+    )
     return list((await session.exec(statement)).all())
 
 
@@ -194,8 +243,9 @@ async def request_training(studio: Studio, session: AsyncSession, agent: Agent) 
     return job
 
 
-async def request_activation(studio: Studio, session: AsyncSession, agent: Agent, *, version_id: int,
-                             override: bool) -> StudioJob:
+async def request_activation(
+    studio: Studio, session: AsyncSession, agent: Agent, *, version_id: int, override: bool
+) -> StudioJob:
     """Queue the switch to a version (a rollback is the same move to an earlier one).
 
     Never ship a worse model by accident: a version whose held-out macro-F1 is below the active one's
@@ -211,13 +261,27 @@ async def request_activation(studio: Studio, session: AsyncSession, agent: Agent
         raise Conflict("this version is already active", code="already_active")
     if not override and needs_override(version, active):
         mine = "unknown" if version.macro_f1 is None else f"{version.macro_f1:.3f}"
-        raise Conflict(f"macro-F1 {mine} is below the active version's {active.macro_f1:.3f}; "
-                       "activate with override to ship it anyway", code="worse_model")
-    job = StudioJob(deployment=studio.deployment, kind=JobKind.ACTIVATE, created_by=agent.id, version_id=version.id,
-                    params={"version_id": version.id, "override": override,
-                            "previous_version_id": active.id if active else None})
+        raise Conflict(
+            f"macro-F1 {mine} is below the active version's {active.macro_f1:.3f}; "
+            "activate with override to ship it anyway",
+            code="worse_model",
+        )
+    job = StudioJob(
+        deployment=studio.deployment,
+        kind=JobKind.ACTIVATE,
+        created_by=agent.id,
+        version_id=version.id,
+        params={"version_id": version.id, "override": override, "previous_version_id": active.id if active else None},
+    )
     session.add(job)
     await session.flush()
-    audit(session, actor_kind="agent", actor_id=agent.id, action="studio_activate_requested",
-          subject=f"version:{version.id}", job_id=job.id, override=override)
+    audit(
+        session,
+        actor_kind="agent",
+        actor_id=agent.id,
+        action="studio_activate_requested",
+        subject=f"version:{version.id}",
+        job_id=job.id,
+        override=override,
+    )
     return job

@@ -98,8 +98,9 @@ class Trainer:
         key = data_hash(snapshot_dir, self.requirements)
         await report(progress=0.02, stage="validating", line=f"data hash {key}")
         snap = NluFiles(snapshot_dir).snapshot()
-        issues = await asyncio.to_thread(check_data, snap, min_examples=self.min_examples,
-                                         scenario_intents=self.scenario_intents)
+        issues = await asyncio.to_thread(
+            check_data, snap, min_examples=self.min_examples, scenario_intents=self.scenario_intents
+        )
         rasa_issues, _ = await rasa_validate(snapshot_dir, rasa_bin=self.rasa_bin, env=self.rasa_env, cwd=job_dir)
         issues += rasa_issues
         if has_errors(issues):
@@ -109,9 +110,23 @@ class Trainer:
         trained = not target.exists()
         if trained:
             await report(progress=0.05, stage="training", line="rasa train nlu (all the data)")
-            await self._rasa(["train", "nlu", "--config", str(snapshot_dir / "config.yml"), "--nlu", str(snapshot_dir / "nlu"),
-                              "--out", str(job_dir / "out"), "--fixed-model-name", model_file.removesuffix(".tar.gz")],
-                             job_dir, report, span=(0.05, 0.5))
+            await self._rasa(
+                [
+                    "train",
+                    "nlu",
+                    "--config",
+                    str(snapshot_dir / "config.yml"),
+                    "--nlu",
+                    str(snapshot_dir / "nlu"),
+                    "--out",
+                    str(job_dir / "out"),
+                    "--fixed-model-name",
+                    model_file.removesuffix(".tar.gz"),
+                ],
+                job_dir,
+                report,
+                span=(0.05, 0.5),
+            )
             self.models_dir.mkdir(parents=True, exist_ok=True)
             partial = self.models_dir / f".{model_file}.partial"
             shutil.move(str(job_dir / "out" / model_file), partial)
@@ -122,8 +137,9 @@ class Trainer:
         outcome.evaluation = await self._evaluate(snapshot_dir, snap, key, report)
         image = self.models_dir / "evaluations" / f"{model_file.removesuffix('.tar.gz')}.svg"
         image.parent.mkdir(parents=True, exist_ok=True)
-        image.write_text(confusion_svg(outcome.evaluation, title=f"{model_file} — held-out confusion matrix"),
-                         encoding="utf-8")
+        image.write_text(
+            confusion_svg(outcome.evaluation, title=f"{model_file} — held-out confusion matrix"), encoding="utf-8"
+        )
         outcome.confusion_image = str(image)
         outcome.duration_s = round(time.monotonic() - started, 1)
         await report(progress=1.0, stage="done", line=f"macro-F1 {outcome.evaluation['macro_f1']:.3f}")
@@ -136,22 +152,61 @@ class Trainer:
         write_nlu_yaml(eval_dir / "test.yml", test)
         held = sum(map(len, test.values()))
         await report(progress=0.5, stage="evaluating", line=f"held out {held} examples; training the evaluation model")
-        await self._rasa(["train", "nlu", "--config", str(snapshot_dir / "config.yml"), "--nlu", str(eval_dir / "train"),
-                          "--out", str(eval_dir), "--fixed-model-name", "eval"], eval_dir, report, span=(0.5, 0.9))
+        await self._rasa(
+            [
+                "train",
+                "nlu",
+                "--config",
+                str(snapshot_dir / "config.yml"),
+                "--nlu",
+                str(eval_dir / "train"),
+                "--out",
+                str(eval_dir),
+                "--fixed-model-name",
+                "eval",
+            ],
+            eval_dir,
+            report,
+            span=(0.5, 0.9),
+        )
         await report(progress=0.9, stage="evaluating", line="rasa test nlu on the held-out examples")
-        await self._rasa(["test", "nlu", "--nlu", str(eval_dir / "test.yml"), "--model", str(eval_dir / "eval.tar.gz"),
-                          "--out", str(eval_dir / "results"), "--successes", "--no-plot"], eval_dir, report, span=(0.9, 0.98))
+        await self._rasa(
+            [
+                "test",
+                "nlu",
+                "--nlu",
+                str(eval_dir / "test.yml"),
+                "--model",
+                str(eval_dir / "eval.tar.gz"),
+                "--out",
+                str(eval_dir / "results"),
+                "--successes",
+                "--no-plot",
+            ],
+            eval_dir,
+            report,
+            span=(0.9, 0.98),
+        )
         result = metrics(read_predictions(eval_dir / "results"))
-        result["split"] = {"fraction": self.eval_fraction, "seed": key, "test_examples": held,
-                           "train_examples": sum(map(len, train.values()))}
+        result["split"] = {
+            "fraction": self.eval_fraction,
+            "seed": key,
+            "test_examples": held,
+            "train_examples": sum(map(len, train.values())),
+        }
         return result
 
     async def _rasa(self, args: list[str], cwd: Path, report: Report, *, span: tuple[float, float]) -> None:
         """Run one Rasa command; Epochs progress maps into `span` of the job's progress."""
-        cwd.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(cwd.mkdir, parents=True, exist_ok=True)
         process = await asyncio.create_subprocess_exec(
-            str(self.rasa_bin), *args, cwd=cwd, env={**os.environ, **self.rasa_env},
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, start_new_session=True,
+            str(self.rasa_bin),
+            *args,
+            cwd=cwd,
+            env={**os.environ, **self.rasa_env},
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,
         )
         tail: list[str] = []
         try:

@@ -60,7 +60,7 @@ def within_edit_distance(a: str, b: str, limit: int) -> bool:
         for j in range(low, high + 1):
             cost = 0 if ca == b[j - 1] else 1
             current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + cost)
-        if min(current[max(0, low - 1):high + 1]) > limit:
+        if min(current[max(0, low - 1) : high + 1]) > limit:
             return False
         previous = current
     return previous[len(b)] <= limit
@@ -78,22 +78,39 @@ def check_data(snap: Snapshot, *, min_examples: int, scenario_intents: set[str] 
         if not examples:
             issues.append(Issue("empty_intent", ERROR, f"{intent} has no examples", intent=intent))
         elif len(examples) < min_examples:
-            issues.append(Issue("too_few_examples", WARNING,
-                                f"{intent} has {len(examples)} examples; at least {min_examples} are needed to learn it",
-                                intent=intent))
+            issues.append(
+                Issue(
+                    "too_few_examples",
+                    WARNING,
+                    f"{intent} has {len(examples)} examples; at least {min_examples} are needed to learn it",
+                    intent=intent,
+                )
+            )
     issues += _duplicates(snap)
     issues += _entities(snap)
     if snap.domain_intents is not None:
         for intent in snap.intents:
             if intent not in snap.domain_intents:
-                issues.append(Issue("intent_not_in_domain", WARNING, f"{intent} is not listed in {DOMAIN_FILE}",
-                                    intent=intent, file=DOMAIN_FILE))
+                issues.append(
+                    Issue(
+                        "intent_not_in_domain",
+                        WARNING,
+                        f"{intent} is not listed in {DOMAIN_FILE}",
+                        intent=intent,
+                        file=DOMAIN_FILE,
+                    )
+                )
     if scenario_intents is not None:
         for intent in snap.intents:
             if intent not in scenario_intents:
-                issues.append(Issue("no_scenario", WARNING,
-                                    f"{intent} has no scenario in bot/scenarios.yml: the bot won't know what to do with it",
-                                    intent=intent))
+                issues.append(
+                    Issue(
+                        "no_scenario",
+                        WARNING,
+                        f"{intent} has no scenario in bot/scenarios.yml: the bot won't know what to do with it",
+                        intent=intent,
+                    )
+                )
     return issues
 
 
@@ -105,17 +122,35 @@ def _duplicates(snap: Snapshot) -> list[Issue]:
         for ex in examples:
             key = normalized(ex.text)
             if not key:
-                issues.append(Issue("blank_example", ERROR, f"an example of {intent} is blank", intent=intent, file=ex.file))
+                issues.append(
+                    Issue("blank_example", ERROR, f"an example of {intent} is blank", intent=intent, file=ex.file)
+                )
                 continue
             if key in seen:
                 first_intent = seen[key][0]
                 if intent in owners[key]:
-                    issues.append(Issue("duplicate_in_intent", WARNING, f"{ex.text!r} appears twice under {intent}",
-                                        intent=intent, file=ex.file, example=ex.text))
+                    issues.append(
+                        Issue(
+                            "duplicate_in_intent",
+                            WARNING,
+                            f"{ex.text!r} appears twice under {intent}",
+                            intent=intent,
+                            file=ex.file,
+                            example=ex.text,
+                        )
+                    )
                 else:
-                    issues.append(Issue("duplicate_across_intents", ERROR,
-                                        f"{ex.text!r} is an example of both {first_intent} and {intent}",
-                                        intent=intent, file=ex.file, example=ex.text, other_intent=first_intent))
+                    issues.append(
+                        Issue(
+                            "duplicate_across_intents",
+                            ERROR,
+                            f"{ex.text!r} is an example of both {first_intent} and {intent}",
+                            intent=intent,
+                            file=ex.file,
+                            example=ex.text,
+                            other_intent=first_intent,
+                        )
+                    )
             else:
                 seen[key] = (intent, ex.text, ex.file)
             owners[key].add(intent)
@@ -135,9 +170,17 @@ def _duplicates(snap: Snapshot) -> list[Issue]:
                     continue
                 if within_edit_distance(a[0], b[0], min(limit, near_limit(b[0]))):
                     reported.add((a[0], b[0]))
-                    issues.append(Issue("near_duplicate", WARNING,
-                                        f"{a[2]!r} ({a[1]}) and {b[2]!r} ({b[1]}) differ by a character or two",
-                                        intent=a[1], file=a[3], example=a[2], other_intent=b[1]))
+                    issues.append(
+                        Issue(
+                            "near_duplicate",
+                            WARNING,
+                            f"{a[2]!r} ({a[1]}) and {b[2]!r} ({b[1]}) differ by a character or two",
+                            intent=a[1],
+                            file=a[3],
+                            example=a[2],
+                            other_intent=b[1],
+                        )
+                    )
     return issues
 
 
@@ -149,16 +192,30 @@ def _entities(snap: Snapshot) -> list[Issue]:
         for ex in examples:
             for name in annotated_entities(ex.text):
                 if name not in declared:
-                    issues.append(Issue("undeclared_entity", ERROR,
-                                        f"{ex.text!r} annotates entity {name or '(none)'!r}, which is not declared in {where}",
-                                        intent=intent, file=ex.file, example=ex.text))
+                    issues.append(
+                        Issue(
+                            "undeclared_entity",
+                            ERROR,
+                            f"{ex.text!r} annotates entity {name or '(none)'!r}, which is not declared in {where}",
+                            intent=intent,
+                            file=ex.file,
+                            example=ex.text,
+                        )
+                    )
     for resource in snap.resources:
         if resource.kind in ("regex", "lookup") and snap.domain_entities is not None and resource.name not in declared:
-            issues.append(Issue("undeclared_entity", WARNING,
-                                f"{resource.kind} {resource.name!r} is named after no declared entity",
-                                file=resource.file))
+            issues.append(
+                Issue(
+                    "undeclared_entity",
+                    WARNING,
+                    f"{resource.kind} {resource.name!r} is named after no declared entity",
+                    file=resource.file,
+                )
+            )
         if not resource.examples:
-            issues.append(Issue("empty_resource", ERROR, f"{resource.kind} {resource.name!r} is empty", file=resource.file))
+            issues.append(
+                Issue("empty_resource", ERROR, f"{resource.kind} {resource.name!r} is empty", file=resource.file)
+            )
     return issues
 
 
@@ -169,17 +226,28 @@ def has_errors(issues: list[Issue]) -> bool:
 async def rasa_validate(data_dir: Path, *, rasa_bin: Path, env: dict[str, str], cwd: Path) -> tuple[list[Issue], str]:
     """`rasa data validate` over `data_dir`; its warnings and errors as issues, and the cleaned output."""
     domain = data_dir / DOMAIN_FILE
-    command = [str(rasa_bin), "data", "validate", "--data", str(data_dir / "nlu"),
-               "--config", str(data_dir / "config.yml")]
+    command = [
+        str(rasa_bin),
+        "data",
+        "validate",
+        "--data",
+        str(data_dir / "nlu"),
+        "--config",
+        str(data_dir / "config.yml"),
+    ]
     if domain.exists():
         command += ["--domain", str(domain)]
-    cwd.mkdir(parents=True, exist_ok=True)
+    await asyncio.to_thread(cwd.mkdir, parents=True, exist_ok=True)
     process = await asyncio.create_subprocess_exec(
-        *command, cwd=cwd, env={**os.environ, **env}, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        *command,
+        cwd=cwd,
+        env={**os.environ, **env},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
     )
     try:
         raw, _ = await asyncio.wait_for(process.communicate(), RASA_VALIDATE_TIMEOUT_S)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         process.kill()
         await process.wait()
         return [Issue("rasa_validate", ERROR, "rasa data validate did not finish in time")], ""

@@ -10,9 +10,17 @@ from api.studio.schemas import Comparison, IntentComparison, VersionOut
 
 def version_out(version: ModelVersion, created_by: str | None) -> VersionOut:
     return VersionOut(
-        id=version.id, model_file=version.model_file, data_hash=version.data_hash, source=version.source,
-        status=version.status, created_by=created_by, created_at=version.created_at, duration_s=version.duration_s,
-        macro_f1=version.macro_f1, active=version.active, activated_at=version.activated_at,
+        id=version.id,
+        model_file=version.model_file,
+        data_hash=version.data_hash,
+        source=version.source,
+        status=version.status,
+        created_by=created_by,
+        created_at=version.created_at,
+        duration_s=version.duration_s,
+        macro_f1=version.macro_f1,
+        active=version.active,
+        activated_at=version.activated_at,
         has_confusion_image=bool(version.confusion_image and Path(version.confusion_image).exists()),
     )
 
@@ -34,6 +42,11 @@ def compare(version: ModelVersion, other: ModelVersion | None) -> Comparison:
         delta = round(a["f1"] - b["f1"], 4) if a and b else None
         rows.append(IntentComparison(intent=intent, version=a, against=b, f1_delta=delta))
     rows.sort(key=lambda r: (r.f1_delta is None, r.f1_delta if r.f1_delta is not None else 0, r.intent))
-    return Comparison(version_id=version.id, against_id=other.id if other else None, version_macro_f1=version.macro_f1,
-                      against_macro_f1=other.macro_f1 if other else None, needs_override=needs_override(version, other),
-                      intents=rows)
+    return Comparison(
+        version_id=version.id,
+        against_id=other.id if other else None,
+        version_macro_f1=version.macro_f1,
+        against_macro_f1=other.macro_f1 if other else None,
+        needs_override=needs_override(version, other),
+        intents=rows,
+    )

@@ -49,23 +49,35 @@ END_TEXTS = {
 
 
 async def do_request_call(
-    session: AsyncSession, registry: CallRegistry, *, customer: Customer, conversation_id: int | None,
-    notice_version: str, user_agent: str | None, client_ip: str | None,
+    session: AsyncSession,
+    registry: CallRegistry,
+    *,
+    customer: Customer,
+    conversation_id: int | None,
+    notice_version: str,
+    user_agent: str | None,
+    client_ip: str | None,
 ) -> VideoCall:
     """The customer consented to recording: store the consent and open (or return) the conversation's call."""
     if notice_version != service.NOTICE_VERSION:
         raise Conflict("the recording notice has changed: please read it again", code="notice_changed")
     conversation = await _conversation_for_call(session, registry, customer, conversation_id)
     consent = CallConsent(
-        customer_id=customer.id, conversation_id=conversation.id, notice_version=notice_version,
-        notice_sha256=service.notice_sha256(), user_agent=(user_agent or "")[:256] or None, client_ip=client_ip,
+        customer_id=customer.id,
+        conversation_id=conversation.id,
+        notice_version=notice_version,
+        notice_sha256=service.notice_sha256(),
+        user_agent=(user_agent or "")[:256] or None,
+        client_ip=client_ip,
     )
     session.add(consent)
     await session.flush()
     call = await service.get_active_for_conversation(session, conversation.id)
     if call is not None:  # the page was reopened: same call, the newest consent
         call.consent_id = consent.id
-        service.add_event(session, call, "consented", actor_kind="customer", actor_id=customer.id, consent_id=consent.id)
+        service.add_event(
+            session, call, "consented", actor_kind="customer", actor_id=customer.id, consent_id=consent.id
+        )
         await session.commit()
         return call
     escalation = await conversations.get_latest_escalation(session, conversation.id)
@@ -73,15 +85,24 @@ async def do_request_call(
         escalation.mode = "video"
         escalation.handoff_card = {**escalation.handoff_card, "mode": "video"}
     call = VideoCall(
-        conversation_id=conversation.id, customer_id=customer.id, consent_id=consent.id,
+        conversation_id=conversation.id,
+        customer_id=customer.id,
+        consent_id=consent.id,
         escalation_id=escalation.id if escalation else None,
         skill_group=escalation.skill_group if escalation else "general",
     )
     session.add(call)
     await session.flush()
     service.add_event(session, call, "requested", actor_kind="customer", actor_id=customer.id, consent_id=consent.id)
-    audit(session, actor_kind="customer", actor_id=customer.id, action="video_call_request",
-          subject=f"video_call:{call.id}", consent_id=consent.id, notice_version=notice_version)
+    audit(
+        session,
+        actor_kind="customer",
+        actor_id=customer.id,
+        action="video_call_request",
+        subject=f"video_call:{call.id}",
+        consent_id=consent.id,
+        notice_version=notice_version,
+    )
     await session.commit()
     await _tell_customer(registry, call)
     return call
@@ -92,7 +113,9 @@ async def _conversation_for_call(
 ) -> Conversation:
     """The conversation the call belongs to, escalated (queued or with an agent)."""
     if conversation_id is not None:
-        conversation = await conversations.get_for_customer(session, customer_id=customer.id, conversation_id=conversation_id)
+        conversation = await conversations.get_for_customer(
+            session, customer_id=customer.id, conversation_id=conversation_id
+        )
     else:
         conversation = await conversations.get_open(session, customer.id)
     if conversation is not None and conversation.state in (ConversationState.QUEUED, ConversationState.WITH_AGENT):
@@ -101,8 +124,13 @@ async def _conversation_for_call(
     # escalates it like typed text (video mode, the scenario's group, the routing engine), and the
     # transcript shows what the customer asked for.
     received = await do_receive_customer_message(
-        session, registry.redis, registry.triage, customer_id=customer.id, channel=Channel.MINIAPP,
-        text=VIDEO_REQUEST_TEXT, platform_msg_id=None,
+        session,
+        registry.redis,
+        registry.triage,
+        customer_id=customer.id,
+        channel=Channel.MINIAPP,
+        text=VIDEO_REQUEST_TEXT,
+        platform_msg_id=None,
     )
     conversation = received.conversation
     if conversation.state not in (ConversationState.QUEUED, ConversationState.WITH_AGENT):
@@ -110,7 +138,9 @@ async def _conversation_for_call(
     return conversation
 
 
-async def do_offer(session: AsyncSession, registry: CallRegistry, *, role: str, party_id: int, call_id: int, offer: dict) -> dict:
+async def do_offer(
+    session: AsyncSession, registry: CallRegistry, *, role: str, party_id: int, call_id: int, offer: dict
+) -> dict:
     """A party's SDP offer → the server's answer; the customer's first offer starts the ringing."""
     call = await service.get_call(session, call_id)
     service.check_party(call, role=role, party_id=party_id)
@@ -123,8 +153,15 @@ async def do_offer(session: AsyncSession, registry: CallRegistry, *, role: str, 
         await registry.teardown(call)
         raise Conflict("this video call has ended", code="call_ended")
     # `worker` holds the media; `via` took the request (they differ when the offer was forwarded).
-    service.add_event(session, call, f"offer_{role}", actor_kind=role, actor_id=party_id,
-                      worker=call.media_worker, via=registry.worker_id)
+    service.add_event(
+        session,
+        call,
+        f"offer_{role}",
+        actor_kind=role,
+        actor_id=party_id,
+        worker=call.media_worker,
+        via=registry.worker_id,
+    )
     await session.commit()
     if role == "customer" and call.state == CallState.REQUESTED:
         await do_ring(session, registry, call)
@@ -141,8 +178,15 @@ async def do_ring(session: AsyncSession, registry: CallRegistry, call: VideoCall
     holder = conversation.agent_id if conversation.state == ConversationState.WITH_AGENT else None
     if holder is not None and not (await session.get(Agent, holder)).video_capable:
         holder = None  # whoever of the group answers takes the conversation over
-    if not await service.transition(session, call, from_states=(CallState.REQUESTED,), state=CallState.RINGING,
-                                    ringing_at=now, ring_deadline=deadline, rung_agent_id=holder):
+    if not await service.transition(
+        session,
+        call,
+        from_states=(CallState.REQUESTED,),
+        state=CallState.RINGING,
+        ringing_at=now,
+        ring_deadline=deadline,
+        rung_agent_id=holder,
+    ):
         return
     message = service.system_message(conversation, "正在为您呼叫视频客服，请稍候，不要离开本页面。", _payload(call))
     session.add(message)
@@ -169,20 +213,31 @@ async def do_accept(session: AsyncSession, registry: CallRegistry, *, agent: Age
     held_by_me = conversation.state == ConversationState.WITH_AGENT and conversation.agent_id == agent.id
     take_over = conversation.state == ConversationState.WITH_AGENT and not held_by_me and call.rung_agent_id is None
     if not held_by_me:
-        if not (conversation.state == ConversationState.QUEUED or take_over) or call.rung_agent_id not in (None, agent.id):
+        if not (conversation.state == ConversationState.QUEUED or take_over) or call.rung_agent_id not in (
+            None,
+            agent.id,
+        ):
             raise NotPermitted("this video call is for the agent who holds the conversation")
         if call.skill_group not in agent.skills and agent.role not in SUPERVISORS:
             raise NotPermitted(f"this video call is for the {call.skill_group} group")
     now = utcnow()
-    won = await service.transition(session, call, from_states=(CallState.RINGING,),
-                                   extra=(col(VideoCall.agent_id).is_(None),), agent_id=agent.id, accepted_at=now)
+    won = await service.transition(
+        session,
+        call,
+        from_states=(CallState.RINGING,),
+        extra=(col(VideoCall.agent_id).is_(None),),
+        agent_id=agent.id,
+        accepted_at=now,
+    )
     if not won:
         raise Conflict("another agent answered this video call first", code="already_answered")
     if take_over:
         await do_take_over(session, registry.triage.routing, registry.delivery, agent=agent, conversation=conversation)
     elif not held_by_me:
         # Commits our answer together with the claim, or rolls both back (capacity, a racing claim).
-        await do_claim(session, registry.triage.routing, registry.delivery, agent=agent, conversation_id=conversation.id)
+        await do_claim(
+            session, registry.triage.routing, registry.delivery, agent=agent, conversation_id=conversation.id
+        )
     escalation = await conversations.get_latest_escalation(session, conversation.id)
     if escalation is not None and escalation.first_response_at is None:
         escalation.first_response_at = now  # answering the call is answering the customer
@@ -204,16 +259,28 @@ async def do_connect(registry: CallRegistry, call_id: int) -> None:
         if call is None or call.agent_id is None:
             return
         now = utcnow()
-        if not await service.transition(session, call, from_states=(CallState.RINGING,), state=CallState.CONNECTED,
-                                        connected_at=now, ring_deadline=None):
+        if not await service.transition(
+            session,
+            call,
+            from_states=(CallState.RINGING,),
+            state=CallState.CONNECTED,
+            connected_at=now,
+            ring_deadline=None,
+        ):
             return
         conversation = await session.get(Conversation, call.conversation_id)
         agent = await session.get(Agent, call.agent_id)
         rows = {
             role: Recording(
-                call_id=call.id, conversation_id=call.conversation_id, party=role, customer_id=call.customer_id,
-                agent_id=call.agent_id, consent_id=call.consent_id, path=service.recording_relpath(call, role, now),
-                started_at=now, frames={"kinds": sorted(kinds)},
+                call_id=call.id,
+                conversation_id=call.conversation_id,
+                party=role,
+                customer_id=call.customer_id,
+                agent_id=call.agent_id,
+                consent_id=call.consent_id,
+                path=service.recording_relpath(call, role, now),
+                started_at=now,
+                frames={"kinds": sorted(kinds)},
             )
             for role, kinds in registry.recording_kinds(call.id).items()
         }
@@ -224,10 +291,18 @@ async def do_connect(registry: CallRegistry, call_id: int) -> None:
         session.add(message)
         setup_s = round((now - call.accepted_at).total_seconds(), 3) if call.accepted_at else None
         service.add_event(session, call, "connected", setup_s=setup_s)
-        audit(session, actor_kind="system", actor_id=None, action="video_call_connected", subject=f"video_call:{call.id}",
-              recordings=[row.path for row in rows.values()])
+        audit(
+            session,
+            actor_kind="system",
+            actor_id=None,
+            action="video_call_connected",
+            subject=f"video_call:{call.id}",
+            recordings=[row.path for row in rows.values()],
+        )
         await session.commit()
-        failures = await registry.start_recording(call.id, {role: registry.recordings_dir / row.path for role, row in rows.items()})
+        failures = await registry.start_recording(
+            call.id, {role: registry.recordings_dir / row.path for role, row in rows.items()}
+        )
         for role, error in failures.items():
             if error is not None:
                 rows[role].status, rows[role].error = RecordingStatus.FAILED, f"did not start: {error}"
@@ -237,8 +312,15 @@ async def do_connect(registry: CallRegistry, call_id: int) -> None:
     await _tell_agents(registry, call, "call_connected")
 
 
-async def do_end(session: AsyncSession, registry: CallRegistry, *, call_id: int, reason: str,
-                 actor_kind: str = "system", actor_id: int | None = None) -> VideoCall:
+async def do_end(
+    session: AsyncSession,
+    registry: CallRegistry,
+    *,
+    call_id: int,
+    reason: str,
+    actor_kind: str = "system",
+    actor_id: int | None = None,
+) -> VideoCall:
     """Hang up, a dropped peer, no media, shutdown: the call's final state, the transcript, then the media."""
     call = await service.get_call(session, call_id)
     if call.state in FINAL_STATES:
@@ -251,15 +333,32 @@ async def do_end(session: AsyncSession, registry: CallRegistry, *, call_id: int,
         final = CallState.FAILED
     now = utcnow()
     duration = round((now - call.connected_at).total_seconds(), 3) if call.connected_at else None
-    if not await service.transition(session, call, from_states=ACTIVE_STATES, state=final, end_reason=reason,
-                                    ended_at=now, ring_deadline=None, duration_s=duration):
+    if not await service.transition(
+        session,
+        call,
+        from_states=ACTIVE_STATES,
+        state=final,
+        end_reason=reason,
+        ended_at=now,
+        ring_deadline=None,
+        duration_s=duration,
+    ):
         return call
     conversation = await session.get(Conversation, call.conversation_id)
-    message = service.system_message(conversation, END_TEXTS[final].format(duration=service.format_duration(duration)), _payload(call))
+    message = service.system_message(
+        conversation, END_TEXTS[final].format(duration=service.format_duration(duration)), _payload(call)
+    )
     session.add(message)
     service.add_event(session, call, final, actor_kind=actor_kind, actor_id=actor_id, reason=reason)
-    audit(session, actor_kind=actor_kind, actor_id=actor_id, action=f"video_call_{final}", subject=f"video_call:{call.id}",
-          reason=reason, duration_s=duration)
+    audit(
+        session,
+        actor_kind=actor_kind,
+        actor_id=actor_id,
+        action=f"video_call_{final}",
+        subject=f"video_call:{call.id}",
+        reason=reason,
+        duration_s=duration,
+    )
     await session.commit()
     await deliver_outcome(registry, conversation, message, outcome=final != CallState.CANCELLED)
     await _tell_customer(registry, call)
@@ -278,17 +377,27 @@ async def do_miss(registry: CallRegistry, call_id: int) -> None:
         if call.agent_id is not None:  # answered, but the agent's media never came up
             await do_end(session, registry, call_id=call_id, reason="connect_timeout")
             return
-        if not await service.transition(session, call, from_states=(CallState.RINGING,), extra=(col(VideoCall.agent_id).is_(None),),
-                                        state=CallState.MISSED, end_reason="ring_timeout", ended_at=now, ring_deadline=None):
+        if not await service.transition(
+            session,
+            call,
+            from_states=(CallState.RINGING,),
+            extra=(col(VideoCall.agent_id).is_(None),),
+            state=CallState.MISSED,
+            end_reason="ring_timeout",
+            ended_at=now,
+            ring_deadline=None,
+        ):
             return
         conversation = await session.get(Conversation, call.conversation_id)
         text = "客服暂时未能接听视频。您可以继续在这里文字沟通，或稍后再点「视频客服」。"
         if conversation.state == ConversationState.QUEUED:
             escalation = await conversations.get_open_escalation(session, conversation.id)
             ahead = await conversations.queue_position(session, escalation) - 1 if escalation else 0
-            text = ("视频客服暂时都在忙，没能接听。您仍在排队，位置已为您保留"
-                    + (f"（前面还有{ahead}位）" if ahead else "（您是下一位）")
-                    + "。客服有空会马上联系您，您也可以稍后再点「视频客服」。")
+            text = (
+                "视频客服暂时都在忙，没能接听。您仍在排队，位置已为您保留"
+                + (f"（前面还有{ahead}位）" if ahead else "（您是下一位）")
+                + "。客服有空会马上联系您，您也可以稍后再点「视频客服」。"
+            )
         message = service.system_message(conversation, text, _payload(call))
         session.add(message)
         service.add_event(session, call, "missed", reason="ring_timeout")
@@ -332,9 +441,19 @@ async def finalize_recordings(registry: CallRegistry, call_id: int, results: dic
                 row.status, row.error = RecordingStatus.FAILED, "the recording never started"
                 continue
             row.status = RecordingStatus.COMPLETE if result.status == "complete" else RecordingStatus.FAILED
-            row.error, row.duration_s, row.size_bytes, row.sha256 = result.error, result.duration_s, result.size_bytes, result.sha256
+            row.error, row.duration_s, row.size_bytes, row.sha256 = (
+                result.error,
+                result.duration_s,
+                result.size_bytes,
+                result.sha256,
+            )
             row.has_audio, row.has_video = result.has_audio, result.has_video
-            row.frames = {**row.frames, "in": result.frames_in, "recorded": result.frames_recorded, "dropped": result.frames_dropped}
+            row.frames = {
+                **row.frames,
+                "in": result.frames_in,
+                "recorded": result.frames_recorded,
+                "dropped": result.frames_dropped,
+            }
             if row.status != RecordingStatus.COMPLETE:
                 log.error("call %s: %s recording flagged: %s", call_id, row.party, row.error)
         if rows:
@@ -342,13 +461,19 @@ async def finalize_recordings(registry: CallRegistry, call_id: int, results: dic
             service.add_event(session, call, "recordings_finalized", recordings={r.party: r.status for r in rows})
         await session.commit()
     if rows:
-        await publish(registry.redis, AGENTS_CHANNEL, {
-            "type": "recordings_finalized", "call_id": call_id,
-            "recordings": [{"id": r.id, "party": r.party, "status": r.status} for r in rows],
-        })
+        await publish(
+            registry.redis,
+            AGENTS_CHANNEL,
+            {
+                "type": "recordings_finalized",
+                "call_id": call_id,
+                "recordings": [{"id": r.id, "party": r.party, "status": r.status} for r in rows],
+            },
+        )
 
 
 # --- telling people ---
+
 
 def _payload(call: VideoCall) -> dict:
     return {"type": "video_call", "call_id": call.id}
@@ -364,7 +489,9 @@ async def show_customer(registry: CallRegistry, conversation: Conversation, mess
     await publish_to_customer(registry.redis, conversation.customer_id, message_event(message))
 
 
-async def deliver_outcome(registry: CallRegistry, conversation: Conversation, message: Message, *, outcome: bool) -> None:
+async def deliver_outcome(
+    registry: CallRegistry, conversation: Conversation, message: Message, *, outcome: bool
+) -> None:
     """How a call ended goes out like any message (the official account too); a cancel the customer did needn't."""
     if outcome:
         await registry.delivery.deliver(conversation, [message])
@@ -379,8 +506,14 @@ async def _tell_customer(registry: CallRegistry, call: VideoCall) -> None:
 
 async def _tell_agents(registry: CallRegistry, call: VideoCall, kind: str, **extra) -> None:
     event = {
-        "type": kind, "call_id": call.id, "conversation_id": call.conversation_id, "state": call.state,
-        "skill_group": call.skill_group, "rung_agent_id": call.rung_agent_id, "agent_id": call.agent_id, **extra,
+        "type": kind,
+        "call_id": call.id,
+        "conversation_id": call.conversation_id,
+        "state": call.state,
+        "skill_group": call.skill_group,
+        "rung_agent_id": call.rung_agent_id,
+        "agent_id": call.agent_id,
+        **extra,
     }
     await publish(registry.redis, AGENTS_CHANNEL, event)
     for agent_id in {call.rung_agent_id, call.agent_id} - {None}:

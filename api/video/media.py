@@ -264,6 +264,6 @@ class CallMedia:
     async def close(self) -> dict[str, RecordingResult | None]:
         """Stop recording (files flushed and measured), then close both connections."""
         self.closing = True
-        results = dict(zip(ROLES, await asyncio.gather(*(self.recorders[r].stop() for r in ROLES))))
+        results = dict(zip(ROLES, await asyncio.gather(*(self.recorders[r].stop() for r in ROLES)), strict=False))
         await asyncio.gather(*(link.close() for link in self.links.values()), return_exceptions=True)
         return results

@@ -44,8 +44,13 @@ async def do_verify_identity(
     call = await _connected_call_of_agent(session, agent, call_id)
     now = utcnow()
     check = IdentityCheck(
-        call_id=call.id, conversation_id=call.conversation_id, customer_id=call.customer_id, agent_id=agent.id,
-        result=result, note=note, call_offset_s=service.call_offset_s(call, now),
+        call_id=call.id,
+        conversation_id=call.conversation_id,
+        customer_id=call.customer_id,
+        agent_id=agent.id,
+        result=result,
+        note=note,
+        call_offset_s=service.call_offset_s(call, now),
     )
     session.add(check)
     await session.flush()
@@ -54,15 +59,32 @@ async def do_verify_identity(
     if escalation is not None and result == "verified":
         # A new dict: JSON columns only notice reassignment.
         escalation.handoff_card = {
-            **escalation.handoff_card, "identity_status": VERIFIED_BY_VIDEO,
+            **escalation.handoff_card,
+            "identity_status": VERIFIED_BY_VIDEO,
             "identity_check": {"id": check.id, "call_id": call.id, "agent_id": agent.id, "at": now.isoformat()},
         }
-    text = "客服已通过视频核验您的本人身份。" if result == "verified" else "本次视频未能核验您的身份，客服会告诉您接下来怎么办。"
-    message = service.system_message(conversation, text, {"type": "identity_check", "call_id": call.id, "result": result})
+    text = (
+        "客服已通过视频核验您的本人身份。"
+        if result == "verified"
+        else "本次视频未能核验您的身份，客服会告诉您接下来怎么办。"
+    )
+    message = service.system_message(
+        conversation, text, {"type": "identity_check", "call_id": call.id, "result": result}
+    )
     session.add(message)
-    service.add_event(session, call, "identity_checked", actor_kind="agent", actor_id=agent.id, result=result, check_id=check.id)
-    audit(session, actor_kind="agent", actor_id=agent.id, action="identity_check", subject=f"conversation:{call.conversation_id}",
-          result=result, call_id=call.id, check_id=check.id)
+    service.add_event(
+        session, call, "identity_checked", actor_kind="agent", actor_id=agent.id, result=result, check_id=check.id
+    )
+    audit(
+        session,
+        actor_kind="agent",
+        actor_id=agent.id,
+        action="identity_check",
+        subject=f"conversation:{call.conversation_id}",
+        result=result,
+        call_id=call.id,
+        check_id=check.id,
+    )
     await session.commit()
     if result == "verified":
         # The bot's hot copy of the context too, so whoever continues after the call doesn't ask again.
@@ -71,32 +93,53 @@ async def do_verify_identity(
             context.identity_status = VERIFIED_BY_VIDEO
             await registry.triage.store.put(context)
     await show_customer(registry, conversation, message)
-    await publish(registry.redis, AGENTS_CHANNEL, {"type": "identity_checked", "call_id": call.id,
-                                                   "conversation_id": call.conversation_id, "result": result})
+    await publish(
+        registry.redis,
+        AGENTS_CHANNEL,
+        {"type": "identity_checked", "call_id": call.id, "conversation_id": call.conversation_id, "result": result},
+    )
     return check
 
 
 def _plan_summary(terms: PlanTerms) -> str:
-    summary = (f"还款方案：共{terms.total_amount}元，分{terms.installments}期，每期{terms.monthly_amount}元，"
-               f"首期{terms.first_due_date:%Y年%m月%d日}还款。")
+    summary = (
+        f"还款方案：共{terms.total_amount}元，分{terms.installments}期，每期{terms.monthly_amount}元，"
+        f"首期{terms.first_due_date:%Y年%m月%d日}还款。"
+    )
     return summary + (f"备注：{terms.note}" if terms.note else "")
 
 
-async def do_send_plan(session: AsyncSession, registry: CallRegistry, *, agent: Agent, call_id: int, terms: PlanTerms) -> RepaymentPlan:
+async def do_send_plan(
+    session: AsyncSession, registry: CallRegistry, *, agent: Agent, call_id: int, terms: PlanTerms
+) -> RepaymentPlan:
     """The agent proposes a repayment plan in the call; the customer sees it on the video page to confirm."""
     call = await _connected_call_of_agent(session, agent, call_id)
     plan = RepaymentPlan(
-        call_id=call.id, conversation_id=call.conversation_id, customer_id=call.customer_id, agent_id=agent.id,
-        terms=terms.model_dump(mode="json"), summary=_plan_summary(terms),
+        call_id=call.id,
+        conversation_id=call.conversation_id,
+        customer_id=call.customer_id,
+        agent_id=agent.id,
+        terms=terms.model_dump(mode="json"),
+        summary=_plan_summary(terms),
     )
     session.add(plan)
     await session.flush()
     conversation = await session.get(Conversation, call.conversation_id)
-    message = service.system_message(conversation, plan.summary + "请在视频页面确认。",
-                                     {"type": "repayment_plan", "call_id": call.id, "plan_id": plan.id})
+    message = service.system_message(
+        conversation,
+        plan.summary + "请在视频页面确认。",
+        {"type": "repayment_plan", "call_id": call.id, "plan_id": plan.id},
+    )
     session.add(message)
     service.add_event(session, call, "plan_sent", actor_kind="agent", actor_id=agent.id, plan_id=plan.id)
-    audit(session, actor_kind="agent", actor_id=agent.id, action="repayment_plan_sent", subject=f"video_call:{call.id}", plan_id=plan.id)
+    audit(
+        session,
+        actor_kind="agent",
+        actor_id=agent.id,
+        action="repayment_plan_sent",
+        subject=f"video_call:{call.id}",
+        plan_id=plan.id,
+    )
     await session.commit()
     await show_customer(registry, conversation, message)
     await publish_to_customer(registry.redis, call.customer_id, {"type": "repayment_plan", "plan": _public(plan)})
@@ -121,13 +164,32 @@ async def do_answer_plan(
     plan.answered_at, plan.answer_offset_s = now, service.call_offset_s(call, now)
     plan.recording_ids = [r.id for r in await service.list_recordings(session, call_id=call.id)]
     conversation = await session.get(Conversation, call.conversation_id)
-    text = "您已确认还款方案，确认过程已随本次通话录像存证。" if accept else "您没有接受这个还款方案，客服会和您继续商量。"
-    message = service.system_message(conversation, text, {"type": "repayment_plan", "call_id": call.id, "plan_id": plan.id, "state": plan.state})
+    text = (
+        "您已确认还款方案，确认过程已随本次通话录像存证。" if accept else "您没有接受这个还款方案，客服会和您继续商量。"
+    )
+    message = service.system_message(
+        conversation, text, {"type": "repayment_plan", "call_id": call.id, "plan_id": plan.id, "state": plan.state}
+    )
     session.add(message)
-    service.add_event(session, call, f"plan_{plan.state}", actor_kind="customer", actor_id=customer.id, plan_id=plan.id,
-                      recording_ids=plan.recording_ids, offset_s=plan.answer_offset_s)
-    audit(session, actor_kind="customer", actor_id=customer.id, action=f"repayment_plan_{plan.state}",
-          subject=f"video_call:{call.id}", plan_id=plan.id, recording_ids=plan.recording_ids)
+    service.add_event(
+        session,
+        call,
+        f"plan_{plan.state}",
+        actor_kind="customer",
+        actor_id=customer.id,
+        plan_id=plan.id,
+        recording_ids=plan.recording_ids,
+        offset_s=plan.answer_offset_s,
+    )
+    audit(
+        session,
+        actor_kind="customer",
+        actor_id=customer.id,
+        action=f"repayment_plan_{plan.state}",
+        subject=f"video_call:{call.id}",
+        plan_id=plan.id,
+        recording_ids=plan.recording_ids,
+    )
     await session.commit()
     await deliver_outcome(registry, conversation, message, outcome=accept)
     event = {"type": "repayment_plan_answered", "call_id": call.id, "plan": _public(plan)}

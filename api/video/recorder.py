@@ -254,7 +254,7 @@ def _copy_video(frame) -> av.VideoFrame:
         return frame.reformat(format="yuv420p")  # a new frame already
     copy = av.VideoFrame(frame.width, frame.height, "yuv420p")
     if [p.line_size for p in copy.planes] == [p.line_size for p in frame.planes]:
-        for source, target in zip(frame.planes, copy.planes):
+        for source, target in zip(frame.planes, copy.planes, strict=False):
             target.update(source)
         return copy
     return av.VideoFrame.from_ndarray(frame.to_ndarray(format="yuv420p"), format="yuv420p")

@@ -75,7 +75,7 @@ class CallRegistry:
 
     # --- lifecycle ---
 
-    async def __aenter__(self) -> "CallRegistry":
+    async def __aenter__(self) -> CallRegistry:
         self.recordings_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.recordings_dir.chmod(0o700)  # evidence: readable by the service user only
         self._pubsub = self.redis.pubsub()
@@ -150,7 +150,9 @@ class CallRegistry:
     async def answer_local(self, call_id: int, role: str, offer: dict) -> dict:
         media = self.calls.get(call_id)
         if media is None:
-            media = self.calls[call_id] = CallMedia(call_id, ice_servers=self.ice_servers, on_state=self._on_media_state)
+            media = self.calls[call_id] = CallMedia(
+                call_id, ice_servers=self.ice_servers, on_state=self._on_media_state
+            )
         try:
             answer = await media.answer(role, RTCSessionDescription(sdp=offer["sdp"], type=offer["type"]))
         except BaseException:
@@ -221,10 +223,14 @@ class CallRegistry:
         try:
             message = {**message, "rid": rid, "reply_to": worker_channel(self.worker_id)}
             if await self.redis.publish(worker_channel(owner), json.dumps(message)) == 0:
-                raise UpstreamUnavailable("the server holding this call is not reachable", code="media_worker_unavailable")
+                raise UpstreamUnavailable(
+                    "the server holding this call is not reachable", code="media_worker_unavailable"
+                )
             reply = await asyncio.wait_for(future, RPC_TIMEOUT_S)
         except TimeoutError as exc:
-            raise UpstreamUnavailable("the server holding this call did not answer", code="media_worker_unavailable") from exc
+            raise UpstreamUnavailable(
+                "the server holding this call did not answer", code="media_worker_unavailable"
+            ) from exc
         finally:
             self._rpc.pop(rid, None)
         error = reply.get("error")
@@ -282,7 +288,9 @@ class CallRegistry:
             now = utcnow()
             async with unit_of_work(self.engine) as session:
                 due = await service.list_due_ringing(session, now)
-                stale = await service.list_stale_requested(session, now - timedelta(seconds=self.settings.video_ring_timeout_s))
+                stale = await service.list_stale_requested(
+                    session, now - timedelta(seconds=self.settings.video_ring_timeout_s)
+                )
                 owners = await service.list_active_owners(session)
             for call_id in due:
                 await flows.do_miss(self, call_id)

@@ -14,14 +14,33 @@ from api.agents import flows as agent_flows
 from api.agents.models import Agent
 from api.audit.models import audit
 from api.conversations import service as conversations
-from api.deps import CurrentAgent, CurrentCustomer, SessionDep, SettingsDep, Supervisor, VideoDep, bearer_token, current_agent
+from api.deps import (
+    CurrentAgent,
+    CurrentCustomer,
+    SessionDep,
+    SettingsDep,
+    Supervisor,
+    VideoDep,
+    bearer_token,
+    current_agent,
+)
 from api.errors import BadRequest, NotAuthenticated, NotPermitted, ResourceNotFound
 from api.security import read_token
 from api.video import flows, outcomes, service
 from api.video.models import CallState
 from api.video.schemas import (
-    CallEventPublic, CallForAgent, CallPublic, CallRequest, IdentityCheckPublic, IdentityVerdict, Notice, PlanAnswer,
-    PlanPublic, PlanTerms, RecordingPublic, SessionDescription,
+    CallEventPublic,
+    CallForAgent,
+    CallPublic,
+    CallRequest,
+    IdentityCheckPublic,
+    IdentityVerdict,
+    Notice,
+    PlanAnswer,
+    PlanPublic,
+    PlanTerms,
+    RecordingPublic,
+    SessionDescription,
 )
 
 router = APIRouter(prefix="/video", tags=["video"])
@@ -58,19 +77,29 @@ async def notice():
 
 
 @router.post("/calls", response_model=CallPublic, status_code=201)
-async def request_call(body: CallRequest, request: Request, customer: CurrentCustomer, session: SessionDep, video: VideoDep):
+async def request_call(
+    body: CallRequest, request: Request, customer: CurrentCustomer, session: SessionDep, video: VideoDep
+):
     """The customer consented: a call for their conversation (the existing one if it is still active)."""
     call = await flows.do_request_call(
-        session, video, customer=customer, conversation_id=body.conversation_id,
-        notice_version=body.consent.notice_version, user_agent=request.headers.get("user-agent"),
+        session,
+        video,
+        customer=customer,
+        conversation_id=body.conversation_id,
+        notice_version=body.consent.notice_version,
+        user_agent=request.headers.get("user-agent"),
         client_ip=request.client.host if request.client else None,
     )
     return CallPublic.of(call)
 
 
 @router.get("/calls", response_model=list[CallPublic])
-async def list_calls(agent: CurrentAgent, session: SessionDep, conversation_id: int | None = None,
-                     state: list[CallState] | None = Query(default=None)):
+async def list_calls(
+    agent: CurrentAgent,
+    session: SessionDep,
+    conversation_id: int | None = None,
+    state: list[CallState] | None = Query(default=None),  # noqa: B008 (FastAPI's Query marker)
+):
     """Calls for the console: e.g. `?state=ringing` (then only those this agent may answer), or one conversation's
     (all of them, to whoever may read the conversation)."""
     if conversation_id is not None:
@@ -78,9 +107,18 @@ async def list_calls(agent: CurrentAgent, session: SessionDep, conversation_id: 
     calls = await service.list_calls(session, conversation_id=conversation_id, states=state)
     if agent.role in ("supervisor", "admin") or conversation_id is not None:
         return [CallPublic.of(c) for c in calls]
-    return [CallPublic.of(c) for c in calls
-            if c.agent_id == agent.id or c.rung_agent_id == agent.id
-            or (c.state == CallState.RINGING and c.rung_agent_id is None and c.skill_group in agent.skills and agent.video_capable)]
+    return [
+        CallPublic.of(c)
+        for c in calls
+        if c.agent_id == agent.id
+        or c.rung_agent_id == agent.id
+        or (
+            c.state == CallState.RINGING
+            and c.rung_agent_id is None
+            and c.skill_group in agent.skills
+            and agent.video_capable
+        )
+    ]
 
 
 @router.get("/calls/{call_id}")
@@ -91,19 +129,28 @@ async def read_call(call_id: int, party: CurrentParty, session: SessionDep):
         service.check_party(call, role="customer", party_id=party.id)
         return CallPublic.of(call)
     agent = party.agent
-    if agent.id not in (call.agent_id, call.rung_agent_id) and agent.role not in ("supervisor", "admin") \
-            and not (call.rung_agent_id is None and call.skill_group in agent.skills):
+    if (
+        agent.id not in (call.agent_id, call.rung_agent_id)
+        and agent.role not in ("supervisor", "admin")
+        and not (call.rung_agent_id is None and call.skill_group in agent.skills)
+    ):
         await _readable_conversation(session, agent, call.conversation_id)
     escalation = await conversations.get_latest_escalation(session, call.conversation_id)
     return CallForAgent(
         call=CallPublic.of(call),
         handoff_card=escalation.handoff_card if escalation else None,
-        identity_checks=[IdentityCheckPublic.model_validate(c, from_attributes=True)
-                         for c in await outcomes.list_identity_checks(session, call.id)],
+        identity_checks=[
+            IdentityCheckPublic.model_validate(c, from_attributes=True)
+            for c in await outcomes.list_identity_checks(session, call.id)
+        ],
         plans=[PlanPublic.model_validate(p, from_attributes=True) for p in await outcomes.list_plans(session, call.id)],
-        recordings=[RecordingPublic.model_validate(r, from_attributes=True)
-                    for r in await service.list_recordings(session, call_id=call.id)],
-        events=[CallEventPublic.model_validate(e, from_attributes=True) for e in await service.list_events(session, call.id)],
+        recordings=[
+            RecordingPublic.model_validate(r, from_attributes=True)
+            for r in await service.list_recordings(session, call_id=call.id)
+        ],
+        events=[
+            CallEventPublic.model_validate(e, from_attributes=True) for e in await service.list_events(session, call.id)
+        ],
     )
 
 
@@ -119,9 +166,10 @@ async def _readable_conversation(session, agent: Agent, conversation_id: int) ->
 async def offer(call_id: int, body: SessionDescription, party: CurrentParty, session: SessionDep, video: VideoDep):
     """WebRTC signalling: the party's SDP offer in, the server's answer out (ICE candidates included)."""
     if body.type != "offer":
-        raise BadRequest("send an SDP offer (type \"offer\")", code="bad_sdp")
-    answer = await flows.do_offer(session, video, role=party.role, party_id=party.id, call_id=call_id,
-                                  offer={"sdp": body.sdp, "type": body.type})
+        raise BadRequest('send an SDP offer (type "offer")', code="bad_sdp")
+    answer = await flows.do_offer(
+        session, video, role=party.role, party_id=party.id, call_id=call_id, offer={"sdp": body.sdp, "type": body.type}
+    )
     return SessionDescription(**answer)
 
 
@@ -138,14 +186,19 @@ async def hangup(call_id: int, party: CurrentParty, session: SessionDep, video: 
         service.check_party(call, role=party.role, party_id=party.id)
     elif party.agent.role not in ("supervisor", "admin"):
         raise NotPermitted("answer the call before hanging it up")
-    call = await flows.do_end(session, video, call_id=call_id, reason=f"{party.role}_hangup",
-                              actor_kind=party.role, actor_id=party.id)
+    call = await flows.do_end(
+        session, video, call_id=call_id, reason=f"{party.role}_hangup", actor_kind=party.role, actor_id=party.id
+    )
     return CallPublic.of(call)
 
 
 @router.post("/calls/{call_id}/identity", response_model=IdentityCheckPublic)
-async def verify_identity(call_id: int, body: IdentityVerdict, agent: CurrentAgent, session: SessionDep, video: VideoDep):
-    check = await outcomes.do_verify_identity(session, video, agent=agent, call_id=call_id, result=body.result, note=body.note)
+async def verify_identity(
+    call_id: int, body: IdentityVerdict, agent: CurrentAgent, session: SessionDep, video: VideoDep
+):
+    check = await outcomes.do_verify_identity(
+        session, video, agent=agent, call_id=call_id, result=body.result, note=body.note
+    )
     return IdentityCheckPublic.model_validate(check, from_attributes=True)
 
 
@@ -163,19 +216,39 @@ async def list_plans(call_id: int, customer: CurrentCustomer, session: SessionDe
 
 
 @router.post("/calls/{call_id}/plans/{plan_id}/answer", response_model=PlanPublic)
-async def answer_plan(call_id: int, plan_id: int, body: PlanAnswer, customer: CurrentCustomer, session: SessionDep, video: VideoDep):
-    plan = await outcomes.do_answer_plan(session, video, customer=customer, call_id=call_id, plan_id=plan_id, accept=body.accept)
+async def answer_plan(
+    call_id: int, plan_id: int, body: PlanAnswer, customer: CurrentCustomer, session: SessionDep, video: VideoDep
+):
+    plan = await outcomes.do_answer_plan(
+        session, video, customer=customer, call_id=call_id, plan_id=plan_id, accept=body.accept
+    )
     return PlanPublic.model_validate(plan, from_attributes=True)
 
 
 @router.get("/recordings", response_model=list[RecordingPublic])
-async def list_recordings(supervisor: Supervisor, session: SessionDep, call_id: int | None = None,
-                          conversation_id: int | None = None, status: str | None = None,
-                          limit: int = Query(100, ge=1, le=500)):
+async def list_recordings(
+    supervisor: Supervisor,
+    session: SessionDep,
+    call_id: int | None = None,
+    conversation_id: int | None = None,
+    status: str | None = None,
+    limit: int = Query(100, ge=1, le=500),
+):
     """Recordings for review (supervisors); the listing itself is audited."""
-    recordings = await service.list_recordings(session, call_id=call_id, conversation_id=conversation_id, status=status, limit=limit)
-    audit(session, actor_kind="agent", actor_id=supervisor.id, action="recording_list", subject="recordings",
-          call_id=call_id, conversation_id=conversation_id, status=status, count=len(recordings))
+    recordings = await service.list_recordings(
+        session, call_id=call_id, conversation_id=conversation_id, status=status, limit=limit
+    )
+    audit(
+        session,
+        actor_kind="agent",
+        actor_id=supervisor.id,
+        action="recording_list",
+        subject="recordings",
+        call_id=call_id,
+        conversation_id=conversation_id,
+        status=status,
+        count=len(recordings),
+    )
     return [RecordingPublic.model_validate(r, from_attributes=True) for r in recordings]
 
 
@@ -186,9 +259,20 @@ async def download_recording(recording_id: int, supervisor: Supervisor, session:
     path = service.resolve_recording(video.recordings_dir, recording.path)
     if not path.is_file():
         raise ResourceNotFound("the recording file is missing", code="recording_file_missing")
-    audit(session, actor_kind="agent", actor_id=supervisor.id, action="recording_download",
-          subject=f"recording:{recording.id}", call_id=recording.call_id, sha256=recording.sha256)
+    audit(
+        session,
+        actor_kind="agent",
+        actor_id=supervisor.id,
+        action="recording_download",
+        subject=f"recording:{recording.id}",
+        call_id=recording.call_id,
+        sha256=recording.sha256,
+    )
     await session.commit()
     headers = {"X-Content-SHA256": recording.sha256 or "", "Cache-Control": "no-store"}
-    return FileResponse(path, media_type=recording.content_type, headers=headers,
-                        filename=f"call-{recording.call_id}-{recording.party}.mp4")
+    return FileResponse(
+        path,
+        media_type=recording.content_type,
+        headers=headers,
+        filename=f"call-{recording.call_id}-{recording.party}.mp4",
+    )

@@ -50,7 +50,7 @@ class CallPublic(BaseModel):
     duration_s: float | None
 
     @classmethod
-    def of(cls, call) -> "CallPublic":
+    def of(cls, call) -> CallPublic:
         return cls.model_validate(call, from_attributes=True)
 
 

@@ -87,7 +87,9 @@ async def list_calls(
     return list((await session.exec(statement)).all())
 
 
-async def transition(session: AsyncSession, call: VideoCall, *, from_states: tuple[str, ...], extra=(), **values: Any) -> bool:
+async def transition(
+    session: AsyncSession, call: VideoCall, *, from_states: tuple[str, ...], extra=(), **values: Any
+) -> bool:
     """Change the call only if it is still in one of `from_states` (and `extra` holds); True if we did."""
     result = await session.exec(
         update(VideoCall)
@@ -102,8 +104,13 @@ async def transition(session: AsyncSession, call: VideoCall, *, from_states: tup
 async def claim_media_worker(session: AsyncSession, call: VideoCall, worker_id: str) -> str:
     """The worker that holds the call's media: the first to take an offer for it; committed at once."""
     if call.media_worker is None:
-        await transition(session, call, from_states=ACTIVE_STATES, extra=(col(VideoCall.media_worker).is_(None),),
-                         media_worker=worker_id)
+        await transition(
+            session,
+            call,
+            from_states=ACTIVE_STATES,
+            extra=(col(VideoCall.media_worker).is_(None),),
+            media_worker=worker_id,
+        )
         await session.commit()
     return call.media_worker or worker_id
 
@@ -132,7 +139,15 @@ async def list_final_among(session: AsyncSession, call_ids: list[int]) -> list[i
     return list((await session.exec(statement)).all())
 
 
-def add_event(session: AsyncSession, call: VideoCall, kind: str, *, actor_kind: str = "system", actor_id: int | None = None, **detail: Any) -> None:
+def add_event(
+    session: AsyncSession,
+    call: VideoCall,
+    kind: str,
+    *,
+    actor_kind: str = "system",
+    actor_id: int | None = None,
+    **detail: Any,
+) -> None:
     session.add(CallEvent(call_id=call.id, kind=kind, actor_kind=actor_kind, actor_id=actor_id, detail=detail))
 
 
@@ -144,8 +159,14 @@ async def list_events(session: AsyncSession, call_id: int) -> list[CallEvent]:
 def system_message(conversation: Conversation, text: str, payload: dict | None = None) -> Message:
     """A line in the transcript from the service itself (the call and its outcome)."""
     return Message(
-        conversation_id=conversation.id, customer_id=conversation.customer_id, channel=conversation.current_channel,
-        direction=Direction.OUT, sender_kind=SenderKind.SYSTEM, kind="video_call", text=text, payload=payload,
+        conversation_id=conversation.id,
+        customer_id=conversation.customer_id,
+        channel=conversation.current_channel,
+        direction=Direction.OUT,
+        sender_kind=SenderKind.SYSTEM,
+        kind="video_call",
+        text=text,
+        payload=payload,
     )
 
 
@@ -162,6 +183,7 @@ def call_offset_s(call: VideoCall, now: datetime) -> float | None:
 
 # --- recordings ---
 
+
 def recording_relpath(call: VideoCall, party: str, when: datetime) -> str:
     """Where a party's file goes under the recordings directory; unguessable, one directory per day."""
     return f"{when:%Y/%m/%d}/call-{call.id}-{party}-{secrets.token_hex(6)}.mp4"
@@ -177,8 +199,12 @@ def resolve_recording(root: Path, relpath: str) -> Path:
 
 
 async def list_recordings(
-    session: AsyncSession, *, call_id: int | None = None, conversation_id: int | None = None,
-    status: str | None = None, limit: int = 100,
+    session: AsyncSession,
+    *,
+    call_id: int | None = None,
+    conversation_id: int | None = None,
+    status: str | None = None,
+    limit: int = 100,
 ) -> list[Recording]:
     statement = select(Recording).order_by(col(Recording.id).desc()).limit(limit)
     if call_id is not None:

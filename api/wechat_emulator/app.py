@@ -25,7 +25,9 @@ def apps_from_env(environ: Mapping[str, str] | None = None) -> dict[str, tuple[s
     return {
         get("YUNTING_OA_APP_ID", DEV_OA_APP_ID): (get("YUNTING_OA_APP_SECRET", DEV_SECRET_PLACEHOLDER), "oa"),
         get("YUNTING_MINIAPP_APP_ID", DEV_MINIAPP_APP_ID): (
-            get("YUNTING_MINIAPP_APP_SECRET", DEV_SECRET_PLACEHOLDER), "miniapp"),
+            get("YUNTING_MINIAPP_APP_SECRET", DEV_SECRET_PLACEHOLDER),
+            "miniapp",
+        ),
     }
 
 
@@ -47,5 +49,5 @@ def create_app(apps: dict[str, tuple[str, str]] | None = None, clock: Clock | No
 
 async def _wechat_error(request: Request, exc: Exception) -> JSONResponse:
     # WeChat reports API failures in the body with HTTP 200.
-    assert isinstance(exc, WeChatError)
+    assert isinstance(exc, WeChatError)  # noqa: S101 (emulator invariant)
     return JSONResponse(exc.as_json())

@@ -35,8 +35,19 @@ SentApi = Literal["custom", "typing", "subscribe", "passive"]
 # kind -> (window length in seconds, messages allowed in it)
 WINDOWS: dict[str, tuple[float, int]] = {"message": (48 * 3600, 5), "event": (60, 3)}
 TYPING_WINDOW_S = 30
-CUSTOM_MSGTYPES = ("text", "image", "voice", "video", "music", "news", "mpnews", "msgmenu",
-                   "wxcard", "miniprogrampage", "link")
+CUSTOM_MSGTYPES = (
+    "text",
+    "image",
+    "voice",
+    "video",
+    "music",
+    "news",
+    "mpnews",
+    "msgmenu",
+    "wxcard",
+    "miniprogrampage",
+    "link",
+)
 TYPING_COMMANDS = ("Typing", "CancelTyping")
 # Fields WeChat requires in a mini-program card.
 MINIPROGRAMPAGE_FIELDS = ("title", "appid", "pagepath", "thumb_media_id")
@@ -86,14 +97,18 @@ class Outbox:
             self._grants[key] = self._grants.get(key, 0) + 1
             return self._grants[key]
 
-    def sent(self, appid: str | None = None, openid: str | None = None,
-             api: SentApi | None = None) -> list[dict[str, Any]]:
+    def sent(
+        self, appid: str | None = None, openid: str | None = None, api: SentApi | None = None
+    ) -> list[dict[str, Any]]:
         """Accepted deliveries, oldest first, optionally filtered."""
         with self._world.lock:
-            return [copy.deepcopy(item) for item in self._sent
-                    if (appid is None or item["appid"] == appid)
-                    and (openid is None or item["openid"] == openid)
-                    and (api is None or item["api"] == api)]
+            return [
+                copy.deepcopy(item)
+                for item in self._sent
+                if (appid is None or item["appid"] == appid)
+                and (openid is None or item["openid"] == openid)
+                and (api is None or item["api"] == api)
+            ]
 
     def clear_sent(self) -> None:
         """Empty the sent log (windows and grants stay)."""
@@ -139,7 +154,9 @@ class Outbox:
         with self._world.lock:
             window = self._windows.get((appid, openid))
             if window is None or self._world.clock.now() - window.at >= TYPING_WINDOW_S:
-                raise WeChatError(OUT_OF_TIME_LIMIT, "typing is allowed only within 30 s of the user's last interaction")
+                raise WeChatError(
+                    OUT_OF_TIME_LIMIT, "typing is allowed only within 30 s of the user's last interaction"
+                )
             self._log("typing", appid, openid, body)
 
     def send_subscribe(self, appid: str, body: dict[str, Any]) -> None:
@@ -176,5 +193,6 @@ class Outbox:
 
     def _log(self, api: SentApi, appid: str, openid: str, body: dict[str, Any]) -> None:
         # Caller holds the lock.  Deep copy: the log must not change if the caller's dict does.
-        self._sent.append({"api": api, "appid": appid, "openid": openid,
-                           "body": copy.deepcopy(body), "at": self._world.clock.now()})
+        self._sent.append(
+            {"api": api, "appid": appid, "openid": openid, "body": copy.deepcopy(body), "at": self._world.clock.now()}
+        )

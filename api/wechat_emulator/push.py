@@ -61,7 +61,7 @@ def server_from_env(environ: Mapping[str, str] | None = None) -> ServerConfig:
 
 def sign(token: str, *parts: str) -> str:
     """sha1 over the sorted token and parts, as WeChat signs."""
-    return hashlib.sha1("".join(sorted([token, *parts])).encode()).hexdigest()
+    return hashlib.sha1("".join(sorted([token, *parts])).encode()).hexdigest()  # noqa: S324
 
 
 class PushCipher:
@@ -91,9 +91,9 @@ class PushCipher:
             raise ValueError("bad padding")
         plain = plain[:-pad]
         (length,) = struct.unpack(">I", plain[16:20])
-        if plain[20 + length:] != self.appid:
+        if plain[20 + length :] != self.appid:
             raise ValueError("the reply was encrypted for another appid")
-        return plain[20:20 + length].decode()
+        return plain[20 : 20 + length].decode()
 
 
 def _fields(document: str) -> dict[str, str]:
@@ -140,8 +140,15 @@ class Pusher:
         with self._world.lock:
             self._seen.clear()
 
-    async def push(self, appid: str, xml: str, *, overrides: Mapping[str, Any] | None = None,
-                   timeout_s: float = WECHAT_TIMEOUT_S, tries: int = WECHAT_TRIES) -> dict[str, Any]:
+    async def push(
+        self,
+        appid: str,
+        xml: str,
+        *,
+        overrides: Mapping[str, Any] | None = None,
+        timeout_s: float = WECHAT_TIMEOUT_S,
+        tries: int = WECHAT_TRIES,
+    ) -> dict[str, Any]:
         """Deliver one user action to the backend like WeChat; returns the tries and the checked answer."""
         config = replace(self.server(appid), **{k: v for k, v in (overrides or {}).items() if v is not None})
         fields = self._record_interaction(appid, xml)
@@ -153,14 +160,17 @@ class Pusher:
             for _ in range(tries):
                 started = time.monotonic()
                 try:
-                    response = await http.post(config.url, params=params, content=body.encode(),
-                                               headers={"Content-Type": "text/xml"})
+                    response = await http.post(
+                        config.url, params=params, content=body.encode(), headers={"Content-Type": "text/xml"}
+                    )
                 except httpx.TransportError as exc:  # no answer in time (or no server): WeChat retries
-                    attempts.append({"status": None, "elapsed_s": time.monotonic() - started,
-                                     "error": exc.__class__.__name__})
+                    attempts.append(
+                        {"status": None, "elapsed_s": time.monotonic() - started, "error": exc.__class__.__name__}
+                    )
                     continue
-                attempts.append({"status": response.status_code, "elapsed_s": time.monotonic() - started,
-                                 "error": None})
+                attempts.append(
+                    {"status": response.status_code, "elapsed_s": time.monotonic() - started, "error": None}
+                )
                 break
         result: dict[str, Any] = {"attempts": attempts, "status": None, "body": None, "reply": None, "error": None}
         if response is None:
@@ -187,7 +197,7 @@ class Pusher:
             return fields
         msg_type, event = fields.get("MsgType", ""), fields.get("Event", "")
         # A retry is the same XML again; events have no MsgId, and two different events may share a second.
-        key = fields.get("MsgId") or hashlib.sha1(xml.encode()).hexdigest()
+        key = fields.get("MsgId") or hashlib.sha1(xml.encode()).hexdigest()  # noqa: S324
         with self._world.lock:
             if (appid, key) in self._seen:
                 return fields  # the same user action pushed again: one interaction
@@ -202,8 +212,9 @@ class Pusher:
             self._world.outbox.record_interaction(appid, openid, "event")
         return fields
 
-    def _request(self, appid: str, config: ServerConfig, xml: str, openid: str,
-                 to_user: str) -> tuple[dict[str, str], str]:
+    def _request(
+        self, appid: str, config: ServerConfig, xml: str, openid: str, to_user: str
+    ) -> tuple[dict[str, str], str]:
         timestamp, nonce = str(int(self._world.now())), str(secrets.randbelow(10**9))
         params = {"signature": sign(config.token, timestamp, nonce), "timestamp": timestamp, "nonce": nonce}
         if openid:
@@ -218,8 +229,9 @@ class Pusher:
         head, _, _ = xml.rpartition("</xml>")
         return params, f"{head}<Encrypt>{cdata(encrypt)}</Encrypt></xml>"
 
-    def _read_reply(self, appid: str, config: ServerConfig, response: httpx.Response, openid: str,
-                    to_user: str) -> dict[str, str] | None:
+    def _read_reply(
+        self, appid: str, config: ServerConfig, response: httpx.Response, openid: str, to_user: str
+    ) -> dict[str, str] | None:
         if response.status_code != 200:
             raise ValueError(f"the server answered HTTP {response.status_code}")
         text = response.text.strip()

@@ -84,15 +84,19 @@ def add_push_routes(sim: FastAPI, world: EmulatorState) -> None:
     async def push(options: PushOptions, xml: str) -> dict[str, Any]:
         overrides = options.model_dump(include={"mode", "url", "token", "encoding_aes_key"})
         if (overrides["mode"] or "plain") != "plain" and not (
-            overrides["encoding_aes_key"] or world.pusher.server(oa_appid(options.appid)).encoding_aes_key):
+            overrides["encoding_aes_key"] or world.pusher.server(oa_appid(options.appid)).encoding_aes_key
+        ):
             raise SimError(400, "compatible and safe mode need an EncodingAESKey")
-        return await world.pusher.push(oa_appid(options.appid), xml, overrides=overrides,
-                                       timeout_s=options.timeout_s, tries=options.tries)
+        return await world.pusher.push(
+            oa_appid(options.appid), xml, overrides=overrides, timeout_s=options.timeout_s, tries=options.tries
+        )
 
     def message_head(appid: str, person: str, msg_type: str) -> tuple[str, str]:
         openid = world.identity(appid, person)[0]
-        head = (f"<ToUserName>{cdata(world.original_id(appid))}</ToUserName><FromUserName>{cdata(openid)}"
-                f"</FromUserName><CreateTime>{int(world.now())}</CreateTime><MsgType>{cdata(msg_type)}</MsgType>")
+        head = (
+            f"<ToUserName>{cdata(world.original_id(appid))}</ToUserName><FromUserName>{cdata(openid)}"
+            f"</FromUserName><CreateTime>{int(world.now())}</CreateTime><MsgType>{cdata(msg_type)}</MsgType>"
+        )
         return openid, head
 
     @sim.post("/oa/server")

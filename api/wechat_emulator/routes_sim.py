@@ -61,7 +61,7 @@ def build_sim_app(world: EmulatorState) -> FastAPI:
 
 
 async def _sim_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, SimError)
+    assert isinstance(exc, SimError)  # noqa: S101 (emulator invariant)
     return JSONResponse({"detail": exc.detail}, status_code=exc.status)
 
 
@@ -91,8 +91,7 @@ def _add_people_routes(sim: FastAPI, world: EmulatorState) -> None:
 
 def _add_control_routes(sim: FastAPI, world: EmulatorState) -> None:
     @sim.get("/sent")
-    def sent(appid: str | None = None, openid: str | None = None,
-             api: SentApi | None = None) -> dict[str, Any]:
+    def sent(appid: str | None = None, openid: str | None = None, api: SentApi | None = None) -> dict[str, Any]:
         """Everything WeChat accepted from the backend, oldest first."""
         return {"items": world.outbox.sent(appid, openid, api)}
 

@@ -50,8 +50,9 @@ async def token(request: Request, grant_type: str = "", appid: str = "", secret:
 
 
 @router.get("/sns/jscode2session")
-async def jscode2session(request: Request, appid: str = "", secret: str = "", js_code: str = "",
-                         grant_type: str = "") -> dict[str, Any]:
+async def jscode2session(
+    request: Request, appid: str = "", secret: str = "", js_code: str = "", grant_type: str = ""
+) -> dict[str, Any]:
     """Exchange a mini-program wx.login code; any access_token parameter is ignored, as on WeChat."""
     return _world(request).logins.exchange(appid, secret, js_code, grant_type)
 

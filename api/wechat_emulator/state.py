@@ -92,8 +92,9 @@ def derive_unionid(person: str) -> str:
 class EmulatorState:
     """Everything the emulator remembers, guarded by one re-entrant lock."""
 
-    def __init__(self, apps: Mapping[str, tuple[str, str]], clock: Clock | None = None,
-                 push_server: ServerConfig | None = None) -> None:
+    def __init__(
+        self, apps: Mapping[str, tuple[str, str]], clock: Clock | None = None, push_server: ServerConfig | None = None
+    ) -> None:
         self.lock = threading.RLock()
         self.clock = clock or Clock()
         self.apps = {appid: _make_app(appid, secret, kind) for appid, (secret, kind) in apps.items()}

@@ -11,17 +11,18 @@ from pathlib import Path
 
 import av
 import numpy as np
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
-from aiortc import rtcrtpreceiver
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription, rtcrtpreceiver
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from tests.video.clients import BITS, BLOCK, ToneAudioTrack  # noqa: E402
+from tests.video.clients import BITS, BLOCK, ToneAudioTrack
 
 VIDEO_TIME_BASE = fractions.Fraction(1, 90000)
 
 
-def make_clip(*, seconds: int = 10, fps: int = 30, width: int = 640, height: int = 480, bitrate: int = 800_000) -> list[bytes]:
+def make_clip(
+    *, seconds: int = 10, fps: int = 30, width: int = 640, height: int = 480, bitrate: int = 800_000
+) -> list[bytes]:
     """A looping VP8 clip: a textured picture panning like a hand-held camera, numbered frames, keyframe each second."""
     rng = np.random.default_rng(7)
     small = rng.integers(40, 220, (height // 8 + 2, width // 8 + 40, 3), dtype=np.uint8)
@@ -35,9 +36,9 @@ def make_clip(*, seconds: int = 10, fps: int = 30, width: int = 640, height: int
     frames = seconds * fps
     for i in range(frames):
         x = int(8 * 40 * (0.5 + 0.5 * np.sin(2 * np.pi * i / frames)))
-        image = np.ascontiguousarray(texture[:height, x:x + width])
+        image = np.ascontiguousarray(texture[:height, x : x + width])
         for bit in range(BITS):
-            image[0:BLOCK, bit * BLOCK:(bit + 1) * BLOCK] = 255 if (i >> bit) & 1 else 0
+            image[0:BLOCK, bit * BLOCK : (bit + 1) * BLOCK] = 255 if (i >> bit) & 1 else 0
         frame = av.VideoFrame.from_ndarray(image, format="rgb24").reformat(format="yuv420p")
         frame.pts = i
         packets += [bytes(p) for p in encoder.encode(frame)]
@@ -120,8 +121,9 @@ class BenchParty:
 
     async def negotiate(self, http, call_id: int) -> None:
         await self.pc.setLocalDescription(await self.pc.createOffer())
-        response = await http.post(f"/video/calls/{call_id}/offer",
-                                   json={"sdp": self.pc.localDescription.sdp, "type": "offer"})
+        response = await http.post(
+            f"/video/calls/{call_id}/offer", json={"sdp": self.pc.localDescription.sdp, "type": "offer"}
+        )
         assert response.status_code == 200, response.text
         await self.pc.setRemoteDescription(RTCSessionDescription(**response.json()))
 

@@ -43,10 +43,10 @@ sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
 
+from api.agents import service as agents  # noqa: E402
 from api.db import create_engine, unit_of_work  # noqa: E402
 from api.embedded import EmbeddedRedis, ThreadedServer, free_port  # noqa: E402
 from api.wechat_emulator.app import create_app as create_emulator  # noqa: E402
-from api.agents import service as agents  # noqa: E402
 from bench.video.clients import BenchParty, install_counting_decoder, make_clip  # noqa: E402
 
 PY = sys.executable
@@ -77,22 +77,43 @@ class Server:
         self.processes: list[subprocess.Popen] = []
         self._shared: list = []
 
-    async def __aenter__(self) -> "Server":
+    async def __aenter__(self) -> Server:
         extra: list[str] = []
         if self.workers > 1:  # shared parts, started here so that every worker sees the same ones
             redis = EmbeddedRedis(self.dir / "redis.sock")
             emulator = ThreadedServer(create_emulator())
             self._shared = [redis, emulator]
-            extra = ["--redis-url", redis.start(), "--wechat-api-base", emulator.start(),
-                     "--database-url", self.database_url, "--recordings-dir", str(self.dir / "recordings")]
+            extra = [
+                "--redis-url",
+                redis.start(),
+                "--wechat-api-base",
+                emulator.start(),
+                "--database-url",
+                self.database_url,
+                "--recordings-dir",
+                str(self.dir / "recordings"),
+            ]
         for index, port in enumerate(self.ports):  # one at a time: each migrates the database at start
             data_dir = self.dir / f"worker-{index}" if self.workers > 1 else self.dir
             data_dir.mkdir(exist_ok=True)
-            self.processes.append(subprocess.Popen(
-                [PY, str(ROOT / "bench/video/server.py"), "--port", str(port), "--data-dir", str(data_dir),
-                 "--mode", self.mode, *extra],
-                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=open(self.dir / f"server-{index}.log", "w"),
-            ))
+            self.processes.append(
+                subprocess.Popen(
+                    [
+                        PY,
+                        str(ROOT / "bench/video/server.py"),
+                        "--port",
+                        str(port),
+                        "--data-dir",
+                        str(data_dir),
+                        "--mode",
+                        self.mode,
+                        *extra,
+                    ],
+                    cwd=ROOT,
+                    stdout=subprocess.DEVNULL,
+                    stderr=open(self.dir / f"server-{index}.log", "w"),
+                )
+            )
             await self._wait_up(self.urls[index])
         return self
 
@@ -147,11 +168,18 @@ class Call:
         self.connected_at = 0.0
 
     async def start(self) -> None:
-        say = await self.customer_http.post("/miniapp/messages", json={"text": "转人工", "client_msg_id": uuid.uuid4().hex})
+        say = await self.customer_http.post(
+            "/miniapp/messages", json={"text": "转人工", "client_msg_id": uuid.uuid4().hex}
+        )
         conversation_id = say.json()["conversation"]["id"]
         notice = (await self.customer_http.get("/video/notice")).json()
-        call = await self.customer_http.post("/video/calls", json={
-            "conversation_id": conversation_id, "consent": {"notice_version": notice["version"], "accepted": True}})
+        call = await self.customer_http.post(
+            "/video/calls",
+            json={
+                "conversation_id": conversation_id,
+                "consent": {"notice_version": notice["version"], "accepted": True},
+            },
+        )
         self.id = call.json()["id"]
         await self.customer.negotiate(self.customer_http, self.id)
         await self.customer.connected.wait()
@@ -166,8 +194,12 @@ class Call:
         self.connected_at = time.monotonic()
 
     def counters(self) -> dict:
-        return {"c_sent": self.customer.video.sent, "a_sent": self.agent.video.sent,
-                "a_got": self.agent.video_received, "c_got": self.customer.video_received}
+        return {
+            "c_sent": self.customer.video.sent,
+            "a_sent": self.agent.video.sent,
+            "a_got": self.agent.video_received,
+            "c_got": self.customer.video_received,
+        }
 
     async def hang_up(self) -> float:
         await self.customer_http.post(f"/video/calls/{self.id}/hangup")
@@ -179,8 +211,12 @@ class Call:
 
 async def login_customer(server: Server, http: httpx.AsyncClient, url: str) -> httpx.AsyncClient:
     config = (await http.get(url + "/simulator/config")).json()
-    code = (await http.post(config["emulator_base"] + "/_sim/wx_login",
-                            json={"appid": config["miniapp_app_id"], "person": "bench-" + uuid.uuid4().hex[:8]})).json()["code"]
+    code = (
+        await http.post(
+            config["emulator_base"] + "/_sim/wx_login",
+            json={"appid": config["miniapp_app_id"], "person": "bench-" + uuid.uuid4().hex[:8]},
+        )
+    ).json()["code"]
     token = (await http.post(url + "/miniapp/login", json={"code": code})).json()["token"]
     return httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=60)
 
@@ -227,11 +263,14 @@ async def run_concurrent(mode: str, n: int, clip, fps: int, window: float, warmu
         others_cores = (machine_busy_seconds() - machine0) / (t1 - t0) - driver_cores - (cpu1 - cpu0) / (t1 - t0)
         elapsed = t1 - t0
         per_call = []
-        for call, a, b in zip(calls, c0, c1):
+        for call, a, b in zip(calls, c0, c1, strict=False):
             m0, m1 = s0[str(call.id)]["media"], s1[str(call.id)]["media"]
             d = {k: b[k] - a[k] for k in a}
-            srv = {f"{role}_{key}": m1[role]["video"][key] - m0[role]["video"][key]
-                   for role in ("customer", "agent") for key in ("in", "forwarded", "recorded", "dropped")}
+            srv = {
+                f"{role}_{key}": m1[role]["video"][key] - m0[role]["video"][key]
+                for role in ("customer", "agent")
+                for key in ("in", "forwarded", "recorded", "dropped")
+            }
             per_call.append({**d, **srv, "sent_fps": round(d["c_sent"] / elapsed, 1)})
         lengths = [await call.hang_up() for call in calls]
         recordings = await check_recordings(server, calls, lengths) if mode == "record" else []
@@ -239,26 +278,41 @@ async def run_concurrent(mode: str, n: int, clip, fps: int, window: float, warmu
             await call.customer_http.aclose()
             await call.agent_http.aclose()
     ok = all(
-        p["a_got"] >= 0.98 * p["c_sent"] and p["c_got"] >= 0.98 * p["a_sent"]
-        and (mode == "relay" or (p["customer_dropped"] == 0 and p["agent_dropped"] == 0
-                                 and p["customer_recorded"] >= 0.98 * p["customer_in"]
-                                 and p["agent_recorded"] >= 0.98 * p["agent_in"]))
+        p["a_got"] >= 0.98 * p["c_sent"]
+        and p["c_got"] >= 0.98 * p["a_sent"]
+        and (
+            mode == "relay"
+            or (
+                p["customer_dropped"] == 0
+                and p["agent_dropped"] == 0
+                and p["customer_recorded"] >= 0.98 * p["customer_in"]
+                and p["agent_recorded"] >= 0.98 * p["agent_in"]
+            )
+        )
         for p in per_call
     ) and all(r["ok"] for r in recordings)
     return {
-        "mode": mode, "workers": workers, "calls": n, "cpu_cores": round((cpu1 - cpu0) / elapsed, 3),
-        "cpu_per_call": round((cpu1 - cpu0) / elapsed / n, 3), "no_frame_loss": ok,
-        "clients_cpu_cores": round(driver_cores, 3), "other_processes_cores": round(max(0.0, others_cores), 3),
-        "delivered_min": round(min(min(p["a_got"] / max(p["c_sent"], 1), p["c_got"] / max(p["a_sent"], 1)) for p in per_call), 3),
+        "mode": mode,
+        "workers": workers,
+        "calls": n,
+        "cpu_cores": round((cpu1 - cpu0) / elapsed, 3),
+        "cpu_per_call": round((cpu1 - cpu0) / elapsed / n, 3),
+        "no_frame_loss": ok,
+        "clients_cpu_cores": round(driver_cores, 3),
+        "other_processes_cores": round(max(0.0, others_cores), 3),
+        "delivered_min": round(
+            min(min(p["a_got"] / max(p["c_sent"], 1), p["c_got"] / max(p["a_sent"], 1)) for p in per_call), 3
+        ),
         "setup_connected_s": [round(c.setup_connected, 3) for c in calls],
         "setup_first_frame_s": [round(c.setup_first_frame, 3) for c in calls],
-        "per_call": per_call, "recordings": recordings,
+        "per_call": per_call,
+        "recordings": recordings,
     }
 
 
 async def check_recordings(server: Server, calls: list[Call], lengths: list[float]) -> list[dict]:
     results = []
-    for call, length in zip(calls, lengths):
+    for call, _length in zip(calls, lengths, strict=False):
         for _ in range(300):
             body = (await call.agent_http.get(f"/video/calls/{call.id}")).json()
             if body["recordings"] and all(r["status"] != "recording" for r in body["recordings"]):
@@ -266,12 +320,20 @@ async def check_recordings(server: Server, calls: list[Call], lengths: list[floa
             await asyncio.sleep(0.2)
         connected_s = body["call"]["duration_s"]  # the server's connected → ended
         for rec in body["recordings"]:
-            results.append({
-                "call": call.id, "party": rec["party"], "status": rec["status"], "duration_s": rec["duration_s"],
-                "call_s": connected_s, "frames": rec["frames"],
-                "ok": rec["status"] == "complete" and rec["has_audio"] and rec["has_video"]
-                and abs((rec["duration_s"] or 0) - connected_s) < 1.0,
-            })
+            results.append(
+                {
+                    "call": call.id,
+                    "party": rec["party"],
+                    "status": rec["status"],
+                    "duration_s": rec["duration_s"],
+                    "call_s": connected_s,
+                    "frames": rec["frames"],
+                    "ok": rec["status"] == "complete"
+                    and rec["has_audio"]
+                    and rec["has_video"]
+                    and abs((rec["duration_s"] or 0) - connected_s) < 1.0,
+                }
+            )
     return results
 
 
@@ -290,9 +352,12 @@ async def run_setup(n: int, clip, fps: int) -> dict:
 
     def summary(values: list[float]) -> dict:
         ordered = sorted(values)
-        return {"median_ms": round(statistics.median(ordered) * 1000, 1),
-                "p99_ms": round(ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))] * 1000, 1),
-                "max_ms": round(ordered[-1] * 1000, 1), "n": len(ordered)}
+        return {
+            "median_ms": round(statistics.median(ordered) * 1000, 1),
+            "p99_ms": round(ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))] * 1000, 1),
+            "max_ms": round(ordered[-1] * 1000, 1),
+            "n": len(ordered),
+        }
 
     return {"offer_to_connected": summary(connected), "offer_to_first_frame": summary(first)}
 
@@ -300,8 +365,12 @@ async def run_setup(n: int, clip, fps: int) -> dict:
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--calls", type=int, nargs="+", default=[1, 2, 3, 4, 5, 6, 8])
-    parser.add_argument("--setups", nargs="+", default=["relay:1", "record:1", "record:2"],
-                        help="mode:workers to sweep; relay = the baseline without recording")
+    parser.add_argument(
+        "--setups",
+        nargs="+",
+        default=["relay:1", "record:1", "record:2"],
+        help="mode:workers to sweep; relay = the baseline without recording",
+    )
     parser.add_argument("--fps", type=int, default=30)
     parser.add_argument("--window", type=float, default=20.0)
     parser.add_argument("--warmup", type=float, default=5.0)

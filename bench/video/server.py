@@ -41,15 +41,24 @@ def main() -> None:
     parser.add_argument("--recordings-dir", type=Path, default=None)
     args = parser.parse_args()
     if args.mode == "relay":
+
         async def no_recording(self, paths):
             return {role: "recording switched off (bench baseline)" for role in paths}
 
         CallMedia.start_recording = no_recording
     settings = Settings(
-        env="development", port=args.port, data_dir=args.data_dir, rasa_url=args.rasa_url, nlu_timeout_s=1.0,
-        recordings_dir=args.recordings_dir or args.data_dir / "recordings", video_ring_timeout_s=300,
-        secret_key="bench-" + "x" * 40, agent_heartbeat_ttl_s=3600, redis_url=args.redis_url,
-        wechat_api_base=args.wechat_api_base, database_url=args.database_url,
+        env="development",
+        port=args.port,
+        data_dir=args.data_dir,
+        rasa_url=args.rasa_url,
+        nlu_timeout_s=1.0,
+        recordings_dir=args.recordings_dir or args.data_dir / "recordings",
+        video_ring_timeout_s=300,
+        secret_key="bench-" + "x" * 40,
+        agent_heartbeat_ttl_s=3600,
+        redis_url=args.redis_url,
+        wechat_api_base=args.wechat_api_base,
+        database_url=args.database_url,
     )
     app = create_app(settings)
 

@@ -43,7 +43,9 @@ async def test_request_human_queues_and_the_agents_reply_reaches_the_customer_so
     assert [m["text"] for m in view["messages"] if m["sender_kind"] == "customer"] == ["我的信用卡丢了", "转人工"]
 
     async with customer.socket(after_id=view["messages"][-1]["id"]) as ws:
-        sent = await agent.http.post(f"/agents/conversations/{conversation_id}/messages", json={"text": "您好，我来帮您挂失。"})
+        sent = await agent.http.post(
+            f"/agents/conversations/{conversation_id}/messages", json={"text": "您好，我来帮您挂失。"}
+        )
         assert sent.status_code == 200
         pushed = await next_message(ws, predicate=lambda m: m["sender_kind"] == "agent")
         assert pushed["text"] == "您好，我来帮您挂失。"
@@ -89,7 +91,9 @@ async def test_a_customer_token_is_not_an_agent_token(app_url, emulator):
     await customer.aclose()
 
 
-async def test_the_customer_sees_typing_while_the_agent_writes_on_either_channel(app_url, emulator, emulator_url, agent):
+async def test_the_customer_sees_typing_while_the_agent_writes_on_either_channel(
+    app_url, emulator, emulator_url, agent
+):
     from tests.support import new_person, oa_say
 
     person = new_person()

@@ -15,7 +15,9 @@ from tests.support import AgentConsole, MiniappCustomer, create_agent, next_mess
 
 async def online_agent(stack, *, skills=("general",), capacity=3, role="agent", app_url=None) -> AgentConsole:
     username = "ag-" + uuid.uuid4().hex[:8]
-    await create_agent(stack.database_url, username=username, password="pw-123456", skills=list(skills), role=role, capacity=capacity)
+    await create_agent(
+        stack.database_url, username=username, password="pw-123456", skills=list(skills), role=role, capacity=capacity
+    )
     console = await AgentConsole.login(app_url or stack.app_url, username, "pw-123456")
     assert (await console.http.put("/agents/me/presence", json={"presence": "online"})).status_code == 200
     return console
@@ -111,7 +113,9 @@ async def test_a_transfer_to_a_named_agent_moves_the_conversation_and_frees_the_
     second_id = (await second.http.get("/agents/me")).json()["id"]
     moved = await first.http.post(f"/agents/conversations/{conversation_id}/transfer", json={"to_agent_id": second_id})
     assert moved.status_code == 200, moved.text
-    assert [c["conversation_id"] for c in (await second.http.get("/agents/me/conversations")).json()] == [conversation_id]
+    assert [c["conversation_id"] for c in (await second.http.get("/agents/me/conversations")).json()] == [
+        conversation_id
+    ]
     assert (await first.http.get("/agents/me/conversations")).json() == []
     assert any("已为您转接至客服" in m["text"] for m in (await customer.history())["messages"])
     # The first agent's one place came back: with the second agent away, the next customer is theirs.
@@ -201,7 +205,9 @@ async def test_a_reply_sent_through_process_b_reaches_a_customer_connected_to_pr
     async with customer.socket() as ws:
         conversation_id = (await customer.say("转人工"))["conversation"]["id"]
         await wait_for_state(customer, "with_agent")
-        sent = await agent.http.post(f"/agents/conversations/{conversation_id}/messages", json={"text": "来自B进程的回复"})
+        sent = await agent.http.post(
+            f"/agents/conversations/{conversation_id}/messages", json={"text": "来自B进程的回复"}
+        )
         assert sent.status_code == 200
         pushed = await next_message(ws, predicate=lambda m: m["sender_kind"] == "agent")
         assert pushed["text"] == "来自B进程的回复"

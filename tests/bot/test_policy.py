@@ -35,7 +35,9 @@ def test_first_low_confidence_turn_asks_with_two_guesses_and_the_second_escalate
     ranking = [("nlu_fallback", 0.4), ("installment", 0.3), ("repayment_negotiation", 0.25)]
     first = decide(context(), parse("nlu_fallback", 0.4, ranking=ranking), CATALOG, threshold=0.5)
     assert first.escalation is None and "账单分期" in first.reply and "协商还款" in first.reply
-    second = decide(context(low_confidence_turns=1), parse("nlu_fallback", 0.4, ranking=ranking), CATALOG, threshold=0.5)
+    second = decide(
+        context(low_confidence_turns=1), parse("nlu_fallback", 0.4, ranking=ranking), CATALOG, threshold=0.5
+    )
     assert second.escalation is not None and second.escalation.reason == "low_confidence"
 
 

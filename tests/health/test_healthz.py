@@ -18,7 +18,9 @@ def test_healthz_names_every_dependency_when_all_are_up(app_url):
     body = response.json()
     assert body["status"] == "ok"
     assert {name: dep["state"] for name, dep in body["dependencies"].items()} == {
-        "database": "up", "redis": "up", "nlu": "up",
+        "database": "up",
+        "redis": "up",
+        "nlu": "up",
     }
 
 
@@ -28,8 +30,21 @@ def test_the_app_boots_healthy_on_the_embedded_defaults(tmp_path, rasa_url):
     env.update(YUNTING_DATA_DIR=str(tmp_path), YUNTING_RASA_URL=rasa_url)
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "--factory", "api.main:create_app", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--factory",
+            "api.main:create_app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
     try:
         assert wait_for(f"http://127.0.0.1:{port}/healthz", 60, accept=lambda body: '"status":"ok"' in body), (

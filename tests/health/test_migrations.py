@@ -16,7 +16,9 @@ MIGRATE = "import sys; from api.db import migrate; migrate(sys.argv[1])"
 
 def test_workers_migrating_a_fresh_database_at_once_all_succeed(tmp_path):
     with fresh_database(tmp_path) as url:
-        workers = [subprocess.Popen([sys.executable, "-c", MIGRATE, url], stderr=subprocess.PIPE, text=True) for _ in range(3)]
+        workers = [
+            subprocess.Popen([sys.executable, "-c", MIGRATE, url], stderr=subprocess.PIPE, text=True) for _ in range(3)
+        ]
         results = [(worker.wait(timeout=120), worker.stderr.read()) for worker in workers]
         assert [code for code, _ in results] == [0, 0, 0], [err[-400:] for code, err in results if code]
         engine = create_engine(sync_database_url(url))

@@ -70,7 +70,9 @@ async def test_the_supervisor_view_shows_queues_agents_and_figures(browser_page,
     page = browser_page
     await page.set_viewport_size({"width": 1600, "height": 900})
     username = "li-" + uuid.uuid4().hex[:6]
-    await create_agent(stack.database_url, username=username, password="pw-123456", skills=["general"], role="supervisor")
+    await create_agent(
+        stack.database_url, username=username, password="pw-123456", skills=["general"], role="supervisor"
+    )
     waiting = await MiniappCustomer.login(stack.app_url, emulator)
     await waiting.say("我要投诉，排队太久了")
     await sign_in(page, stack.app_url, username)

@@ -24,12 +24,13 @@ class StudioClient:
     """An editor using the studio API."""
 
     def __init__(self, app_url: str, token: str) -> None:
-        self.http = httpx.AsyncClient(base_url=app_url + "/studio/api", headers={"Authorization": f"Bearer {token}"},
-                                      timeout=60)
+        self.http = httpx.AsyncClient(
+            base_url=app_url + "/studio/api", headers={"Authorization": f"Bearer {token}"}, timeout=60
+        )
         self.token = token
 
     @classmethod
-    async def login(cls, app_url: str, username: str, password: str = EDITOR_PASSWORD) -> "StudioClient":
+    async def login(cls, app_url: str, username: str, password: str = EDITOR_PASSWORD) -> StudioClient:
         async with httpx.AsyncClient(base_url=app_url, timeout=30) as http:
             response = await http.post("/agents/login", json={"username": username, "password": password})
         assert response.status_code == 200, response.text
@@ -53,8 +54,9 @@ class StudioStack:
             os.symlink(ROOT / "models" / served, self.models_dir / served)
         self.base_model = served
         self.deployment = "test-" + uuid.uuid4().hex[:8]
-        self.settings = settings_for(nlu_data_dir=self.data_dir, models_dir=self.models_dir,
-                                     nlu_deployment=self.deployment, **overrides)
+        self.settings = settings_for(
+            nlu_data_dir=self.data_dir, models_dir=self.models_dir, nlu_deployment=self.deployment, **overrides
+        )
         self.server = ThreadedServer(create_app(self.settings))
         self.url = self.server.start()
 
@@ -66,8 +68,9 @@ class StudioStack:
 def studio_stack(tmp_path_factory, settings_for, rasa_url):
     """A studio app for one test module; stopping it stops every Rasa it started and every job it runs."""
     # A generous NLU timeout: on a loaded 2-core machine a slow parse is not what the no-drop check is about.
-    stack = StudioStack(settings_for, tmp_path_factory.mktemp("studio"), rasa_url, studio_train_epochs=40,
-                        nlu_timeout_s=15.0)
+    stack = StudioStack(
+        settings_for, tmp_path_factory.mktemp("studio"), rasa_url, studio_train_epochs=40, nlu_timeout_s=15.0
+    )
     yield stack
     stack.stop()
 
@@ -84,5 +87,3 @@ async def editor(studio_stack, editor_name):
     client = await StudioClient.login(studio_stack.url, editor_name)
     yield client
     await client.aclose()
-
-

@@ -13,8 +13,16 @@ from api.db import create_engine, unit_of_work
 from tests.support import MiniappCustomer
 
 PHRASE = "小金卡怎么点亮"  # bank jargon for activating a new card that the shipped model has never seen
-NEW_EXAMPLES = ["点亮小金卡", "帮我点亮一下小金卡", "小金卡点亮", "我的小金卡还没点亮", "小金卡要怎么点亮啊",
-                "新到的小金卡点亮", "点亮金卡", "小金卡点不亮"]
+NEW_EXAMPLES = [
+    "点亮小金卡",
+    "帮我点亮一下小金卡",
+    "小金卡点亮",
+    "我的小金卡还没点亮",
+    "小金卡要怎么点亮啊",
+    "新到的小金卡点亮",
+    "点亮金卡",
+    "小金卡点不亮",
+]
 
 
 async def understood_as(stack, emulator, database_url: str, text: str) -> str | None:
@@ -56,7 +64,7 @@ class Traffic:
             await asyncio.sleep(0.02)
         await customer.aclose()
 
-    async def __aenter__(self) -> "Traffic":
+    async def __aenter__(self) -> Traffic:
         # One after another: concurrent first logins can hit "database is locked" on SQLite (the SAVEPOINT
         # in customers.link_identity starts a read snapshot); that is not what this test is about.
         customers = [await MiniappCustomer.login(self.app_url, self.emulator) for _ in range(self.customers)]
@@ -82,7 +90,9 @@ async def wait_for_job(editor, job_id: int, timeout_s: float) -> tuple[dict, lis
     raise AssertionError(f"job {job_id} still {job['status']} after {timeout_s} s: {job['stage']}\n{job['log_tail']}")
 
 
-async def test_a_new_phrasing_is_taught_trained_shipped_and_rolled_back(studio_stack, editor, emulator, database_url, rasa_url):
+async def test_a_new_phrasing_is_taught_trained_shipped_and_rolled_back(
+    studio_stack, editor, emulator, database_url, rasa_url
+):
     # The running bot doesn't know the jargon yet.
     assert await understood_as(studio_stack, emulator, database_url, PHRASE) != "card_activation"
 

@@ -28,8 +28,9 @@ def test_an_edit_touches_only_its_lines_and_keeps_comments_order_and_indentation
     after = (files.root / "nlu/entities.yml").read_text()
     removed = [line for line in before.splitlines() if line not in after.splitlines()]
     assert removed and all(line.startswith("    - ") for line in removed)
-    assert [line for line in after.splitlines() if line.startswith("#")] == \
-           [line for line in before.splitlines() if line.startswith("#")]
+    assert [line for line in after.splitlines() if line.startswith("#")] == [
+        line for line in before.splitlines() if line.startswith("#")
+    ]
     # An edit that changes nothing writes the same bytes: the round trip itself is lossless.
     for rel in files.data_files():
         original = (files.root / rel).read_bytes()

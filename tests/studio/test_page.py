@@ -52,7 +52,9 @@ async def test_an_editor_edits_an_example_and_starts_training_from_the_page(brow
     # The page follows the job live: the stage moves past validation and the bar fills, without a reload.
     await page.wait_for_function(
         "document.querySelector('#job-stage').textContent === 'training' && "
-        "Number(document.querySelector('#job-progress').value) >= 0.05", timeout=240_000)
+        "Number(document.querySelector('#job-progress').value) >= 0.05",
+        timeout=240_000,
+    )
     assert "data hash" in await page.text_content("#job-log")
     await screenshot(page, "studio-training.png")
 

@@ -9,9 +9,8 @@ import httpx
 from sqlalchemy import create_engine, select
 
 from api.conversations.models import Message
-from api.settings import sync_database_url
-
 from api.launcher import NLU_DATA
+from api.settings import sync_database_url
 from tests.studio.conftest import EDITOR_PASSWORD, StudioClient
 from tests.support import MiniappCustomer, create_agent
 
@@ -57,32 +56,50 @@ async def test_an_editor_browses_and_edits_examples_in_a_copy_of_the_data(studio
 
 async def test_two_editors_never_overwrite_each_other_silently(studio_stack, editor, editor_name):
     other = await StudioClient.login(studio_stack.url, editor_name)
-    first, second = (await editor.http.get("/intents/goodbye")).json(), (await other.http.get("/intents/goodbye")).json()
+    first, second = (
+        (await editor.http.get("/intents/goodbye")).json(),
+        (await other.http.get("/intents/goodbye")).json(),
+    )
     a, b = first["examples"][0], first["examples"][1]
     version = first["versions"][a["file"]]
     assert second["versions"][a["file"]] == version
-    mine = await editor.http.put("/intents/goodbye/examples", json={
-        "file": a["file"], "base_version": version, "text": a["text"], "new_text": a["text"] + "（甲改）"})
+    mine = await editor.http.put(
+        "/intents/goodbye/examples",
+        json={"file": a["file"], "base_version": version, "text": a["text"], "new_text": a["text"] + "（甲改）"},
+    )
     assert mine.status_code == 200
-    theirs = await other.http.put("/intents/goodbye/examples", json={
-        "file": b["file"], "base_version": version, "text": b["text"], "new_text": b["text"] + "（乙改）"})
+    theirs = await other.http.put(
+        "/intents/goodbye/examples",
+        json={"file": b["file"], "base_version": version, "text": b["text"], "new_text": b["text"] + "（乙改）"},
+    )
     assert theirs.status_code == 409
     assert theirs.json()["error"]["code"] == "stale_version"
     # Reload, retry: both changes are in the file.
     fresh = (await other.http.get("/intents/goodbye")).json()["versions"][b["file"]]
-    retry = await other.http.put("/intents/goodbye/examples", json={
-        "file": b["file"], "base_version": fresh, "text": b["text"], "new_text": b["text"] + "（乙改）"})
+    retry = await other.http.put(
+        "/intents/goodbye/examples",
+        json={"file": b["file"], "base_version": fresh, "text": b["text"], "new_text": b["text"] + "（乙改）"},
+    )
     assert retry.status_code == 200
     texts = [e["text"] for e in (await editor.http.get("/intents/goodbye")).json()["examples"]]
     assert a["text"] + "（甲改）" in texts and b["text"] + "（乙改）" in texts
     # Simultaneous edits against the same version: exactly one wins.
     base = (await editor.http.get("/intents/goodbye")).json()
     c, d = base["examples"][2], base["examples"][3]
-    results = await asyncio.gather(*(
-        client.http.put("/intents/goodbye/examples", json={
-            "file": ex["file"], "base_version": base["versions"][ex["file"]], "text": ex["text"], "new_text": ex["text"] + "（同时改）"})
-        for client, ex in ((editor, c), (other, d))
-    ))
+    results = await asyncio.gather(
+        *(
+            client.http.put(
+                "/intents/goodbye/examples",
+                json={
+                    "file": ex["file"],
+                    "base_version": base["versions"][ex["file"]],
+                    "text": ex["text"],
+                    "new_text": ex["text"] + "（同时改）",
+                },
+            )
+            for client, ex in ((editor, c), (other, d))
+        )
+    )
     assert sorted(r.status_code for r in results) == [200, 409]
     await other.aclose()
 
@@ -90,28 +107,45 @@ async def test_two_editors_never_overwrite_each_other_silently(studio_stack, edi
 async def test_move_delete_and_synonyms_regexes_lookups_keep_the_files_readable(studio_stack, editor):
     detail = (await editor.http.get("/intents/affirm")).json()
     example = detail["examples"][-1]
-    moved = await editor.http.post("/intents/affirm/examples/move", json={
-        "file": example["file"], "base_version": detail["versions"][example["file"]], "text": example["text"],
-        "to_intent": "thanks"})
+    moved = await editor.http.post(
+        "/intents/affirm/examples/move",
+        json={
+            "file": example["file"],
+            "base_version": detail["versions"][example["file"]],
+            "text": example["text"],
+            "to_intent": "thanks",
+        },
+    )
     assert moved.status_code == 200, moved.text
     assert example["text"] in [e["text"] for e in (await editor.http.get("/intents/thanks")).json()["examples"]]
     thanks = (await editor.http.get("/intents/thanks")).json()
-    gone = await editor.http.delete("/intents/thanks/examples", params={
-        "file": thanks["examples"][0]["file"], "base_version": thanks["versions"][thanks["examples"][0]["file"]],
-        "text": thanks["examples"][0]["text"]})
+    gone = await editor.http.delete(
+        "/intents/thanks/examples",
+        params={
+            "file": thanks["examples"][0]["file"],
+            "base_version": thanks["versions"][thanks["examples"][0]["file"]],
+            "text": thanks["examples"][0]["text"],
+        },
+    )
     assert gone.status_code == 200
     resources = (await editor.http.get("/resources")).json()
     assert "card_type" in resources["entities"] and resources["entities_declared_in"] == "domain.yml"
     version = resources["versions"]["nlu/entities.yml"]
-    synonym = await editor.http.put("/resources/synonym/debit", json={
-        "file": "nlu/entities.yml", "base_version": version, "examples": ["借记卡", "储蓄卡", "存折", "一卡通"]})
+    synonym = await editor.http.put(
+        "/resources/synonym/debit",
+        json={"file": "nlu/entities.yml", "base_version": version, "examples": ["借记卡", "储蓄卡", "存折", "一卡通"]},
+    )
     assert synonym.status_code == 200
-    stale = await editor.http.put("/resources/regex/card_last4", json={
-        "file": "nlu/entities.yml", "base_version": version, "examples": ["(?<!\\d)\\d{4}(?!\\d)"]})
+    stale = await editor.http.put(
+        "/resources/regex/card_last4",
+        json={"file": "nlu/entities.yml", "base_version": version, "examples": ["(?<!\\d)\\d{4}(?!\\d)"]},
+    )
     assert stale.status_code == 409
     version = synonym.json()["versions"]["nlu/entities.yml"]
-    lookup = await editor.http.put("/resources/lookup/bank_branch", json={
-        "file": "nlu/entities.yml", "base_version": version, "examples": ["朝阳支行", "海淀支行"]})
+    lookup = await editor.http.put(
+        "/resources/lookup/bank_branch",
+        json={"file": "nlu/entities.yml", "base_version": version, "examples": ["朝阳支行", "海淀支行"]},
+    )
     assert lookup.status_code == 200
     assert (await editor.http.post("/entities", json={"name": "bank_branch"})).status_code == 201
     text = (studio_stack.data_dir / "nlu" / "entities.yml").read_text()
@@ -147,7 +181,9 @@ def recorded_parses(database_url: str, message_ids) -> dict[int, tuple[str, floa
     engine = create_engine(sync_database_url(database_url))
     try:
         with engine.connect() as conn:
-            rows = conn.execute(select(Message.id, Message.intent, Message.confidence).where(Message.id.in_(list(message_ids))))
+            rows = conn.execute(
+                select(Message.id, Message.intent, Message.confidence).where(Message.id.in_(list(message_ids)))
+            )
             return {row[0]: (row[1], row[2]) for row in rows}
     finally:
         engine.dispose()
@@ -160,7 +196,9 @@ async def test_low_confidence_messages_reach_the_inbox_and_become_masked_example
         said[(await person.say(text))["message"]["id"]] = person
     threshold = studio_stack.settings.nlu_confidence_threshold
     parses = recorded_parses(studio_stack.settings.resolved_database_url, said)
-    unsure = sorted(i for i, (intent, confidence) in parses.items() if intent == "nlu_fallback" or confidence < threshold)
+    unsure = sorted(
+        i for i, (intent, confidence) in parses.items() if intent == "nlu_fallback" or confidence < threshold
+    )
     assert len(unsure) >= 2, f"the model was sure about almost all of {UNHEARD}: {parses}"
     inbox = (await editor.http.get("/inbox")).json()
     items = {item["message_id"]: item for group in inbox["groups"] for item in group["items"]}
@@ -172,12 +210,16 @@ async def test_low_confidence_messages_reach_the_inbox_and_become_masked_example
     assert any(g["predicted_intent"] == item["predicted_intent"] for g in inbox["groups"])
     accepted = await editor.http.post(f"/inbox/{item['id']}/accept", json={"intent": "card_activation"})
     assert accepted.status_code == 200, accepted.text
-    assert (await editor.http.post(f"/inbox/{item['id']}/accept", json={"intent": "card_activation"})).status_code == 409
+    assert (
+        await editor.http.post(f"/inbox/{item['id']}/accept", json={"intent": "card_activation"})
+    ).status_code == 409
     assert (await editor.http.post(f"/inbox/{items[noise_id]['id']}/dismiss")).status_code == 200
     # A message the bot was sure about (it read the phone number as `inform`), re-labelled by an agent:
     # it lands in the inbox masked, and is accepted masked.
     sure = await customer.say("小金卡怎么点亮？我手机13812345678")
-    relabelled = await editor.http.post("/inbox/relabels", json={"message_id": sure["message"]["id"], "intent": "card_activation"})
+    relabelled = await editor.http.post(
+        "/inbox/relabels", json={"message_id": sure["message"]["id"], "intent": "card_activation"}
+    )
     assert relabelled.status_code == 201, relabelled.text
     assert relabelled.json()["reason"] == "relabelled" and relabelled.json()["suggested_intent"] == "card_activation"
     assert relabelled.json()["text"] == "小金卡怎么点亮？我手机138****5678"

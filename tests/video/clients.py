@@ -43,7 +43,7 @@ class PatternVideoTrack(VideoStreamTrack):
         image = self.base.copy()
         for bit in range(BITS):
             value = 255 if (self.sent >> bit) & 1 else 0
-            image[0:BLOCK, bit * BLOCK:(bit + 1) * BLOCK] = value
+            image[0:BLOCK, bit * BLOCK : (bit + 1) * BLOCK] = value
         frame = av.VideoFrame.from_ndarray(image, format="rgb24")
         frame.pts, frame.time_base = round(self.sent * 90000 / self.fps), fractions.Fraction(1, 90000)
         self.sent += 1
@@ -81,19 +81,19 @@ def read_pattern(frame: av.VideoFrame) -> tuple[tuple[int, int, int], int]:
     """The dominant colour (below the number blocks) and the frame number of a received frame."""
     image = frame.to_ndarray(format="rgb24")
     scale = image.shape[1] / 640
-    body = image[int(BLOCK * 2 * scale):, :, :]
+    body = image[int(BLOCK * 2 * scale) :, :, :]
     colour = tuple(int(c) for c in body.reshape(-1, 3).mean(axis=0))
     number = 0
     for bit in range(BITS):
         x0, x1 = int((bit * BLOCK + 6) * scale), int(((bit + 1) * BLOCK - 6) * scale)
-        block = image[int(6 * scale):int((BLOCK - 6) * scale), x0:x1]
+        block = image[int(6 * scale) : int((BLOCK - 6) * scale), x0:x1]
         if block.mean() > 128:
             number |= 1 << bit
     return colour, number
 
 
 def looks_like(colour: tuple[int, int, int], party: str, tolerance: int = 45) -> bool:
-    return all(abs(a - b) <= tolerance for a, b in zip(colour, COLOURS[party]))
+    return all(abs(a - b) <= tolerance for a, b in zip(colour, COLOURS[party], strict=False))
 
 
 class MediaParty:

@@ -35,5 +35,3 @@ def video_stack(isolated_stack, tmp_path, emulator):
 
     start.add_worker = lambda stack: isolated_stack.add_worker(stack, **stack.overrides)
     return start
-
-

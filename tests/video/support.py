@@ -13,12 +13,25 @@ from tests.support import AgentConsole, MiniappCustomer, create_agent
 FINAL = ("ended", "missed", "failed", "cancelled")
 
 
-async def video_agent(stack, *, presence: str = "online", skills=("general",), role: str = "agent", app_url: str | None = None,
-                      video_capable: bool = True) -> AgentConsole:
+async def video_agent(
+    stack,
+    *,
+    presence: str = "online",
+    skills=("general",),
+    role: str = "agent",
+    app_url: str | None = None,
+    video_capable: bool = True,
+) -> AgentConsole:
     """An agent signed in with a presence set (that puts them in the routing engine, with their capacity)."""
     username = "vid-" + uuid.uuid4().hex[:8]
-    await create_agent(stack.database_url, username=username, password="pw-123456", skills=list(skills), role=role,
-                       video_capable=video_capable)
+    await create_agent(
+        stack.database_url,
+        username=username,
+        password="pw-123456",
+        skills=list(skills),
+        role=role,
+        video_capable=video_capable,
+    )
     console = await AgentConsole.login(app_url or stack.app_url, username, "pw-123456")
     assert (await console.http.put("/agents/me/presence", json={"presence": presence})).status_code == 200
     return console
@@ -33,9 +46,13 @@ async def escalated_customer(stack, emulator, text: str = "视频客服") -> tup
 
 
 async def request_call(customer: MiniappCustomer, conversation_id: int | None) -> dict:
-    response = await customer.http.post("/video/calls", json={
-        "conversation_id": conversation_id, "consent": {"notice_version": NOTICE_VERSION, "accepted": True},
-    })
+    response = await customer.http.post(
+        "/video/calls",
+        json={
+            "conversation_id": conversation_id,
+            "consent": {"notice_version": NOTICE_VERSION, "accepted": True},
+        },
+    )
     assert response.status_code == 201, response.text
     return response.json()
 

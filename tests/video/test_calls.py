@@ -17,11 +17,17 @@ from sqlalchemy import create_engine, text
 
 from api.conversations.models import Conversation
 from api.conversations.service import rebuild_context
-from api.db import create_engine as create_async_engine, unit_of_work
+from api.db import create_engine as create_async_engine
+from api.db import unit_of_work
 from api.settings import async_database_url
 from tests.video.clients import MediaParty, looks_like
 from tests.video.support import (
-    escalated_customer, request_call, video_agent, wait_for_call, wait_for_recordings, wait_until,
+    escalated_customer,
+    request_call,
+    video_agent,
+    wait_for_call,
+    wait_for_recordings,
+    wait_until,
 )
 
 SMALL = dict(width=320, height=240, fps=15)  # enough to prove the path; keeps the test box's CPU free
@@ -31,7 +37,9 @@ def audit_actions(database_url: str, subject_prefix: str) -> list[str]:
     engine = create_engine(database_url.replace("+aiosqlite", ""))
     try:
         with engine.connect() as conn:
-            rows = conn.execute(text("SELECT action FROM audit_event WHERE subject LIKE :p ORDER BY id"), {"p": subject_prefix + "%"})
+            rows = conn.execute(
+                text("SELECT action FROM audit_event WHERE subject LIKE :p ORDER BY id"), {"p": subject_prefix + "%"}
+            )
             return [row[0] for row in rows]
     finally:
         engine.dispose()
@@ -71,12 +79,20 @@ async def test_a_recorded_call_relays_both_ways_and_keeps_the_evidence(video_sta
     # In the call: identity verified on camera, a plan sent and confirmed by the customer.
     verdict = await agent.http.post(f"/video/calls/{call['id']}/identity", json={"result": "verified"})
     assert verdict.status_code == 200 and verdict.json()["call_offset_s"] >= 0
-    plan = await agent.http.post(f"/video/calls/{call['id']}/plans", json={
-        "total_amount": "12000.00", "installments": 12, "monthly_amount": "1000.00", "first_due_date": "2027-01-15",
-    })
+    plan = await agent.http.post(
+        f"/video/calls/{call['id']}/plans",
+        json={
+            "total_amount": "12000.00",
+            "installments": 12,
+            "monthly_amount": "1000.00",
+            "first_due_date": "2027-01-15",
+        },
+    )
     assert plan.status_code == 201, plan.text
     await asyncio.sleep(2)
-    confirmed = await customer.http.post(f"/video/calls/{call['id']}/plans/{plan.json()['id']}/answer", json={"accept": True})
+    confirmed = await customer.http.post(
+        f"/video/calls/{call['id']}/plans/{plan.json()['id']}/answer", json={"accept": True}
+    )
     assert confirmed.status_code == 200 and confirmed.json()["state"] == "confirmed"
 
     hung_up = await customer.http.post(f"/video/calls/{call['id']}/hangup")
@@ -106,7 +122,9 @@ async def test_a_recorded_call_relays_both_ways_and_keeps_the_evidence(video_sta
         download = await supervisor.http.get(f"/video/recordings/{recording['id']}/download")
         assert download.status_code == 200 and download.headers["content-type"] == "video/mp4"
         assert len(download.content) == recording["size_bytes"]
-        assert hashlib.sha256(download.content).hexdigest() == recording["sha256"] == download.headers["x-content-sha256"]
+        assert (
+            hashlib.sha256(download.content).hexdigest() == recording["sha256"] == download.headers["x-content-sha256"]
+        )
         path = next(p for p in files if f"-{recording['party']}-" in p.name)
         with av.open(str(path)) as container:
             kinds = {s.type for s in container.streams}
@@ -125,8 +143,19 @@ async def test_a_recorded_call_relays_both_ways_and_keeps_the_evidence(video_sta
     assert any("已确认还款方案" in t for t in texts)
     timeline = (await agent.http.get(f"/video/calls/{call['id']}")).json()["events"]
     kinds = [e["kind"] for e in timeline]
-    for kind in ("requested", "offer_customer", "ringing", "accepted", "offer_agent", "connected",
-                 "identity_checked", "plan_sent", "plan_confirmed", "ended", "recordings_finalized"):
+    for kind in (
+        "requested",
+        "offer_customer",
+        "ringing",
+        "accepted",
+        "offer_agent",
+        "connected",
+        "identity_checked",
+        "plan_sent",
+        "plan_confirmed",
+        "ended",
+        "recordings_finalized",
+    ):
         assert kind in kinds, kinds
 
     # Redis lost: the verified identity is on record, so the context rebuilt from SQL still has it.
@@ -146,9 +175,13 @@ async def rebuilt_context(database_url: str, conversation_id: int):
         await engine.dispose()
 
 
-async def test_a_call_in_a_text_agents_conversation_rings_the_video_agents_and_the_answer_takes_it_over(video_stack, emulator):
+async def test_a_call_in_a_text_agents_conversation_rings_the_video_agents_and_the_answer_takes_it_over(
+    video_stack, emulator
+):
     stack = video_stack()
-    texter = await video_agent(stack, skills=("accounts", "general"), video_capable=False)  # online: the escalation is assigned to them
+    texter = await video_agent(
+        stack, skills=("accounts", "general"), video_capable=False
+    )  # online: the escalation is assigned to them
     customer, conversation_id = await escalated_customer(stack, emulator, "修改预留手机号")
     assert (await customer.history())["conversation"]["state"] == "with_agent"
     video = await video_agent(stack, skills=("accounts",))
@@ -167,7 +200,9 @@ async def test_a_call_in_a_text_agents_conversation_rings_the_video_agents_and_t
     assert [c["id"] for c in (await video.http.get("/video/calls", params={"state": "ringing"})).json()] == [call["id"]]
 
     assert (await video.http.post(f"/video/calls/{call['id']}/accept")).status_code == 200
-    assert [c["conversation_id"] for c in (await video.http.get("/agents/me/conversations")).json()] == [conversation_id]
+    assert [c["conversation_id"] for c in (await video.http.get("/agents/me/conversations")).json()] == [
+        conversation_id
+    ]
     assert (await texter.http.get("/agents/me/conversations")).json() == []
     assert (await texter.http.get(f"/agents/conversations/{conversation_id}")).status_code == 403
     agent_media = MediaParty("agent", **SMALL)

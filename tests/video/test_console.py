@@ -49,7 +49,9 @@ async def test_an_agent_in_the_console_answers_talks_and_ends_a_call_and_a_super
     assert f"{conversation_id}" == await console.get_attribute("#conversation", "data-conversation-id")
 
     # Each sees the other's camera, relayed by the server.
-    await console.wait_for_function("Number(document.querySelector('#remote-video').dataset.frames) > 10", timeout=20000)
+    await console.wait_for_function(
+        "Number(document.querySelector('#remote-video').dataset.frames) > 10", timeout=20000
+    )
     await phone.wait_for_function("Number(document.querySelector('#remote').dataset.frames) > 10", timeout=20000)
 
     # Identity verified on camera: stored and shown on the handoff card from then on.
@@ -73,7 +75,9 @@ async def test_an_agent_in_the_console_answers_talks_and_ends_a_call_and_a_super
     await console.reload()
     await console.wait_for_selector("body[data-status=ready]")
     await console.wait_for_selector(f"#video-call[data-call-id='{call_id}'][data-media=connected]", timeout=20000)
-    await console.wait_for_function("Number(document.querySelector('#remote-video').dataset.frames) > 10", timeout=20000)
+    await console.wait_for_function(
+        "Number(document.querySelector('#remote-video').dataset.frames) > 10", timeout=20000
+    )
     assert (await wait_for_call(customer.http, call_id, "connected"))["state"] == "connected"
 
     # The agent hangs up; the customer's page ends; the recordings are finalized and listed with the call.
@@ -83,7 +87,8 @@ async def test_an_agent_in_the_console_answers_talks_and_ends_a_call_and_a_super
     assert ended["end_reason"] == "agent_hangup"
     await console.wait_for_selector("#video-call[data-state=ended]")
     await console.wait_for_function(
-        "document.querySelectorAll('#video-recordings tr[data-status=complete]').length === 2", timeout=30000)
+        "document.querySelectorAll('#video-recordings tr[data-status=complete]').length === 2", timeout=30000
+    )
     assert await console.evaluate("document.querySelector('#remote-video').srcObject") is None  # camera released
 
     # A supervisor lists the recordings and downloads one; the file is the stored one, and it is audited.
@@ -109,7 +114,9 @@ async def test_an_agent_in_the_console_answers_talks_and_ends_a_call_and_a_super
     await api.aclose()
 
 
-async def test_the_console_rings_for_a_queued_video_call_and_stops_when_nobody_answers(video_stack, emulator, browser_page):
+async def test_the_console_rings_for_a_queued_video_call_and_stops_when_nobody_answers(
+    video_stack, emulator, browser_page
+):
     """An agent who is away still sees the group's ring; at the ring timeout the banner goes and the panel says so."""
     stack = video_stack(video_ring_timeout_s=3)
     console = browser_page
@@ -135,11 +142,15 @@ async def test_the_console_rings_for_a_queued_video_call_and_stops_when_nobody_a
     await customer.aclose()
 
 
-async def test_an_agent_without_video_sees_the_call_and_the_conversation_move_to_a_video_agent(video_stack, emulator, browser_page):
+async def test_an_agent_without_video_sees_the_call_and_the_conversation_move_to_a_video_agent(
+    video_stack, emulator, browser_page
+):
     stack = video_stack(video_ring_timeout_s=60)
     console = browser_page
     username = "li-" + uuid.uuid4().hex[:6]
-    await create_agent(stack.database_url, username=username, password="pw-123456", skills=["accounts"], video_capable=False)
+    await create_agent(
+        stack.database_url, username=username, password="pw-123456", skills=["accounts"], video_capable=False
+    )
     await sign_in(console, stack.app_url, username)
     await console.select_option("#presence", "online")
     customer, conversation_id = await escalated_customer(stack, emulator, "修改预留手机号")  # assigned to them

@@ -11,7 +11,12 @@ from api.video.service import NOTICE_VERSION
 from tests.support import MiniappCustomer, next_message
 from tests.video.clients import MediaParty
 from tests.video.support import (
-    escalated_customer, request_call, video_agent, wait_for_call, wait_for_recordings, wait_until,
+    escalated_customer,
+    request_call,
+    video_agent,
+    wait_for_call,
+    wait_for_recordings,
+    wait_until,
 )
 
 SMALL = dict(width=320, height=240, fps=15)
@@ -27,7 +32,7 @@ async def test_nobody_answers_so_the_call_is_missed_and_the_customer_keeps_their
 
     call = await request_call(customer, conversation_id)
     media = MediaParty("customer", **SMALL)
-    async with customer.socket(after_id=10**9) as ws:
+    async with customer.socket(after_id=10**9):
         await media.negotiate(customer.http, call["id"])
         await wait_for_call(customer.http, call["id"], "ringing")
         missed = await wait_for_call(customer.http, call["id"], "missed", timeout=10)
@@ -46,7 +51,9 @@ async def test_nobody_answers_so_the_call_is_missed_and_the_customer_keeps_their
         await client.aclose()
 
 
-async def test_a_customer_who_drops_mid_call_ends_it_after_the_grace_period_with_the_recording_closed(video_stack, emulator):
+async def test_a_customer_who_drops_mid_call_ends_it_after_the_grace_period_with_the_recording_closed(
+    video_stack, emulator
+):
     stack = video_stack(video_peer_grace_s=1)
     agent = await video_agent(stack)
     customer, conversation_id = await escalated_customer(stack, emulator)
@@ -82,12 +89,16 @@ async def test_bad_sdp_is_refused_with_a_reason_and_the_call_still_works(video_s
     garbage = await customer.http.post(url, json={"sdp": "this is not sdp", "type": "offer"})
     assert garbage.status_code == 400 and garbage.json()["error"]["code"] == "bad_sdp"
     assert garbage.json()["error"]["message"]
-    no_media = await customer.http.post(url, json={"sdp": "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n", "type": "offer"})
+    no_media = await customer.http.post(
+        url, json={"sdp": "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n", "type": "offer"}
+    )
     assert no_media.status_code == 400
     assert (await customer.http.post(url, json={"sdp": "v=0", "type": "answer"})).status_code == 400
     assert (await customer.http.post(url, json={"sdp": "v=0", "type": "pranswer"})).status_code == 422
     assert (await customer.http.post(url, json={"type": "offer"})).status_code == 422
-    assert (await customer.http.post(url, content=b"{", headers={"content-type": "application/json"})).status_code == 422
+    assert (
+        await customer.http.post(url, content=b"{", headers={"content-type": "application/json"})
+    ).status_code == 422
     assert (await wait_for_call(customer.http, call["id"], "requested"))["state"] == "requested"
     media = MediaParty("customer", **SMALL)
     assert (await media.negotiate(customer.http, call["id"])).status_code == 200
@@ -115,9 +126,15 @@ async def test_only_the_calls_own_parties_may_signal(video_stack, emulator):
     assert refused.status_code == 403 and refused.json()["error"]["code"] == "not_answered"
     assert (await customer.http.post("/video/calls/999999/offer", json=offer)).status_code == 404
     assert httpx.post(stack.app_url + url, json=offer).status_code == 401
-    assert (await stranger.http.post("/video/calls", json={
-        "conversation_id": conversation_id, "consent": {"notice_version": NOTICE_VERSION, "accepted": True},
-    })).status_code == 404  # someone else's conversation looks like none
+    assert (
+        await stranger.http.post(
+            "/video/calls",
+            json={
+                "conversation_id": conversation_id,
+                "consent": {"notice_version": NOTICE_VERSION, "accepted": True},
+            },
+        )
+    ).status_code == 404  # someone else's conversation looks like none
     assert (await customer.http.get(f"/video/calls/{call['id']}")).json()["state"] == "requested"
     # A queued conversation's calls are readable by agents (like its transcript); once another agent holds
     # it, an agent of another group can't read them.
@@ -137,12 +154,18 @@ async def test_no_call_without_consent_to_the_current_notice(video_stack, emulat
     stack = video_stack()
     customer, conversation_id = await escalated_customer(stack, emulator)
     for consent in ({}, {"notice_version": NOTICE_VERSION, "accepted": False}, {"accepted": True}):
-        response = await customer.http.post("/video/calls", json={"conversation_id": conversation_id, "consent": consent})
+        response = await customer.http.post(
+            "/video/calls", json={"conversation_id": conversation_id, "consent": consent}
+        )
         assert response.status_code == 422, consent
     assert (await customer.http.post("/video/calls", json={"conversation_id": conversation_id})).status_code == 422
-    stale = await customer.http.post("/video/calls", json={
-        "conversation_id": conversation_id, "consent": {"notice_version": "2000-old", "accepted": True},
-    })
+    stale = await customer.http.post(
+        "/video/calls",
+        json={
+            "conversation_id": conversation_id,
+            "consent": {"notice_version": "2000-old", "accepted": True},
+        },
+    )
     assert stale.status_code == 409 and stale.json()["error"]["code"] == "notice_changed"
     await customer.aclose()
 

@@ -50,14 +50,22 @@ async def test_a_call_whose_worker_died_is_ended_and_its_recording_flagged_not_l
     relpath = f"orphan/call-{call['id']}-customer-x.mp4"
     write_fragmented_mp4(stack.recordings_dir / relpath)
     # Another worker's registry (not started: the flow is what its sweeper runs for a silent owner).
-    settings = Settings(env="test", database_url=stack.database_url, redis_url=stack.redis_url,
-                        recordings_dir=stack.recordings_dir)
+    settings = Settings(
+        env="test", database_url=stack.database_url, redis_url=stack.redis_url, recordings_dir=stack.recordings_dir
+    )
     engine = create_async_engine(settings.resolved_database_url)
     async with unit_of_work(engine) as session:  # as the dead worker left it: connected, recording
         row = await session.get(VideoCall, call["id"])
         row.state, row.media_worker, row.connected_at = "connected", "dead:1:x", utcnow() - timedelta(seconds=5)
-        session.add(Recording(call_id=row.id, conversation_id=conversation_id, party="customer",
-                              customer_id=customer.customer_id, path=relpath))
+        session.add(
+            Recording(
+                call_id=row.id,
+                conversation_id=conversation_id,
+                party="customer",
+                customer_id=customer.customer_id,
+                path=relpath,
+            )
+        )
     redis = Redis.from_url(stack.redis_url, decode_responses=True)
     triage = Triage(nlu=None, store=None, threshold=0.5, delivery=Delivery(redis), routing=None)
     registry = CallRegistry(engine=engine, redis=redis, triage=triage, settings=settings)
@@ -69,9 +77,13 @@ async def test_a_call_whose_worker_died_is_ended_and_its_recording_flagged_not_l
 
     sync = create_engine(stack.database_url.replace("+aiosqlite", ""))
     with sync.connect() as conn:
-        state, reason = conn.execute(text("SELECT state, end_reason FROM video_call WHERE id=:id"), {"id": call["id"]}).one()
-        status, size, sha, duration, has_video = conn.execute(text(
-            "SELECT status, size_bytes, sha256, duration_s, has_video FROM recording WHERE call_id=:id"), {"id": call["id"]}).one()
+        state, reason = conn.execute(
+            text("SELECT state, end_reason FROM video_call WHERE id=:id"), {"id": call["id"]}
+        ).one()
+        status, size, sha, duration, has_video = conn.execute(
+            text("SELECT status, size_bytes, sha256, duration_s, has_video FROM recording WHERE call_id=:id"),
+            {"id": call["id"]},
+        ).one()
     sync.dispose()
     assert (state, reason) == ("ended", "media_worker_lost")
     data = (stack.recordings_dir / relpath).read_bytes()

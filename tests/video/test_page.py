@@ -9,7 +9,9 @@ from tests.video.clients import MediaParty
 from tests.video.support import escalated_customer, video_agent, wait_for_call, wait_for_recordings, wait_until
 
 
-async def test_the_customer_consents_talks_to_the_agent_and_hangs_up_in_the_browser(video_stack, emulator, browser_page):
+async def test_the_customer_consents_talks_to_the_agent_and_hangs_up_in_the_browser(
+    video_stack, emulator, browser_page
+):
     stack = video_stack()
     agent = await video_agent(stack)  # online: the escalated customer is assigned to them
     customer, conversation_id = await escalated_customer(stack, emulator)
@@ -31,13 +33,21 @@ async def test_the_customer_consents_talks_to_the_agent_and_hangs_up_in_the_brow
     assert await page.is_visible("#recording")
 
     # The agent sees the browser's camera; the page shows the agent.
-    await wait_until(lambda: len(agent_media.received) > 10 and agent_media.audio_frames > 10, 20, "the browser's media")
+    await wait_until(
+        lambda: len(agent_media.received) > 10 and agent_media.audio_frames > 10, 20, "the browser's media"
+    )
     await page.wait_for_function("Number(document.querySelector('#remote').dataset.frames) > 10", timeout=15000)
 
     # A repayment plan, confirmed on the page.
-    plan = await agent.http.post(f"/video/calls/{call_id}/plans", json={
-        "total_amount": "6000.00", "installments": 6, "monthly_amount": "1000.00", "first_due_date": "2027-02-01",
-    })
+    plan = await agent.http.post(
+        f"/video/calls/{call_id}/plans",
+        json={
+            "total_amount": "6000.00",
+            "installments": 6,
+            "monthly_amount": "1000.00",
+            "first_due_date": "2027-02-01",
+        },
+    )
     assert plan.status_code == 201
     await page.wait_for_selector("#plan:not([hidden])")
     assert "6000.00" in await page.inner_text("#plan-summary")

@@ -7,7 +7,14 @@ import httpx
 from sqlalchemy import create_engine, text
 
 from tests.video.clients import MediaParty, looks_like
-from tests.video.support import escalated_customer, request_call, video_agent, wait_for_call, wait_for_recordings, wait_until
+from tests.video.support import (
+    escalated_customer,
+    request_call,
+    video_agent,
+    wait_for_call,
+    wait_for_recordings,
+    wait_until,
+)
 
 SMALL = dict(width=320, height=240, fps=15)
 
@@ -25,7 +32,9 @@ async def test_the_agent_on_another_worker_reaches_the_call_and_hangs_it_up_ther
     answered = await agent_media.negotiate(agent.http, call["id"])  # forwarded from B to A
     assert answered.status_code == 200, answered.text
     await wait_for_call(agent.http, call["id"], "connected")
-    await wait_until(lambda: len(agent_media.received) > 10 and len(customer_media.received) > 10, 15, "frames both ways")
+    await wait_until(
+        lambda: len(agent_media.received) > 10 and len(customer_media.received) > 10, 15, "frames both ways"
+    )
     assert looks_like(agent_media.received[-1][0], "customer") and looks_like(customer_media.received[-1][0], "agent")
     events = (await agent.http.get(f"/video/calls/{call['id']}")).json()["events"]
     offers = {e["kind"]: e["detail"] for e in events if e["kind"].startswith("offer_")}
@@ -37,7 +46,9 @@ async def test_the_agent_on_another_worker_reaches_the_call_and_hangs_it_up_ther
     assert hung_up.json()["state"] == "ended" and hung_up.json()["end_reason"] == "agent_hangup"
     recordings = await wait_for_recordings(agent, call["id"])
     assert all(r["status"] == "complete" for r in recordings)
-    await wait_until(lambda: customer_media.pc.connectionState in ("closed", "failed"), 15, "A to close the customer's media")
+    await wait_until(
+        lambda: customer_media.pc.connectionState in ("closed", "failed"), 15, "A to close the customer's media"
+    )
     for party in (customer_media, agent_media):
         await party.close()
     await customer.aclose()
@@ -59,4 +70,3 @@ async def test_an_offer_for_a_call_whose_worker_is_gone_is_a_clear_503(video_sta
     await media.close()
     assert httpx.get(stack.app_url + "/video/notice").status_code == 200
     await customer.aclose()
-

@@ -22,8 +22,7 @@ FROZEN_START = 1_700_000_000.0  # a frozen clock: time moves only when a test ad
 @pytest.fixture(scope="session")
 def emulator_base() -> Iterator[str]:
     """Base URL of one emulator for the whole session (tests reset it, see ``sim``)."""
-    app = create_app({OA_APPID: (OA_SECRET, "oa"), MP_APPID: (MP_SECRET, "miniapp")},
-                     clock=Clock(start=FROZEN_START))
+    app = create_app({OA_APPID: (OA_SECRET, "oa"), MP_APPID: (MP_SECRET, "miniapp")}, clock=Clock(start=FROZEN_START))
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
     thread = threading.Thread(target=server.run, name="wechat-emulator", daemon=True)
     thread.start()
@@ -64,8 +63,7 @@ class Sim:
 
     def token(self, appid: str = OA_APPID, secret: str = OA_SECRET) -> str:
         """A fresh access_token."""
-        return self.get("/cgi-bin/token", grant_type="client_credential", appid=appid,
-                        secret=secret)["access_token"]
+        return self.get("/cgi-bin/token", grant_type="client_credential", appid=appid, secret=secret)["access_token"]
 
     def identity(self, person: str, appid: str = OA_APPID) -> dict[str, Any]:
         """The expected openid/unionid of a simulated person."""
@@ -77,8 +75,9 @@ class Sim:
 
     def exchange(self, code: str, appid: str = MP_APPID, secret: str = MP_SECRET) -> dict[str, Any]:
         """The jscode2session answer for a code."""
-        return self.get("/sns/jscode2session", appid=appid, secret=secret, js_code=code,
-                        grant_type="authorization_code")
+        return self.get(
+            "/sns/jscode2session", appid=appid, secret=secret, js_code=code, grant_type="authorization_code"
+        )
 
     def interact(self, openid: str, kind: str = "message", appid: str = OA_APPID) -> None:
         """Record a user interaction."""

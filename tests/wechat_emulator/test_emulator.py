@@ -24,8 +24,7 @@ def token_errcode(sim, token: str | None) -> int:
 
 
 def test_token_issue_and_credential_errors(sim):
-    answer = sim.get("/cgi-bin/token", grant_type="client_credential", appid=sim.OA_APPID,
-                     secret=sim.OA_SECRET)
+    answer = sim.get("/cgi-bin/token", grant_type="client_credential", appid=sim.OA_APPID, secret=sim.OA_SECRET)
     assert answer["expires_in"] == 7200 and answer["access_token"] and "errcode" not in answer
     bad = {"grant_type": "client_credential", "appid": sim.OA_APPID, "secret": sim.OA_SECRET}
     assert sim.get("/cgi-bin/token", **{**bad, "appid": "wxnope"})["errcode"] == 40013
@@ -48,8 +47,7 @@ def test_previous_token_has_300s_grace_then_dies(sim):
     assert token_errcode(sim, first) == 40003
     sim.advance(1)
     answer = sim.post("/cgi-bin/message/custom/send", {}, access_token=first)
-    assert answer == {"errcode": 40001,
-                      "errmsg": "invalid credential, access_token is invalid or not latest"}
+    assert answer == {"errcode": 40001, "errmsg": "invalid credential, access_token is invalid or not latest"}
     assert token_errcode(sim, second) == 40003
 
 
@@ -160,9 +158,16 @@ def test_custom_send_accepts_other_types_and_checks_format(sim):
     token, openid = sim.token(), sim.identity("alice")["openid"]
     sim.interact(openid)
     send = "/cgi-bin/message/custom/send"
-    page = {"touser": openid, "msgtype": "miniprogrampage",
-            "miniprogrampage": {"title": "Open", "appid": sim.MP_APPID, "pagepath": "pages/video",
-                                "thumb_media_id": "thumb-1"}}
+    page = {
+        "touser": openid,
+        "msgtype": "miniprogrampage",
+        "miniprogrampage": {
+            "title": "Open",
+            "appid": sim.MP_APPID,
+            "pagepath": "pages/video",
+            "thumb_media_id": "thumb-1",
+        },
+    }
     assert sim.post(send, page, access_token=token)["errcode"] == 0
     assert sim.sent()[0]["body"] == page
     no_thumb = {**page, "miniprogrampage": {**page["miniprogrampage"], "thumb_media_id": ""}}
@@ -201,11 +206,14 @@ def test_typing_only_within_30s(sim):
 def test_subscribe_needs_one_grant_per_message(sim):
     token = sim.token(sim.MP_APPID, sim.MP_SECRET)
     openid = sim.exchange(sim.code("alice"))["openid"]
-    body = {"touser": openid, "template_id": "tpl-agent-ready", "page": "pages/video",
-            "data": {"thing1": {"value": "An agent is ready"}}}
+    body = {
+        "touser": openid,
+        "template_id": "tpl-agent-ready",
+        "page": "pages/video",
+        "data": {"thing1": {"value": "An agent is ready"}},
+    }
     send = "/cgi-bin/message/subscribe/send"
-    assert sim.post(send, body, access_token=token) == {"errcode": 43101,
-                                                       "errmsg": "user refuse to accept the msg"}
+    assert sim.post(send, body, access_token=token) == {"errcode": 43101, "errmsg": "user refuse to accept the msg"}
     grant = {"appid": sim.MP_APPID, "openid": openid, "template_id": "tpl-agent-ready"}
     sim.post("/_sim/subscribe_grants", grant)
     assert sim.post(send, body, access_token=token)["errcode"] == 0
@@ -228,18 +236,25 @@ def test_clock_reset_and_cors(sim):
     sim.post("/_sim/reset")
     assert token_errcode(sim, token) == 40001
     assert sim.get("/_sim/health") == {"ok": True}
-    preflight = sim.http.options("/_sim/interactions", headers={
-        "Origin": "http://127.0.0.1:8000", "Access-Control-Request-Method": "POST"})
+    preflight = sim.http.options(
+        "/_sim/interactions", headers={"Origin": "http://127.0.0.1:8000", "Access-Control-Request-Method": "POST"}
+    )
     assert preflight.headers["access-control-allow-origin"] in ("*", "http://127.0.0.1:8000")
     wechat = sim.http.get("/cgi-bin/token", headers={"Origin": "http://127.0.0.1:8000"})
     assert "access-control-allow-origin" not in wechat.headers
 
 
 def test_apps_default_to_dev_settings_and_follow_env():
-    assert apps_from_env({}) == {DEV_OA_APP_ID: (DEV_SECRET_PLACEHOLDER, "oa"),
-                                 DEV_MINIAPP_APP_ID: (DEV_SECRET_PLACEHOLDER, "miniapp")}
-    env = {"YUNTING_OA_APP_ID": "wxoa1", "YUNTING_OA_APP_SECRET": "s1",
-           "YUNTING_MINIAPP_APP_ID": "wxmp1", "YUNTING_MINIAPP_APP_SECRET": "s2"}
+    assert apps_from_env({}) == {
+        DEV_OA_APP_ID: (DEV_SECRET_PLACEHOLDER, "oa"),
+        DEV_MINIAPP_APP_ID: (DEV_SECRET_PLACEHOLDER, "miniapp"),
+    }
+    env = {
+        "YUNTING_OA_APP_ID": "wxoa1",
+        "YUNTING_OA_APP_SECRET": "s1",
+        "YUNTING_MINIAPP_APP_ID": "wxmp1",
+        "YUNTING_MINIAPP_APP_SECRET": "s2",
+    }
     assert apps_from_env(env) == {"wxoa1": ("s1", "oa"), "wxmp1": ("s2", "miniapp")}
     with pytest.raises(ValueError):
         create_app({"wx1": ("s", "website")})
@@ -260,7 +275,7 @@ class EmulatedWeChatClient(WeChatClient):
         for api in vars(self).values():
             url = getattr(api, "API_BASE_URL", "") if isinstance(api, BaseWeChatAPI) else ""
             if url.startswith(WECHAT_ROOT):
-                api.API_BASE_URL = root + url[len(WECHAT_ROOT):]
+                api.API_BASE_URL = root + url[len(WECHAT_ROOT) :]
 
     def fetch_access_token(self):
         """Same as wechatpy's, but from ``API_BASE_URL`` instead of the hard-coded host."""

@@ -61,9 +61,11 @@ def receiver(receiver_server, sim) -> Receiver:
 
 def text_xml(sim, person: str = "alice", msg_id: str = "7777000000000001", content: str = "你好") -> tuple[str, str]:
     openid = sim.identity(person)["openid"]
-    xml = (f"<xml><ToUserName><![CDATA[gh_test]]></ToUserName><FromUserName><![CDATA[{openid}]]></FromUserName>"
-           f"<CreateTime>1700000000</CreateTime><MsgType><![CDATA[text]]></MsgType><Content><![CDATA[{content}]]>"
-           f"</Content><MsgId>{msg_id}</MsgId></xml>")
+    xml = (
+        f"<xml><ToUserName><![CDATA[gh_test]]></ToUserName><FromUserName><![CDATA[{openid}]]></FromUserName>"
+        f"<CreateTime>1700000000</CreateTime><MsgType><![CDATA[text]]></MsgType><Content><![CDATA[{content}]]>"
+        f"</Content><MsgId>{msg_id}</MsgId></xml>"
+    )
     return xml, openid
 
 
@@ -78,7 +80,10 @@ def test_a_plain_push_is_signed_and_opens_the_customer_service_window(sim, recei
     result = push(sim, xml)
     [request] = receiver.requests
     query = request["query"]
-    assert query["signature"] == hashlib.sha1("".join(sorted([TOKEN, query["timestamp"], query["nonce"]])).encode()).hexdigest()
+    assert (
+        query["signature"]
+        == hashlib.sha1("".join(sorted([TOKEN, query["timestamp"], query["nonce"]])).encode()).hexdigest()
+    )
     assert query["openid"] == openid and "encrypt_type" not in query
     assert request["body"] == xml
     assert result["status"] == 200 and result["reply"] is None and result["error"] is None
@@ -145,7 +150,9 @@ def test_encrypted_replies_are_verified_and_decrypted(sim, receiver):
     def answer(query: dict, body: str, forge: bool = False) -> str:
         encrypt = cipher.encrypt(text_reply(to_user=openid, from_user="gh_test", content="加密回复", create_time=1))
         sig = signature(TOKEN, "1700000001", "n1", encrypt)
-        return encrypted_reply(encrypt=encrypt, msg_signature="0" * 40 if forge else sig, timestamp="1700000001", nonce="n1")
+        return encrypted_reply(
+            encrypt=encrypt, msg_signature="0" * 40 if forge else sig, timestamp="1700000001", nonce="n1"
+        )
 
     receiver.answer = answer
     assert push(sim, xml, mode="safe", encoding_aes_key=KEY)["reply"]["Content"] == "加密回复"
@@ -164,7 +171,9 @@ def test_say_and_event_build_wechat_xml(sim, receiver):
     assert fields["FromUserName"] == said["openid"] == sim.identity("bob")["openid"]
     sim.post("/_sim/oa/event", {"person": "bob", "event": "CLICK", "event_key": "VIDEO_SERVICE"})
     fields = parse_fields(receiver.requests[-1]["body"])
-    assert (fields["Event"], fields["EventKey"]) == ("CLICK", "VIDEO_SERVICE") and fields["ToUserName"].startswith("gh_")
+    assert (fields["Event"], fields["EventKey"]) == ("CLICK", "VIDEO_SERVICE") and fields["ToUserName"].startswith(
+        "gh_"
+    )
 
 
 def test_user_info_gives_the_unionid_and_follows_subscriptions(sim, receiver):

@@ -10,9 +10,9 @@ from fastapi import APIRouter, Query, WebSocket, WebSocketDisconnect
 
 from api.channels.miniapp import service
 from api.channels.miniapp.schemas import History, LoginRequest, LoginResponse, Rating, SendMessage, SendResult
-from api.conversations.models import ConversationState
 from api.conversations import service as conversations
 from api.conversations.flows import do_receive_customer_message
+from api.conversations.models import ConversationState
 from api.conversations.schemas import ConversationBrief, MessagePublic, message_event
 from api.customers.models import Channel
 from api.db import unit_of_work
@@ -31,11 +31,18 @@ async def login(body: LoginRequest, session: SessionDep, redis: RedisDep, wechat
 
 
 @router.post("/messages", response_model=SendResult)
-async def send_message(body: SendMessage, customer: CurrentCustomer, session: SessionDep, redis: RedisDep, triage: TriageDep):
+async def send_message(
+    body: SendMessage, customer: CurrentCustomer, session: SessionDep, redis: RedisDep, triage: TriageDep
+):
     """Store the message and return the bot's answer (also pushed on the WebSocket)."""
     received = await do_receive_customer_message(
-        session, redis, triage, customer_id=customer.id, channel=Channel.MINIAPP,
-        text=body.text, platform_msg_id=f"{customer.id}:{body.client_msg_id}",
+        session,
+        redis,
+        triage,
+        customer_id=customer.id,
+        channel=Channel.MINIAPP,
+        text=body.text,
+        platform_msg_id=f"{customer.id}:{body.client_msg_id}",
     )
     return SendResult(
         message=MessagePublic.of(received.message),
@@ -56,8 +63,12 @@ async def current_history(customer: CurrentCustomer, session: SessionDep, after_
 
 
 @router.get("/conversations/{conversation_id}/messages", response_model=History)
-async def conversation_history(conversation_id: int, customer: CurrentCustomer, session: SessionDep, after_id: int = Query(0, ge=0)):
-    conversation = await conversations.get_for_customer(session, customer_id=customer.id, conversation_id=conversation_id)
+async def conversation_history(
+    conversation_id: int, customer: CurrentCustomer, session: SessionDep, after_id: int = Query(0, ge=0)
+):
+    conversation = await conversations.get_for_customer(
+        session, customer_id=customer.id, conversation_id=conversation_id
+    )
     messages = await conversations.list_messages(session, conversation_id=conversation.id, after_id=after_id)
     return History(conversation=ConversationBrief.of(conversation), messages=[MessagePublic.of(m) for m in messages])
 
@@ -65,7 +76,9 @@ async def conversation_history(conversation_id: int, customer: CurrentCustomer, 
 @router.post("/conversations/{conversation_id}/rating", response_model=ConversationBrief)
 async def rate(conversation_id: int, body: Rating, customer: CurrentCustomer, session: SessionDep):
     """The customer's 1–5 rating of a closed conversation (CSAT); rating again replaces it."""
-    conversation = await conversations.get_for_customer(session, customer_id=customer.id, conversation_id=conversation_id)
+    conversation = await conversations.get_for_customer(
+        session, customer_id=customer.id, conversation_id=conversation_id
+    )
     if conversation.state != ConversationState.CLOSED:
         raise Conflict("a conversation can be rated once it is closed", code="not_closed")
     conversation.csat = body.score

@@ -34,11 +34,18 @@ async def login(
             raise BadRequest(message, code=error_code) from exc
         raise UpstreamUnavailable("WeChat login is unavailable, please retry", code="wechat_unavailable") from exc
     customer = await customers.link_identity(
-        session, channel=Channel.MINIAPP, app_id=settings.miniapp_app_id,
-        openid=identity.openid, unionid=identity.unionid,
+        session,
+        channel=Channel.MINIAPP,
+        app_id=settings.miniapp_app_id,
+        openid=identity.openid,
+        unionid=identity.unionid,
     )
     # Kept server-side only (needed later to decrypt data the mini-program sends, e.g. a phone number).
     await redis.set(f"yt:miniapp:session_key:{customer.id}", identity.session_key, ex=SESSION_KEY_TTL_S)
-    audit(session, actor_kind="customer", actor_id=customer.id, action="miniapp_login", subject=f"customer:{customer.id}")
-    token = issue_token(settings.signing_key(), kind="customer", subject=customer.id, ttl_s=settings.customer_session_ttl_s)
+    audit(
+        session, actor_kind="customer", actor_id=customer.id, action="miniapp_login", subject=f"customer:{customer.id}"
+    )
+    token = issue_token(
+        settings.signing_key(), kind="customer", subject=customer.id, ttl_s=settings.customer_session_ttl_s
+    )
     return token, customer.id

@@ -38,7 +38,7 @@ class CryptoError(Exception):
 
 def signature(token: str, *parts: str) -> str:
     """WeChat's signature: SHA-1 of the token and the parts, sorted, joined."""
-    return hashlib.sha1("".join(sorted([token, *parts])).encode()).hexdigest()
+    return hashlib.sha1("".join(sorted([token, *parts])).encode()).hexdigest()  # noqa: S324
 
 
 def check_signature(expected_token: str, given: str, *parts: str) -> bool:
@@ -97,11 +97,11 @@ class MessageCipher:
         plain = plain[:-pad]
         if len(plain) < RANDOM_PREFIX + LENGTH_FIELD:
             raise CryptoError("oa_bad_ciphertext", "Encrypt is too short to hold a message")
-        (length,) = struct.unpack(">I", plain[RANDOM_PREFIX:RANDOM_PREFIX + LENGTH_FIELD])
+        (length,) = struct.unpack(">I", plain[RANDOM_PREFIX : RANDOM_PREFIX + LENGTH_FIELD])
         start = RANDOM_PREFIX + LENGTH_FIELD
         if start + length > len(plain):
             raise CryptoError("oa_bad_ciphertext", "Encrypt declares a message longer than itself")
-        body, app_id = plain[start:start + length], plain[start + length:]
+        body, app_id = plain[start : start + length], plain[start + length :]
         # Constant-time like the signatures: the appid is what binds a ciphertext to our account.
         if not hmac.compare_digest(app_id, self.app_id.encode()):
             raise CryptoError("oa_wrong_appid", "Encrypt was made for another appid")
@@ -119,7 +119,7 @@ class Keyring:
     previous: MessageCipher | None = None
 
     @classmethod
-    def of(cls, app_id: str, current: str | None, previous: str | None = None) -> "Keyring":
+    def of(cls, app_id: str, current: str | None, previous: str | None = None) -> Keyring:
         """Build from configured keys; a malformed key fails here, at start-up, not on the first push."""
         return cls(
             MessageCipher(current, app_id) if current else None,

@@ -90,7 +90,8 @@ class EnvelopeCodec:
     def open(self, query: PushQuery, body: bytes) -> Envelope:
         """Authenticate and decode a push; `NotPermitted` (403) or `BadRequest` (400) when it won't do."""
         if not (query.timestamp and query.nonce) or not check_signature(
-                self.token, query.signature, query.timestamp, query.nonce):
+            self.token, query.signature, query.timestamp, query.nonce
+        ):
             raise NotPermitted("signature check failed", code="oa_bad_signature")
         fields = _parse(body)
         cipher = None
@@ -120,8 +121,12 @@ class EnvelopeCodec:
         encrypt = envelope.cipher.encrypt(reply_xml)
         timestamp = str(int(time.time()))
         nonce = envelope.nonce or secrets.token_hex(8)
-        return encrypted_reply(encrypt=encrypt, msg_signature=signature(self.token, timestamp, nonce, encrypt),
-                               timestamp=timestamp, nonce=nonce)
+        return encrypted_reply(
+            encrypt=encrypt,
+            msg_signature=signature(self.token, timestamp, nonce, encrypt),
+            timestamp=timestamp,
+            nonce=nonce,
+        )
 
 
 def _parse(document: bytes | str) -> dict[str, str]:

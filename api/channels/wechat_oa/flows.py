@@ -46,8 +46,10 @@ from api.settings import Settings
 log = logging.getLogger(__name__)
 
 SUCCESS = "success"  # WeChat's "received, nothing to say (now)"
-WELCOME = ("您好，欢迎关注云厅！直接发文字或语音告诉我您要办的事，比如“信用卡挂失”“查账单”。"
-           "需要真人请说“转人工”，需要当面办理请点菜单「视频客服」。")
+WELCOME = (
+    "您好，欢迎关注云厅！直接发文字或语音告诉我您要办的事，比如“信用卡挂失”“查账单”。"
+    "需要真人请说“转人工”，需要当面办理请点菜单「视频客服」。"
+)
 SCAN_ACK = "欢迎回来！有什么可以帮您？直接发文字或语音告诉我就行。"
 IMAGE_ACK = "图片收到了，客服会看到。请再用一句话说说您要办的事。"
 IMAGE_ACK_WITH_AGENT = "图片收到了，客服会看到。"
@@ -62,14 +64,25 @@ Work = Callable[[AsyncSession, int], Awaitable[Received | None]]
 
 
 async def do_acknowledge(
-    session: AsyncSession, delivery: Delivery, received: Received, *, text: str, kind: str = "text",
+    session: AsyncSession,
+    delivery: Delivery,
+    received: Received,
+    *,
+    text: str,
+    kind: str = "text",
     payload: dict[str, Any] | None = None,
 ) -> Message:
     """The bot's short answer to something it doesn't parse (an image, a menu tap): stored, then delivered."""
     reply = Message(
-        conversation_id=received.conversation.id, customer_id=received.conversation.customer_id,
-        channel=received.message.channel, direction=Direction.OUT, sender_kind=SenderKind.BOT,
-        kind=kind, text=text, payload=payload, in_reply_to=received.message.id,
+        conversation_id=received.conversation.id,
+        customer_id=received.conversation.customer_id,
+        channel=received.message.channel,
+        direction=Direction.OUT,
+        sender_kind=SenderKind.BOT,
+        kind=kind,
+        text=text,
+        payload=payload,
+        in_reply_to=received.message.id,
     )
     session.add(reply)
     await session.commit()
@@ -80,19 +93,28 @@ async def do_acknowledge(
 class OaChannel:
     """The official account's push handling: decode, dispatch by type, answer within the budget."""
 
-    def __init__(self, settings: Settings, *, engine: AsyncEngine, redis: Redis, triage: Triage,
-                 platform: WeChatPlatform) -> None:
+    def __init__(
+        self, settings: Settings, *, engine: AsyncEngine, redis: Redis, triage: Triage, platform: WeChatPlatform
+    ) -> None:
         key = settings.oa_encoding_aes_key
         previous = settings.oa_previous_encoding_aes_key
-        keyring = Keyring.of(settings.oa_app_id, key.get_secret_value() if key else None,
-                             previous.get_secret_value() if previous else None)
+        keyring = Keyring.of(
+            settings.oa_app_id,
+            key.get_secret_value() if key else None,
+            previous.get_secret_value() if previous else None,
+        )
         self.codec = EnvelopeCodec(settings.oa_token.get_secret_value(), keyring)
         self.app_id = settings.oa_app_id
         self.engine, self.redis, self.triage, self.platform = engine, redis, triage, platform
         self.windows = ServiceWindows(redis, settings.oa_app_id)
         self.outbound = OaOutbound(
-            engine=engine, redis=redis, platform=platform, windows=self.windows, app_id=settings.oa_app_id,
-            miniapp_app_id=settings.miniapp_app_id, card_thumb_media_id=settings.oa_card_thumb_media_id,
+            engine=engine,
+            redis=redis,
+            platform=platform,
+            windows=self.windows,
+            app_id=settings.oa_app_id,
+            miniapp_app_id=settings.miniapp_app_id,
+            card_thumb_media_id=settings.oa_card_thumb_media_id,
         )
         self.budget_s = settings.oa_reply_budget_ms / 1000
         self.max_body_bytes = settings.oa_max_body_bytes
@@ -143,13 +165,19 @@ class OaChannel:
             recognized = push.get("Recognition")[: self.max_text_chars]
             if recognized:
                 return lambda s, c: self._receive(s, c, push, text=recognized)
-            return self._acknowledged(push, "[语音]", VOICE_UNCLEAR, kind="voice",
-                                      payload={"type": "voice", "media_id": push.get("MediaId")})
+            return self._acknowledged(
+                push, "[语音]", VOICE_UNCLEAR, kind="voice", payload={"type": "voice", "media_id": push.get("MediaId")}
+            )
         if push.msg_type == "image":
             pic_url, media_id = push.get("PicUrl"), push.get("MediaId")
-            return self._acknowledged(push, f"[图片] {pic_url}".strip(), IMAGE_ACK, kind="image",
-                                      payload={"type": "image", "pic_url": pic_url, "media_id": media_id},
-                                      answer_with_agent=IMAGE_ACK_WITH_AGENT)
+            return self._acknowledged(
+                push,
+                f"[图片] {pic_url}".strip(),
+                IMAGE_ACK,
+                kind="image",
+                payload={"type": "image", "pic_url": pic_url, "media_id": media_id},
+                answer_with_agent=IMAGE_ACK_WITH_AGENT,
+            )
         if push.msg_type != "event":
             return None
         if push.event == "subscribe":
@@ -163,9 +191,18 @@ class OaChannel:
             return lambda s, c: self._receive(s, c, push, text=f"[菜单] {push.get('EventKey')}", kind="event")
         return None  # LOCATION, VIEW and whatever WeChat adds: acknowledged with `success`
 
-    def _acknowledged(self, push: Push, text: str, answer: str, *, kind: str, payload: dict[str, Any] | None = None,
-                      answer_with_agent: str | None = None) -> Work:
+    def _acknowledged(
+        self,
+        push: Push,
+        text: str,
+        answer: str,
+        *,
+        kind: str,
+        payload: dict[str, Any] | None = None,
+        answer_with_agent: str | None = None,
+    ) -> Work:
         """Store the push as ``text`` and answer ``answer`` (``answer_with_agent`` once a person has the case)."""
+
         async def work(session: AsyncSession, customer_id: int) -> Received:
             received = await self._receive(session, customer_id, push, text=text, kind=kind, payload=payload)
             if not received.duplicate:
@@ -173,6 +210,7 @@ class OaChannel:
                 said = answer_with_agent if with_agent and answer_with_agent else answer
                 await do_acknowledge(session, self.triage.delivery, received, text=said)
             return received
+
         return work
 
     def _video_card(self, push: Push) -> Work:
@@ -180,16 +218,38 @@ class OaChannel:
             received = await self._receive(session, customer_id, push, text="[菜单] 视频客服", kind="event")
             if not received.duplicate:
                 # The video page of the customer's current conversation: the agent sees everything so far.
-                await do_acknowledge(session, self.triage.delivery, received, text=VIDEO_CARD_TITLE, kind=CARD_KIND,
-                                     payload=video_invite(received.conversation.id))
+                await do_acknowledge(
+                    session,
+                    self.triage.delivery,
+                    received,
+                    text=VIDEO_CARD_TITLE,
+                    kind=CARD_KIND,
+                    payload=video_invite(received.conversation.id),
+                )
             return received
+
         return work
 
-    async def _receive(self, session: AsyncSession, customer_id: int, push: Push, *, text: str, kind: str = "text",
-                       payload: dict[str, Any] | None = None) -> Received:
+    async def _receive(
+        self,
+        session: AsyncSession,
+        customer_id: int,
+        push: Push,
+        *,
+        text: str,
+        kind: str = "text",
+        payload: dict[str, Any] | None = None,
+    ) -> Received:
         return await do_receive_customer_message(
-            session, self.redis, self.triage, customer_id=customer_id, channel=Channel.WECHAT_OA, text=text,
-            platform_msg_id=push.dedup_key, kind=kind, payload=payload,
+            session,
+            self.redis,
+            self.triage,
+            customer_id=customer_id,
+            channel=Channel.WECHAT_OA,
+            text=text,
+            platform_msg_id=push.dedup_key,
+            kind=kind,
+            payload=payload,
         )
 
     # -- the 5-second rule ----------------------------------------------------------------
@@ -204,8 +264,9 @@ class OaChannel:
             # Not ready: `success` now, the answer by customer-service message; meanwhile, "typing…".
             self._spawn(self.outbound.show_typing(push.openid, interaction=push.dedup_key))
         except Exception as exc:
-            raise UpstreamUnavailable("the message could not be processed; WeChat will retry",
-                                      code="oa_processing_failed") from exc
+            raise UpstreamUnavailable(
+                "the message could not be processed; WeChat will retry", code="oa_processing_failed"
+            ) from exc
         messages = window.close()
         key = f"yt:oa:passive:{self.app_id}:{push.dedup_key}"
         if messages:
@@ -247,7 +308,8 @@ class OaChannel:
             for attempt in range(1, LINK_ATTEMPTS + 1):
                 try:
                     customer_id = await service.resolve_customer(
-                        session, self.redis, self.platform, app_id=self.app_id, openid=push.openid)
+                        session, self.redis, self.platform, app_id=self.app_id, openid=push.openid
+                    )
                     await session.commit()
                     return customer_id
                 except OperationalError:

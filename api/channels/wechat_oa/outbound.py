@@ -69,8 +69,15 @@ class OaOutbound:
     """The official account's sender, pending store and "typing" indicator."""
 
     def __init__(
-        self, *, engine: AsyncEngine, redis: Redis, platform: WeChatPlatform, windows: ServiceWindows,
-        app_id: str, miniapp_app_id: str, card_thumb_media_id: str | None,
+        self,
+        *,
+        engine: AsyncEngine,
+        redis: Redis,
+        platform: WeChatPlatform,
+        windows: ServiceWindows,
+        app_id: str,
+        miniapp_app_id: str,
+        card_thumb_media_id: str | None,
     ) -> None:
         self.engine = engine
         self.redis = redis
@@ -87,16 +94,22 @@ class OaOutbound:
         invite = _video_invite(message)
         if invite is None:
             return message.text
-        link = (f'<a data-miniprogram-appid="{html.escape(self.miniapp_app_id)}" '
-                f'data-miniprogram-path="{html.escape(invite["miniapp_path"])}">{VIDEO_LINK_TEXT}</a>')
+        link = (
+            f'<a data-miniprogram-appid="{html.escape(self.miniapp_app_id)}" '
+            f'data-miniprogram-path="{html.escape(invite["miniapp_path"])}">{VIDEO_LINK_TEXT}</a>'
+        )
         return f"{message.text}\n{link}"
 
     def custom_body(self, openid: str, message: Message) -> dict[str, Any]:
         """The customer-service message: a mini-program card when we have its thumbnail, else text."""
         invite = _video_invite(message)
         if message.kind == CARD_KIND and invite is not None and self.card_thumb_media_id:
-            card = {"title": message.text[:64], "appid": self.miniapp_app_id, "pagepath": invite["miniapp_path"],
-                    "thumb_media_id": self.card_thumb_media_id}
+            card = {
+                "title": message.text[:64],
+                "appid": self.miniapp_app_id,
+                "pagepath": invite["miniapp_path"],
+                "thumb_media_id": self.card_thumb_media_id,
+            }
             return {"touser": openid, "msgtype": "miniprogrampage", "miniprogrampage": card}
         return {"touser": openid, "msgtype": "text", "text": {"content": self.as_text(message)}}
 
@@ -113,7 +126,8 @@ class OaOutbound:
             async with self.redis.lock(f"yt:oa:out:{message.customer_id}", timeout=60, blocking_timeout=30):
                 async with unit_of_work(self.engine) as session:
                     target = await service.get_identity_of_customer(
-                        session, app_id=self.app_id, customer_id=message.customer_id)
+                        session, app_id=self.app_id, customer_id=message.customer_id
+                    )
                     # Older waiting messages go first; if they can't, this one waits behind them.
                     if await self._flush(session, target, message.customer_id):
                         await self._keep(session, message, "behind_pending")
@@ -133,14 +147,16 @@ class OaOutbound:
         try:
             async with self.redis.lock(f"yt:oa:out:{customer_id}", timeout=60, blocking_timeout=30):
                 async with unit_of_work(self.engine) as session:
-                    target = await service.get_identity_of_customer(session, app_id=self.app_id, customer_id=customer_id)
+                    target = await service.get_identity_of_customer(
+                        session, app_id=self.app_id, customer_id=customer_id
+                    )
                     await self._flush(session, target, customer_id)
         except Exception:
             # Still pending in SQL: the next interaction tries again.
             log.exception("flushing pending official-account messages of customer %s failed", customer_id)
 
     async def show_typing(self, openid: str, *, interaction: str) -> None:
-        """"Typing…" while an answer is being prepared, within WeChat's 30 s rule (best effort).
+        """ "Typing…" while an answer is being prepared, within WeChat's 30 s rule (best effort).
 
         Once per interaction: WeChat's retries of a slow push don't each send it again (it lasts 15 s).
         """
@@ -154,9 +170,11 @@ class OaOutbound:
             log.debug("typing refused (%s)", exc.errcode)
 
     async def show_agent_typing(self, conversation: Conversation) -> None:
-        """"Typing…" while an agent writes: at most once per 15 s window (it lasts 15 s), within the 30 s rule."""
+        """ "Typing…" while an agent writes: at most once per 15 s window (it lasts 15 s), within the 30 s rule."""
         async with unit_of_work(self.engine) as session:
-            target = await service.get_identity_of_customer(session, app_id=self.app_id, customer_id=conversation.customer_id)
+            target = await service.get_identity_of_customer(
+                session, app_id=self.app_id, customer_id=conversation.customer_id
+            )
         if target is not None:
             window = int(time.time() // TYPING_LASTS_S)
             await self.show_typing(target.openid, interaction=f"agent:{conversation.id}:{window}")

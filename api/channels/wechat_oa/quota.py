@@ -56,7 +56,9 @@ class ServiceWindows:
         """A new interaction (``interaction`` names it: a retried push doesn't reopen); True if new."""
         span, limit = WINDOWS[kind]
         marker = f"yt:oa:interaction:{self.app_id}:{interaction}"
-        opened = await self._open(keys=[marker, self._key(openid)], args=[INTERACTION_MEMORY_S, time.time(), span, limit])
+        opened = await self._open(
+            keys=[marker, self._key(openid)], args=[INTERACTION_MEMORY_S, time.time(), span, limit]
+        )
         return int(opened) == 1
 
     async def take(self, openid: str) -> bool:

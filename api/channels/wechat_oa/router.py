@@ -44,13 +44,19 @@ async def verify_url(oa: OaChannelDep, signature: str = "", timestamp: str = "",
 
 @router.post("/oa")
 async def receive_push(
-    request: Request, oa: OaChannelDep, signature: str = "", timestamp: str = "", nonce: str = "",
-    encrypt_type: str = "", msg_signature: str = "",
+    request: Request,
+    oa: OaChannelDep,
+    signature: str = "",
+    timestamp: str = "",
+    nonce: str = "",
+    encrypt_type: str = "",
+    msg_signature: str = "",
 ):
     """A message or event: a passive reply (XML, encrypted in safe mode) or `success`, within 5 s."""
     body = await read_limited(request, oa.max_body_bytes)
-    query = PushQuery(signature=signature, timestamp=timestamp, nonce=nonce, encrypt_type=encrypt_type,
-                      msg_signature=msg_signature)
+    query = PushQuery(
+        signature=signature, timestamp=timestamp, nonce=nonce, encrypt_type=encrypt_type, msg_signature=msg_signature
+    )
     answer = await oa.handle(query, body)
     if answer == SUCCESS:
         return PlainTextResponse(answer)

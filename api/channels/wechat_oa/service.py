@@ -48,8 +48,11 @@ async def get_identity_of_customer(session: AsyncSession, *, app_id: str, custom
     """The customer's openid in this official account (the most recently seen, should there be two)."""
     statement = (
         select(ChannelIdentity)
-        .where(ChannelIdentity.channel == Channel.WECHAT_OA, ChannelIdentity.app_id == app_id,
-               ChannelIdentity.customer_id == customer_id)
+        .where(
+            ChannelIdentity.channel == Channel.WECHAT_OA,
+            ChannelIdentity.app_id == app_id,
+            ChannelIdentity.customer_id == customer_id,
+        )
         .order_by(col(ChannelIdentity.last_seen_at).desc())
     )
     return (await session.exec(statement)).first()
@@ -100,8 +103,9 @@ async def retry_unionid(
         customer.unionid = unionid
     elif taken is not None and taken.id != identity.customer_id:
         # Merging two customers' records is a decision for a person, not for a push handler.
-        log.warning("customer %s on the official account is customer %s elsewhere; not merged",
-                    identity.customer_id, taken.id)
+        log.warning(
+            "customer %s on the official account is customer %s elsewhere; not merged", identity.customer_id, taken.id
+        )
 
 
 async def set_reachable(session: AsyncSession, *, app_id: str, openid: str, reachable: bool) -> ChannelIdentity | None:
@@ -120,8 +124,11 @@ async def keep_pending(
     pending = (await session.exec(select(OaPendingMessage).where(OaPendingMessage.message_id == message.id))).first()
     if pending is None:
         pending = OaPendingMessage(
-            message_id=message.id, customer_id=message.customer_id, conversation_id=message.conversation_id,
-            status=status, reason=reason,
+            message_id=message.id,
+            customer_id=message.customer_id,
+            conversation_id=message.conversation_id,
+            status=status,
+            reason=reason,
         )
         session.add(pending)
     pending.status, pending.reason, pending.updated_at = status, reason, utcnow()
@@ -144,9 +151,11 @@ async def list_pending(session: AsyncSession, customer_id: int) -> list[tuple[Oa
 
 async def has_pending(session: AsyncSession, customer_id: int) -> bool:
     """Whether anything waits for the customer (checked at every push: an index lookup, no rows loaded)."""
-    statement = select(OaPendingMessage.id).where(
-        OaPendingMessage.customer_id == customer_id, OaPendingMessage.status == PendingStatus.PENDING
-    ).limit(1)
+    statement = (
+        select(OaPendingMessage.id)
+        .where(OaPendingMessage.customer_id == customer_id, OaPendingMessage.status == PendingStatus.PENDING)
+        .limit(1)
+    )
     return (await session.exec(statement)).first() is not None
 
 
@@ -157,8 +166,14 @@ def mark_delivered(pending: OaPendingMessage, status: str) -> None:
 
 async def seen_on_miniapp(session: AsyncSession, message: Message) -> bool:
     """Whether the customer wrote on the mini-program after ``message``: its chat page showed it to them."""
-    statement = select(Message.id).where(
-        Message.conversation_id == message.conversation_id, Message.channel == Channel.MINIAPP,
-        Message.direction == Direction.IN, col(Message.id) > message.id,
-    ).limit(1)
+    statement = (
+        select(Message.id)
+        .where(
+            Message.conversation_id == message.conversation_id,
+            Message.channel == Channel.MINIAPP,
+            Message.direction == Direction.IN,
+            col(Message.id) > message.id,
+        )
+        .limit(1)
+    )
     return (await session.exec(statement)).first() is not None

@@ -4,6 +4,7 @@ Revision ID: 0002_wechat_oa
 Revises: 0001
 Create Date: 2026-11-23
 """
+
 import sqlalchemy as sa
 import sqlmodel
 from alembic import op

@@ -4,6 +4,7 @@ Revision ID: 0006_video_agents
 Revises: 0005_agents_console
 Create Date: 2026-11-23
 """
+
 import sqlalchemy as sa
 from alembic import op
 

@@ -83,15 +83,20 @@ async def test_bad_inputs_get_clear_4xx_answers(app_url, emulator):
     no_token = httpx.post(app_url + "/miniapp/messages", json={"text": "你好", "client_msg_id": "abcdefgh1"})
     assert no_token.status_code == 401
     forged = httpx.post(
-        app_url + "/miniapp/messages", json={"text": "你好", "client_msg_id": "abcdefgh2"},
+        app_url + "/miniapp/messages",
+        json={"text": "你好", "client_msg_id": "abcdefgh2"},
         headers={"Authorization": "Bearer " + customer.token[:-4] + "AAAA"},
     )
     assert forged.status_code == 401
     blank = await customer.http.post("/miniapp/messages", json={"text": "   ", "client_msg_id": "abcdefgh3"})
     assert blank.status_code == 422 and blank.json()["error"]["code"] == "invalid_request"
-    malformed = await customer.http.post("/miniapp/messages", content=b"{not json", headers={"content-type": "application/json"})
+    malformed = await customer.http.post(
+        "/miniapp/messages", content=b"{not json", headers={"content-type": "application/json"}
+    )
     assert malformed.status_code == 422
-    huge = await customer.http.post("/miniapp/messages", content=b"x" * 300_000, headers={"content-type": "application/json"})
+    huge = await customer.http.post(
+        "/miniapp/messages", content=b"x" * 300_000, headers={"content-type": "application/json"}
+    )
     assert huge.status_code == 413 and huge.json()["error"]["code"] == "payload_too_large"
     await customer.aclose()
 

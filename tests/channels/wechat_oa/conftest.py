@@ -80,14 +80,21 @@ def signed_query(token: str = DEV_OA_TOKEN, *, encrypt: str | None = None) -> di
 class WeChat:
     """WeChat's side of the official account, played by the emulator over HTTP."""
 
-    def __init__(self, emulator_url: str, push_url: str, *, token: str = DEV_OA_TOKEN, key: str | None = None,
-                 mode: str = "plain") -> None:
+    def __init__(
+        self,
+        emulator_url: str,
+        push_url: str,
+        *,
+        token: str = DEV_OA_TOKEN,
+        key: str | None = None,
+        mode: str = "plain",
+    ) -> None:
         self.emulator_url = emulator_url
         self.push_url = push_url
         self.defaults = {"url": push_url, "token": token, "encoding_aes_key": key, "mode": mode}
         self.http = httpx.AsyncClient(base_url=emulator_url, timeout=60)
 
-    async def person(self, name: str | None = None) -> "OaPerson":
+    async def person(self, name: str | None = None) -> OaPerson:
         """A simulated person who follows the account."""
         name = name or "person-" + uuid.uuid4().hex[:10]
         response = await self.http.get("/_sim/identity", params={"appid": DEV_OA_APP_ID, "person": name})
@@ -109,7 +116,9 @@ class WeChat:
         response.raise_for_status()
         return response.json()["items"]
 
-    async def wait_sent(self, openid: str, count: int, api: str = "custom", timeout: float = 20) -> list[dict[str, Any]]:
+    async def wait_sent(
+        self, openid: str, count: int, api: str = "custom", timeout: float = 20
+    ) -> list[dict[str, Any]]:
         """The first ``count`` messages WeChat accepted for this user, waiting for late ones."""
         deadline = time.monotonic() + timeout
         while True:
@@ -129,8 +138,14 @@ class OaPerson:
         self.wechat, self.name, self.openid = wechat, name, openid
 
     def xml(self, name: str, **values: Any) -> tuple[str, dict[str, Any]]:
-        filled = {"to": GH, "openid": self.openid, "create_time": int(time.time()), "msg_id": next(_msg_ids),
-                  "content": "你好", **values}
+        filled = {
+            "to": GH,
+            "openid": self.openid,
+            "create_time": int(time.time()),
+            "msg_id": next(_msg_ids),
+            "content": "你好",
+            **values,
+        }
         return fixture(name, **filled), filled
 
     async def send(self, name: str, push: dict[str, Any] | None = None, **values: Any) -> dict[str, Any]:
@@ -227,6 +242,9 @@ async def conversation_of(engine, conversation_id: int) -> Conversation:
 
 async def pending_of(engine, customer_id: int) -> list[OaPendingMessage]:
     async with unit_of_work(engine) as session:
-        statement = select(OaPendingMessage).where(OaPendingMessage.customer_id == customer_id).order_by(
-            col(OaPendingMessage.message_id))
+        statement = (
+            select(OaPendingMessage)
+            .where(OaPendingMessage.customer_id == customer_id)
+            .order_by(col(OaPendingMessage.message_id))
+        )
         return list((await session.exec(statement)).all())

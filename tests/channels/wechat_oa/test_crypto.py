@@ -14,7 +14,14 @@ from __future__ import annotations
 import pytest
 from wechatpy.crypto import PrpCrypto
 
-from api.channels.wechat_oa.crypto import CryptoError, Keyring, MessageCipher, check_signature, decode_aes_key, signature
+from api.channels.wechat_oa.crypto import (
+    CryptoError,
+    Keyring,
+    MessageCipher,
+    check_signature,
+    decode_aes_key,
+    signature,
+)
 from api.channels.wechat_oa.xml import parse_fields
 from tests.channels.wechat_oa.conftest import KEY, OLD_KEY, encrypt_raw, frame
 
@@ -56,8 +63,12 @@ def test_published_decrypt_vector():
     assert check_signature(PY_TOKEN, PY_MSG_SIGN, PY_TIMESTAMP, PY_NONCE, PY_ENCRYPT)
     fields = parse_fields(MessageCipher(SAMPLE_KEY, PY_APPID).decrypt(PY_ENCRYPT))
     assert fields == {
-        "ToUserName": "gh_10f6c3c3ac5a", "FromUserName": "oyORnuP8q7ou2gfYjqLzSIWZf0rs", "CreateTime": "1409735668",
-        "MsgType": "text", "Content": "abcdteT", "MsgId": "6054768590064713728",
+        "ToUserName": "gh_10f6c3c3ac5a",
+        "FromUserName": "oyORnuP8q7ou2gfYjqLzSIWZf0rs",
+        "CreateTime": "1409735668",
+        "MsgType": "text",
+        "Content": "abcdteT",
+        "MsgId": "6054768590064713728",
     }
 
 

@@ -55,9 +55,16 @@ async def test_a_late_video_service_answer_is_a_mini_program_card(slow_wechat, d
     assert result["body"] == "success"
     [sent] = await slow_wechat.wait_sent(person.openid, 1)
     conversation_id = (await transcript(db, person.openid))[0].conversation_id
-    assert sent["body"] == {"touser": person.openid, "msgtype": "miniprogrampage", "miniprogrampage": {
-        "title": VIDEO_CARD_TITLE, "appid": DEV_MINIAPP_APP_ID,
-        "pagepath": f"pages/video/video?conversation_id={conversation_id}", "thumb_media_id": CARD_THUMB}}
+    assert sent["body"] == {
+        "touser": person.openid,
+        "msgtype": "miniprogrampage",
+        "miniprogrampage": {
+            "title": VIDEO_CARD_TITLE,
+            "appid": DEV_MINIAPP_APP_ID,
+            "pagepath": f"pages/video/video?conversation_id={conversation_id}",
+            "thumb_media_id": CARD_THUMB,
+        },
+    }
 
 
 async def test_other_menu_keys_are_recorded_and_acknowledged(wechat, db):
@@ -88,8 +95,11 @@ async def test_an_image_is_stored_for_the_agent_and_acknowledged(wechat, db):
     image, ack = await transcript(db, person.openid)
     msg_id = result["values"]["msg_id"]
     assert image.kind == "image" and image.platform_msg_id == str(msg_id)
-    assert image.payload == {"type": "image", "pic_url": f"https://mmbiz.qpic.cn/mmbiz_jpg/{msg_id}/0",
-                             "media_id": f"media-{msg_id}"}
+    assert image.payload == {
+        "type": "image",
+        "pic_url": f"https://mmbiz.qpic.cn/mmbiz_jpg/{msg_id}/0",
+        "media_id": f"media-{msg_id}",
+    }
     assert image.text == f"[图片] https://mmbiz.qpic.cn/mmbiz_jpg/{msg_id}/0"
     assert ack.text == IMAGE_ACK and ack.in_reply_to == image.id
 

@@ -26,7 +26,9 @@ async def test_a_text_is_answered_passively_well_within_the_budget(wechat, db):
     assert "云厅智能客服" in person.reply_text(result)
     messages = await transcript(db, person.openid)
     assert [(m.direction, m.sender_kind, m.channel) for m in messages] == [
-        ("in", "customer", "wechat_oa"), ("out", "bot", "wechat_oa")]
+        ("in", "customer", "wechat_oa"),
+        ("out", "bot", "wechat_oa"),
+    ]
     assert messages[0].platform_msg_id == str(result["values"]["msg_id"])
 
 
@@ -46,7 +48,7 @@ async def test_a_late_answer_is_success_now_and_a_customer_service_message_later
 
 async def test_concurrent_retries_of_one_msgid_are_processed_once(wechat, db):
     person = await wechat.person()
-    xml, values = person.xml("text__plain", content="我的信用卡丢了")
+    xml, _values = person.xml("text__plain", content="我的信用卡丢了")
     # WeChat retries while the first try is still being processed: all three arrive together.
     results = await asyncio.gather(*(wechat.push(xml, tries=1) for _ in range(3)))
     assert all(r["status"] == 200 and r["error"] is None for r in results)
@@ -105,7 +107,7 @@ async def test_pushes_the_app_does_not_answer_in_time_are_retried_by_wechat_and_
 
 async def test_events_dedup_on_sender_and_create_time(wechat, db):
     person = await wechat.person()
-    xml, values = person.xml("event_subscribe__plain", create_time=1_700_000_123)
+    xml, _values = person.xml("event_subscribe__plain", create_time=1_700_000_123)
     first, retry = await wechat.push(xml), await wechat.push(xml)
     assert retry["reply"]["Content"] == first["reply"]["Content"]
     later, _ = person.xml("event_subscribe__plain", create_time=1_700_000_999)  # a new subscribe

@@ -15,7 +15,9 @@ from tests.support import AgentConsole, MiniappCustomer, create_agent, next_mess
 @pytest.fixture
 async def agent(app_url, database_url):
     username = "oa-agent-" + uuid.uuid4().hex[:8]
-    await create_agent(database_url, username=username, password="s3cret-pass", skills=["general", "cards"], capacity=50)
+    await create_agent(
+        database_url, username=username, password="s3cret-pass", skills=["general", "cards"], capacity=50
+    )
     console = await AgentConsole.login(app_url, username, "s3cret-pass")
     yield console
     await console.aclose()
@@ -32,7 +34,9 @@ async def test_an_agent_reply_reaches_the_official_account_by_customer_service_m
     person = await wechat.person()
     conversation_id = await queued_on_oa(person, db)
     assert (await agent.http.post(f"/agents/conversations/{conversation_id}/claim")).status_code == 200
-    sent = await agent.http.post(f"/agents/conversations/{conversation_id}/messages", json={"text": "您好，我是客服小王。"})
+    sent = await agent.http.post(
+        f"/agents/conversations/{conversation_id}/messages", json={"text": "您好，我是客服小王。"}
+    )
     assert sent.status_code == 200
     greeting, reply = await wechat.wait_sent(person.openid, 2)
     assert "已接入" in greeting["body"]["text"]["content"]
@@ -94,7 +98,8 @@ async def test_an_unsubscribed_customer_gets_the_message_when_they_come_back(wec
 
 
 async def test_a_customer_on_the_mini_program_sees_what_the_official_account_could_not_take(
-        wechat, db, agent, app_url, emulator):
+    wechat, db, agent, app_url, emulator
+):
     person = await wechat.person()
     conversation_id = await queued_on_oa(person, db)
     miniapp = await MiniappCustomer.login(app_url, emulator, person.name)
@@ -115,7 +120,8 @@ async def test_a_customer_on_the_mini_program_sees_what_the_official_account_cou
 
 
 async def test_one_person_on_the_official_account_then_the_mini_program_is_one_customer_and_conversation(
-        wechat, db, app_url, emulator):
+    wechat, db, app_url, emulator
+):
     person = await wechat.person()
     first = await person.say("我的储蓄卡丢了")
     assert "最后四位" in person.reply_text(first)

@@ -11,7 +11,17 @@ import pytest
 
 from api.settings import DEV_OA_TOKEN
 from tests.channels.wechat_oa.conftest import (
-    GH, KEY, OLD_KEY, OTHER_KEY, encrypt_raw, fixture, frame, identity_of, sign, signed_query, transcript,
+    GH,
+    KEY,
+    OLD_KEY,
+    OTHER_KEY,
+    encrypt_raw,
+    fixture,
+    frame,
+    identity_of,
+    sign,
+    signed_query,
+    transcript,
 )
 
 
@@ -21,12 +31,14 @@ def url_check(app_url: str, **params: str) -> httpx.Response:
 
 def test_url_check_echoes_echostr_and_refuses_a_bad_signature(app_url):
     timestamp, nonce, echostr = str(int(time.time())), "2093571", "8174026384615283412"
-    good = url_check(app_url, signature=sign(DEV_OA_TOKEN, timestamp, nonce), timestamp=timestamp, nonce=nonce,
-                     echostr=echostr)
+    good = url_check(
+        app_url, signature=sign(DEV_OA_TOKEN, timestamp, nonce), timestamp=timestamp, nonce=nonce, echostr=echostr
+    )
     assert good.status_code == 200 and good.text == echostr
     assert good.headers["content-type"].startswith("text/plain")
-    forged = url_check(app_url, signature=sign("not-our-token", timestamp, nonce), timestamp=timestamp, nonce=nonce,
-                       echostr=echostr)
+    forged = url_check(
+        app_url, signature=sign("not-our-token", timestamp, nonce), timestamp=timestamp, nonce=nonce, echostr=echostr
+    )
     assert forged.status_code == 403 and forged.json()["error"]["code"] == "oa_bad_signature"
     assert url_check(app_url, echostr=echostr).status_code == 403
 
@@ -75,8 +87,14 @@ def post(app_url: str, body: bytes | str, query: dict[str, str]) -> httpx.Respon
 
 
 def text_xml(openid: str = "oForgedSender0000000000000001", content: str = "你好") -> str:
-    return fixture("text__plain", to=GH, openid=openid, create_time=int(time.time()), msg_id=int(time.time() * 1e6),
-                   content=content)
+    return fixture(
+        "text__plain",
+        to=GH,
+        openid=openid,
+        create_time=int(time.time()),
+        msg_id=int(time.time() * 1e6),
+        content=content,
+    )
 
 
 def test_a_forged_signature_is_403(app_url):
@@ -134,8 +152,9 @@ async def test_bad_ciphertexts_are_400_with_a_message_and_write_nothing(secure_a
         "bad_padding": encrypt_raw(KEY, frame(xml) + b"\x00" * (32 - len(frame(xml)) % 32), pad=False),
         "wrong_appid": encrypt_raw(KEY, frame(xml, appid="wxsomeoneelse0001")),
         "truncated": encrypt_raw(KEY, b"r" * 10),
-        "entities_inside": encrypt_raw(KEY, frame(fixture("text__entity_expansion", to=GH, openid=openid,
-                                                          create_time=1, msg_id=1))),
+        "entities_inside": encrypt_raw(
+            KEY, frame(fixture("text__entity_expansion", to=GH, openid=openid, create_time=1, msg_id=1))
+        ),
         "not_xml_inside": encrypt_raw(KEY, frame("{not xml}")),
     }[case]
     response = encrypted_post(secure_app_url, encrypt)
