@@ -25,6 +25,7 @@ from api.agents.schemas import (
     TransferRequest,
 )
 from api.audit.models import audit
+from api.bounds import RecordId
 from api.conversations import service as conversations
 from api.conversations.models import Conversation, ConversationState, Message
 from api.conversations.schemas import ConversationDetail, MessagePublic
@@ -114,14 +115,14 @@ async def held(agent: CurrentAgent, session: SessionDep):
 
 @router.post("/conversations/{conversation_id}/claim", response_model=ConversationDetail)
 async def claim(
-    conversation_id: int, agent: CurrentAgent, session: SessionDep, routing: RoutingDep, delivery: DeliveryDep
+    conversation_id: RecordId, agent: CurrentAgent, session: SessionDep, routing: RoutingDep, delivery: DeliveryDep
 ):
     conversation = await do_claim(session, routing, delivery, agent=agent, conversation_id=conversation_id)
     return ConversationDetail.of(conversation)
 
 
 @router.get("/conversations/{conversation_id}", response_model=ConversationForAgent)
-async def read_conversation(conversation_id: int, agent: CurrentAgent, session: SessionDep):
+async def read_conversation(conversation_id: RecordId, agent: CurrentAgent, session: SessionDep):
     """The handoff card and the whole transcript across channels, ID/card/phone numbers masked."""
     conversation = await flows.get_for_agent(session, agent=agent, conversation_id=conversation_id)
     escalation = await conversations.get_latest_escalation(session, conversation.id)
@@ -142,7 +143,7 @@ def _masked(message: Message) -> MessagePublic:
 
 
 @router.post("/conversations/{conversation_id}/messages/{message_id}/reveal", response_model=RevealedMessage)
-async def reveal(conversation_id: int, message_id: int, agent: CurrentAgent, session: SessionDep):
+async def reveal(conversation_id: RecordId, message_id: RecordId, agent: CurrentAgent, session: SessionDep):
     """The unmasked text of one message: supervisors, admins, or the agent holding the conversation; audited."""
     conversation = await flows.get_for_agent(session, agent=agent, conversation_id=conversation_id)
     if agent.role not in ("supervisor", "admin") and conversation.agent_id != agent.id:
@@ -163,7 +164,7 @@ async def reveal(conversation_id: int, message_id: int, agent: CurrentAgent, ses
 
 @router.post("/conversations/{conversation_id}/messages", response_model=MessagePublic)
 async def reply(
-    conversation_id: int, body: AgentReply, agent: CurrentAgent, session: SessionDep, delivery: DeliveryDep
+    conversation_id: RecordId, body: AgentReply, agent: CurrentAgent, session: SessionDep, delivery: DeliveryDep
 ):
     message = await flows.do_send_agent_reply(
         session, delivery, agent=agent, conversation_id=conversation_id, text=body.text
@@ -172,13 +173,13 @@ async def reply(
 
 
 @router.post("/conversations/{conversation_id}/typing", status_code=204)
-async def typing(conversation_id: int, agent: CurrentAgent, session: SessionDep, delivery: DeliveryDep) -> None:
+async def typing(conversation_id: RecordId, agent: CurrentAgent, session: SessionDep, delivery: DeliveryDep) -> None:
     """The agent is writing a reply: show "typing…" to the customer."""
     await flows.do_show_typing(session, delivery, agent=agent, conversation_id=conversation_id)
 
 
 @router.post("/conversations/{conversation_id}/notes", response_model=MessagePublic)
-async def add_note(conversation_id: int, body: NoteCreate, agent: CurrentAgent, session: SessionDep):
+async def add_note(conversation_id: RecordId, body: NoteCreate, agent: CurrentAgent, session: SessionDep):
     """An internal note the customer never sees."""
     return MessagePublic.of(
         await flows.do_add_note(session, agent=agent, conversation_id=conversation_id, text=body.text)
@@ -187,7 +188,7 @@ async def add_note(conversation_id: int, body: NoteCreate, agent: CurrentAgent, 
 
 @router.post("/conversations/{conversation_id}/transfer", response_model=ConversationDetail)
 async def transfer(
-    conversation_id: int,
+    conversation_id: RecordId,
     body: TransferRequest,
     agent: CurrentAgent,
     session: SessionDep,
@@ -208,7 +209,7 @@ async def transfer(
 
 @router.post("/conversations/{conversation_id}/close", response_model=ConversationDetail)
 async def close(
-    conversation_id: int,
+    conversation_id: RecordId,
     body: CloseRequest,
     agent: CurrentAgent,
     session: SessionDep,

@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from api.bounds import RecordId
 from api.conversations.schemas import ConversationDetail, MessagePublic
 
 
@@ -64,7 +65,7 @@ class NoteCreate(BaseModel):
 
 class TransferRequest(BaseModel):
     to_group: str | None = Field(default=None, pattern="^(cards|loans|accounts|wealth|general)$")
-    to_agent_id: int | None = None
+    to_agent_id: RecordId | None = None
 
 
 class CloseRequest(BaseModel):

@@ -11,6 +11,7 @@ from fastapi.responses import Response
 from starlette.requests import HTTPConnection
 
 from api.agents.models import Agent
+from api.bounds import RecordId
 from api.deps import RedisDep, SessionDep, SettingsDep, require_role
 from api.errors import ResourceNotFound
 from api.masking import mask_sensitive
@@ -252,7 +253,7 @@ async def list_jobs(_: Editor, studio: StudioDep, session: SessionDep):
 
 
 @router.get("/jobs/{job_id}", response_model=JobOut)
-async def read_job(job_id: int, _: Editor, studio: StudioDep, session: SessionDep):
+async def read_job(job_id: RecordId, _: Editor, studio: StudioDep, session: SessionDep):
     return JobOut.of(await service.get_job(session, deployment=studio.deployment, job_id=job_id))
 
 
@@ -262,7 +263,7 @@ async def list_versions(_: Editor, studio: StudioDep, session: SessionDep):
 
 
 @router.get("/versions/{version_id}", response_model=VersionDetail)
-async def read_version(version_id: int, _: Editor, studio: StudioDep, session: SessionDep):
+async def read_version(version_id: RecordId, _: Editor, studio: StudioDep, session: SessionDep):
     version = await service.get_version(session, deployment=studio.deployment, version_id=version_id)
     author = await session.get(Agent, version.created_by) if version.created_by else None
     return VersionDetail(
@@ -273,7 +274,7 @@ async def read_version(version_id: int, _: Editor, studio: StudioDep, session: S
 @router.get(
     "/versions/{version_id}/confusion.svg", response_class=Response, responses={200: {"content": {"image/svg+xml": {}}}}
 )
-async def confusion_image(version_id: int, _: Editor, studio: StudioDep, session: SessionDep):
+async def confusion_image(version_id: RecordId, _: Editor, studio: StudioDep, session: SessionDep):
     """The held-out confusion matrix: rows are the true intents, columns the predicted ones."""
     version = await service.get_version(session, deployment=studio.deployment, version_id=version_id)
     if not version.confusion_image:
@@ -287,11 +288,11 @@ async def confusion_image(version_id: int, _: Editor, studio: StudioDep, session
 
 @router.get("/versions/{version_id}/compare", response_model=Comparison)
 async def compare_versions(
-    version_id: int,
+    version_id: RecordId,
     _: Editor,
     studio: StudioDep,
     session: SessionDep,
-    against: int | None = Query(default=None, description="default: the active version"),
+    against: Annotated[RecordId | None, Query(description="default: the active version")] = None,
 ):
     """Intent by intent, this version's held-out metrics beside another's (the active one by default)."""
     version = await service.get_version(session, deployment=studio.deployment, version_id=version_id)
@@ -304,7 +305,7 @@ async def compare_versions(
 
 
 @router.post("/versions/{version_id}/activate", response_model=JobOut, status_code=202)
-async def activate(version_id: int, body: ActivateRequest, editor: Editor, studio: StudioDep, session: SessionDep):
+async def activate(version_id: RecordId, body: ActivateRequest, editor: Editor, studio: StudioDep, session: SessionDep):
     """Load the version into a fresh Rasa and switch to it without dropping a request; also how to roll back.
 
     409 `worse_model` when its macro-F1 is below the active version's and `override` is not set.
@@ -343,7 +344,9 @@ async def read_inbox(_: Editor, session: SessionDep, redis: RedisDep, settings: 
 
 
 @router.post("/inbox/{item_id}/accept", response_model=InboxAccepted)
-async def accept_inbox_item(item_id: int, body: InboxAccept, editor: Editor, studio: StudioDep, session: SessionDep):
+async def accept_inbox_item(
+    item_id: RecordId, body: InboxAccept, editor: Editor, studio: StudioDep, session: SessionDep
+):
     """Add the (masked) message as an example of `intent`, and close the item."""
     item = await inbox.get_open(session, item_id)
     text = mask_sensitive(item.text)
@@ -353,7 +356,7 @@ async def accept_inbox_item(item_id: int, body: InboxAccept, editor: Editor, stu
 
 
 @router.post("/inbox/{item_id}/dismiss", response_model=InboxItemOut)
-async def dismiss_inbox_item(item_id: int, editor: Editor, session: SessionDep):
+async def dismiss_inbox_item(item_id: RecordId, editor: Editor, session: SessionDep):
     item = await inbox.get_open(session, item_id)
     inbox.resolve(item, status=InboxStatus.DISMISSED, agent_id=editor.id)
     return InboxItemOut.of(item)

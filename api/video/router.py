@@ -13,6 +13,7 @@ from starlette.requests import HTTPConnection
 from api.agents import flows as agent_flows
 from api.agents.models import Agent
 from api.audit.models import audit
+from api.bounds import RecordId
 from api.conversations import service as conversations
 from api.deps import (
     CurrentAgent,
@@ -97,7 +98,7 @@ async def request_call(
 async def list_calls(
     agent: CurrentAgent,
     session: SessionDep,
-    conversation_id: int | None = None,
+    conversation_id: RecordId | None = None,
     state: list[CallState] | None = Query(default=None),  # noqa: B008 (FastAPI's Query marker)
 ):
     """Calls for the console: e.g. `?state=ringing` (then only those this agent may answer), or one conversation's
@@ -122,7 +123,7 @@ async def list_calls(
 
 
 @router.get("/calls/{call_id}")
-async def read_call(call_id: int, party: CurrentParty, session: SessionDep):
+async def read_call(call_id: RecordId, party: CurrentParty, session: SessionDep):
     """The call; agents also get the handoff card, identity checks, plans, recordings and timeline."""
     call = await service.get_call(session, call_id)
     if party.role == "customer":
@@ -163,7 +164,7 @@ async def _readable_conversation(session, agent: Agent, conversation_id: int) ->
 
 
 @router.post("/calls/{call_id}/offer", response_model=SessionDescription)
-async def offer(call_id: int, body: SessionDescription, party: CurrentParty, session: SessionDep, video: VideoDep):
+async def offer(call_id: RecordId, body: SessionDescription, party: CurrentParty, session: SessionDep, video: VideoDep):
     """WebRTC signalling: the party's SDP offer in, the server's answer out (ICE candidates included)."""
     if body.type != "offer":
         raise BadRequest('send an SDP offer (type "offer")', code="bad_sdp")
@@ -174,13 +175,13 @@ async def offer(call_id: int, body: SessionDescription, party: CurrentParty, ses
 
 
 @router.post("/calls/{call_id}/accept", response_model=CallPublic)
-async def accept(call_id: int, agent: CurrentAgent, session: SessionDep, video: VideoDep):
+async def accept(call_id: RecordId, agent: CurrentAgent, session: SessionDep, video: VideoDep):
     """The agent answers a ringing call (a queued conversation is claimed with it)."""
     return CallPublic.of(await flows.do_accept(session, video, agent=agent, call_id=call_id))
 
 
 @router.post("/calls/{call_id}/hangup", response_model=CallPublic)
-async def hangup(call_id: int, party: CurrentParty, session: SessionDep, video: VideoDep):
+async def hangup(call_id: RecordId, party: CurrentParty, session: SessionDep, video: VideoDep):
     call = await service.get_call(session, call_id)
     if party.role == "customer" or call.agent_id is not None:
         service.check_party(call, role=party.role, party_id=party.id)
@@ -194,7 +195,7 @@ async def hangup(call_id: int, party: CurrentParty, session: SessionDep, video: 
 
 @router.post("/calls/{call_id}/identity", response_model=IdentityCheckPublic)
 async def verify_identity(
-    call_id: int, body: IdentityVerdict, agent: CurrentAgent, session: SessionDep, video: VideoDep
+    call_id: RecordId, body: IdentityVerdict, agent: CurrentAgent, session: SessionDep, video: VideoDep
 ):
     check = await outcomes.do_verify_identity(
         session, video, agent=agent, call_id=call_id, result=body.result, note=body.note
@@ -203,13 +204,13 @@ async def verify_identity(
 
 
 @router.post("/calls/{call_id}/plans", response_model=PlanPublic, status_code=201)
-async def send_plan(call_id: int, body: PlanTerms, agent: CurrentAgent, session: SessionDep, video: VideoDep):
+async def send_plan(call_id: RecordId, body: PlanTerms, agent: CurrentAgent, session: SessionDep, video: VideoDep):
     plan = await outcomes.do_send_plan(session, video, agent=agent, call_id=call_id, terms=body)
     return PlanPublic.model_validate(plan, from_attributes=True)
 
 
 @router.get("/calls/{call_id}/plans", response_model=list[PlanPublic])
-async def list_plans(call_id: int, customer: CurrentCustomer, session: SessionDep):
+async def list_plans(call_id: RecordId, customer: CurrentCustomer, session: SessionDep):
     call = await service.get_call(session, call_id)
     service.check_party(call, role="customer", party_id=customer.id)
     return [PlanPublic.model_validate(p, from_attributes=True) for p in await outcomes.list_plans(session, call.id)]
@@ -217,7 +218,12 @@ async def list_plans(call_id: int, customer: CurrentCustomer, session: SessionDe
 
 @router.post("/calls/{call_id}/plans/{plan_id}/answer", response_model=PlanPublic)
 async def answer_plan(
-    call_id: int, plan_id: int, body: PlanAnswer, customer: CurrentCustomer, session: SessionDep, video: VideoDep
+    call_id: RecordId,
+    plan_id: RecordId,
+    body: PlanAnswer,
+    customer: CurrentCustomer,
+    session: SessionDep,
+    video: VideoDep,
 ):
     plan = await outcomes.do_answer_plan(
         session, video, customer=customer, call_id=call_id, plan_id=plan_id, accept=body.accept
@@ -229,8 +235,8 @@ async def answer_plan(
 async def list_recordings(
     supervisor: Supervisor,
     session: SessionDep,
-    call_id: int | None = None,
-    conversation_id: int | None = None,
+    call_id: RecordId | None = None,
+    conversation_id: RecordId | None = None,
     status: str | None = None,
     limit: int = Query(100, ge=1, le=500),
 ):
@@ -253,7 +259,7 @@ async def list_recordings(
 
 
 @router.get("/recordings/{recording_id}/download")
-async def download_recording(recording_id: int, supervisor: Supervisor, session: SessionDep, video: VideoDep):
+async def download_recording(recording_id: RecordId, supervisor: Supervisor, session: SessionDep, video: VideoDep):
     """The file, with its SHA-256 so the copy can be checked; every download is audited (committed first)."""
     recording = await service.get_recording(session, recording_id)
     path = service.resolve_recording(video.recordings_dir, recording.path)

@@ -8,6 +8,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from api.bounds import RecordId
+
 
 class Notice(BaseModel):
     version: str
@@ -23,7 +25,7 @@ class Consent(BaseModel):
 
 
 class CallRequest(BaseModel):
-    conversation_id: int | None = None
+    conversation_id: RecordId | None = None
     consent: Consent
 
 

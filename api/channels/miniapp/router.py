@@ -6,8 +6,9 @@ import asyncio
 import json
 import logging
 
-from fastapi import APIRouter, Query, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
+from api.bounds import AfterId, RecordId
 from api.channels.miniapp import service
 from api.channels.miniapp.schemas import History, LoginRequest, LoginResponse, Rating, SendMessage, SendResult
 from api.conversations import service as conversations
@@ -53,7 +54,7 @@ async def send_message(
 
 
 @router.get("/messages", response_model=History)
-async def current_history(customer: CurrentCustomer, session: SessionDep, after_id: int = Query(0, ge=0)):
+async def current_history(customer: CurrentCustomer, session: SessionDep, after_id: AfterId = 0):
     """The transcript of the customer's current (or last) conversation, oldest first."""
     conversation = await conversations.get_latest(session, customer.id)
     if conversation is None:
@@ -64,7 +65,7 @@ async def current_history(customer: CurrentCustomer, session: SessionDep, after_
 
 @router.get("/conversations/{conversation_id}/messages", response_model=History)
 async def conversation_history(
-    conversation_id: int, customer: CurrentCustomer, session: SessionDep, after_id: int = Query(0, ge=0)
+    conversation_id: RecordId, customer: CurrentCustomer, session: SessionDep, after_id: AfterId = 0
 ):
     conversation = await conversations.get_for_customer(
         session, customer_id=customer.id, conversation_id=conversation_id
@@ -74,7 +75,7 @@ async def conversation_history(
 
 
 @router.post("/conversations/{conversation_id}/rating", response_model=ConversationBrief)
-async def rate(conversation_id: int, body: Rating, customer: CurrentCustomer, session: SessionDep):
+async def rate(conversation_id: RecordId, body: Rating, customer: CurrentCustomer, session: SessionDep):
     """The customer's 1–5 rating of a closed conversation (CSAT); rating again replaces it."""
     conversation = await conversations.get_for_customer(
         session, customer_id=customer.id, conversation_id=conversation_id
@@ -86,7 +87,7 @@ async def rate(conversation_id: int, body: Rating, customer: CurrentCustomer, se
 
 
 @router.websocket("/ws")
-async def customer_socket(websocket: WebSocket, settings: SettingsDep, redis: RedisDep, after_id: int = Query(0, ge=0)):
+async def customer_socket(websocket: WebSocket, settings: SettingsDep, redis: RedisDep, after_id: AfterId = 0):
     """Pushes every new message for this customer; replays what was missed since `after_id`."""
     customer_id = await socket_bearer(websocket, settings, kind="customer")
     if customer_id is None:
