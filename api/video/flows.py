@@ -25,6 +25,7 @@ from api.conversations.schemas import message_event
 from api.customers.models import Channel, Customer
 from api.db import unit_of_work
 from api.errors import Conflict, NotPermitted
+from api.masking import mask_sensitive
 from api.realtime import AGENTS_CHANNEL, agent_channel, publish, publish_to_customer
 from api.routing.flows import do_claim, do_take_over
 from api.timeutil import utcnow
@@ -481,7 +482,7 @@ def _payload(call: VideoCall) -> dict:
 
 async def _summary(session: AsyncSession, call: VideoCall) -> str:
     escalation = await conversations.get_latest_escalation(session, call.conversation_id)
-    return escalation.handoff_card.get("summary", "") if escalation else ""
+    return mask_sensitive(escalation.handoff_card.get("summary", "")) if escalation else ""  # to every agent
 
 
 async def show_customer(registry: CallRegistry, conversation: Conversation, message: Message) -> None:

@@ -26,6 +26,7 @@ from api.deps import (
     current_agent,
 )
 from api.errors import BadRequest, NotAuthenticated, NotPermitted, ResourceNotFound
+from api.masking import mask_structure
 from api.security import read_token
 from api.video import flows, outcomes, service
 from api.video.models import CallState
@@ -130,27 +131,30 @@ async def read_call(call_id: RecordId, party: CurrentParty, session: SessionDep)
         service.check_party(call, role="customer", party_id=party.id)
         return CallPublic.of(call)
     agent = party.agent
-    if (
-        agent.id not in (call.agent_id, call.rung_agent_id)
-        and agent.role not in ("supervisor", "admin")
-        and not (call.rung_agent_id is None and call.skill_group in agent.skills)
-    ):
+    if call.agent_id != agent.id:
+        # The conversation's read rule (queued, held by this agent, or a supervisor's): being in the call's
+        # skill group is not enough once someone else holds the conversation.
         await _readable_conversation(session, agent, call.conversation_id)
     escalation = await conversations.get_latest_escalation(session, call.conversation_id)
+    # Masked like the rest of the console; clear text only through the audited reveal of a message.
     return CallForAgent(
         call=CallPublic.of(call),
-        handoff_card=escalation.handoff_card if escalation else None,
+        handoff_card=mask_structure(escalation.handoff_card) if escalation else None,
         identity_checks=[
-            IdentityCheckPublic.model_validate(c, from_attributes=True)
+            IdentityCheckPublic.model_validate(c, from_attributes=True).masked()
             for c in await outcomes.list_identity_checks(session, call.id)
         ],
-        plans=[PlanPublic.model_validate(p, from_attributes=True) for p in await outcomes.list_plans(session, call.id)],
+        plans=[
+            PlanPublic.model_validate(p, from_attributes=True).masked()
+            for p in await outcomes.list_plans(session, call.id)
+        ],
         recordings=[
             RecordingPublic.model_validate(r, from_attributes=True)
             for r in await service.list_recordings(session, call_id=call.id)
         ],
         events=[
-            CallEventPublic.model_validate(e, from_attributes=True) for e in await service.list_events(session, call.id)
+            CallEventPublic.model_validate(e, from_attributes=True).masked()
+            for e in await service.list_events(session, call.id)
         ],
     )
 

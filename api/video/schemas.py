@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from api.bounds import RecordId
+from api.masking import mask_sensitive, mask_structure
 
 
 class Notice(BaseModel):
@@ -71,6 +72,10 @@ class IdentityCheckPublic(BaseModel):
     call_offset_s: float | None
     created_at: datetime
 
+    def masked(self) -> IdentityCheckPublic:
+        """For the console: an ID number typed into the note is masked like everywhere else."""
+        return self.model_copy(update={"note": mask_sensitive(self.note) if self.note else self.note})
+
 
 class PlanTerms(BaseModel):
     """A repayment plan as the agent proposes it (amounts in yuan)."""
@@ -96,6 +101,9 @@ class PlanPublic(BaseModel):
     answer_offset_s: float | None
     created_at: datetime
     answered_at: datetime | None
+
+    def masked(self) -> PlanPublic:
+        return self.model_copy(update={"terms": mask_structure(self.terms), "summary": mask_sensitive(self.summary)})
 
 
 class RecordingPublic(BaseModel):
@@ -125,6 +133,9 @@ class CallEventPublic(BaseModel):
     actor_id: int | None
     detail: dict[str, Any]
     created_at: datetime
+
+    def masked(self) -> CallEventPublic:
+        return self.model_copy(update={"detail": mask_structure(self.detail)})
 
 
 class CallForAgent(BaseModel):

@@ -4,6 +4,8 @@ never a 500: one bounded type (api/bounds.py) used by every router."""
 from __future__ import annotations
 
 import re
+import tempfile
+from pathlib import Path
 
 import httpx
 import pytest
@@ -16,9 +18,13 @@ HUGE = "99999999999999999999"  # > 2^63: SQLite's driver raised OverflowError (5
 OUT_OF_RANGE = [HUGE, str(2**63), str(MAX_RECORD_ID + 1), "-1", "0"]
 
 
+def _schema() -> dict:
+    return create_app(app_settings(Path(tempfile.mkdtemp()))).openapi()
+
+
 def _integer_parameters() -> list[tuple[str, str, str, str]]:
     """(method, path, name, where) for every integer path or query parameter in the OpenAPI schema."""
-    spec = create_app(app_settings(__import__("pathlib").Path("/tmp"))).openapi()
+    spec = _schema()
     found = []
     for path, operations in spec["paths"].items():
         for method, operation in operations.items():
@@ -31,7 +37,7 @@ def _integer_parameters() -> list[tuple[str, str, str, str]]:
 
 
 def test_every_integer_parameter_is_bounded_in_the_schema():
-    spec = create_app(app_settings(__import__("pathlib").Path("/tmp"))).openapi()
+    spec = _schema()
     unbounded = []
     for path, operations in spec["paths"].items():
         for method, operation in operations.items():
