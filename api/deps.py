@@ -18,6 +18,7 @@ from api.conversations.flows import Triage
 from api.customers.models import Customer
 from api.db import unit_of_work
 from api.errors import NotAuthenticated, NotPermitted
+from api.ratelimit import RateLimiter
 from api.routing.engine import RoutingEngine
 from api.routing.loop import touch_agent
 from api.security import read_token
@@ -56,7 +57,19 @@ async def get_routing(conn: HTTPConnection) -> RoutingEngine:
     return conn.app.state.triage.routing
 
 
+async def get_limiter(conn: HTTPConnection) -> RateLimiter:
+    return conn.app.state.limiter
+
+
+def client_address(conn: HTTPConnection) -> str:
+    """The client's address for limits and records: the direct peer. The one place to change when a trusted
+    proxy's forwarded header is honoured."""
+    return conn.client.host if conn.client else "unknown"
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+LimiterDep = Annotated[RateLimiter, Depends(get_limiter)]
+ClientAddress = Annotated[str, Depends(client_address)]
 EngineDep = Annotated[AsyncEngine, Depends(get_engine)]
 # "function" scope: commit (or roll back) before the response is sent, so a 200 means it is stored.
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
@@ -136,3 +149,30 @@ async def get_video(conn: HTTPConnection) -> CallRegistry:
 
 
 VideoDep = Annotated[CallRegistry, Depends(get_video)]
+
+
+async def limit_customer_messages(customer: CurrentCustomer, limiter: LimiterDep) -> None:
+    await limiter.hit("messages", customer.id)
+
+
+async def limit_video_calls(customer: CurrentCustomer, limiter: LimiterDep) -> None:
+    await limiter.hit("video_calls", customer.id)
+
+
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+async def limit_studio_writes(conn: HTTPConnection, settings: SettingsDep, limiter: LimiterDep) -> None:
+    """Per agent, on every write to the studio (a router-wide dependency; reads are not counted). An invalid
+    token is left to the route's own check (401)."""
+    if conn.scope.get("method") not in WRITE_METHODS:
+        return
+    try:
+        agent_id = read_token(settings.signing_key(), bearer_token(conn), kind="agent")
+    except NotAuthenticated:
+        return
+    await limiter.hit("studio_writes", agent_id)
+
+
+CustomerMessageLimit = Depends(limit_customer_messages)
+VideoCallLimit = Depends(limit_video_calls)

@@ -14,9 +14,11 @@ class YuntingError(Exception):
     status_code = 400
     code = "bad_request"
 
-    def __init__(self, message: str, *, code: str | None = None) -> None:
+    def __init__(self, message: str, *, code: str | None = None, retry_after: int | None = None) -> None:
         super().__init__(message)
         self.message = message
+        # Seconds after which trying again makes sense (429, a busy 503): sent as Retry-After.
+        self.retry_after = retry_after
         if code is not None:
             self.code = code
 
@@ -50,6 +52,13 @@ class PayloadTooLarge(YuntingError):
     code = "payload_too_large"
 
 
+class TooManyRequests(YuntingError):
+    """Over an abuse limit (api/ratelimit.py): try again after `retry_after` seconds."""
+
+    status_code = 429
+    code = "rate_limited"
+
+
 class UpstreamUnavailable(YuntingError):
     """A dependency we call (WeChat, Rasa) failed in a way the caller cannot fix."""
 
@@ -66,7 +75,14 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(YuntingError)
     async def _yunting(_: Request, exc: YuntingError) -> JSONResponse:
-        return JSONResponse(_body(exc.code, exc.message), status_code=exc.status_code)
+        retry_after = exc.retry_after
+        if retry_after is None:
+            return JSONResponse(_body(exc.code, exc.message), status_code=exc.status_code)
+        return JSONResponse(
+            _body(exc.code, exc.message, retry_after=retry_after),
+            status_code=exc.status_code,
+            headers={"Retry-After": str(retry_after)},
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -8,7 +8,7 @@ import os
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from api.agents.inbox import router as agents_inbox_router
@@ -22,11 +22,13 @@ from api.conversations.delivery import Delivery
 from api.conversations.flows import Triage
 from api.customers.models import Channel
 from api.db import create_engine, migrate
+from api.deps import limit_studio_writes
 from api.embedded import EmbeddedRedis, ThreadedServer
 from api.errors import install_error_handlers
 from api.health.router import router as health_router
 from api.limits import BodySizeLimit
 from api.masking import install_log_masking
+from api.ratelimit import RateLimiter
 from api.realtime import DeploymentRedis
 from api.routing.engine import RoutingEngine
 from api.routing.loop import RoutingLoop
@@ -67,6 +69,7 @@ async def _start_dependencies(app: FastAPI, settings: Settings, stack: AsyncExit
     stack.push_async_callback(app.state.engine.dispose)
     app.state.redis = DeploymentRedis.from_url(redis_url, decode_responses=True)
     stack.push_async_callback(app.state.redis.aclose)
+    app.state.limiter = RateLimiter(app.state.redis, settings)
     nlu = RasaClient(settings.rasa_url, timeout_s=settings.nlu_timeout_s)
     stack.push_async_callback(nlu.aclose)
     app.state.triage = Triage(
@@ -131,7 +134,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(supervisor_router)
     app.include_router(video_router)
     app.mount("/console", StaticFiles(directory=CONSOLE_DIR, html=True), name="console")
-    app.include_router(studio_router)
+    app.include_router(studio_router, dependencies=[Depends(limit_studio_writes)])
     app.mount("/studio", StaticFiles(directory=STUDIO_DIR, html=True), name="studio")
     # The video page is part of the product (the mini-program's web-view opens it), not a demo page.
     app.mount("/h5/video", StaticFiles(directory=H5_DIR / "video", html=True, check_dir=False), name="h5-video")

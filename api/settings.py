@@ -7,7 +7,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import SecretStr, model_validator
+from pydantic import SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Development-only app credentials shared by the app and the bundled WeChat emulator.
@@ -54,7 +54,8 @@ class Settings(BaseSettings):
 
     # Signs customer and agent session tokens; generated per data dir in development.
     secret_key: SecretStr | None = None
-    customer_session_ttl_s: int = 7 * 24 * 3600
+    # A bank's customer session: hours, not days (the mini-program signs in again silently with wx.login on 401).
+    customer_session_ttl_s: int = 2 * 3600
     agent_session_ttl_s: int = 12 * 3600
 
     # NLU studio (api/studio): the product team's files, the trained models, and this stack's NLU deployment
@@ -87,6 +88,43 @@ class Settings(BaseSettings):
     # STUN/TURN for the server's peer connections: a JSON list (urls strings or {"urls", "username",
     # "credential"} objects) or comma-separated STUN urls. Unset means none: host candidates only.
     video_ice_servers: str | None = None
+
+    # Abuse limits (api/ratelimit.py: the `limits` library on this deployment's Redis), "N/period" as `limits`
+    # parses them ("5/5 minutes", "30/minute"). Over a limit: 429 with Retry-After and a plain message.
+    limit_agent_login_per_client: str = "30/minute"  # every sign-in attempt from one client address
+    limit_agent_login_failures: str = "5/5 minutes"  # wrong passwords per username, then each try waits (backoff)
+    limit_agent_login_lockout: str = "10/hour"  # wrong passwords per username that lock it until a supervisor unlocks
+    limit_miniapp_login_per_client: str = "60/minute"  # wx.login sign-ins from one client address
+    limit_miniapp_login_failures_per_client: str = "10/10 minutes"  # bad codes before jscode2session is spared
+    limit_messages_per_customer: str = "30/minute"
+    limit_video_calls_per_customer: str = "5/10 minutes"
+    limit_studio_writes_per_agent: str = "60/minute"
+    # A customer's next message waits this long at most for the previous one's turn, then "retry shortly".
+    customer_turn_wait_s: float = 5.0
+    # Single-use tickets that stand in for a session token where a URL must carry something (WebSocket, video page).
+    ticket_ttl_s: int = 60
+    # Request header bounds (api/http_limits.py, and the server's parser in ThreadedServer): else 431.
+    max_header_bytes: int = 32 * 1024
+    max_header_count: int = 100
+    # Official account pushes: a timestamp older (or further ahead) than this, or a nonce seen within it, is 403.
+    oa_push_max_age_s: int = 300
+
+    @field_validator(
+        "limit_agent_login_per_client",
+        "limit_agent_login_failures",
+        "limit_agent_login_lockout",
+        "limit_miniapp_login_per_client",
+        "limit_miniapp_login_failures_per_client",
+        "limit_messages_per_customer",
+        "limit_video_calls_per_customer",
+        "limit_studio_writes_per_agent",
+    )
+    @classmethod
+    def _a_rate_limit(cls, value: str) -> str:
+        from limits import parse
+
+        parse(value)  # ValueError: refused at start, not at the first request
+        return value
 
     @model_validator(mode="after")
     def _refuse_placeholders_in_production(self) -> Settings:

@@ -115,8 +115,18 @@ def emulator(emulator_url) -> EmulatorClient:
     return EmulatorClient(emulator_url)
 
 
+# Every test client is 127.0.0.1 and most stacks share one Redis: per-address limits would count the whole suite
+# as one client. They are lifted here; tests of those limits set them on a stack of their own (isolated_stack).
+PER_ADDRESS_LIMITS_LIFTED = {
+    "limit_agent_login_per_client": "100000/minute",
+    "limit_miniapp_login_per_client": "100000/minute",
+    "limit_miniapp_login_failures_per_client": "100000/minute",
+}
+
+
 def app_settings(tmp_path: Path, **overrides) -> Settings:
-    return Settings(env="test", data_dir=tmp_path, secret_key="test-secret-" + "x" * 32, **overrides)
+    values = {**PER_ADDRESS_LIMITS_LIFTED, **overrides}
+    return Settings(env="test", data_dir=tmp_path, secret_key="test-secret-" + "x" * 32, **values)
 
 
 @pytest.fixture(scope="session")

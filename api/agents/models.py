@@ -32,4 +32,6 @@ class Agent(SQLModel, table=True):
     video_capable: bool = True
     presence: str = Field(default="offline", max_length=16)
     active: bool = True
+    # Set after repeated wrong passwords (api/agents/signin.py); sign-in is refused until a supervisor unlocks.
+    locked_at: datetime | None = None
     created_at: datetime = Field(default_factory=utcnow)

@@ -9,7 +9,7 @@ import yaml
 from fastapi import APIRouter
 from sqlmodel import col, select
 
-from api.agents import flows, service
+from api.agents import flows, signin
 from api.agents.schemas import (
     AgentLogin,
     AgentPublic,
@@ -29,8 +29,8 @@ from api.bounds import RecordId
 from api.conversations import service as conversations
 from api.conversations.models import Conversation, ConversationState, Message
 from api.conversations.schemas import ConversationDetail, MessagePublic
-from api.deps import CurrentAgent, DeliveryDep, RoutingDep, SessionDep, SettingsDep
-from api.errors import NotAuthenticated, NotPermitted, ResourceNotFound
+from api.deps import ClientAddress, CurrentAgent, DeliveryDep, LimiterDep, RoutingDep, SessionDep, SettingsDep
+from api.errors import NotPermitted, ResourceNotFound
 from api.masking import mask_sensitive, mask_structure
 from api.routing.flows import do_claim
 from api.security import issue_token
@@ -40,11 +40,12 @@ CANNED_PATH = Path(__file__).with_name("canned_replies.yml")
 
 
 @router.post("/login", response_model=AgentSession)
-async def login(body: AgentLogin, session: SessionDep, settings: SettingsDep):
-    agent = await service.authenticate(session, username=body.username, password=body.password)
-    if agent is None:
-        raise NotAuthenticated("wrong username or password", code="bad_credentials")
-    audit(session, actor_kind="agent", actor_id=agent.id, action="agent_login", subject=f"agent:{agent.id}")
+async def login(
+    body: AgentLogin, session: SessionDep, settings: SettingsDep, limiter: LimiterDep, client: ClientAddress
+):
+    """Sign in; repeated wrong passwords slow down (429 with Retry-After), then lock the account (403
+    `account_locked`) until a supervisor unlocks it."""
+    agent = await signin.do_sign_in(session, limiter, username=body.username, password=body.password, client=client)
     token = issue_token(settings.signing_key(), kind="agent", subject=agent.id, ttl_s=settings.agent_session_ttl_s)
     return AgentSession(
         token=token,

@@ -93,6 +93,7 @@ class AgentLoad(BaseModel):
     presence: str
     capacity: int
     load: int
+    locked: bool = False  # locked after repeated wrong passwords: a supervisor unlocks it
 
 
 class GroupQueue(BaseModel):

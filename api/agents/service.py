@@ -7,7 +7,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from api.agents.models import Agent, AgentRole
 from api.errors import Conflict
-from api.security import hash_password, verify_password
+from api.security import hash_password, hash_password_async, verify_password_async
 
 SKILL_GROUPS = ("cards", "loans", "accounts", "wealth", "general")
 
@@ -36,7 +36,7 @@ async def create(
     agent = Agent(
         username=username,
         display_name=display_name or username,
-        password_hash=hash_password(password),
+        password_hash=await hash_password_async(password),
         role=AgentRole(role),
         skills=list(skills or ["general"]),
         capacity=capacity,
@@ -47,13 +47,12 @@ async def create(
     return agent
 
 
-async def authenticate(session: AsyncSession, *, username: str, password: str) -> Agent | None:
-    """The active agent with these credentials, else None (same answer for unknown user and bad password)."""
-    agent = await get_by_username(session, username)
+async def check_password(agent: Agent | None, password: str) -> bool:
+    """True for the active agent's own password; the same work (and time) for an unknown or disabled one."""
     if agent is None or not agent.active:
-        verify_password(_DUMMY_HASH, password)  # spend the same time either way
-        return None
-    return agent if verify_password(agent.password_hash, password) else None
+        await verify_password_async(_DUMMY_HASH, password)
+        return False
+    return await verify_password_async(agent.password_hash, password)
 
 
 _DUMMY_HASH = hash_password("not-a-real-password")

@@ -8,11 +8,13 @@ from sqlmodel import func, select
 from api.agents.models import Agent
 from api.agents.reports import today_figures
 from api.agents.router import queue_item
-from api.agents.schemas import AgentLoad, GroupQueue, SupervisorOverview
+from api.agents.schemas import AgentLoad, AgentPublic, GroupQueue, SupervisorOverview
 from api.agents.service import SKILL_GROUPS
+from api.agents.signin import do_unlock
+from api.bounds import RecordId
 from api.conversations import service as conversations
 from api.conversations.models import Conversation, ConversationState
-from api.deps import SessionDep, SettingsDep, Supervisor
+from api.deps import LimiterDep, SessionDep, SettingsDep, Supervisor
 from api.timeutil import utcnow
 
 router = APIRouter(prefix="/supervisor", tags=["supervisor"])
@@ -48,8 +50,16 @@ async def overview(_: Supervisor, session: SessionDep, settings: SettingsDep):
                 presence=a.presence,
                 capacity=a.capacity,
                 load=int(loads.get(a.id, 0)),
+                locked=a.locked_at is not None,
             )
             for a in agents
         ],
         today=await today_figures(session, tz=settings.timezone, now=now),
     )
+
+
+@router.post("/agents/{agent_id}/unlock", response_model=AgentPublic)
+async def unlock_agent(agent_id: RecordId, supervisor: Supervisor, session: SessionDep, limiter: LimiterDep):
+    """Let an agent locked after repeated wrong passwords sign in again (audited)."""
+    agent = await do_unlock(session, limiter, supervisor=supervisor, agent_id=agent_id)
+    return AgentPublic.model_validate(agent, from_attributes=True)

@@ -16,11 +16,13 @@ from api.audit.models import audit
 from api.bounds import RecordId
 from api.conversations import service as conversations
 from api.deps import (
+    ClientAddress,
     CurrentAgent,
     CurrentCustomer,
     SessionDep,
     SettingsDep,
     Supervisor,
+    VideoCallLimit,
     VideoDep,
     bearer_token,
     current_agent,
@@ -78,9 +80,14 @@ async def notice():
     return Notice(version=service.NOTICE_VERSION, title=service.NOTICE_TITLE, text=service.NOTICE_TEXT)
 
 
-@router.post("/calls", response_model=CallPublic, status_code=201)
+@router.post("/calls", response_model=CallPublic, status_code=201, dependencies=[VideoCallLimit])
 async def request_call(
-    body: CallRequest, request: Request, customer: CurrentCustomer, session: SessionDep, video: VideoDep
+    body: CallRequest,
+    request: Request,
+    customer: CurrentCustomer,
+    session: SessionDep,
+    video: VideoDep,
+    client: ClientAddress,
 ):
     """The customer consented: a call for their conversation (the existing one if it is still active)."""
     call = await flows.do_request_call(
@@ -90,7 +97,7 @@ async def request_call(
         conversation_id=body.conversation_id,
         notice_version=body.consent.notice_version,
         user_agent=request.headers.get("user-agent"),
-        client_ip=request.client.host if request.client else None,
+        client_ip=client,
     )
     return CallPublic.of(call)
 

@@ -17,8 +17,19 @@ from api.conversations.models import ConversationState
 from api.conversations.schemas import ConversationBrief, MessagePublic, message_event
 from api.customers.models import Channel
 from api.db import unit_of_work
-from api.deps import CurrentCustomer, RedisDep, SessionDep, SettingsDep, TriageDep, WeChatDep, socket_bearer
-from api.errors import Conflict
+from api.deps import (
+    ClientAddress,
+    CurrentCustomer,
+    CustomerMessageLimit,
+    LimiterDep,
+    RedisDep,
+    SessionDep,
+    SettingsDep,
+    TriageDep,
+    WeChatDep,
+    socket_bearer,
+)
+from api.errors import BadRequest, Conflict
 from api.realtime import customer_channel
 
 router = APIRouter(prefix="/miniapp", tags=["miniapp"])
@@ -26,12 +37,28 @@ log = logging.getLogger(__name__)
 
 
 @router.post("/login", response_model=LoginResponse)
-async def login(body: LoginRequest, session: SessionDep, redis: RedisDep, wechat: WeChatDep, settings: SettingsDep):
-    token, customer_id = await service.login(session, redis, wechat, settings, code=body.code)
+async def login(
+    body: LoginRequest,
+    session: SessionDep,
+    redis: RedisDep,
+    wechat: WeChatDep,
+    settings: SettingsDep,
+    limiter: LimiterDep,
+    client: ClientAddress,
+):
+    """A wx.login code for a session token. Per client address: a cap on sign-ins, and once too many codes
+    were bad, no more are sent to WeChat's jscode2session for a while (429)."""
+    await limiter.hit("miniapp_login_client", client)
+    await limiter.check("miniapp_login_failures", client)
+    try:
+        token, customer_id = await service.login(session, redis, wechat, settings, code=body.code)
+    except BadRequest:
+        await limiter.count("miniapp_login_failures", client)
+        raise
     return LoginResponse(token=token, customer_id=customer_id, expires_in=settings.customer_session_ttl_s)
 
 
-@router.post("/messages", response_model=SendResult)
+@router.post("/messages", response_model=SendResult, dependencies=[CustomerMessageLimit])
 async def send_message(
     body: SendMessage, customer: CurrentCustomer, session: SessionDep, redis: RedisDep, triage: TriageDep
 ):
