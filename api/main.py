@@ -79,6 +79,7 @@ async def _start_dependencies(app: FastAPI, settings: Settings, stack: AsyncExit
         delivery=Delivery(app.state.redis),
         routing=RoutingEngine(app.state.redis),
         avg_handle_s=settings.avg_handle_s,
+        turn_wait_s=settings.customer_turn_wait_s,
     )
     app.state.wechat = WeChatPlatform(
         api_base=api_base,

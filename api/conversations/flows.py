@@ -59,6 +59,8 @@ class Triage:
     delivery: Delivery
     routing: RoutingEngine
     avg_handle_s: int = 240
+    # How long a message waits for the customer's previous one to finish (api/settings.py customer_turn_wait_s).
+    turn_wait_s: float = 5.0
 
 
 async def do_receive_customer_message(
@@ -78,15 +80,19 @@ async def do_receive_customer_message(
     Only text goes to the bot; other kinds (an image, a menu tap) are stored for the agent and the
     channel acknowledges them itself.
     """
-    async with customer_turn(redis, customer_id) as turn:
+    if platform_msg_id:
+        # A retry of a message already handled is answered from the record, without waiting for the turn.
+        handled = await _already_handled(session, channel, platform_msg_id)
+        if handled is not None:
+            return handled
+    # Hand the request's SQL connection back before waiting for the turn: waiters holding connections starved
+    # the pool, and the turn's holder (which needs one to finish) with it.
+    await session.commit()
+    async with customer_turn(redis, customer_id, triage.turn_wait_s) as turn:
         if platform_msg_id:
-            existing = await service.get_message_by_platform_id(
-                session, channel=channel, platform_msg_id=platform_msg_id
-            )
-            if existing is not None:
-                conversation = await session.get(Conversation, existing.conversation_id)
-                replies = await service.list_replies_to(session, existing.id)
-                return Received(existing, conversation, replies, duplicate=True)
+            handled = await _already_handled(session, channel, platform_msg_id)
+            if handled is not None:
+                return handled
         conversation = await service.open_for_message(session, customer_id=customer_id, channel=channel, touch=False)
         bot_answers = conversation.state == ConversationState.BOT and kind == "text"
         if not bot_answers:
@@ -122,6 +128,15 @@ async def do_receive_customer_message(
     return Received(inbound, conversation, replies)
 
 
+async def _already_handled(session: AsyncSession, channel: str, platform_msg_id: str) -> Received | None:
+    existing = await service.get_message_by_platform_id(session, channel=channel, platform_msg_id=platform_msg_id)
+    if existing is None:
+        return None
+    conversation = await session.get(Conversation, existing.conversation_id)
+    replies = await service.list_replies_to(session, existing.id)
+    return Received(existing, conversation, replies, duplicate=True)
+
+
 async def _route(session: AsyncSession, redis: Redis, triage: Triage, conversation: Conversation) -> None:
     """The bot handed over: queue the escalation and try to give it to an agent now."""
     escalation = await service.get_open_escalation(session, conversation.id)
@@ -144,16 +159,21 @@ class Turn:
 
 
 @asynccontextmanager
-async def customer_turn(redis: Redis, customer_id: int):
+async def customer_turn(redis: Redis, customer_id: int, wait_s: float = 5.0):
     """One message of a customer at a time, across every worker.
 
-    Not getting the turn in time is a clear "busy, retry" (a retry is deduplicated); losing the lock's
+    Not getting the turn within `wait_s` (short: the caller holds no SQL connection meanwhile, but the
+    customer is waiting) is a clear "busy, retry shortly" (a retry is deduplicated); losing the lock's
     expiry during a very slow turn is logged, not turned into an error after the work is committed.
     What the turn `keep`s is written only if it ends without an error, as before the lock goes.
     """
-    lock = redis.lock(f"yt:lock:customer:{customer_id}", timeout=60, blocking_timeout=30)
+    lock = redis.lock(f"yt:lock:customer:{customer_id}", timeout=60, blocking_timeout=wait_s, sleep=0.05)
     if not await lock.acquire():
-        raise UpstreamUnavailable("the previous message is still being handled, please retry", code="customer_busy")
+        raise UpstreamUnavailable(
+            "上一条消息还在处理中，请稍后重试（the previous message is still being handled, please retry shortly）",
+            code="customer_busy",
+            retry_after=1,
+        )
     turn = Turn()
     try:
         yield turn
