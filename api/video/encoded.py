@@ -91,7 +91,7 @@ class EncodedTap:
         self.listeners: list[Listener] = []
         self.codec: RTCRtpCodecParameters | None = None
         self.ended = False
-        self._thread_side: queue.Queue = queue.Queue(maxsize=1)  # only the final None goes there
+        self._thread_side: queue.Queue = queue.Queue()  # only the final None goes there (never blocks the loop)
 
     # Called by aiortc on the event loop (`_handle_rtp_packet`, and `__stop_decoder` with None).
     def put(self, item) -> None:

@@ -48,6 +48,7 @@ FORMAT_OPTIONS = {
     ".mp4": ("mp4", {"movflags": "frag_keyframe+empty_moov+default_base_moof", "frag_duration": "1000000"}),
     ".webm": ("webm", {"cluster_time_limit": "1000"}),
 }
+MP4_OPTIONS = FORMAT_OPTIONS[".mp4"][1]
 _STOP = object()
 
 
@@ -103,6 +104,7 @@ class PartyRecorder:
         self._t0 = 0.0
         self._timelines: dict[str, evidence.KindTimeline] = {}
         self._waiting_keyframe = True
+        self._video_started = False  # the first video keyframe has been taken into the file
         self._queue: queue.Queue = queue.Queue()
         self._thread: threading.Thread | None = None
         self._abort = threading.Event()
@@ -112,6 +114,11 @@ class PartyRecorder:
     @property
     def kinds(self) -> set[str]:
         return set(self.sources)
+
+    @property
+    def pending(self) -> dict[str, int]:
+        """Frames waiting for the writer thread (the bench reads it)."""
+        return {"queued": self._queue.qsize()}
 
     @property
     def recording(self) -> bool:
@@ -171,13 +178,13 @@ class PartyRecorder:
         self.frames_in[kind] += 1
         if kind == "video" and self._waiting_keyframe:
             if not frame.keyframe:
-                if self.frames_recorded["video"] or self._queue.qsize():
+                if self._video_started:
                     self.frames_dropped["video"] += 1  # mid-recording: lost evidence, counted as such
                 else:
                     self.skipped_before_keyframe += 1
                 source.request_keyframe()
                 return
-            self._waiting_keyframe = False
+            self._waiting_keyframe, self._video_started = False, True
         if frame.mime != self.codec.get(kind):
             self.frames_dropped[kind] += 1  # a rejoin with another codec can't go into this file as is
             return
