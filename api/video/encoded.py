@@ -6,9 +6,10 @@ thread through a private `queue.Queue` (`_RTCRtpReceiver__decoder_queue`, filled
 `_handle_rtp_packet`). There is no public way to get that frame: the maintainers' answer to "record/forward
 without decoding" has been that it isn't supported (aiortc issues #55, #420, #449, #984, still open for the
 receiver in 1.16). Without it the server decodes every incoming frame and re-encodes it twice (for the other
-party and for the recording): bench/video measured 0.7-0.8 server cores per 640×480 call that way, against
-the figures in docs/benchmarks.md with this hook (the relay itself then costs about as much as the RTP
-handling). What we touch, all of it here:
+party and for the recording): bench/video measured 0.57 server cores per recorded 640×480 call that way on
+an idle box (0.7-0.8 in issue 11's trial); with it, one recorded call took 0.16 cores, all frames delivered
+and recorded, on a box loaded by other jobs (docs/benchmarks.md, same command before and after).
+What we touch, all of it here:
 
 - `receiver._RTCRtpReceiver__decoder_queue` is replaced, before `receive()` starts the decoder thread, by an
   `EncodedTap`: `put((codec, frame))` hands the frame to our listeners instead; `put(None)` (the receiver
