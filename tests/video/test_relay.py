@@ -85,11 +85,10 @@ async def test_h264_is_relayed_and_recorded_as_sent_and_a_receivers_keyframe_req
     customer, agent, call_id = await connect_call(stack, emulator, customer_media, agent_media)
     sent_at_connect = customer_media.video.sent
 
-    # The agent sees the customer's own numbered frames (decoded only at the agent), in order.
+    # The agent sees the customer's picture (decoded only at the agent). Its order is checked in the file below:
+    # the clip loops every 4 s, so the numbers the agent reads restart.
     await wait_until(lambda: len(agent_media.received) > 20 and len(customer_media.received) > 20, 15, "relayed")
     assert all(looks_like(colour, "customer") for colour, _ in agent_media.received[-10:])
-    numbers = [n for _, n in agent_media.received]
-    assert numbers == sorted(numbers)
 
     # A keyframe request (PLI) from the agent's side goes to the customer's sender, not into a server encoder.
     await asyncio.sleep(1.5)  # the call has settled: the recorder and the relay have their keyframes
