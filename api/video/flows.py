@@ -279,11 +279,12 @@ async def do_connect(registry: CallRegistry, call_id: int) -> None:
                 customer_id=call.customer_id,
                 agent_id=call.agent_id,
                 consent_id=call.consent_id,
-                path=service.recording_relpath(call, role, now),
+                path=service.recording_relpath(call, role, now, form["suffix"]),
+                content_type=form["content_type"],
                 started_at=now,
-                frames={"kinds": sorted(kinds)},
+                frames={"kinds": form["kinds"]},
             )
-            for role, kinds in registry.recording_kinds(call.id).items()
+            for role, form in registry.recording_formats(call.id).items()
         }
         session.add_all(rows.values())
         message = service.system_message(
@@ -441,7 +442,7 @@ async def finalize_recordings(registry: CallRegistry, call_id: int, results: dic
             if result is None:
                 row.status, row.error = RecordingStatus.FAILED, "the recording never started"
                 continue
-            row.status = RecordingStatus.COMPLETE if result.status == "complete" else RecordingStatus.FAILED
+            row.status = RecordingStatus(result.status)
             row.error, row.duration_s, row.size_bytes, row.sha256 = (
                 result.error,
                 result.duration_s,
@@ -454,9 +455,17 @@ async def finalize_recordings(registry: CallRegistry, call_id: int, results: dic
                 "in": result.frames_in,
                 "recorded": result.frames_recorded,
                 "dropped": result.frames_dropped,
+                "in_file": result.frames_in_file,
+                "durations_s": result.durations_s,
+                "skipped_before_keyframe": result.skipped_before_keyframe,
             }
+            row.content_type = result.content_type or row.content_type
+            row.video_codec, row.audio_codec = result.video_codec, result.audio_codec
+            row.frames_received, row.frames_written = result.frames_in.get("video"), result.frames_recorded.get("video")
+            row.gaps, row.av_offset_s, row.issues = result.gaps, result.av_offset_s, result.issues
+            row.transcoded = result.transcoded
             if row.status != RecordingStatus.COMPLETE:
-                log.error("call %s: %s recording flagged: %s", call_id, row.party, row.error)
+                log.error("call %s: %s recording flagged: %s", call_id, row.party, row.error or "; ".join(row.issues))
         if rows:
             call = await session.get(VideoCall, call_id)
             service.add_event(session, call, "recordings_finalized", recordings={r.party: r.status for r in rows})

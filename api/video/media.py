@@ -1,14 +1,17 @@
 """The media of one call in this worker: a server-side peer connection per party, the relay between them,
 and a recorder per party. No SQL here: state changes are reported to a callback (the registry).
 
-    customer ──RTP──▶ [pc customer] ── CountingTrack ──▶ MediaRelay ──▶ ForwardTrack ──▶ [pc agent] ──▶ agent
-                                                              └──────▶ PartyRecorder("customer") ──▶ .mp4
+    customer ──RTP──▶ [pc customer] ── Incoming (encoded) ──▶ ForwardTrack ──▶ [pc agent] ──▶ agent
+                                              └──────────▶ PartyRecorder("customer") ──▶ .mp4 / .webm
     (and the same the other way round)
 
-Every incoming track is read from the moment its party is wired — by the recorder, which discards frames
-until the call is connected — so nothing ever queues in aiortc's receive queues. What goes to the other
-party is unbuffered (`buffered=False`) for video: a live picture shows the newest frame, and a slow sender
-skips frames instead of falling behind; audio is buffered so bursts from the jitter buffer aren't cut.
+Nothing is decoded or re-encoded on the normal path: each party's reassembled frames (`encoded.py`) are
+handed as `av.Packet`s to the other party's sender, which packetizes them as they are, and muxed into the
+party's file. Both connections are answered with the same codec (`codecs.choose`: the first offer picks
+H.264 constrained baseline, else VP8; Opus for audio). Only a party that can't take the call's codec costs
+a decode and an encode, for their direction only (`ForwardTrack.transcoded`, stated on the recordings).
+Keyframe requests (PLI/FIR) from a receiver go to the sending party; so do the forward tracks' and the
+recorders' own (a new receiver, a file's start).
 """
 
 from __future__ import annotations
@@ -21,12 +24,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription, rtp
-from aiortc.contrib.media import MediaRelay
-from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCRtpTransceiver, RTCSessionDescription, rtp
 
 from api.errors import BadRequest
+from api.video import codecs, encoded
 from api.video.recorder import PartyRecorder, RecordingResult
+from api.video.relay import ForwardTrack, Incoming
 
 log = logging.getLogger(__name__)
 
@@ -57,88 +60,22 @@ def other(role: str) -> str:
     return "agent" if role == "customer" else "customer"
 
 
-class CountingTrack(MediaStreamTrack):
-    """A party's incoming track as the relay sees it; counts frames (for the bench and the evidence row)."""
-
-    def __init__(self, source: MediaStreamTrack) -> None:
-        super().__init__()
-        self.kind = source.kind
-        self.source = source
-        self.frames = 0
-
-    async def recv(self):
-        frame = await self.source.recv()
-        self.frames += 1
-        return frame
-
-    def stop(self) -> None:
-        super().stop()
-        self.source.stop()
-
-
-class ForwardTrack(MediaStreamTrack):
-    """What the server sends one party: the other party's media once it has arrived (and again if they rejoin).
-
-    Until then it simply waits: the connection comes up, and the picture appears when the other side does.
-    """
-
-    def __init__(self, kind: str) -> None:
-        super().__init__()
-        self.kind = kind
-        self.origin: MediaStreamTrack | None = None
-        self.frames = 0
-        self._source: MediaStreamTrack | None = None
-        self._ready = asyncio.Event()
-
-    def attach(self, source: MediaStreamTrack, origin: MediaStreamTrack) -> None:
-        # The previous source (if any) belongs to a connection that is closing: it ends by itself, which
-        # also wakes a `recv` still waiting on it (stopping it here would leave that `recv` hanging).
-        self._source, self.origin = source, origin
-        self._ready.set()
-
-    async def recv(self):
-        while True:
-            if self.readyState != "live":
-                raise MediaStreamError
-            source = self._source
-            if source is None:
-                self._ready.clear()
-                await self._ready.wait()
-                continue
-            try:
-                frame = await source.recv()
-            except MediaStreamError:
-                if self._source is source:  # the other party left; wait for them to rejoin
-                    self._source = self.origin = None
-                continue
-            self.frames += 1
-            return frame
-
-    def stop(self) -> None:
-        super().stop()
-        if self._source is not None:
-            self._source.stop()
-        self._ready.set()
-
-
 @dataclass
 class PartyLink:
-    """One party's server-side peer connection and its tracks."""
+    """One party's server-side peer connection: what comes in (encoded) and what goes out."""
 
     role: str
     pc: RTCPeerConnection
-    incoming: dict[str, CountingTrack] = field(default_factory=dict)
+    incoming: dict[str, Incoming] = field(default_factory=dict)
     outgoing: dict[str, ForwardTrack] = field(default_factory=dict)
-    extra: list[asyncio.Task] = field(default_factory=list)
+    codecs: dict[str, str] = field(default_factory=dict)  # kind → what the answer negotiated
 
     @property
     def state(self) -> str:
         return self.pc.connectionState
 
     async def close(self) -> None:
-        for task in self.extra:
-            task.cancel()
-        for track in [*self.incoming.values(), *self.outgoing.values()]:
+        for track in self.outgoing.values():
             track.stop()
         await self.pc.close()
 
@@ -148,27 +85,27 @@ def ice_configuration(ice_servers: list[dict]) -> RTCConfiguration:
     return RTCConfiguration(iceServers=[RTCIceServer(**server) for server in ice_servers])
 
 
-async def _drain(track: MediaStreamTrack) -> None:
-    """Read and drop a track we don't use (a second camera, say), so its frames don't pile up."""
-    try:
-        while True:
-            await track.recv()
-    except MediaStreamError:
-        return
-
-
 class CallMedia:
-    """Peer connections, relay and recorders of one call; `on_state(call_id, role, state)` hears every change."""
+    """Peer connections, relay and recorders of one call; `on_state(call_id, role, state)` hears every change.
+
+    Public interface (what the registry, or a media worker hosting it, uses): `answer`, `connected`,
+    `both_connected`, `start_recording`, `recording_formats`, `recorders[role].kinds`, `stats`, `close`,
+    `links`, `closing`, `video_codec`, `transcoding`.
+    """
 
     def __init__(self, call_id: int, *, ice_servers: list[dict], on_state: StateCallback) -> None:
         self.call_id = call_id
         self.ice_servers = ice_servers
         self.on_state = on_state
-        self.relay = MediaRelay()
         self.links: dict[str, PartyLink] = {}
         self.recorders = {role: PartyRecorder(f"{call_id}-{role}") for role in ROLES}
         self.closing = False
-        self._wired: set[MediaStreamTrack] = set()
+        self.video_codec: str | None = None  # the call's codec: the first offer's pick, kept for later offers
+
+    @property
+    def transcoding(self) -> bool:
+        """Whether any media of this call has had to be decoded and re-encoded (no common codec)."""
+        return any(track.transcoded for link in self.links.values() for track in link.outgoing.values())
 
     def connected(self, role: str) -> bool:
         link = self.links.get(role)
@@ -181,15 +118,12 @@ class CallMedia:
         """Take a party's offer (a first one, or a rejoin that replaces their old connection); return our answer."""
         if self.closing:
             raise BadRequest("this call is ending", code="call_ending")
+        try:
+            offered = codecs.offered_media(offer.sdp)
+        except Exception as exc:  # aiortc's parser raises ValueError, IndexError, KeyError… on malformed SDP
+            raise BadRequest(f"the SDP offer could not be read: {type(exc).__name__}: {exc}", code="bad_sdp") from exc
         pc = RTCPeerConnection(ice_configuration(self.ice_servers))
         link = PartyLink(role, pc)
-
-        @pc.on("track")
-        def on_track(track: MediaStreamTrack) -> None:
-            if track.kind in KINDS and track.kind not in link.incoming:
-                link.incoming[track.kind] = CountingTrack(track)
-            else:
-                link.extra.append(asyncio.ensure_future(_drain(track)))
 
         @pc.on("connectionstatechange")
         def on_state() -> None:
@@ -197,20 +131,52 @@ class CallMedia:
                 self.on_state(self.call_id, role, pc.connectionState)
 
         try:
-            await pc.setRemoteDescription(offer)
-            for transceiver in pc.getTransceivers():
-                if transceiver.kind in KINDS and transceiver.kind not in link.outgoing:
-                    link.outgoing[transceiver.kind] = forward = ForwardTrack(transceiver.kind)
-                    pc.addTrack(forward)
-            if not link.outgoing:
+            ours: dict[str, RTCRtpTransceiver] = {}
+            for kind, offered_codecs in offered:
+                if kind in ours:
+                    continue  # a second camera: answered by aiortc, its frames discarded
+                choice = codecs.choose(kind, offered_codecs, self.video_codec if kind == "video" else None)
+                link.outgoing[kind] = forward = ForwardTrack(kind, choice.mime if choice else "")
+                ours[kind] = pc.addTransceiver(forward, direction="sendrecv")
+                if choice is not None:
+                    ours[kind].setCodecPreferences(choice.preferences())
+            if not ours:
                 raise BadRequest("the offer has no audio or video", code="bad_sdp")
+            await pc.setRemoteDescription(offer)
+            taps = {id(t): encoded.tap(t.receiver, t.kind) for t in pc.getTransceivers() if t.kind in KINDS}
             await pc.setLocalDescription(await pc.createAnswer())
+            link.codecs = codecs.answered_codecs(pc.localDescription.sdp)
         except BadRequest:
             await link.close()
             raise
-        except Exception as exc:  # aiortc raises ValueError, AssertionError, KeyError… on malformed SDP
+        except Exception as exc:  # aiortc raises ValueError, OperationError, KeyError… on SDP it can't use
             await link.close()
             raise BadRequest(f"the SDP offer could not be used: {type(exc).__name__}: {exc}", code="bad_sdp") from exc
+        for kind, transceiver in ours.items():
+            forward = link.outgoing[kind]
+            forward.codec = link.codecs.get(kind, forward.codec)
+            link.incoming[kind] = Incoming(kind, transceiver.receiver, taps[id(transceiver)], link.codecs.get(kind))
+            encoded.on_keyframe_request(transceiver.sender, forward.keyframe_requested)
+        if self.video_codec is None and "video" in link.codecs:
+            self.video_codec = link.codecs["video"]
+        other_link = self.links.get(other(role))
+        if (
+            other_link is not None
+            and "video" in link.codecs
+            and other_link.codecs.get("video")
+            not in (
+                None,
+                link.codecs["video"],
+            )
+        ):
+            log.warning(
+                "call %s: no common video codec (%s: %s, %s: %s): transcoding",
+                self.call_id,
+                role,
+                link.codecs["video"],
+                other(role),
+                other_link.codecs["video"],
+            )
         previous = self.links.get(role)
         self.links[role] = link
         if previous is not None:
@@ -219,16 +185,23 @@ class CallMedia:
         return pc.localDescription
 
     def _wire(self) -> None:
-        """Connect every incoming track to its party's recorder and to the other party, once each."""
+        """Connect every incoming track to its party's recorder and to the other party (idempotent)."""
         for role, link in self.links.items():
             peer = self.links.get(other(role))
-            for kind, track in link.incoming.items():
-                if track not in self._wired:
-                    self._wired.add(track)
-                    self.recorders[role].feed(kind, self.relay.subscribe(track, buffered=True))
+            for kind, incoming in link.incoming.items():
+                self.recorders[role].feed(kind, incoming)
                 forward = peer.outgoing.get(kind) if peer else None
-                if forward is not None and forward.origin is not track:
-                    forward.attach(self.relay.subscribe(track, buffered=(kind == "audio")), origin=track)
+                if forward is not None and forward.origin is not incoming and not incoming.ended:
+                    forward.attach(incoming)
+
+    def recording_formats(self) -> dict[str, dict]:
+        """Per party with media: the kinds, the file suffix and content type its recording will have."""
+        formats = {}
+        for role, recorder in self.recorders.items():
+            if recorder.kinds:
+                suffix, content_type = recorder.format()
+                formats[role] = {"kinds": sorted(recorder.kinds), "suffix": suffix, "content_type": content_type}
+        return formats
 
     async def start_recording(self, paths: dict[str, Path]) -> dict[str, str | None]:
         """Start each party's file; per role None when it started, else why not."""
@@ -245,25 +218,33 @@ class CallMedia:
         return outcome
 
     def stats(self) -> dict[str, dict]:
-        """Frames in, forwarded and recorded per party and kind (what the bench reads)."""
+        """Frames in, forwarded and recorded per party and kind (what the bench reads), and how they went."""
         result = {}
         for role in ROLES:
             link, peer = self.links.get(role), self.links.get(other(role))
             recorder = self.recorders[role]
-            result[role] = {
-                kind: {
+            result[role] = {}
+            for kind in KINDS:
+                forward = peer.outgoing.get(kind) if peer else None
+                result[role][kind] = {
                     "in": link.incoming[kind].frames if link and kind in link.incoming else 0,
-                    "forwarded": peer.outgoing[kind].frames if peer and kind in peer.outgoing else 0,
+                    "forwarded": forward.frames if forward else 0,
                     "recorded": recorder.frames_recorded[kind],
                     "dropped": recorder.frames_dropped[kind],
+                    "codec": link.codecs.get(kind) if link else None,
+                    "transcoded": bool(forward and forward.transcoded),
+                    "forward_dropped": forward.dropped if forward else 0,
+                    "keyframe_requests": link.incoming[kind].keyframe_requests if link and kind in link.incoming else 0,
                 }
-                for kind in KINDS
-            }
         return result
 
     async def close(self) -> dict[str, RecordingResult | None]:
-        """Stop recording (files flushed and measured), then close both connections."""
+        """Stop recording (files closed within a second, then measured), then close both connections."""
         self.closing = True
         results = dict(zip(ROLES, await asyncio.gather(*(self.recorders[r].stop() for r in ROLES)), strict=False))
+        for role, result in results.items():
+            peer = self.links.get(other(role))
+            if result is not None and peer is not None:
+                result.transcoded = any(track.transcoded for track in peer.outgoing.values())
         await asyncio.gather(*(link.close() for link in self.links.values()), return_exceptions=True)
         return results

@@ -30,6 +30,7 @@ FINAL_STATES = (CallState.ENDED, CallState.MISSED, CallState.FAILED, CallState.C
 class RecordingStatus(StrEnum):
     RECORDING = "recording"
     COMPLETE = "complete"
+    DEGRADED = "degraded"  # closed and kept, but with a gap > 1 s, audio/video off by > 0.5 s, or frames not written
     FAILED = "failed"  # the file exists but closing or reading it failed: flagged for review, kept
     UNFINALIZED = "unfinalized"  # its worker died mid-call: fragments up to the last keyframe are playable
 
@@ -96,8 +97,21 @@ class Recording(SQLModel, table=True):
     sha256: str | None = Field(default=None, max_length=64)
     has_audio: bool = False
     has_video: bool = False
-    # Frames per kind: in (received), recorded, dropped (recorder over its backlog bound).
+    # Frames per kind: in (received), recorded, dropped (not written), in_file (demuxed back), durations_s.
     frames: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    # What the file holds, stated (migration 0009): the codecs as received (never re-encoded), the video frames
+    # received and written, every gap > 1 s ({kind, at_s, length_s}), audio length minus video length, whether
+    # this party's media reached the other party transcoded, and every reason it is `degraded`, in words.
+    video_codec: str | None = Field(default=None, max_length=16)
+    audio_codec: str | None = Field(default=None, max_length=16)
+    frames_received: int | None = None
+    frames_written: int | None = None
+    gaps: list[dict[str, Any]] = Field(
+        default_factory=list, sa_column=Column(JSON, nullable=False, server_default="[]")
+    )
+    av_offset_s: float | None = None
+    transcoded: bool = False
+    issues: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False, server_default="[]"))
 
 
 class CallEvent(SQLModel, table=True):

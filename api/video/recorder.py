@@ -1,18 +1,20 @@
-"""Records one party of a call — their audio and their video — to one fragmented MP4 (H.264 + AAC).
+"""Records one party of a call — their video and audio exactly as they sent it — into one file, no re-encoding.
 
-Why not aiortc's `MediaRecorder`: it encodes libx264 at the default preset (several times the CPU of
-`veryfast`, which decides how many calls a box can hold), it lets PyAV rewrite the timestamps of the frames
-it encodes in place (PyAV's `encode` rebases `frame.pts`; with `MediaRelay` the same frame object is also
-being encoded for the other party in another thread), its queue grows without bound when the encoder falls
-behind, and a crash before `stop()` leaves an MP4 without its index. Here:
+H.264 goes into a fragmented MP4, VP8 into WebM; Opus audio is muxed as received in both. The server
+never decodes for the recording: it asks the party's sender for a keyframe when the recording starts,
+skips delta frames until it arrives (so the file starts decodable; the wait shows as a gap if it is long),
+and reads the picture size from that keyframe's headers (`codecs.picture_size`).
 
-- frames are copied before encoding; video is stamped with its arrival time, audio with the sender's
-  clock anchored at its first arrival, so the two stay in sync and the file lasts as long as the call;
-- encoding and muxing run on one thread per recorder (PyAV releases the GIL while encoding), in order;
-- the backlog is bounded: past `MAX_BACKLOG_S` of unencoded media a frame is dropped and counted, so a
-  saturated server degrades the evidence visibly (`frames_dropped`) instead of running out of memory;
-- the MP4 is fragmented (`empty_moov`, a fragment per keyframe, a keyframe every 2 s), so a file whose
-  writer died is still playable up to its last fragment: flagged, never lost.
+- Muxing runs on one writer thread per recorder (file I/O never on the event loop), fed through a bounded
+  queue (`MAX_BACKLOG` frames): past it frames are dropped and counted, so a saturated disk degrades the
+  evidence visibly instead of growing memory. The thread ends with the recording.
+- Each frame is placed by the sender's clock anchored at its arrival (`evidence.KindTimeline`): gaps are
+  kept and listed, audio and video stay in step.
+- `stop()` closes the file within `STOP_WITHIN_S` of the call's end: what the writer hasn't muxed by then is
+  counted as not written. Then the file is measured (size, SHA-256, frames and length per kind, demuxed
+  without decoding) and judged (`evidence.verdict`): `complete`, `degraded` or `failed`.
+- The MP4 is fragmented (a fragment per second or keyframe) and WebM written in 1 s clusters, so a file
+  whose writer died is still playable up to its last fragment: flagged, never lost.
 """
 
 from __future__ import annotations
@@ -21,28 +23,33 @@ import asyncio
 import hashlib
 import logging
 import os
+import queue
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from fractions import Fraction
 from pathlib import Path
 
 import av
-from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from api.timeutil import utcnow
+from api.video import codecs, evidence
+from api.video.encoded import EncodedFrame
+from api.video.relay import Incoming
 
 log = logging.getLogger(__name__)
 
-VIDEO_TIME_BASE = Fraction(1, 90000)
-VIDEO_FPS = 30
-KEYFRAME_EVERY_S = 2
-MAX_BACKLOG_S = 1.5
-MP4_OPTIONS = {"movflags": "frag_keyframe+empty_moov+default_base_moof"}
-X264_OPTIONS = {"preset": "veryfast", "crf": "23"}
-DEFAULT_SIZE = (640, 480)
-AUDIO_RATE = 48000
+CLOCKS = {"video": 90000, "audio": 48000}
+MAX_BACKLOG = 150  # frames waiting for the writer (~2 s of a call's video and audio)
+MAX_BEFORE_OPEN = 500  # audio frames held until the first video keyframe opens the file (~10 s)
+STOP_WITHIN_S = 0.8
+FORMAT_OPTIONS = {
+    ".mp4": ("mp4", {"movflags": "frag_keyframe+empty_moov+default_base_moof", "frag_duration": "1000000"}),
+    ".webm": ("webm", {"cluster_time_limit": "1000"}),
+}
+MP4_OPTIONS = FORMAT_OPTIONS[".mp4"][1]
+_STOP = object()
 
 
 @dataclass
@@ -50,7 +57,7 @@ class RecordingResult:
     """What a finished recording is, for its `Recording` row."""
 
     path: Path
-    status: str  # "complete" or "failed"
+    status: str  # "complete", "degraded" or "failed"
     started_at: datetime
     ended_at: datetime
     error: str | None = None
@@ -59,9 +66,19 @@ class RecordingResult:
     sha256: str | None = None
     has_audio: bool = False
     has_video: bool = False
+    content_type: str | None = None
+    video_codec: str | None = None
+    audio_codec: str | None = None
     frames_in: dict[str, int] = field(default_factory=dict)
     frames_recorded: dict[str, int] = field(default_factory=dict)
     frames_dropped: dict[str, int] = field(default_factory=dict)
+    frames_in_file: dict[str, int] = field(default_factory=dict)
+    durations_s: dict[str, float] = field(default_factory=dict)
+    skipped_before_keyframe: int = 0
+    gaps: list[dict] = field(default_factory=list)
+    av_offset_s: float | None = None
+    issues: list[str] = field(default_factory=list)
+    transcoded: bool = False  # this party's media reached the other party transcoded (set by CallMedia)
 
 
 def create_private_file(path: Path) -> None:
@@ -71,203 +88,234 @@ def create_private_file(path: Path) -> None:
 
 
 class PartyRecorder:
-    """Consumes one party's incoming tracks from the start of their connection; writes them once started."""
+    """Subscribes to one party's incoming encoded media; writes it to their file once started."""
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self.readers: dict[str, asyncio.Task] = {}
-        self.tracks: dict[str, MediaStreamTrack] = {}
+        self.sources: dict[str, Incoming] = {}
         self.frames_in = {"audio": 0, "video": 0}
         self.frames_recorded = {"audio": 0, "video": 0}
         self.frames_dropped = {"audio": 0, "video": 0}
-        self.last_size: tuple[int, int] | None = None
-        self.pending = {"audio": 0, "video": 0}
+        self.skipped_before_keyframe = 0
         self.path: Path | None = None
         self.started_at: datetime | None = None
         self.error: str | None = None
-        self._executor: ThreadPoolExecutor | None = None
-        self._container = None
-        self._streams: dict[str, av.stream.Stream] = {}
+        self.codec: dict[str, str] = {}  # per kind, fixed when the recording starts
         self._t0 = 0.0
-        self._last_video_pts = -1
-        self._next_audio_pts: int | None = None
-        self._futures: set[asyncio.Future] = set()
+        self._timelines: dict[str, evidence.KindTimeline] = {}
+        self._waiting_keyframe = True
+        self._video_started = False  # the first video keyframe has been taken into the file
+        self._queue: queue.Queue = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._abort = threading.Event()
+        self._opened: asyncio.Future | None = None
         self._lifecycle = asyncio.Lock()  # a stop during a start waits for the file to be open, then closes it
 
     @property
     def kinds(self) -> set[str]:
-        return set(self.readers)
+        return set(self.sources)
+
+    @property
+    def pending(self) -> dict[str, int]:
+        """Frames waiting for the writer thread (the bench reads it)."""
+        return {"queued": self._queue.qsize()}
 
     @property
     def recording(self) -> bool:
-        return self._container is not None
+        return self._thread is not None
 
-    def feed(self, kind: str, track: MediaStreamTrack) -> None:
-        """Read `track` (a relay proxy of the party's incoming track) from now on; replaces an older one."""
-        old, old_track = self.readers.pop(kind, None), self.tracks.pop(kind, None)
+    def feed(self, kind: str, source: Incoming) -> None:
+        """Record `source` (the party's incoming `kind`) from now on; replaces an older one (a rejoin)."""
+        old = self.sources.get(kind)
+        if old is source:
+            return
         if old is not None:
-            old.cancel()
-        if old_track is not None:
-            old_track.stop()  # leave the relay, or a still-live source would keep queueing for it
-        self.tracks[kind] = track
-        self.readers[kind] = asyncio.ensure_future(self._read(kind, track))
+            old.subscribers.discard(self._on_frame)
+        self.sources[kind] = source
+        source.subscribers.add(self._on_frame)
+        if self.recording and kind == "video":
+            self._waiting_keyframe = True
+            source.request_keyframe(force=True)
+
+    def format(self) -> tuple[str, str]:
+        """(suffix, content type) this party's file will have, from the codec their connection uses."""
+        video = self.sources.get("video")
+        return codecs.container_for(video.mime if video else None)
 
     async def start(self, path: Path) -> None:
-        """Open the file and write from the next frame on; streams for the kinds fed so far."""
+        """Open the file and write from the next keyframe on; streams for the kinds fed so far."""
         async with self._lifecycle:
-            await self._start(path)
+            if not self.sources:
+                raise RuntimeError("nothing to record: the party sends no audio or video")
+            suffix = path.suffix.lower()
+            if suffix not in FORMAT_OPTIONS:
+                raise RuntimeError(f"no container for {suffix!r}")
+            self.codec = {kind: source.mime for kind, source in self.sources.items() if source.mime}
+            if self.codec.get("video") not in (None, *codecs.CONTAINERS) or (
+                self.codec.get("video") and codecs.container_for(self.codec["video"])[0] != suffix
+            ):
+                raise RuntimeError(f"{self.codec.get('video')} can't go into a {suffix} file as received")
+            loop = asyncio.get_running_loop()
+            self._opened = loop.create_future()
+            self._t0, self.started_at = time.monotonic(), utcnow()
+            self._timelines = {kind: evidence.KindTimeline(kind, CLOCKS[kind]) for kind in self.sources}
+            self._waiting_keyframe = "video" in self.sources
+            self._thread = threading.Thread(
+                target=self._run, args=(loop, path, set(self.sources)), name=f"rec-{self.name}", daemon=True
+            )
+            self._thread.start()
+            await self._opened  # the file exists (0600) before the first frame; raises if it couldn't be created
+            self.path = path
+            if "video" in self.sources:
+                self.sources["video"].request_keyframe(force=True)
 
-    async def _start(self, path: Path) -> None:
-        kinds = self.kinds
-        if not kinds:
-            raise RuntimeError("nothing to record: the party sends no audio or video")
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"rec-{self.name}")
-        loop = asyncio.get_running_loop()
-        self._t0, self.started_at = time.monotonic(), utcnow()  # before the file opens: frames are stamped from it
-        await loop.run_in_executor(self._executor, self._open, path, kinds, self.last_size or DEFAULT_SIZE)
-        self.path = path
+    # --- on the event loop: frames in ---
 
-    def _open(self, path: Path, kinds: set[str], size: tuple[int, int]) -> None:
-        create_private_file(path)
-        container = av.open(str(path), mode="w", format="mp4", options=dict(MP4_OPTIONS))
-        if "video" in kinds:
-            video = container.add_stream("libx264", rate=VIDEO_FPS, options=dict(X264_OPTIONS))
-            video.width, video.height = size
-            video.pix_fmt = "yuv420p"
-            video.time_base = video.codec_context.time_base = VIDEO_TIME_BASE
-            video.codec_context.gop_size = VIDEO_FPS * KEYFRAME_EVERY_S
-            # One thread per encoder: with many calls, calls are the parallelism; frame threads only add latency.
-            video.codec_context.thread_count = 1
-            self._streams["video"] = video
-        if "audio" in kinds:
-            audio = container.add_stream("aac", rate=AUDIO_RATE)
-            audio.codec_context.layout = "stereo"
-            audio.codec_context.bit_rate = 64000
-            audio.time_base = audio.codec_context.time_base = Fraction(1, AUDIO_RATE)
-            self._streams["audio"] = audio
-        self._container = container
-
-    async def _read(self, kind: str, track: MediaStreamTrack) -> None:
-        """Consume every frame (nothing may queue in memory); hand the ones to record to the writer thread."""
-        loop = asyncio.get_running_loop()
-        limit = int(MAX_BACKLOG_S * (VIDEO_FPS if kind == "video" else 50))
-        origin: tuple[int, int] | None = None  # this track's first recorded (frame pts, file pts)
-        while True:
-            try:
-                frame = await track.recv()
-            except MediaStreamError:
-                return
-            self.frames_in[kind] += 1
-            if kind == "video":
-                self.last_size = (frame.width, frame.height)
-            if self._container is None or kind not in self._streams or self.error:
-                continue
-            if self.pending[kind] >= limit:
-                self.frames_dropped[kind] += 1
-                continue
-            elapsed = time.monotonic() - self._t0
-            if kind == "video":
-                # Arrival time: never ahead of real time, and it keeps the picture in step with the audio.
-                pts = self._last_video_pts = max(self._last_video_pts + 1, round(elapsed / VIDEO_TIME_BASE))
-            else:
-                # The sender's clock (RTP timestamps, unwrapped by aiortc), anchored where this track's
-                # first frame arrived: a late burst after a stall lands where it belongs, a muted stretch
-                # stays a gap, and the audio never drifts past the call's length.
-                rate = frame.sample_rate
-                if origin is None or frame.pts is None:
-                    origin = (frame.pts or 0, max(round(elapsed * rate) - frame.samples, self._next_audio_pts or 0))
-                time_base = frame.time_base or Fraction(1, rate)
-                offset = round((frame.pts - origin[0]) * time_base * rate) if frame.pts is not None else 0
-                pts = max(origin[1] + offset, self._next_audio_pts or 0)
-                self._next_audio_pts = pts + frame.samples
-            self.pending[kind] += 1
-            future = loop.run_in_executor(self._executor, self._write, kind, frame, pts)
-            self._futures.add(future)
-            future.add_done_callback(lambda f, k=kind: self._written(k, f))
-
-    def _written(self, kind: str, future: asyncio.Future) -> None:
-        self._futures.discard(future)
-        self.pending[kind] -= 1
-        if future.cancelled():
+    def _on_frame(self, source: Incoming, frame: EncodedFrame | None) -> None:
+        if frame is None or not self.recording or self._abort.is_set() or self.sources.get(frame.kind) is not source:
             return
-        exc = future.exception()
-        if exc is not None and self.error is None:
-            self.error = f"{type(exc).__name__}: {exc}"
-            log.error("recording %s: writing failed: %s", self.name, self.error)
+        kind = frame.kind
+        self.frames_in[kind] += 1
+        if kind == "video" and self._waiting_keyframe:
+            if not frame.keyframe:
+                if self._video_started:
+                    self.frames_dropped["video"] += 1  # mid-recording: lost evidence, counted as such
+                else:
+                    self.skipped_before_keyframe += 1
+                source.request_keyframe()
+                return
+            self._waiting_keyframe, self._video_started = False, True
+        if frame.mime != self.codec.get(kind):
+            self.frames_dropped[kind] += 1  # a rejoin with another codec can't go into this file as is
+            return
+        if self._queue.qsize() >= MAX_BACKLOG:
+            self.frames_dropped[kind] += 1
+            if kind == "video":
+                self._waiting_keyframe = True
+            return
+        ticks = self._timelines[kind].place(frame.timestamp, frame.arrival - self._t0)
+        self._queue.put_nowait((kind, frame.data, ticks, frame.keyframe))
 
     # --- the writer thread ---
 
-    def _write(self, kind: str, frame, pts: int) -> None:
-        copy = _copy_video(frame) if kind == "video" else _copy_audio(frame)
-        copy.pts = pts
-        copy.time_base = VIDEO_TIME_BASE if kind == "video" else Fraction(1, copy.sample_rate)
-        for packet in self._streams[kind].encode(copy):
-            self._container.mux(packet)
+    def _run(self, loop: asyncio.AbstractEventLoop, path: Path, kinds: set[str]) -> None:
+        container, streams, before_open = None, {}, []
+        try:
+            create_private_file(path)
+        except Exception as exc:
+            loop.call_soon_threadsafe(_settle, self._opened, exc)
+            return
+        loop.call_soon_threadsafe(_settle, self._opened, None)
+        try:
+            while True:
+                item = self._queue.get()
+                if item is _STOP:
+                    break
+                if self._abort.is_set():
+                    self._count_dropped(item[0])
+                    continue
+                if container is None:
+                    if item[0] == "video" or "video" not in kinds:
+                        container, streams = self._open(path, kinds, item)
+                    else:  # audio before the first video keyframe: hold it (bounded) until the file opens
+                        before_open.append(item)
+                        if len(before_open) > MAX_BEFORE_OPEN:
+                            self._count_dropped(before_open.pop(0)[0])
+                        continue
+                    for held in before_open:
+                        self._mux(container, streams, held)
+                    before_open.clear()
+                self._mux(container, streams, item)
+        except Exception as exc:
+            self.error = self.error or f"{type(exc).__name__}: {exc}"
+            log.error("recording %s: writing failed: %s", self.name, self.error)
+        finally:
+            for item in before_open:
+                self._count_dropped(item[0])
+            if container is not None:
+                try:
+                    container.close()
+                except Exception as exc:  # the file stays: a half-written fragmented file still plays
+                    self.error = self.error or f"closing failed: {type(exc).__name__}: {exc}"
+
+    def _open(self, path: Path, kinds: set[str], first: tuple):
+        fmt, options = FORMAT_OPTIONS[path.suffix.lower()]
+        container = av.open(str(path), mode="w", format=fmt, options=dict(options))
+        streams = {}
+        if "video" in kinds:
+            size = codecs.picture_size(self.codec["video"], first[1]) or (640, 480)
+            name = "h264" if self.codec["video"] == codecs.H264 else "vp8"
+            streams["video"] = container.add_mux_stream(name, width=size[0], height=size[1])
+            streams["video"].time_base = Fraction(1, CLOCKS["video"])
+        if "audio" in kinds and self.codec.get("audio") == codecs.OPUS:
+            # A libopus stream (never used to encode) so the muxer gets Opus's OpusHead header.
+            audio = container.add_stream("libopus", rate=48000)
+            audio.codec_context.layout = "stereo"
+            audio.time_base = Fraction(1, CLOCKS["audio"])
+            streams["audio"] = audio
+        return container, streams
+
+    def _mux(self, container, streams: dict, item: tuple) -> None:
+        kind, data, ticks, keyframe = item
+        stream = streams.get(kind)
+        if stream is None:
+            self._count_dropped(kind)
+            return
+        packet = av.Packet(data)
+        packet.pts = packet.dts = ticks
+        packet.time_base = Fraction(1, CLOCKS[kind])
+        packet.stream = stream
+        packet.is_keyframe = keyframe
+        container.mux(packet)
         self.frames_recorded[kind] += 1
 
-    def _close(self) -> None:
-        container, self._container = self._container, None
-        try:
-            for stream in self._streams.values():
-                for packet in stream.encode(None):
-                    container.mux(packet)
-        finally:
-            container.close()
+    def _count_dropped(self, kind: str) -> None:
+        self.frames_dropped[kind] += 1
 
     # --- stopping ---
 
     async def stop(self) -> RecordingResult | None:
-        """Stop reading, flush the encoders, close the file; then measure it. None when never started."""
+        """Stop taking frames, close the file (within `STOP_WITHIN_S`), measure and judge it. None if never started."""
         async with self._lifecycle:
-            return await self._stop()
-
-    async def _stop(self) -> RecordingResult | None:
-        for task in self.readers.values():
-            task.cancel()
-        await asyncio.gather(*self.readers.values(), return_exceptions=True)
-        for track in self.tracks.values():
-            track.stop()
-        if self.path is None or self._executor is None:
-            return None
-        loop = asyncio.get_running_loop()
-        if self._futures:
-            await asyncio.wait(set(self._futures), timeout=10)
-        ended_at = utcnow()
-        try:
-            await loop.run_in_executor(self._executor, self._close)
-        except Exception as exc:  # the file stays: a half-written fragmented MP4 still plays
-            self.error = self.error or f"closing failed: {type(exc).__name__}: {exc}"
-        finally:
-            self._executor.shutdown(wait=False)
-        result = await asyncio.to_thread(measure, self.path)
-        result.started_at, result.ended_at = self.started_at, ended_at
-        if self.error:
-            result.status, result.error = "failed", self.error
-        result.frames_in, result.frames_recorded = dict(self.frames_in), dict(self.frames_recorded)
-        result.frames_dropped = dict(self.frames_dropped)
-        return result
-
-
-def _copy_video(frame) -> av.VideoFrame:
-    """A private copy of the picture (PyAV's encode rewrites a frame's timestamps; this one is shared)."""
-    if frame.format.name != "yuv420p":
-        return frame.reformat(format="yuv420p")  # a new frame already
-    copy = av.VideoFrame(frame.width, frame.height, "yuv420p")
-    if [p.line_size for p in copy.planes] == [p.line_size for p in frame.planes]:
-        for source, target in zip(frame.planes, copy.planes, strict=False):
-            target.update(source)
-        return copy
-    return av.VideoFrame.from_ndarray(frame.to_ndarray(format="yuv420p"), format="yuv420p")
+            for source in self.sources.values():
+                source.subscribers.discard(self._on_frame)
+            thread = self._thread
+            if thread is None or self.path is None:
+                return None
+            end_s = time.monotonic() - self._t0
+            ended_at = utcnow()
+            self._queue.put(_STOP)
+            await asyncio.to_thread(thread.join, STOP_WITHIN_S)
+            if thread.is_alive():  # the disk is slow: what's left is counted as not written, the file closed
+                self._abort.set()
+                await asyncio.to_thread(thread.join)
+            self._thread = None
+            for timeline in self._timelines.values():
+                timeline.close(end_s)
+            result = await asyncio.to_thread(measure, self.path)
+            result.started_at, result.ended_at = self.started_at, ended_at
+            result.video_codec, result.audio_codec = self.codec.get("video"), self.codec.get("audio")
+            result.content_type = codecs.container_for(result.video_codec)[1]
+            result.frames_in, result.frames_recorded = dict(self.frames_in), dict(self.frames_recorded)
+            result.frames_dropped = dict(self.frames_dropped)
+            result.skipped_before_keyframe = self.skipped_before_keyframe
+            result.gaps = sorted((g for t in self._timelines.values() for g in t.gaps), key=lambda g: g["at_s"])
+            if self.error:
+                result.status, result.error = "failed", self.error
+            if result.status != "failed":
+                result.status, result.issues = evidence.verdict(
+                    gaps=result.gaps, av_offset_s=result.av_offset_s, dropped=result.frames_dropped, kinds=self.kinds
+                )
+            return result
 
 
-def _copy_audio(frame) -> av.AudioFrame:
-    copy = av.AudioFrame.from_ndarray(frame.to_ndarray(), format=frame.format.name, layout=frame.layout.name)
-    copy.sample_rate = frame.sample_rate
-    return copy
+def _settle(future: asyncio.Future | None, exc: Exception | None) -> None:
+    if future is not None and not future.done():
+        future.set_exception(exc) if exc else future.set_result(None)
 
 
 def measure(path: Path) -> RecordingResult:
-    """Size, SHA-256, duration and streams of a recording file; a file that won't demux is `failed`."""
+    """Size, SHA-256, streams, frames and length per kind of a recording file (demuxed, not decoded)."""
     now = utcnow()
     result = RecordingResult(path=path, status="complete", started_at=now, ended_at=now)
     try:
@@ -282,13 +330,22 @@ def measure(path: Path) -> RecordingResult:
         return result
     try:
         with av.open(str(path)) as container:
-            kinds = {stream.type for stream in container.streams}
-            result.has_audio, result.has_video = "audio" in kinds, "video" in kinds
-            end = 0.0
+            kinds = {stream.index: stream.type for stream in container.streams}
+            result.has_audio, result.has_video = "audio" in kinds.values(), "video" in kinds.values()
+            spans: dict[str, list[float]] = {}
             for packet in container.demux():
-                if packet.pts is not None and packet.time_base is not None:
-                    end = max(end, float((packet.pts + (packet.duration or 0)) * packet.time_base))
-            result.duration_s = round(end, 3)
+                if packet.size == 0 or packet.pts is None or packet.time_base is None:
+                    continue
+                kind = kinds[packet.stream.index]
+                result.frames_in_file[kind] = result.frames_in_file.get(kind, 0) + 1
+                start = float(packet.pts * packet.time_base)
+                end = float((packet.pts + (packet.duration or 0)) * packet.time_base)
+                span = spans.setdefault(kind, [start, end])
+                span[0], span[1] = min(span[0], start), max(span[1], end)
+            result.durations_s = {kind: round(end - start, 3) for kind, (start, end) in spans.items()}
+            result.duration_s = round(max((end for _, end in spans.values()), default=0.0), 3)
+            if "audio" in spans and "video" in spans:
+                result.av_offset_s = round(result.durations_s["audio"] - result.durations_s["video"], 3)
     except (av.FFmpegError, OSError, ValueError) as exc:
         result.status, result.error = "failed", f"does not demux: {exc}"
     return result

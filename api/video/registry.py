@@ -193,6 +193,11 @@ class CallRegistry:
             return {role: "the call's media is gone" for role in paths}
         return await media.start_recording(paths)
 
+    def recording_formats(self, call_id: int) -> dict[str, dict]:
+        """Per party: the kinds, file suffix and content type of the recording (`CallMedia.recording_formats`)."""
+        media = self.calls.get(call_id)
+        return {} if media is None else media.recording_formats()
+
     def recording_kinds(self, call_id: int) -> dict[str, set[str]]:
         media = self.calls.get(call_id)
         return {} if media is None else {role: rec.kinds for role, rec in media.recorders.items() if rec.kinds}

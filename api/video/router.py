@@ -4,6 +4,7 @@ answer and in-call actions, and the supervisor's access to recordings (every acc
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -291,5 +292,5 @@ async def download_recording(recording_id: RecordId, supervisor: Supervisor, ses
         path,
         media_type=recording.content_type,
         headers=headers,
-        filename=f"call-{recording.call_id}-{recording.party}.mp4",
+        filename=f"call-{recording.call_id}-{recording.party}{Path(recording.path).suffix}",
     )

@@ -125,6 +125,14 @@ class RecordingPublic(BaseModel):
     has_audio: bool
     has_video: bool
     frames: dict[str, Any]
+    video_codec: str | None
+    audio_codec: str | None
+    frames_received: int | None
+    frames_written: int | None
+    gaps: list[dict[str, Any]]
+    av_offset_s: float | None
+    transcoded: bool
+    issues: list[str]
 
 
 class CallEventPublic(BaseModel):

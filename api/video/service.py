@@ -184,9 +184,9 @@ def call_offset_s(call: VideoCall, now: datetime) -> float | None:
 # --- recordings ---
 
 
-def recording_relpath(call: VideoCall, party: str, when: datetime) -> str:
+def recording_relpath(call: VideoCall, party: str, when: datetime, suffix: str = ".mp4") -> str:
     """Where a party's file goes under the recordings directory; unguessable, one directory per day."""
-    return f"{when:%Y/%m/%d}/call-{call.id}-{party}-{secrets.token_hex(6)}.mp4"
+    return f"{when:%Y/%m/%d}/call-{call.id}-{party}-{secrets.token_hex(6)}{suffix}"
 
 
 def resolve_recording(root: Path, relpath: str) -> Path:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import av
 import numpy as np
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription, rtcrtpreceiver
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription, rtcrtpreceiver
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -92,6 +92,11 @@ class BenchParty:
         self.video = ReplayVideoTrack(clip, fps)
         self.pc.addTrack(self.video)
         self.pc.addTrack(ToneAudioTrack())
+        # The clip is VP8 and is sent as is: offer only VP8 (the server would otherwise pick H.264 for the call).
+        vp8 = [c for c in RTCRtpSender.getCapabilities("video").codecs if c.mimeType in ("video/VP8", "video/rtx")]
+        for transceiver in self.pc.getTransceivers():
+            if transceiver.kind == "video":
+                transceiver.setCodecPreferences(vp8)
         self.video_received = 0
         self.audio_received = 0
         self.connected = asyncio.Event()

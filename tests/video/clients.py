@@ -15,7 +15,7 @@ import time
 import av
 import httpx
 import numpy as np
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.mediastreams import AUDIO_PTIME, MediaStreamError, MediaStreamTrack, VideoStreamTrack
 
 COLOURS = {"customer": (200, 40, 40), "agent": (40, 40, 200)}
@@ -77,6 +77,70 @@ class ToneAudioTrack(MediaStreamTrack):
         return frame
 
 
+def make_clip(
+    codec: str, colour: tuple[int, int, int], *, seconds: int = 4, fps: int = 15, width: int = 320, height: int = 240
+) -> list[bytes]:
+    """Pre-encoded numbered frames in `codec` ("h264" or "vp8"), a keyframe every second: what a replayed
+    sender sends, byte for byte, so a test can find those exact bytes in the recording."""
+    encoder = av.CodecContext.create("libx264" if codec == "h264" else "libvpx", "w")
+    encoder.width, encoder.height, encoder.pix_fmt = width, height, "yuv420p"
+    encoder.time_base, encoder.gop_size = fractions.Fraction(1, fps), fps
+    if codec == "h264":
+        encoder.profile, encoder.options = "Baseline", {"tune": "zerolatency", "preset": "veryfast"}
+    else:
+        encoder.options = {"deadline": "realtime", "lag-in-frames": "0"}
+    packets: list[bytes] = []
+    base = np.empty((height, width, 3), dtype=np.uint8)
+    base[:] = colour
+    for i in range(seconds * fps):
+        image = base.copy()
+        for bit in range(BITS):
+            image[0:BLOCK, bit * BLOCK : (bit + 1) * BLOCK] = 255 if (i >> bit) & 1 else 0
+        frame = av.VideoFrame.from_ndarray(image, format="rgb24").reformat(format="yuv420p")
+        frame.pts = i
+        packets += [bytes(p) for p in encoder.encode(frame)]
+    packets += [bytes(p) for p in encoder.encode(None)]
+    return packets[: seconds * fps]
+
+
+class ReplayVideoTrack(MediaStreamTrack):
+    """Sends a pre-encoded clip's packets at `fps`, looping; aiortc's sender packetizes them without encoding."""
+
+    kind = "video"
+
+    def __init__(self, clip: list[bytes], fps: int = 15) -> None:
+        super().__init__()
+        self.clip, self.fps = clip, fps
+        self.sent = 0
+        self._start: float | None = None
+
+    async def recv(self) -> av.Packet:
+        if self.readyState != "live":
+            raise MediaStreamError
+        if self._start is None:
+            self._start = time.monotonic()
+        else:
+            await asyncio.sleep(max(0.0, self._start + self.sent / self.fps - time.monotonic()))
+        packet = av.Packet(self.clip[self.sent % len(self.clip)])
+        packet.pts, packet.time_base = round(self.sent * 90000 / self.fps), fractions.Fraction(1, 90000)
+        self.sent += 1
+        return packet
+
+
+class PausingVideoTrack(PatternVideoTrack):
+    """A camera that freezes once (no frames at all) for `pause_s` after `after` frames, then goes on."""
+
+    def __init__(self, colour, *, after: int, pause_s: float, **kwargs) -> None:
+        super().__init__(colour, **kwargs)
+        self.after, self.pause_s = after, pause_s
+
+    async def recv(self) -> av.VideoFrame:
+        if self.sent == self.after and self._start is not None:
+            await asyncio.sleep(self.pause_s)
+            self._start += self.pause_s
+        return await super().recv()
+
+
 def read_pattern(frame: av.VideoFrame) -> tuple[tuple[int, int, int], int]:
     """The dominant colour (below the number blocks) and the frame number of a received frame."""
     image = frame.to_ndarray(format="rgb24")
@@ -99,10 +163,20 @@ def looks_like(colour: tuple[int, int, int], party: str, tolerance: int = 45) ->
 class MediaParty:
     """One side of a call: an aiortc peer connection sending generated media and reading what comes back."""
 
-    def __init__(self, role: str, *, fps: int = 30, width: int = 640, height: int = 480, audio: bool = True) -> None:
+    def __init__(
+        self,
+        role: str,
+        *,
+        fps: int = 30,
+        width: int = 640,
+        height: int = 480,
+        audio: bool = True,
+        video: MediaStreamTrack | None = None,
+        video_codecs: tuple[str, ...] = (),
+    ) -> None:
         self.role = role
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        self.video = PatternVideoTrack(COLOURS[role], width=width, height=height, fps=fps)
+        self.video = video or PatternVideoTrack(COLOURS[role], width=width, height=height, fps=fps)
         self.audio = ToneAudioTrack(440 if role == "customer" else 660) if audio else None
         self.received: list[tuple[tuple[int, int, int], int]] = []
         self.audio_frames = 0
@@ -112,6 +186,12 @@ class MediaParty:
         self.pc.addTrack(self.video)
         if self.audio is not None:
             self.pc.addTrack(self.audio)
+        if video_codecs:  # offer only these (e.g. "video/VP8"), like a browser without H.264
+            capabilities = RTCRtpSender.getCapabilities("video").codecs
+            preferred = [c for c in capabilities if c.mimeType in video_codecs or c.mimeType == "video/rtx"]
+            for transceiver in self.pc.getTransceivers():
+                if transceiver.kind == "video":
+                    transceiver.setCodecPreferences(preferred)
 
         @self.pc.on("track")
         def on_track(track: MediaStreamTrack) -> None:

@@ -86,9 +86,17 @@ async def test_an_agent_in_the_console_answers_talks_and_ends_a_call_and_a_super
     ended = await wait_for_call(customer.http, call_id, "ended")
     assert ended["end_reason"] == "agent_hangup"
     await console.wait_for_selector("#video-call[data-state=ended]")
+    # Both finalized; the agent's own file has the reload in it, so it is `degraded`, and the panel says why.
     await console.wait_for_function(
-        "document.querySelectorAll('#video-recordings tr[data-status=complete]').length === 2", timeout=30000
+        "document.querySelectorAll('#video-recordings tr[data-status=complete], "
+        "#video-recordings tr[data-status=degraded]').length === 2",
+        timeout=30000,
     )
+    for row in await console.query_selector_all("#video-recordings tr[data-status]"):
+        evidence = await (await row.query_selector("td.evidence")).inner_text()
+        assert "H.264" in evidence or "VP8" in evidence, evidence  # chromium offers both; H.264 is preferred
+        if await row.get_attribute("data-status") == "degraded":
+            assert await row.query_selector(".issues li") is not None and "有缺陷" in await row.inner_text()
     assert await console.evaluate("document.querySelector('#remote-video').srcObject") is None  # camera released
 
     # A supervisor lists the recordings and downloads one; the file is the stored one, and it is audited.
@@ -97,7 +105,7 @@ async def test_an_agent_in_the_console_answers_talks_and_ends_a_call_and_a_super
     await sign_in(supervisor, stack.app_url, boss)
     await supervisor.click("#show-supervisor")
     await supervisor.click("#load-recordings")
-    row = supervisor.locator("#recordings tbody tr[data-status=complete]").first
+    row = supervisor.locator("#recordings tbody tr[data-recording-id]").first
     await row.wait_for()
     recording_id = int(await row.get_attribute("data-recording-id"))
     api = await AgentConsole.login(stack.app_url, boss, "pw-123456")

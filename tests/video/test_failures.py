@@ -54,7 +54,7 @@ async def test_nobody_answers_so_the_call_is_missed_and_the_customer_keeps_their
 async def test_a_customer_who_drops_mid_call_ends_it_after_the_grace_period_with_the_recording_closed(
     video_stack, emulator
 ):
-    stack = video_stack(video_peer_grace_s=1)
+    stack = video_stack(video_peer_grace_s=2)  # the customer's silent tail (the grace) is clearly over 1 s
     agent = await video_agent(stack)
     customer, conversation_id = await escalated_customer(stack, emulator)
     call = await request_call(customer, conversation_id)
@@ -70,7 +70,13 @@ async def test_a_customer_who_drops_mid_call_ends_it_after_the_grace_period_with
     ended = await wait_for_call(agent.http, call["id"], ("ended", "failed"), timeout=15)
     assert ended["state"] == "ended" and ended["end_reason"] == "customer_dropped"
     recordings = await wait_for_recordings(agent, call["id"])
-    assert all(r["status"] == "complete" and r["has_audio"] and r["has_video"] for r in recordings), recordings
+    assert all(r["has_audio"] and r["has_video"] for r in recordings), recordings
+    by_party = {r["party"]: r for r in recordings}
+    # The customer's media stopped when their phone went away: the file says so (the tail while the grace ran).
+    dropped = by_party["customer"]
+    assert dropped["status"] == "degraded", dropped
+    assert {g["kind"] for g in dropped["gaps"] if g["length_s"] >= 1.5} == {"audio", "video"}, dropped["gaps"]
+    assert by_party["agent"]["status"] == "complete", by_party["agent"]["issues"]
     for recording in recordings:
         path = next(stack.recordings_dir.rglob(f"call-{call['id']}-{recording['party']}-*.mp4"))
         with av.open(str(path)) as container:

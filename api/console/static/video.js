@@ -11,7 +11,10 @@ const END_REASONS = { customer_hangup: '客户挂断', agent_hangup: '坐席挂�
   no_media: '未收到音视频', media_worker_lost: '服务器中断', server_shutdown: '服务器重启' };
 const FINAL_CALL_STATES = new Set(['ended', 'missed', 'failed', 'cancelled']);
 const PARTIES = { customer: '客户', agent: '坐席' };
-const RECORDING_STATES = { recording: '录制中', complete: '已存档', failed: '失败（已标记）', unfinalized: '未正常结束（已标记）' };
+const RECORDING_STATES = {
+  recording: '录制中', complete: '已存档', degraded: '有缺陷（已标记）', failed: '失败（已标记）', unfinalized: '未正常结束（已标记）',
+};
+const CODECS = { 'video/h264': 'H.264', 'video/vp8': 'VP8', 'audio/opus': 'Opus' };
 const CALL_EVENTS = new Set(['call_ringing', 'call_accepted', 'call_connected', 'call_ended', 'call_missed',
   'identity_checked', 'repayment_plan_answered', 'recordings_finalized']);
 const ICE_WAIT_MS = 3000;
@@ -232,10 +235,25 @@ function renderRecordings(tbody, recordings, mayDownload) {
   tbody.replaceChildren(...recordings.map((r) => el('tr', { dataset: { recordingId: r.id, status: r.status } },
     el('td', {}, `#${r.call_id}`), el('td', {}, PARTIES[r.party] || r.party),
     el('td', {}, RECORDING_STATES[r.status] || r.status),
+    el('td', { className: 'evidence' }, ...recordingEvidence(r)),
     el('td', {}, r.duration_s ? `${r.duration_s.toFixed(1)}秒` : '—'),
     el('td', {}, r.size_bytes ? `${(r.size_bytes / 1024).toFixed(0)} KB` : '—'),
     el('td', { className: 'sha', title: r.sha256 || '' }, r.sha256 ? `${r.sha256.slice(0, 12)}…` : '—'),
     el('td', {}, mayDownload && r.sha256 ? el('button', { type: 'button', className: 'download', onclick: guarded(() => downloadRecording(r)) }, '下载') : ''))));
+}
+
+/** What the file holds, as the server measured it: codecs as received, frames written of received, and
+ *  every reason it is degraded (gaps with their offsets, audio/video difference, frames not written). */
+function recordingEvidence(r) {
+  if (r.status === 'recording') return ['—'];
+  const codecs = [r.video_codec, r.audio_codec].filter(Boolean).map((c) => CODECS[c] || c).join(' + ');
+  const frames = r.frames_received != null ? `视频帧 ${r.frames_written}/${r.frames_received}` : '';
+  const av = r.av_offset_s != null ? `音画差 ${Math.abs(r.av_offset_s).toFixed(1)}秒` : '';
+  const parts = [el('span', { className: 'summary' }, [codecs, frames, av, r.transcoded ? '已转码转发' : ''].filter(Boolean).join('，'))];
+  if ((r.issues || []).length) {
+    parts.push(el('ul', { className: 'issues' }, ...r.issues.map((issue) => el('li', {}, issue))));
+  }
+  return parts;
 }
 
 async function loadRecordings() {
@@ -251,7 +269,7 @@ async function downloadRecording(recording) {
   const digest = await crypto.subtle.digest('SHA-256', await blob.arrayBuffer());
   const hex = [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, '0')).join('');
   if (hex !== recording.sha256) throw new Error('下载的文件与存档的 SHA-256 不一致，请勿使用，并联系管理员。');
-  const link = el('a', { href: URL.createObjectURL(blob), download: `call-${recording.call_id}-${recording.party}.mp4` });
+  const link = el('a', { href: URL.createObjectURL(blob), download: `call-${recording.call_id}-${recording.party}.${recording.content_type === 'video/mp4' ? 'mp4' : 'webm'}` });
   document.body.append(link);
   link.click();
   link.remove();
