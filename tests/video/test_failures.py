@@ -12,6 +12,7 @@ from tests.support import MiniappCustomer, next_message
 from tests.video.clients import MediaParty
 from tests.video.support import (
     escalated_customer,
+    recording_file,
     request_call,
     video_agent,
     wait_for_call,
@@ -72,8 +73,7 @@ async def test_a_customer_who_drops_mid_call_ends_it_after_the_grace_period_with
     recordings = await wait_for_recordings(agent, call["id"])
     assert all(r["status"] == "complete" and r["has_audio"] and r["has_video"] for r in recordings), recordings
     for recording in recordings:
-        path = next(stack.recordings_dir.rglob(f"call-{call['id']}-{recording['party']}-*.mp4"))
-        with av.open(str(path)) as container:
+        with av.open(recording_file(stack.recordings_dir, call["id"], recording["party"])) as container:
             assert {s.type for s in container.streams} == {"audio", "video"}
     await wait_until(lambda: agent_media.pc.connectionState in ("closed", "failed"), 15, "the agent's media to close")
     await agent_media.close()
