@@ -14,9 +14,10 @@ class YuntingError(Exception):
     status_code = 400
     code = "bad_request"
 
-    def __init__(self, message: str, *, code: str | None = None) -> None:
+    def __init__(self, message: str, *, code: str | None = None, **extra: object) -> None:
         super().__init__(message)
         self.message = message
+        self.extra = extra  # more machine-readable fields for the error body (e.g. the running job's id)
         if code is not None:
             self.code = code
 
@@ -50,6 +51,13 @@ class PayloadTooLarge(YuntingError):
     code = "payload_too_large"
 
 
+class Unprocessable(YuntingError):
+    """Well-formed, but the content can't be accepted (e.g. training text with a control character)."""
+
+    status_code = 422
+    code = "unprocessable"
+
+
 class UpstreamUnavailable(YuntingError):
     """A dependency we call (WeChat, Rasa) failed in a way the caller cannot fix."""
 
@@ -66,7 +74,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(YuntingError)
     async def _yunting(_: Request, exc: YuntingError) -> JSONResponse:
-        return JSONResponse(_body(exc.code, exc.message), status_code=exc.status_code)
+        return JSONResponse(_body(exc.code, exc.message, **getattr(exc, "extra", {})), status_code=exc.status_code)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:

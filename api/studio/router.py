@@ -45,6 +45,7 @@ from api.studio.schemas import (
     Versions,
 )
 from api.studio.service import Studio
+from api.studio.text_rules import clean_text
 from api.studio.validation import check_data, rasa_validate
 from api.studio.versions import compare, version_out
 
@@ -346,7 +347,7 @@ async def read_inbox(_: Editor, session: SessionDep, redis: RedisDep, settings: 
 async def accept_inbox_item(item_id: int, body: InboxAccept, editor: Editor, studio: StudioDep, session: SessionDep):
     """Add the (masked) message as an example of `intent`, and close the item."""
     item = await inbox.get_open(session, item_id)
-    text = mask_sensitive(item.text)
+    text = clean_text(mask_sensitive(item.text))  # the studio's one gate (a 422 leaves the item open)
     versions = await editing.add_example(studio, session, editor, intent=body.intent, text=text, file=body.file)
     inbox.resolve(item, status=InboxStatus.ACCEPTED, agent_id=editor.id, intent=body.intent)
     return InboxAccepted(item=InboxItemOut.of(item), example=text, versions=versions)

@@ -12,7 +12,7 @@ from alembic import op
 revision = "0007_hardening_ops"
 down_revision = "0006_video_agents"
 branch_labels = None
-depends_on = "0003_video"  # the recording table
+depends_on = ("0003_video", "0004_studio")  # the recording and studio_job tables
 
 
 def upgrade() -> None:
@@ -25,6 +25,20 @@ def upgrade() -> None:
         batch.add_column(sa.Column("key_id", sqlmodel.sql.sqltypes.AutoString(length=32), nullable=True))
         batch.add_column(sa.Column("sha256_stored", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=True))
     _chain_existing_rows()
+    # One training queued or running per deployment (older duplicates, if any, are left as they were: failed).
+    op.execute(
+        "UPDATE studio_job SET status = 'failed', error = 'superseded: one training at a time' "
+        "WHERE kind = 'train' AND status IN ('queued', 'running') AND id NOT IN "
+        "(SELECT max(id) FROM studio_job WHERE kind = 'train' AND status IN ('queued', 'running') GROUP BY deployment)"
+    )
+    op.create_index(
+        "uq_studio_job_one_training",
+        "studio_job",
+        ["deployment"],
+        unique=True,
+        postgresql_where=sa.text("kind = 'train' AND status IN ('queued', 'running')"),
+        sqlite_where=sa.text("kind = 'train' AND status IN ('queued', 'running')"),
+    )
 
 
 def _chain_existing_rows() -> None:
@@ -54,6 +68,7 @@ def _chain_existing_rows() -> None:
 
 
 def downgrade() -> None:
+    op.drop_index("uq_studio_job_one_training", table_name="studio_job")
     with op.batch_alter_table("recording") as batch:
         batch.drop_column("sha256_stored")
         batch.drop_column("key_id")
