@@ -14,11 +14,14 @@ class YuntingError(Exception):
     status_code = 400
     code = "bad_request"
 
-    def __init__(self, message: str, *, code: str | None = None, retry_after: int | None = None) -> None:
+    def __init__(
+        self, message: str, *, code: str | None = None, retry_after: int | None = None, **extra: object
+    ) -> None:
         super().__init__(message)
         self.message = message
         # Seconds after which trying again makes sense (429, a busy 503): sent as Retry-After.
         self.retry_after = retry_after
+        self.extra = extra  # more machine-readable fields for the error body (e.g. the running job's id)
         if code is not None:
             self.code = code
 
@@ -59,6 +62,13 @@ class TooManyRequests(YuntingError):
     code = "rate_limited"
 
 
+class Unprocessable(YuntingError):
+    """Well-formed, but the content can't be accepted (e.g. training text with a control character)."""
+
+    status_code = 422
+    code = "unprocessable"
+
+
 class UpstreamUnavailable(YuntingError):
     """A dependency we call (WeChat, Rasa) failed in a way the caller cannot fix."""
 
@@ -75,11 +85,12 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(YuntingError)
     async def _yunting(_: Request, exc: YuntingError) -> JSONResponse:
+        extra = dict(getattr(exc, "extra", {}))
         retry_after = exc.retry_after
         if retry_after is None:
-            return JSONResponse(_body(exc.code, exc.message), status_code=exc.status_code)
+            return JSONResponse(_body(exc.code, exc.message, **extra), status_code=exc.status_code)
         return JSONResponse(
-            _body(exc.code, exc.message, retry_after=retry_after),
+            _body(exc.code, exc.message, retry_after=retry_after, **extra),
             status_code=exc.status_code,
             headers={"Retry-After": str(retry_after)},
         )

@@ -24,6 +24,7 @@ from api.embedded import EmbeddedRedis, ThreadedServer, free_port
 from api.launcher import RASA_BIN, RASA_ENV, ROOT, model_path, rasa_ready, wait_for
 from api.main import create_app
 from api.settings import Settings, async_database_url
+from api.vault import new_master_key_entry
 from api.wechat_emulator.app import create_app as create_emulator
 from tests.support import EmulatorClient
 
@@ -122,11 +123,18 @@ PER_ADDRESS_LIMITS_LIFTED = {
     "limit_miniapp_login_per_client": "100000/minute",
     "limit_miniapp_login_failures_per_client": "100000/minute",
 }
+# One deployment's secrets, shared by its workers (each has a data dir of its own, so no dev defaults there).
+TEST_VAULT_MASTER_KEYS = new_master_key_entry("test-1")
 
 
 def app_settings(tmp_path: Path, **overrides) -> Settings:
-    values = {**PER_ADDRESS_LIMITS_LIFTED, **overrides}
-    return Settings(env="test", data_dir=tmp_path, secret_key="test-secret-" + "x" * 32, **values)
+    values = {
+        **PER_ADDRESS_LIMITS_LIFTED,
+        "secret_key": "test-secret-" + "x" * 32,
+        "vault_master_keys": TEST_VAULT_MASTER_KEYS,
+        **overrides,
+    }
+    return Settings(env="test", data_dir=tmp_path, **values)
 
 
 @pytest.fixture(scope="session")

@@ -19,6 +19,7 @@ from api.errors import BadRequest, Conflict, ResourceNotFound
 from api.masking import mask_sensitive
 from api.studio import nlu_files
 from api.studio.nlu_files import DOMAIN_FILE, Snapshot
+from api.studio.text_rules import clean_text
 
 DEFAULT_NEW_FILE = "nlu/studio.yml"
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]{0,63}$")
@@ -34,8 +35,8 @@ def check_resource_name(kind: str, name: str) -> None:
     """Regexes and lookups are named after an entity; a synonym's name is its canonical value (one line)."""
     if kind != "synonym":
         check_name(name)
-    elif not name.strip() or any(ord(c) < 32 for c in name) or len(name) > 100:
-        raise BadRequest("a synonym's value must be one short line", code="bad_name")
+    else:
+        clean_text(name, what="a synonym's value", max_chars=100)
 
 
 def _audit(session: AsyncSession, agent: Agent, action: str, subject: str, **detail) -> None:
@@ -77,6 +78,7 @@ async def add_example(
     file: str | None = None,
     base_version: str | None = None,
 ) -> dict[str, str]:
+    text = clean_text(text)  # typed or accepted from the inbox: one gate
     snap = await snapshot(studio)
     rel = _file_for(snap, intent, file)
     version = await _write(studio, rel, base_version, nlu_files.add_example(intent, text))
@@ -88,6 +90,7 @@ async def add_example(
 async def edit_example(
     studio, session: AsyncSession, agent: Agent, *, intent: str, file: str, base_version: str, text: str, new_text: str
 ) -> dict[str, str]:
+    new_text = clean_text(new_text)
     version = await _write(studio, file, base_version, nlu_files.replace_example(intent, text, new_text))
     _audit(
         session,
@@ -168,6 +171,7 @@ async def set_resource(
     file: str,
     base_version: str | None,
 ) -> dict[str, str]:
+    examples = [clean_text(e, what=f"a {kind} entry") for e in examples]
     version = await _write(studio, file, base_version, nlu_files.set_resource(kind, name, examples))
     _audit(session, agent, f"{kind}_set", f"{kind}:{name}", file=file, examples=len(examples), version=version)
     return {file: version}

@@ -6,7 +6,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Column, Text, UniqueConstraint
+from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 from api.timeutil import utcnow
@@ -57,6 +57,17 @@ class StudioJob(SQLModel, table=True):
     """A background job any API worker may run; progress is written here so every worker can report it."""
 
     __tablename__ = "studio_job"
+    # One training queued or running per deployment, whatever the number of workers and requests (the check
+    # in service.request_training alone races).
+    __table_args__ = (
+        Index(
+            "uq_studio_job_one_training",
+            "deployment",
+            unique=True,
+            postgresql_where=text("kind = 'train' AND status IN ('queued', 'running')"),
+            sqlite_where=text("kind = 'train' AND status IN ('queued', 'running')"),
+        ),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     deployment: str = Field(max_length=64, index=True)

@@ -23,9 +23,11 @@ from typing import Any
 import yaml
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import YAMLError
 from ruamel.yaml.scalarstring import LiteralScalarString
 
-from api.errors import BadRequest, Conflict, ResourceNotFound
+from api.errors import BadRequest, Conflict, ResourceNotFound, Unprocessable
+from api.studio.rasa_check import RasaReaderCheck
 
 RESOURCE_KINDS = ("synonym", "regex", "lookup")
 DOMAIN_FILE = "domain.yml"
@@ -104,8 +106,9 @@ def _block_lines(examples: Any) -> list[str]:
 class NluFiles:
     """The files under `root`: `config.yml`, an optional `domain.yml`, and `nlu/**/*.yml`."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, checker: RasaReaderCheck | None = None) -> None:
         self.root = Path(root)
+        self.checker = checker  # Rasa's own reader; None where no Rasa environment is installed
         self._parsed: dict[str, tuple[str, Any]] = {}  # path → (version, plain data): reads are cached
 
     # ---- reading -------------------------------------------------------------------------------------
@@ -145,15 +148,24 @@ class NluFiles:
         self._parsed[rel] = parsed
         return parsed
 
+    def _load_lenient(self, rel: str) -> Any:
+        """A damaged file read anyway: what YAML can't hold shown as U+FFFD, so the team sees and repairs it."""
+        return yaml.load(lenient_text(self.read_bytes(rel) or b""), Loader=_SAFE_LOADER)  # noqa: S506
+
     def snapshot(self) -> Snapshot:
         snap = Snapshot()
         for rel in self.data_files():
             try:
                 version, doc = self._load_plain(rel)
             except (yaml.YAMLError, UnicodeDecodeError) as exc:
-                snap.versions[rel] = self.version(rel)
+                version = self.version(rel)
                 snap.unreadable[rel] = str(exc).splitlines()[0]
-                continue
+                try:  # still list its examples (marked), so they can be deleted or fixed and appends find it
+                    doc = self._load_lenient(rel)
+                    snap.unreadable[rel] += "; shown with U+FFFD where a character can't be kept; any edit repairs it"
+                except yaml.YAMLError:
+                    snap.versions[rel] = version
+                    continue
             snap.versions[rel] = version
             for item in (doc or {}).get("nlu") or []:
                 if not isinstance(item, dict):
@@ -191,17 +203,62 @@ class NluFiles:
                 f"{rel} changed since you loaded it (yours {base_version}, now {current}); reload and retry",
                 code="stale_version",
             )
-        text = raw.decode("utf-8") if raw is not None else 'version: "3.1"\n'
+        text = raw.decode("utf-8", errors="replace") if raw is not None else 'version: "3.1"\n'
         rt = _round_trip(text)
-        doc = rt.load(text) or CommentedMap()
+        try:
+            doc = rt.load(text) or CommentedMap()
+        except YAMLError:
+            # A damaged file: load it with what YAML can't hold replaced, so a delete or fix can repair it.
+            text = lenient_text(raw)
+            try:
+                doc = rt.load(text) or CommentedMap()
+            except YAMLError as exc:
+                raise Unprocessable(
+                    f"{rel} is not valid YAML ({str(exc).splitlines()[0]}); it must be fixed by hand", code="bad_file"
+                ) from exc
         if rel != DOMAIN_FILE and doc.get("nlu") is None:
             doc["nlu"] = CommentedSeq()
         change(doc)
         out = io.StringIO()
         rt.dump(doc, out)
         data = out.getvalue().encode("utf-8")
+        self._check_reads_back(rel, doc, out.getvalue())
         _write_atomically(path, data)
         return version_of(data)
+
+    def _check_reads_back(self, rel: str, doc: CommentedMap, text: str) -> None:
+        """The file about to be written must read back as exactly what the change meant: by our reader (what the
+        studio shows) and by Rasa's (what training sees). Otherwise 422 and the file stays as it was."""
+        if rel == DOMAIN_FILE:
+            if self.checker is not None:
+                answer = self.checker.check("domain", text)
+                if not answer.get("ok"):
+                    raise Unprocessable(f"Rasa can't read domain.yml after this change: {answer.get('error')}")
+            return
+        meant = _meant(doc)
+        try:
+            ours = _views(yaml.load(text, Loader=_SAFE_LOADER))  # noqa: S506 (the safe loader)
+        except yaml.YAMLError as exc:
+            raise Unprocessable(f"this change would make {rel} unreadable: {str(exc).splitlines()[0]}") from exc
+        if ours != meant:
+            raise Unprocessable(f"this change would be read back differently from {rel}; nothing was written")
+        if self.checker is None:
+            return
+        answer = self.checker.check("nlu", text)
+        if not answer.get("ok"):
+            raise Unprocessable(f"Rasa can't read {rel} after this change: {answer.get('error')}", code="rasa_refused")
+        intents = {name: [plain_text(t) for t in texts] for name, texts in meant["intents"].items()}
+        synonyms = answer.get("synonyms") or {}
+        if (
+            answer.get("intents") != intents
+            or any(synonyms.get(value) != name for value, name in meant["synonyms"].items())
+            or answer.get("regexes") != meant["regexes"]
+            or answer.get("lookups") != meant["lookups"]
+        ):
+            raise Unprocessable(
+                f"Rasa would read {rel} differently from what the studio shows; nothing was written",
+                code="rasa_refused",
+            )
 
 
 def _domain_name(entry: Any) -> str:
@@ -220,11 +277,14 @@ def _round_trip(text: str) -> YAML:
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
+    """Temp file, fsync, rename, fsync the directory: a crash leaves the old file or the new one, whole."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
         if path.exists():
             os.chmod(tmp, path.stat().st_mode & 0o777)
         else:
@@ -233,6 +293,49 @@ def _write_atomically(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+# What YAML can't hold in a stream, or reads as a line break inside a block (NEL, LS, PS).
+_NOT_YAML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff\ufffe\uffff]")
+
+
+def lenient_text(raw: bytes | None) -> str:
+    return _NOT_YAML.sub("\ufffd", (raw or b"").decode("utf-8", errors="replace"))
+
+
+def _lines_meant(examples: Any) -> list[str]:
+    """Example lines as the studio wrote them: split on \\n only (str.splitlines would also split on NEL, LS…)."""
+    if isinstance(examples, str):
+        return [line[1:].strip() for line in examples.split("\n") if line.startswith("-")]
+    return _block_lines(examples)
+
+
+def _views(doc: Any, lines=_block_lines) -> dict[str, dict]:
+    """Intents, synonyms, regexes and lookups of one parsed data file, as comparable plain data."""
+    view: dict[str, dict] = {"intents": {}, "synonyms": {}, "regexes": {}, "lookups": {}}
+    items = (doc.get("nlu") or []) if isinstance(doc, dict) else []
+    for item in items:
+        if not isinstance(item, dict):
+            continue
+        texts = lines(item.get("examples"))
+        if "intent" in item:
+            view["intents"].setdefault(str(item["intent"]), []).extend(texts)
+        if "synonym" in item:
+            view["synonyms"].update({t: str(item["synonym"]) for t in texts})
+        if "regex" in item:
+            view["regexes"].setdefault(str(item["regex"]), []).extend(texts)
+        if "lookup" in item:
+            view["lookups"].setdefault(str(item["lookup"]), []).extend(texts)
+    return view
+
+
+def _meant(doc: CommentedMap) -> dict[str, dict]:
+    return _views(doc, _lines_meant)
 
 
 # ---- changes: each takes the round-trip tree of one file ---------------------------------------------------

@@ -46,6 +46,7 @@ from api.studio.schemas import (
     Versions,
 )
 from api.studio.service import Studio
+from api.studio.text_rules import clean_text
 from api.studio.validation import check_data, rasa_validate
 from api.studio.versions import compare, version_out
 
@@ -349,7 +350,7 @@ async def accept_inbox_item(
 ):
     """Add the (masked) message as an example of `intent`, and close the item."""
     item = await inbox.get_open(session, item_id)
-    text = mask_sensitive(item.text)
+    text = clean_text(mask_sensitive(item.text))  # the studio's one gate (a 422 leaves the item open)
     versions = await editing.add_example(studio, session, editor, intent=body.intent, text=text, file=body.file)
     inbox.resolve(item, status=InboxStatus.ACCEPTED, agent_id=editor.id, intent=body.intent)
     return InboxAccepted(item=InboxItemOut.of(item), example=text, versions=versions)

@@ -27,6 +27,7 @@ from api.studio.activation import Activator, NluFollower, RasaInstances, rasa_st
 from api.studio.jobs import JobRunner
 from api.studio.models import JobKind, JobStatus, ModelVersion, StudioJob, VersionStatus
 from api.studio.nlu_files import NluFiles
+from api.studio.rasa_check import RasaReaderCheck
 from api.studio.training import Trainer
 from api.studio.versions import needs_override
 from bot.nlu import RasaClient
@@ -44,7 +45,10 @@ class Studio:
 
         self.settings, self.engine, self.redis = settings, engine, redis
         self.deployment = settings.nlu_deployment
-        self.files = NluFiles(settings.nlu_data_dir)
+        checker = RasaReaderCheck(RASA_BIN.with_name("python"))
+        if not checker.available:
+            log.warning("no Rasa environment at %s: studio writes are checked by our reader only", checker.python)
+        self.files = NluFiles(settings.nlu_data_dir, checker if checker.available else None)
         self.models_dir = Path(settings.models_dir)
         self.work_dir = Path(settings.data_dir) / "studio" / self.deployment
         rasa_env = {**RASA_ENV, "RASA_CACHE_DIRECTORY": str((self.work_dir / "rasa-cache").resolve())}
@@ -103,6 +107,8 @@ class Studio:
             await asyncio.gather(self._reconcile_task, return_exceptions=True)
         await self.runner.stop()
         await self.follower.stop()
+        if self.files.checker is not None:
+            await asyncio.to_thread(self.files.checker.close)
         try:
             state = await self.follower.active()
             others = await self.activator.live_workers()
@@ -234,13 +240,27 @@ async def list_jobs(session: AsyncSession, *, deployment: str, limit: int = 20) 
 
 async def request_training(studio: Studio, session: AsyncSession, agent: Agent) -> StudioJob:
     """Queue a training; one at a time (the machine has two cores, and two would only race)."""
-    if await busy(session, deployment=studio.deployment, kind=JobKind.TRAIN):
-        raise Conflict("a training is already queued or running", code="training_in_progress")
-    job = StudioJob(deployment=studio.deployment, kind=JobKind.TRAIN, created_by=agent.id)
-    session.add(job)
-    await session.flush()
-    audit(session, actor_kind="agent", actor_id=agent.id, action="studio_train_requested", subject=f"job:{job.id}")
-    return job
+    running = await busy(session, deployment=studio.deployment, kind=JobKind.TRAIN)
+    if running is None:
+        job = StudioJob(deployment=studio.deployment, kind=JobKind.TRAIN, created_by=agent.id)
+        session.add(job)
+        try:
+            # The check above races with other requests; the partial unique index (one queued or running
+            # training per deployment, migration 0007) decides, on every worker.
+            await session.flush()
+        except IntegrityError:
+            await session.rollback()
+            running = await busy(session, deployment=studio.deployment, kind=JobKind.TRAIN)
+        else:
+            audit(
+                session, actor_kind="agent", actor_id=agent.id, action="studio_train_requested", subject=f"job:{job.id}"
+            )
+            return job
+    raise Conflict(
+        f"a training is already queued or running (job {running.id if running else '?'})",
+        code="training_in_progress",
+        job_id=running.id if running else None,
+    )
 
 
 async def request_activation(

@@ -29,7 +29,7 @@ from api.masking import mask_sensitive
 from api.realtime import AGENTS_CHANNEL, agent_channel, publish, publish_to_customer
 from api.routing.flows import do_claim, do_take_over
 from api.timeutil import utcnow
-from api.video import service
+from api.video import sealing, service
 from api.video.models import ACTIVE_STATES, FINAL_STATES, CallConsent, CallState, Recording, RecordingStatus, VideoCall
 from api.video.recorder import RecordingResult, measure
 from api.video.schemas import CallPublic
@@ -433,7 +433,11 @@ async def _measure_if_here(path) -> RecordingResult | None:
 
 
 async def finalize_recordings(registry: CallRegistry, call_id: int, results: dict[str, RecordingResult | None]) -> None:
-    """Store what the closed files are: duration, size, SHA-256, streams, frames; flag what failed."""
+    """Store what the closed files are: duration, size, SHA-256, streams, frames; flag what failed. Each file is
+    encrypted at rest first (api/video/sealing.py); its plain copy goes once the rows point at the sealed one."""
+    plain = {party: result.path for party, result in results.items() if result is not None}
+    sealed = await sealing.seal_plain_files(registry.settings, plain)
+    on_record: list = []  # plain files whose rows now point at their sealed copies
     async with unit_of_work(registry.engine) as session:
         rows = await service.list_recordings(session, call_id=call_id, status=RecordingStatus.RECORDING)
         for row in rows:
@@ -464,12 +468,16 @@ async def finalize_recordings(registry: CallRegistry, call_id: int, results: dic
             row.frames_received, row.frames_written = result.frames_in.get("video"), result.frames_recorded.get("video")
             row.gaps, row.av_offset_s, row.issues = result.gaps, result.av_offset_s, result.issues
             row.transcoded = result.transcoded
+            if row.party in sealed:
+                if sealing.record_seal(row, sealed[row.party]):
+                    on_record.append(plain[row.party])
             if row.status != RecordingStatus.COMPLETE:
                 log.error("call %s: %s recording flagged: %s", call_id, row.party, row.error or "; ".join(row.issues))
         if rows:
             call = await session.get(VideoCall, call_id)
             service.add_event(session, call, "recordings_finalized", recordings={r.party: r.status for r in rows})
         await session.commit()
+    await sealing.remove_plain(on_record)
     if rows:
         await publish(
             registry.redis,

@@ -94,7 +94,11 @@ class Recording(SQLModel, table=True):
     ended_at: datetime | None = None
     duration_s: float | None = None
     size_bytes: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
-    sha256: str | None = Field(default=None, max_length=64)
+    sha256: str | None = Field(default=None, max_length=64)  # of the plaintext (what a download must match)
+    # Encryption at rest (api/vault.py): the master key id wrapping the file's data key, and the SHA-256 of the
+    # sealed file as stored. Both None while recording and for a file never sealed (e.g. an orphan's).
+    key_id: str | None = Field(default=None, max_length=32)
+    sha256_stored: str | None = Field(default=None, max_length=64)
     has_audio: bool = False
     has_video: bool = False
     # Frames per kind: in (received), recorded, dropped (not written), in_file (demuxed back), durations_s.

@@ -3,12 +3,13 @@ answer and in-call actions, and the supervisor's access to recordings (every acc
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, StreamingResponse
 from starlette.requests import HTTPConnection
 
 from api.agents import flows as agent_flows
@@ -28,10 +29,11 @@ from api.deps import (
     bearer_token,
     current_agent,
 )
-from api.errors import BadRequest, NotAuthenticated, NotPermitted, ResourceNotFound
+from api.errors import BadRequest, NotAuthenticated, NotPermitted, ResourceNotFound, UpstreamUnavailable
 from api.masking import mask_structure
 from api.security import read_token
-from api.video import flows, outcomes, service
+from api.vault import VaultError, keyring_for
+from api.video import flows, outcomes, sealing, service
 from api.video.models import CallState
 from api.video.schemas import (
     CallEventPublic,
@@ -271,8 +273,11 @@ async def list_recordings(
 
 
 @router.get("/recordings/{recording_id}/download")
-async def download_recording(recording_id: RecordId, supervisor: Supervisor, session: SessionDep, video: VideoDep):
-    """The file, with its SHA-256 so the copy can be checked; every download is audited (committed first)."""
+async def download_recording(
+    recording_id: RecordId, supervisor: Supervisor, session: SessionDep, video: VideoDep, settings: SettingsDep
+):
+    """The file (decrypted, every chunk authenticated, both digests checked as it streams), with its plaintext
+    SHA-256 so the copy can be checked; every download is audited (committed first)."""
     recording = await service.get_recording(session, recording_id)
     path = service.resolve_recording(video.recordings_dir, recording.path)
     if not path.is_file():
@@ -286,11 +291,21 @@ async def download_recording(recording_id: RecordId, supervisor: Supervisor, ses
         call_id=recording.call_id,
         sha256=recording.sha256,
     )
-    await session.commit()
+    plain_name = recording.path.removesuffix(sealing.SEALED_SUFFIX)
+    filename = f"call-{recording.call_id}-{recording.party}{Path(plain_name).suffix}"
     headers = {"X-Content-SHA256": recording.sha256 or "", "Cache-Control": "no-store"}
-    return FileResponse(
-        path,
-        media_type=recording.content_type,
-        headers=headers,
-        filename=f"call-{recording.call_id}-{recording.party}{Path(recording.path).suffix}",
+    if recording.key_id is None:  # never sealed (an orphan's file before `sealing seal-pending`)
+        await session.commit()
+        return FileResponse(path, media_type=recording.content_type, headers=headers, filename=filename)
+    keyring = await asyncio.to_thread(keyring_for, settings)
+    try:
+        await asyncio.to_thread(sealing.check_openable, path, keyring)
+    except VaultError as exc:
+        raise UpstreamUnavailable(str(exc), code="recording_key_unavailable") from exc
+    await session.commit()
+    headers["Content-Length"] = str(recording.size_bytes)
+    headers["Content-Disposition"] = f'attachment; filename="{filename}"'
+    # a plain iterator: Starlette runs each step (read, authenticate, decrypt) in its thread pool
+    return StreamingResponse(
+        sealing.plaintext(path, keyring, recording), media_type=recording.content_type, headers=headers
     )

@@ -122,6 +122,9 @@ class RecordingPublic(BaseModel):
     duration_s: float | None
     size_bytes: int | None
     sha256: str | None
+    # encryption at rest: the master key id wrapping the file's key (None: not encrypted), the sealed file's hash
+    key_id: str | None = None
+    sha256_stored: str | None = None
     has_audio: bool
     has_video: bool
     frames: dict[str, Any]

@@ -93,3 +93,14 @@ async def wait_until(predicate, timeout: float = 10.0, message: str = "condition
     while not predicate():
         assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {message}"
         await asyncio.sleep(0.05)
+
+
+def recording_file(recordings_dir, call_id: int, party: str):
+    """A recording as it decodes: the sealed file on disk decrypted (and verified) in memory, for av.open."""
+    import io
+
+    from api.vault import Keyring, open_sealed
+    from tests.conftest import TEST_VAULT_MASTER_KEYS
+
+    path = next(recordings_dir.rglob(f"call-{call_id}-{party}-*.mp4.sealed"))
+    return io.BytesIO(b"".join(open_sealed(path, Keyring.parse(TEST_VAULT_MASTER_KEYS))))

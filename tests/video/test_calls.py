@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import stat
 import time
 from datetime import datetime
@@ -114,24 +115,42 @@ async def test_a_recorded_call_relays_both_ways_and_keeps_the_evidence(video_sta
     # The files: private, and exactly what the rows say (size, SHA-256); they decode with audio and video.
     listed = await supervisor.http.get("/video/recordings", params={"call_id": call["id"]})
     assert listed.status_code == 200 and {r["id"] for r in listed.json()} == {r["id"] for r in recordings}
-    files = sorted(Path(stack.recordings_dir).rglob("*.mp4"))
+    # Encrypted at rest: only sealed files remain (no plain MP4), each the stored hash on record; the download
+    # is the decrypted recording, matching the plaintext hash, and decodes.
+    assert not list(Path(stack.recordings_dir).rglob("*.mp4")), "plain recordings left on disk"
+    files = sorted(Path(stack.recordings_dir).rglob("*.mp4.sealed"))
     assert len(files) == 2
     for path in files:
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert path.read_bytes()[:8] == b"YTVAULT1"
     for recording in recordings:
+        path = next(p for p in files if f"-{recording['party']}-" in p.name)
+        assert recording["key_id"] == "test-1"
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == recording["sha256_stored"]
         download = await supervisor.http.get(f"/video/recordings/{recording['id']}/download")
         assert download.status_code == 200 and download.headers["content-type"] == "video/mp4"
         assert len(download.content) == recording["size_bytes"]
         assert (
             hashlib.sha256(download.content).hexdigest() == recording["sha256"] == download.headers["x-content-sha256"]
         )
-        path = next(p for p in files if f"-{recording['party']}-" in p.name)
-        with av.open(str(path)) as container:
+        assert download.content[4:8] == b"ftyp"  # an MP4, not ciphertext
+        with av.open(io.BytesIO(download.content)) as container:
             kinds = {s.type for s in container.streams}
             assert kinds == {"audio", "video"}
             frames = sum(1 for _ in container.decode(video=0))
             assert frames > 10
-    assert audit_actions(stack.database_url, "recording").count("recording_download") == 2
+    # A sealed file altered on disk never downloads as a complete file.
+    altered = bytearray(files[0].read_bytes())
+    altered[len(altered) // 2] ^= 0x01
+    files[0].write_bytes(bytes(altered))
+    recording = next(r for r in recordings if f"-{r['party']}-" in files[0].name)
+    try:
+        broken = await supervisor.http.get(f"/video/recordings/{recording['id']}/download")
+        complete = broken.status_code == 200 and len(broken.content) == recording["size_bytes"]
+    except httpx.HTTPError:  # the stream stops short of its Content-Length
+        complete = False
+    assert not complete
+    assert audit_actions(stack.database_url, "recording").count("recording_download") == 3
     assert "recording_list" in audit_actions(stack.database_url, "recordings")
     assert (await agent.http.get("/video/recordings")).status_code == 403  # supervisors only
 

@@ -12,6 +12,7 @@ from tests.support import MiniappCustomer, next_message
 from tests.video.clients import MediaParty
 from tests.video.support import (
     escalated_customer,
+    recording_file,
     request_call,
     video_agent,
     wait_for_call,
@@ -78,8 +79,7 @@ async def test_a_customer_who_drops_mid_call_ends_it_after_the_grace_period_with
     assert {g["kind"] for g in dropped["gaps"] if g["length_s"] >= 1.5} == {"audio", "video"}, dropped["gaps"]
     assert by_party["agent"]["status"] == "complete", by_party["agent"]["issues"]
     for recording in recordings:
-        path = next(stack.recordings_dir.rglob(f"call-{call['id']}-{recording['party']}-*.mp4"))
-        with av.open(str(path)) as container:
+        with av.open(recording_file(stack.recordings_dir, call["id"], recording["party"])) as container:
             assert {s.type for s in container.streams} == {"audio", "video"}
     await wait_until(lambda: agent_media.pc.connectionState in ("closed", "failed"), 15, "the agent's media to close")
     await agent_media.close()

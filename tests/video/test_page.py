@@ -6,7 +6,14 @@ from __future__ import annotations
 import av
 
 from tests.video.clients import MediaParty
-from tests.video.support import escalated_customer, video_agent, wait_for_call, wait_for_recordings, wait_until
+from tests.video.support import (
+    escalated_customer,
+    recording_file,
+    video_agent,
+    wait_for_call,
+    wait_for_recordings,
+    wait_until,
+)
 
 
 async def test_the_customer_consents_talks_to_the_agent_and_hangs_up_in_the_browser(
@@ -62,8 +69,7 @@ async def test_the_customer_consents_talks_to_the_agent_and_hangs_up_in_the_brow
     assert all(r["status"] == "complete" and r["has_audio"] and r["has_video"] for r in recordings), recordings
     plans = (await agent.http.get(f"/video/calls/{call_id}")).json()["plans"]
     assert plans[0]["state"] == "confirmed" and len(plans[0]["recording_ids"]) == 2
-    customer_file = next(stack.recordings_dir.rglob(f"call-{call_id}-customer-*.mp4"))
-    with av.open(str(customer_file)) as container:
+    with av.open(recording_file(stack.recordings_dir, call_id, "customer")) as container:
         video = container.streams.video[0]
         assert (video.codec_context.width, video.codec_context.height) == (640, 480)
     await agent_media.close()
