@@ -243,7 +243,7 @@ class RasaClient:
             asking.clear()
             parse = parse_response(body)
             if cache is not None and replica.model_id is not None:
-                await cache.put(replica.model_id, text, body)
+                cache.put_soon(replica.model_id, text, body)
             return parse
 
     def _last_model_id(self) -> str | None:
@@ -402,6 +402,8 @@ class RasaClient:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self.cache is not None:
+            await self.cache.drain()
         for session in (self._pool, self._fresh):
             if session is not None:
                 await session.close()

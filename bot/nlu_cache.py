@@ -15,6 +15,7 @@ customer, so they would never be hit anyway) are not cached. A Redis error is a 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -26,12 +27,14 @@ from redis.exceptions import RedisError
 
 log = logging.getLogger(__name__)
 _DIGIT_RUN = re.compile(r"\d{4,}")
+MAX_PENDING_WRITES = 256
 
 
 class ParseCache:
     def __init__(self, redis: Redis | None, *, ttl_s: int = 3600, max_chars: int = 64, local_entries: int = 2048):
         self.redis, self.ttl_s, self.max_chars, self.local_entries = redis, ttl_s, max_chars, local_entries
         self._local: OrderedDict[tuple[str, str], dict] = OrderedDict()
+        self._writes: set[asyncio.Task] = set()
 
     def accepts(self, text: str) -> bool:
         return 0 < len(text) <= self.max_chars and not _DIGIT_RUN.search(text)
@@ -72,6 +75,21 @@ class ParseCache:
             await self.redis.set(self.key(model_id, text), json.dumps(body, ensure_ascii=False), ex=self.ttl_s)
         except RedisError:
             log.debug("parse cache write failed", exc_info=True)
+
+    def put_soon(self, model_id: str, text: str, body: dict) -> None:
+        """`put`, with the Redis write in the background: the answer doesn't wait for it. At most
+        `MAX_PENDING_WRITES` at a time; past that the write is skipped (a later parse writes it)."""
+        self._remember(model_id, text, body)
+        if self.redis is None or len(self._writes) >= MAX_PENDING_WRITES:
+            return
+        task = asyncio.get_running_loop().create_task(self.put(model_id, text, body))
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+
+    async def drain(self) -> None:
+        """Let the writes in flight finish (the client calls it before Redis goes away)."""
+        if self._writes:
+            await asyncio.wait(set(self._writes), timeout=2)
 
     def _remember(self, model_id: str, text: str, body: dict) -> None:
         if self.local_entries <= 0:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from redis.asyncio import Redis
 from redis.asyncio.lock import Lock
 from redis.exceptions import LockError
+from sqlalchemy.exc import IntegrityError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from api.audit.models import audit
@@ -79,20 +80,17 @@ async def do_receive_customer_message(
     channel acknowledges them itself.
     """
     async with customer_turn(redis, customer_id) as turn:
-        if platform_msg_id:
-            existing = await service.get_message_by_platform_id(
-                session, channel=channel, platform_msg_id=platform_msg_id
-            )
-            if existing is not None:
-                conversation = await session.get(Conversation, existing.conversation_id)
-                replies = await service.list_replies_to(session, existing.id)
-                return Received(existing, conversation, replies, duplicate=True)
-        conversation = await service.open_for_message(session, customer_id=customer_id, channel=channel, touch=False)
+        conversation, started = await service.open_or_start(
+            session, customer_id=customer_id, channel=channel, touch=False
+        )
         bot_answers = conversation.state == ConversationState.BOT and kind == "text"
         if not bot_answers:
             # Otherwise the bot's answer sets it, in the second write: one UPDATE of the row per message, not two.
             conversation.updated_at = utcnow()
-        context = await service.load_context(session, triage.store, conversation)
+        if started:
+            context = await service.start_context(session, conversation)
+        else:
+            context = await service.load_context(session, triage.store, conversation)
         inbound = Message(
             conversation_id=conversation.id,
             customer_id=customer_id,
@@ -106,8 +104,16 @@ async def do_receive_customer_message(
         )
         session.add(inbound)
         context.remember(sender_kind=SenderKind.CUSTOMER, channel=channel, text=text)
-        # The message is safe in SQL before anything else can fail.
-        await session.commit()
+        # The message is safe in SQL before anything else can fail. A retry of one already stored is told by the
+        # unique platform id as it is written (no lookup before every message; retries are the rare case).
+        try:
+            await session.commit()
+        except IntegrityError:
+            await session.rollback()
+            duplicate = await _already_received(session, channel, platform_msg_id)
+            if duplicate is None:
+                raise
+            return duplicate
         await _tell_agents(redis, conversation, inbound)
         if not bot_answers:
             turn.keep(triage.store, context)
@@ -115,11 +121,22 @@ async def do_receive_customer_message(
         replies = await _answer_with_bot(session, triage, conversation, context, inbound)
         await session.commit()
         turn.keep(triage.store, context)
-    await triage.delivery.deliver(conversation, replies)
-    await triage.delivery.state_changed(conversation)
+    await triage.delivery.deliver(conversation, replies, state_changed=True)
     if conversation.state == ConversationState.QUEUED:
         await _route(session, redis, triage, conversation)
     return Received(inbound, conversation, replies)
+
+
+async def _already_received(session: AsyncSession, channel: str, platform_msg_id: str | None) -> Received | None:
+    """The message stored earlier under this platform id, with what was answered to it."""
+    if not platform_msg_id:
+        return None
+    existing = await service.get_message_by_platform_id(session, channel=channel, platform_msg_id=platform_msg_id)
+    if existing is None:
+        return None
+    conversation = await session.get(Conversation, existing.conversation_id)
+    replies = await service.list_replies_to(session, existing.id)
+    return Received(existing, conversation, replies, duplicate=True)
 
 
 async def _route(session: AsyncSession, redis: Redis, triage: Triage, conversation: Conversation) -> None:
