@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import func, or_
+from sqlalchemy import case, func, or_
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -53,9 +53,16 @@ async def open_or_start(
     session: AsyncSession, *, customer_id: int, channel: str, touch: bool = True
 ) -> tuple[Conversation, bool]:
     """`open_for_message`, and whether the conversation was started just now (it has no history yet)."""
-    conversation = await get_open(session, customer_id)
-    if conversation is None:
-        previous = await get_latest(session, customer_id)
+    # One read for both cases: the latest open conversation, else the latest one (the new one links to it).
+    is_open = case((col(Conversation.state).in_(OPEN_STATES), 0), else_=1)
+    statement = (
+        select(Conversation)
+        .where(Conversation.customer_id == customer_id)
+        .order_by(is_open, col(Conversation.id).desc())
+    )
+    conversation = (await session.exec(statement.limit(1))).first()
+    if conversation is None or conversation.state not in OPEN_STATES:
+        previous = conversation
         conversation = Conversation(
             customer_id=customer_id,
             current_channel=channel,
