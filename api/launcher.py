@@ -143,11 +143,19 @@ def run() -> int:
             )
             env["YUNTING_WECHAT_API_BASE"] = f"http://127.0.0.1:{port}"
             say(f"bundled WeChat emulator: {env['YUNTING_WECHAT_API_BASE']}")
-        if "YUNTING_RASA_URL" not in env:
+        if "YUNTING_RASA_URL" not in env and "YUNTING_RASA_URLS" not in env:
             rasa_port = int(env.get("YUNTING_RASA_PORT", "5005"))
-            children.append(start_rasa(train(), rasa_port, data_dir / "rasa.log"))
-            env["YUNTING_RASA_URL"] = f"http://127.0.0.1:{rasa_port}"
-            say(f"Rasa NLU service starting on {env['YUNTING_RASA_URL']}")
+            # YUNTING_RASA_REPLICAS: that many `rasa run` on consecutive ports, balanced by the app (bot/nlu.py).
+            replicas = max(1, int(env.get("YUNTING_RASA_REPLICAS", "1")))
+            model = train()
+            urls = []
+            for index in range(replicas):
+                log_name = "rasa.log" if index == 0 else f"rasa-{index + 1}.log"
+                children.append(start_rasa(model, rasa_port + index, data_dir / log_name))
+                urls.append(f"http://127.0.0.1:{rasa_port + index}")
+            env["YUNTING_RASA_URL"] = urls[0]
+            env["YUNTING_RASA_URLS"] = ",".join(urls)
+            say(f"Rasa NLU service starting on {env['YUNTING_RASA_URLS']}")
             say("(loading the model takes ~30 s; log: var/rasa.log)")
         api_port = env.get("YUNTING_PORT", "8000")
         children.append(

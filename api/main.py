@@ -40,6 +40,7 @@ from api.video.registry import CallRegistry
 from api.video.router import router as video_router
 from bot.context import ContextStore
 from bot.nlu import RasaClient
+from bot.nlu_cache import ParseCache
 
 log = logging.getLogger("yunting")
 H5_DIR = Path(__file__).resolve().parent.parent / "miniapp_stubs" / "h5"
@@ -70,8 +71,17 @@ async def _start_dependencies(app: FastAPI, settings: Settings, stack: AsyncExit
     app.state.redis = DeploymentRedis.from_url(redis_url, decode_responses=True)
     stack.push_async_callback(app.state.redis.aclose)
     app.state.limiter = RateLimiter(app.state.redis, settings)
-    nlu = RasaClient(settings.rasa_url, timeout_s=settings.nlu_timeout_s)
+    cache = None
+    if settings.nlu_parse_cache:
+        cache = ParseCache(
+            app.state.redis,
+            ttl_s=settings.nlu_parse_cache_ttl_s,
+            max_chars=settings.nlu_parse_cache_max_chars,
+            local_entries=settings.nlu_parse_cache_local_entries,
+        )
+    nlu = RasaClient(settings.nlu_replica_urls(), timeout_s=settings.nlu_timeout_s, cache=cache)
     stack.push_async_callback(nlu.aclose)
+    await nlu.start()
     app.state.triage = Triage(
         nlu=nlu,
         store=ContextStore(app.state.redis, settings.context_ttl_s),

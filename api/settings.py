@@ -37,6 +37,14 @@ class Settings(BaseSettings):
     rasa_url: str = "http://127.0.0.1:5005"
     nlu_timeout_s: float = 3.0
     nlu_confidence_threshold: float = 0.55
+    # Several Rasa replicas, comma-separated (balanced by least outstanding parses); unset means `rasa_url`
+    # alone. When set without `rasa_url`, the first is `rasa_url` (the studio's "configured Rasa").
+    rasa_urls: str | None = None
+    # Parse cache (bot/nlu_cache.py): the same text under the same model skips Rasa.
+    nlu_parse_cache: bool = True
+    nlu_parse_cache_ttl_s: int = 3600
+    nlu_parse_cache_max_chars: int = 64
+    nlu_parse_cache_local_entries: int = 2048
 
     # WeChat: unset API base means the bundled emulator.
     wechat_api_base: str | None = None
@@ -155,6 +163,17 @@ class Settings(BaseSettings):
         if self.vault_master_keys is not None:
             Keyring.parse(self.vault_master_keys.get_secret_value())  # a malformed list stops the start
         return self
+
+    @model_validator(mode="after")
+    def _first_replica_is_the_rasa_url(self) -> Settings:
+        if self.rasa_urls and "rasa_url" not in self.model_fields_set:
+            self.rasa_url = self.nlu_replica_urls()[0]
+        return self
+
+    def nlu_replica_urls(self) -> list[str]:
+        """Every Rasa replica to balance over (`rasa_urls`, else `rasa_url` alone)."""
+        urls = [u.strip().rstrip("/") for u in (self.rasa_urls or "").split(",") if u.strip()]
+        return urls or [self.rasa_url.rstrip("/")]
 
     @cached_property
     def resolved_database_url(self) -> str:

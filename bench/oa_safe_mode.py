@@ -125,9 +125,13 @@ class SafeMode:
     def reply(self, response: httpx.Response, openid: str) -> str | None:
         """The passive reply's text; None for ``success`` (no passive reply: late, or nothing to say)."""
         response.raise_for_status()
-        if response.text.strip() in ("", "success"):
+        return self.open_reply(response.text, openid)
+
+    def open_reply(self, text: str, openid: str) -> str | None:
+        """`reply` on the body's text."""
+        if text.strip() in ("", "success"):
             return None
-        outer = {c.tag: c.text or "" for c in fromstring(response.text)}
+        outer = {c.tag: c.text or "" for c in fromstring(text)}
         assert outer["MsgSignature"] == sign(outer["TimeStamp"], outer["Nonce"], outer["Encrypt"]), "bad MsgSignature"
         inner = {c.tag: c.text or "" for c in fromstring(self.decrypt(outer["Encrypt"]))}
         assert inner["ToUserName"] == openid, inner

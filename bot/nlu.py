@@ -1,19 +1,52 @@
-"""Async client for the Rasa NLU service (`rasa run --enable-api`): `/model/parse` with a timeout."""
+"""Async client for the Rasa NLU service (`rasa run --enable-api`): `/model/parse` over a pool of replicas.
+
+- **Transport**: one aiohttp session with a bounded keep-alive pool. A kept-alive connection is reused only
+  below Rasa's own keep-alive timeout (Sanic closes idle ones after 5 s), aiohttp drops pooled connections
+  whose close it has already seen, and a connection the server closed just as we sent (the race no client
+  can avoid) is retried once on a new connection that is not from the pool: the parse is read-only.
+- **Replicas**: several Rasa URLs; each parse goes to the admitted replica with the fewest outstanding
+  parses. A replica that fails (refused, reset, 5xx, an answer that isn't a parse) or times out is ejected
+  at once (unless it is the last one admitted) and probed on `/status` in the background; it is
+  re-admitted when `/status` answers with a model. The replica set is an explicit input (`set_replicas`);
+  the studio's blue/green switch uses `use_base_url`.
+- **Parse cache** (`bot/nlu_cache.py`, optional): the same normalised text under the same model is
+  answered from memory or Redis; the model id comes from each replica's `/status`, so a newly activated
+  model starts with an empty cache.
+Every call is bounded by `timeout_s` in all (retries and fail-over included).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
-import urllib.request
+import unicodedata
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import httpx
+import aiohttp
+from yarl import URL
+
+if TYPE_CHECKING:
+    from bot.nlu_cache import ParseCache
+
+log = logging.getLogger(__name__)
 
 FALLBACK_INTENT = "nlu_fallback"
 # Where a request being timed (api/timing.py, opt-in) collects the seconds its parses took; None otherwise.
 nlu_timings: ContextVar[list[float] | None] = ContextVar("yunting_nlu_timings", default=None)
+
+# Connections kept open per replica after a burst (the pool's bound; more concurrent parses wait for one).
+MAX_CONNECTIONS_PER_REPLICA = 32
+# Below Sanic's KEEP_ALIVE_TIMEOUT (5 s, what Rasa runs with): we close an idle connection before Rasa does.
+KEEPALIVE_S = 4.0
+# An ejected replica is asked for `/status` this often (doubling up to the maximum) until it answers.
+PROBE_FIRST_S, PROBE_MAX_S = 0.25, 2.0
+# An admitted replica's `/status` is read again this often, to notice a model changed under the same URL.
+REFRESH_S = 10.0
+_JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
 
 
 class NluUnavailable(Exception):
@@ -59,151 +92,327 @@ def parse_response(body: dict) -> NluParse:
             entities=entities,
             ranking=ranking,
         )
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise NluUnavailable(f"unexpected NLU answer: {exc}") from exc
 
 
-# After a burst, keep this many connections to Rasa open for the next messages; close the rest.
-MAX_IDLE_CONNECTIONS = 32
+def normalise(text: str) -> str:
+    """The text Rasa is asked about: NFC, trimmed, whitespace runs as one space.
+
+    Rasa parses exactly this (not the raw text), so a cached parse and a fresh one of the same normalised
+    text are the same answer, entity offsets and values included. Nothing that could change a meaning
+    (case, full-width digits, punctuation) is touched."""
+    return " ".join(unicodedata.normalize("NFC", text).split())
 
 
-class _KeepAlive:
-    """Plain-HTTP/1.1 POSTs of JSON to one host over kept-alive connections: the parse on every message.
-
-    httpx's layers (request and response models, the transport, the pool, anyio) cost about 1 ms of CPU
-    per call here; this is the same exchange without them. Used only for `http://` without a proxy
-    (`RasaClient` keeps httpx otherwise, and for everything else).
-    """
-
-    def __init__(self, base_url: str) -> None:
-        url = httpx.URL(base_url)
-        self.host, self.port = url.host, url.port or 80
-        self.prefix = url.raw_path.rstrip(b"/")
-        self.host_header = url.netloc
-        self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
-
-    @staticmethod
-    def usable(base_url: str) -> bool:
-        url = httpx.URL(base_url)
-        if url.scheme != "http" or not url.host:
-            return False
-        proxies = urllib.request.getproxies()
-        return "http" not in proxies or bool(urllib.request.proxy_bypass(url.host))
-
-    async def post_json(self, path: str, body: bytes) -> tuple[int, bytes]:
-        request = b"".join(
-            (
-                b"POST ",
-                self.prefix,
-                path.encode(),
-                b" HTTP/1.1\r\nHost: ",
-                self.host_header,
-                b"\r\nContent-Type: application/json\r\nAccept: application/json\r\nContent-Length: ",
-                str(len(body)).encode(),
-                b"\r\n\r\n",
-                body,
-            )
-        )
-        for _ in range(2):
-            reused = bool(self._idle)
-            reader, writer = self._idle.pop() if reused else await asyncio.open_connection(self.host, self.port)
-            try:
-                writer.write(request)
-                status, keep_alive, payload = await _read_response(reader)
-            except (ConnectionError, asyncio.IncompleteReadError) as exc:
-                writer.close()
-                if reused and not getattr(exc, "partial", b""):
-                    continue  # the server closed a kept-alive connection meanwhile: once more on a new one
-                raise
-            except BaseException:
-                writer.close()  # a timeout or a bad answer: the connection's state is unknown
-                raise
-            if keep_alive and len(self._idle) < MAX_IDLE_CONNECTIONS:
-                self._idle.append((reader, writer))
-            else:
-                writer.close()
-            return status, payload
-        raise ConnectionError("kept-alive connections closed")
-
-    def close(self) -> None:
-        while self._idle:
-            self._idle.pop()[1].close()
+class _ReplicaFailed(Exception):
+    """One replica could not answer this parse (it is ejected); another may."""
 
 
-async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bool, bytes]:
-    """Status, whether the connection can be reused, and the body of one HTTP/1.x response."""
-    head = await reader.readuntil(b"\r\n\r\n")
-    status_line, *lines = head[:-4].split(b"\r\n")
-    version, status, _ = (status_line + b" ").split(b" ", 2)
-    headers = {}
-    for line in lines:
-        name, _, value = line.partition(b":")
-        headers[name.strip().lower()] = value.strip()
-    keep_alive = version == b"HTTP/1.1" and headers.get(b"connection", b"").lower() != b"close"
-    if b"content-length" in headers:
-        payload = await reader.readexactly(int(headers[b"content-length"]))
-    elif headers.get(b"transfer-encoding", b"").lower() == b"chunked":
-        chunks = []
-        while size := int((await reader.readuntil(b"\r\n")).split(b";")[0], 16):
-            chunks.append(await reader.readexactly(size + 2))
-        while await reader.readuntil(b"\r\n") != b"\r\n":
-            pass  # trailers
-        payload = b"".join(chunk[:-2] for chunk in chunks)
-    else:
-        payload, keep_alive = await reader.read(), False
-    return int(status), keep_alive, payload
+@dataclass(eq=False)
+class Replica:
+    """One Rasa instance: its in-flight parses, whether it takes traffic, and the model it serves."""
+
+    url: str
+    parse_url: URL = field(init=False)  # parsed once: aiohttp would parse a string on every call
+    outstanding: int = 0
+    admitted: bool = True
+    model_id: str | None = None
+    model_file: str | None = None
+    ejected_at: float | None = None
+    failures: int = 0
+    parses: int = 0
+    probe: asyncio.Task | None = None
+    checked_at: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.parse_url = URL(self.url + "/model/parse")
 
 
 class RasaClient:
-    """One pooled HTTP client per process; every call is bounded by `timeout_s`."""
+    """One per process. `parse` never takes longer than `timeout_s`; errors become `NluUnavailable`."""
 
-    def __init__(self, base_url: str, timeout_s: float = 3.0) -> None:
-        self.base_url = base_url.rstrip("/")
+    def __init__(self, base_url: str | list[str], timeout_s: float = 3.0, *, cache: ParseCache | None = None) -> None:
+        urls = [base_url] if isinstance(base_url, str) else list(base_url)
+        self.configured = _clean(urls)
+        if not self.configured:
+            raise ValueError("at least one Rasa URL is needed")
         self.timeout_s = timeout_s
-        self._http = httpx.AsyncClient(base_url=self.base_url, timeout=timeout_s)
-        self._parse_http = _KeepAlive(self.base_url) if _KeepAlive.usable(self.base_url) else None
+        self.cache = cache
+        self.replicas: list[Replica] = [Replica(url) for url in self.configured]
+        self._turn = 0  # breaks ties between equally loaded replicas in turn
+        self._pool: aiohttp.ClientSession | None = None
+        self._fresh: aiohttp.ClientSession | None = None
+        self.cache_hits = self.cache_misses = 0
+        self._background: set[asyncio.Task] = set()
+        self._refresher: asyncio.Task | None = None
+
+    # -- the replica set ----------------------------------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        """The address the studio knows this client by: the first configured URL while the configured set is
+        in use, else the one instance the studio switched to."""
+        urls = [r.url for r in self.replicas]
+        return self.configured[0] if urls == self.configured else urls[0]
+
+    @property
+    def urls(self) -> list[str]:
+        return [r.url for r in self.replicas]
+
+    def set_replicas(self, urls: list[str]) -> None:
+        """Send the next parses to these replicas (kept ones keep their state); parses in flight finish
+        where they started. An empty list is refused: keep what there is rather than answer nobody."""
+        wanted = _clean(urls)
+        if not wanted:
+            raise ValueError("at least one Rasa URL is needed")
+        kept = {r.url: r for r in self.replicas}
+        replicas = [kept.pop(url, None) or Replica(url) for url in wanted]
+        for gone in kept.values():
+            if gone.probe is not None:
+                gone.probe.cancel()
+        self.replicas = replicas
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        for replica in replicas:
+            if replica.model_id is None:  # learn its model now (the cache keys by it), not at the next refresh
+                self._background.add(task := loop.create_task(self._read_status(replica)))
+                task.add_done_callback(self._background.discard)
 
     def use_base_url(self, base_url: str) -> None:
-        """Send the next calls to another Rasa instance (the studio's blue/green switch); calls in flight
-        finish where they started."""
-        self.base_url = base_url.rstrip("/")
-        self._http.base_url = self.base_url
-        if self._parse_http is not None:
-            self._parse_http.close()
-        self._parse_http = _KeepAlive(self.base_url) if _KeepAlive.usable(self.base_url) else None
+        """The studio's blue/green switch: one instance, or back to the configured set when it names it."""
+        url = base_url.rstrip("/")
+        self.set_replicas(self.configured if url in self.configured else [url])
+
+    def replica_states(self) -> list[dict]:
+        """For health and metrics: each replica's address, state and load."""
+        return [
+            {
+                "url": r.url,
+                "admitted": r.admitted,
+                "outstanding": r.outstanding,
+                "parses": r.parses,
+                "failures": r.failures,
+                "model_file": r.model_file,
+            }
+            for r in self.replicas
+        ]
+
+    # -- parsing ------------------------------------------------------------------------------------
 
     async def parse(self, text: str) -> NluParse:
         started = time.perf_counter()
+        text = normalise(text)
+        asking: list[Replica] = []  # the replica this call waits on, if any, when the time is up
         try:
-            if self._parse_http is None:
-                response = await self._http.post("/model/parse", json={"text": text})
-                response.raise_for_status()
-                return parse_response(response.json())
-            body = json.dumps({"text": text}, ensure_ascii=False).encode()
             async with asyncio.timeout(self.timeout_s):
-                status, payload = await self._parse_http.post_json("/model/parse", body)
-            if not 200 <= status < 300:
-                raise NluUnavailable(f"NLU service failed: HTTP {status}")
-            return parse_response(json.loads(payload))
-        except (httpx.HTTPError, ValueError) as exc:
-            raise NluUnavailable(f"NLU service failed: {exc.__class__.__name__}") from exc
-        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:  # TimeoutError is an OSError
-            raise NluUnavailable(f"NLU service failed: {exc.__class__.__name__}") from exc
+                return await self._parse(text, asking)
+        except TimeoutError as exc:
+            if asking:
+                self._eject(asking[0], "timed out")
+            raise NluUnavailable("NLU service failed: timed out") from exc
         finally:
             timings = nlu_timings.get()
             if timings is not None:
                 timings.append(time.perf_counter() - started)
 
-    async def status(self) -> dict:
-        """Rasa's `/status`; `model_file` is empty until a model is loaded."""
+    async def _parse(self, text: str, asking: list[Replica]) -> NluParse:
+        cache = self.cache if self.cache is not None and self.cache.accepts(text) else None
+        tried: set[int] = set()
+        while True:
+            replica = self._pick(tried)
+            if cache is not None and not tried:
+                # Looked up before the first try only; with every replica ejected, a known answer still comes back.
+                model_id = replica.model_id if replica is not None else self._last_model_id()
+                cached = await cache.get(model_id, text) if model_id else None
+                if cached is not None:
+                    self.cache_hits += 1
+                    return parse_response(cached)
+                self.cache_misses += 1
+            if replica is None:
+                raise NluUnavailable("NLU service failed: no replica available")
+            tried.add(id(replica))
+            asking.append(replica)  # left there if the time runs out meanwhile: `parse` ejects it
+            try:
+                body = await self._ask(replica, text)
+            except _ReplicaFailed:
+                asking.clear()
+                continue  # that one is ejected now: the next one, while time remains
+            asking.clear()
+            parse = parse_response(body)
+            if cache is not None and replica.model_id is not None:
+                cache.put_soon(replica.model_id, text, body)
+            return parse
+
+    def _last_model_id(self) -> str | None:
+        return next((r.model_id for r in self.replicas if r.model_id), None)
+
+    def _pick(self, tried: set[int]) -> Replica | None:
+        """The admitted replica with the fewest parses in flight (in turn among equals)."""
+        replicas = self.replicas
+        if len(replicas) == 1:
+            only = replicas[0]
+            return only if only.admitted and id(only) not in tried else None
+        self._turn += 1
+        best, count = None, len(replicas)
+        for k in range(count):
+            candidate = replicas[(self._turn + k) % count]
+            if not candidate.admitted or id(candidate) in tried:
+                continue
+            if best is None or candidate.outstanding < best.outstanding:
+                best = candidate
+        return best
+
+    async def _ask(self, replica: Replica, text: str) -> dict:
+        """Rasa's parse JSON from this replica; a replica at fault is ejected (`_ReplicaFailed`); one that runs
+        out the caller's time is ejected by `parse`."""
+        body = json.dumps({"text": text}, ensure_ascii=False).encode()
+        replica.outstanding += 1
         try:
-            response = await self._http.get("/status")
-            response.raise_for_status()
-            return response.json()
-        except (httpx.HTTPError, ValueError) as exc:
-            raise NluUnavailable(str(exc.__class__.__name__)) from exc
+            status, payload = await self._exchange(replica.parse_url, body)
+        except (aiohttp.ClientError, OSError) as exc:
+            self._eject(replica, exc.__class__.__name__)
+            raise _ReplicaFailed(replica.url) from exc
+        finally:
+            replica.outstanding -= 1
+        if 400 <= status < 500:  # our request, not the replica: no reason to eject it
+            raise NluUnavailable(f"NLU service refused the parse: HTTP {status}")
+        try:
+            answer = json.loads(payload) if status < 300 else None
+        except ValueError:
+            answer = None
+        if not isinstance(answer, dict) or "intent" not in answer:
+            self._eject(replica, f"HTTP {status}, not a parse")
+            raise _ReplicaFailed(replica.url)
+        replica.parses += 1
+        return answer
+
+    async def _exchange(self, url: URL, body: bytes) -> tuple[int, bytes]:
+        pooled, fresh = self._sessions()
+        try:
+            return await self._post(pooled, url, body)
+        except aiohttp.ClientConnectorError:
+            raise  # could not connect at all: nothing to retry on this replica
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
+            # Closed by the server as we sent on a kept-alive connection: once more, on a new connection.
+            return await self._post(fresh, url, body)
+
+    @staticmethod
+    async def _post(session: aiohttp.ClientSession, url: URL, body: bytes) -> tuple[int, bytes]:
+        async with session.post(url, data=body, headers=_JSON_HEADERS) as response:
+            return response.status, await response.read()
+
+    def _sessions(self) -> tuple[aiohttp.ClientSession, aiohttp.ClientSession]:
+        """The pooled session and the one that always opens a new connection (made on first use: they need
+        the running loop)."""
+        if self._pool is None or self._pool.closed:
+            # No session-wide timeout: `parse` bounds the whole call (retries and fail-over included).
+            unbounded = aiohttp.ClientTimeout(total=None)
+            self._pool = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(
+                    limit=0, limit_per_host=MAX_CONNECTIONS_PER_REPLICA, keepalive_timeout=KEEPALIVE_S
+                ),
+                timeout=unbounded,
+                skip_auto_headers=("User-Agent",),
+            )
+            self._fresh = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(force_close=True), timeout=unbounded, skip_auto_headers=("User-Agent",)
+            )
+        return self._pool, self._fresh
+
+    # -- ejection and re-admission ------------------------------------------------------------------
+
+    def _eject(self, replica: Replica, why: str) -> None:
+        replica.failures += 1
+        if not replica.admitted:
+            return
+        if not any(other.admitted for other in self.replicas if other is not replica):
+            # The last one standing stays: ejecting it would only turn every parse away unasked, when under a
+            # burst of load a slow parse is Rasa's queue, not Rasa down. Each parse still tries it.
+            log.warning("NLU replica %s failed (%s); it is the last one admitted", replica.url, why)
+            return
+        replica.admitted, replica.ejected_at = False, time.monotonic()
+        log.warning("NLU replica %s ejected (%s); probing /status", replica.url, why)
+        if replica.probe is None or replica.probe.done():
+            replica.probe = asyncio.get_running_loop().create_task(self._probe(replica), name="nlu-probe")
+
+    async def _probe(self, replica: Replica) -> None:
+        delay = PROBE_FIRST_S
+        while replica in self.replicas and not replica.admitted:
+            await asyncio.sleep(delay)
+            if await self._read_status(replica):
+                replica.admitted = True
+                log.warning("NLU replica %s re-admitted (serves %s)", replica.url, replica.model_file)
+                return
+            delay = min(delay * 2, PROBE_MAX_S)
+
+    async def _read_status(self, replica: Replica) -> dict | None:
+        """The replica's `/status` when it serves a model (and remember which), else None."""
+        try:
+            async with asyncio.timeout(min(2.0, self.timeout_s)):
+                async with self._sessions()[0].get(replica.url + "/status") as response:
+                    if response.status != 200:
+                        return None
+                    status = await response.json(content_type=None)
+        except (aiohttp.ClientError, OSError, ValueError):
+            return None
+        if not isinstance(status, dict) or not status.get("model_file"):
+            return None
+        replica.model_file = str(status["model_file"]).rsplit("/", 1)[-1]
+        replica.model_id = str(status.get("model_id") or replica.model_file)
+        replica.checked_at = time.monotonic()
+        return status
+
+    async def refresh_models(self) -> None:
+        """Read every admitted replica's model again (the cache keys by it); an unanswered one is ejected."""
+        for replica in list(self.replicas):
+            if replica.admitted and await self._read_status(replica) is None:
+                self._eject(replica, "/status did not answer")
+
+    async def status(self) -> dict:
+        """Rasa's `/status` from the first replica that answers with a model, plus every replica's state;
+        `model_file` is empty until a model is loaded. Reading it also refreshes the replica's model id."""
+        for replica in sorted(self.replicas, key=lambda r: not r.admitted):
+            status = await self._read_status(replica)
+            if status is not None:
+                if not replica.admitted:
+                    replica.admitted = True
+                return {**status, "replicas": self.replica_states()}
+        raise NluUnavailable("no NLU replica answers /status")
+
+    async def start(self) -> None:
+        """Learn each replica's model (the cache keys by it) and keep it current, in the background: the app
+        starts (degraded) whether Rasa answers yet or not. Call once the loop runs."""
+        self._refresher = asyncio.get_running_loop().create_task(self._refresh_loop(), name="nlu-refresh")
+
+    async def _refresh_loop(self) -> None:
+        for replica in list(self.replicas):
+            await self._read_status(replica)
+        while True:
+            await asyncio.sleep(REFRESH_S)
+            try:
+                await self.refresh_models()
+            except Exception:  # never let one bad read end the loop
+                log.debug("NLU model refresh failed", exc_info=True)
 
     async def aclose(self) -> None:
-        if self._parse_http is not None:
-            self._parse_http.close()
-        await self._http.aclose()
+        tasks = [t for t in (self._refresher, *self._background, *(r.probe for r in self.replicas)) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self.cache is not None:
+            await self.cache.drain()
+        for session in (self._pool, self._fresh):
+            if session is not None:
+                await session.close()
+
+
+def _clean(urls: list[str]) -> list[str]:
+    seen: list[str] = []
+    for url in urls:
+        url = url.strip().rstrip("/")
+        if url and url not in seen:
+            seen.append(url)
+    return seen

@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 
 from api.conversations.models import Conversation, Message
 from api.conversations.schemas import conversation_event, message_event
-from api.realtime import publish_to_customer
+from api.realtime import customer_channel, publish_many, publish_to_customer
 
 log = logging.getLogger(__name__)
 
@@ -35,13 +35,21 @@ class Delivery:
         """The sender for messages whose channel is ``channel`` (one per channel)."""
         self.senders[channel] = sender
 
-    async def deliver(self, conversation: Conversation, messages: list[Message]) -> None:
-        """Publish each message to the customer's sockets, then hand it to its channel's sender, in order."""
-        for message in messages:
-            if message.internal:
-                continue  # an agent's note: in the record, never in front of the customer
-            # Published first: a sender that can't deliver checks whether a live socket already showed it.
-            await publish_to_customer(self.redis, conversation.customer_id, message_event(message))
+    async def deliver(
+        self, conversation: Conversation, messages: list[Message], *, state_changed: bool = False
+    ) -> None:
+        """Publish each message to the customer's sockets, then hand it to its channel's sender, in order.
+
+        The events (and, with ``state_changed``, the conversation's new state) go out in one round trip
+        before the first sender runs: a sender that can't deliver checks whether a live socket showed it."""
+        shown = [message for message in messages if not message.internal]  # an agent's note stays in the record
+        channel = customer_channel(conversation.customer_id)
+        events = [(channel, message_event(message)) for message in shown]
+        if state_changed:
+            events.append((channel, conversation_event(conversation)))
+        if events:
+            await publish_many(self.redis, events)
+        for message in shown:
             sender = self.senders.get(message.channel)
             if sender is None:
                 continue

@@ -7,12 +7,14 @@ so ordering holds and a retried message is seen as a duplicate, never processed 
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
 from redis.asyncio.lock import Lock
 from redis.exceptions import LockError
+from sqlalchemy.exc import IntegrityError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from api.audit.models import audit
@@ -80,25 +82,31 @@ async def do_receive_customer_message(
     Only text goes to the bot; other kinds (an image, a menu tap) are stored for the agent and the
     channel acknowledges them itself.
     """
-    if platform_msg_id:
-        # A retry of a message already handled is answered from the record, without waiting for the turn.
-        handled = await _already_handled(session, channel, platform_msg_id)
-        if handled is not None:
+
+    async def before_waiting() -> Received | None:
+        # Another message of this customer holds the turn (in a retry storm, this very one): a retry already
+        # answered is answered from the record at once, and the request's SQL connection goes back to the pool
+        # before it waits (waiters holding connections starved the pool, and the turn's holder with it).
+        handled = await _already_received(session, channel, platform_msg_id)
+        if handled is not None and handled.replies:
             return handled
-    # Hand the request's SQL connection back before waiting for the turn: waiters holding connections starved
-    # the pool, and the turn's holder (which needs one to finish) with it.
-    await session.commit()
-    async with customer_turn(redis, customer_id, triage.turn_wait_s) as turn:
-        if platform_msg_id:
-            handled = await _already_handled(session, channel, platform_msg_id)
-            if handled is not None:
-                return handled
-        conversation = await service.open_for_message(session, customer_id=customer_id, channel=channel, touch=False)
+        await session.commit()
+        return None
+
+    async with customer_turn(redis, customer_id, triage.turn_wait_s, before_waiting) as turn:
+        if turn.answered is not None:
+            return turn.answered
+        conversation, started = await service.open_or_start(
+            session, customer_id=customer_id, channel=channel, touch=False
+        )
         bot_answers = conversation.state == ConversationState.BOT and kind == "text"
         if not bot_answers:
             # Otherwise the bot's answer sets it, in the second write: one UPDATE of the row per message, not two.
             conversation.updated_at = utcnow()
-        context = await service.load_context(session, triage.store, conversation)
+        if started:
+            context = await service.start_context(session, conversation)
+        else:
+            context = await service.load_context(session, triage.store, conversation)
         inbound = Message(
             conversation_id=conversation.id,
             customer_id=customer_id,
@@ -112,8 +120,16 @@ async def do_receive_customer_message(
         )
         session.add(inbound)
         context.remember(sender_kind=SenderKind.CUSTOMER, channel=channel, text=text)
-        # The message is safe in SQL before anything else can fail.
-        await session.commit()
+        # The message is safe in SQL before anything else can fail. A retry of one already stored is told by the
+        # unique platform id as it is written (no lookup before every message; retries are the rare case).
+        try:
+            await session.commit()
+        except IntegrityError:
+            await session.rollback()
+            duplicate = await _already_received(session, channel, platform_msg_id)
+            if duplicate is None:
+                raise
+            return duplicate
         await _tell_agents(redis, conversation, inbound)
         if not bot_answers:
             turn.keep(triage.store, context)
@@ -121,14 +137,16 @@ async def do_receive_customer_message(
         replies = await _answer_with_bot(session, triage, conversation, context, inbound)
         await session.commit()
         turn.keep(triage.store, context)
-    await triage.delivery.deliver(conversation, replies)
-    await triage.delivery.state_changed(conversation)
+    await triage.delivery.deliver(conversation, replies, state_changed=True)
     if conversation.state == ConversationState.QUEUED:
         await _route(session, redis, triage, conversation)
     return Received(inbound, conversation, replies)
 
 
-async def _already_handled(session: AsyncSession, channel: str, platform_msg_id: str) -> Received | None:
+async def _already_received(session: AsyncSession, channel: str, platform_msg_id: str | None) -> Received | None:
+    """The message stored earlier under this platform id, with what was answered to it."""
+    if not platform_msg_id:
+        return None
     existing = await service.get_message_by_platform_id(session, channel=channel, platform_msg_id=platform_msg_id)
     if existing is None:
         return None
@@ -152,6 +170,8 @@ class Turn:
     """What a customer's turn leaves in Redis: written just before the lock is released, in the same round trip."""
 
     context: tuple[ContextStore, ConversationContext] | None = None
+    # Set when the message was answered from the record while the turn was taken (no turn was held then).
+    answered: Received | None = None
 
     def keep(self, store: ContextStore, context: ConversationContext) -> None:
         """The context's hot copy, saved as the turn ends (before the next message of the customer can read it)."""
@@ -159,21 +179,33 @@ class Turn:
 
 
 @asynccontextmanager
-async def customer_turn(redis: Redis, customer_id: int, wait_s: float = 5.0):
+async def customer_turn(
+    redis: Redis,
+    customer_id: int,
+    wait_s: float = 5.0,
+    before_waiting: Callable[[], Awaitable[Received | None]] | None = None,
+):
     """One message of a customer at a time, across every worker.
 
-    Not getting the turn within `wait_s` (short: the caller holds no SQL connection meanwhile, but the
-    customer is waiting) is a clear "busy, retry shortly" (a retry is deduplicated); losing the lock's
-    expiry during a very slow turn is logged, not turned into an error after the work is committed.
-    What the turn `keep`s is written only if it ends without an error, as before the lock goes.
+    The free turn is taken at once (no lookup on the fast path). When another message holds it,
+    `before_waiting` runs first: it may answer from the record (then the body gets `turn.answered` and no
+    turn is held) and hands the SQL connection back. Not getting the turn within `wait_s` is a clear
+    "busy, retry shortly" (a retry is deduplicated); losing the lock's expiry during a very slow turn is
+    logged, not turned into an error after the work is committed. What the turn `keep`s is written only if
+    it ends without an error, as before the lock goes.
     """
     lock = redis.lock(f"yt:lock:customer:{customer_id}", timeout=60, blocking_timeout=wait_s, sleep=0.05)
-    if not await lock.acquire():
-        raise UpstreamUnavailable(
-            "上一条消息还在处理中，请稍后重试（the previous message is still being handled, please retry shortly）",
-            code="customer_busy",
-            retry_after=1,
-        )
+    if not await lock.acquire(blocking=False):
+        answered = await before_waiting() if before_waiting is not None else None
+        if answered is not None:
+            yield Turn(answered=answered)
+            return
+        if not await lock.acquire():
+            raise UpstreamUnavailable(
+                "上一条消息还在处理中，请稍后重试（the previous message is still being handled, please retry shortly）",
+                code="customer_busy",
+                retry_after=1,
+            )
     turn = Turn()
     try:
         yield turn

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import func, or_
+from sqlalchemy import case, func, or_
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -45,9 +45,24 @@ async def open_for_message(
     """The customer's open conversation (switching its channel if needed), or a new one linked to the last.
 
     ``touch=False`` leaves ``updated_at`` to the caller (the bot's answer sets it in its own write)."""
-    conversation = await get_open(session, customer_id)
-    if conversation is None:
-        previous = await get_latest(session, customer_id)
+    conversation, _ = await open_or_start(session, customer_id=customer_id, channel=channel, touch=touch)
+    return conversation
+
+
+async def open_or_start(
+    session: AsyncSession, *, customer_id: int, channel: str, touch: bool = True
+) -> tuple[Conversation, bool]:
+    """`open_for_message`, and whether the conversation was started just now (it has no history yet)."""
+    # One read for both cases: the latest open conversation, else the latest one (the new one links to it).
+    is_open = case((col(Conversation.state).in_(OPEN_STATES), 0), else_=1)
+    statement = (
+        select(Conversation)
+        .where(Conversation.customer_id == customer_id)
+        .order_by(is_open, col(Conversation.id).desc())
+    )
+    conversation = (await session.exec(statement.limit(1))).first()
+    if conversation is None or conversation.state not in OPEN_STATES:
+        previous = conversation
         conversation = Conversation(
             customer_id=customer_id,
             current_channel=channel,
@@ -56,13 +71,13 @@ async def open_for_message(
         )
         session.add(conversation)
         await session.flush()
-        return conversation
+        return conversation, True
     if conversation.current_channel != channel:
         conversation.current_channel = channel
         conversation.channel_path = [*conversation.channel_path, channel]
     if touch:
         conversation.updated_at = utcnow()
-    return conversation
+    return conversation, False
 
 
 async def get_message_by_platform_id(session: AsyncSession, *, channel: str, platform_msg_id: str) -> Message | None:
@@ -182,6 +197,24 @@ async def _identity_status(session: AsyncSession, conversation: Conversation, cu
     if (await session.exec(verified.limit(1))).first() is not None:
         return "verified_by_video"
     return "wechat_linked" if customer and customer.unionid else "openid_only"
+
+
+async def start_context(session: AsyncSession, conversation: Conversation) -> ConversationContext:
+    """The context of a conversation started just now: what `rebuild_context` would find (no messages, no
+    identity check yet) without asking for it — the customer row is usually in the session already."""
+    customer = await session.get(Customer, conversation.customer_id)
+    return ConversationContext(
+        conversation_id=conversation.id,
+        customer_id=conversation.customer_id,
+        state=conversation.state,
+        current_channel=conversation.current_channel,
+        channel_path=list(conversation.channel_path),
+        intent=conversation.intent,
+        confidence=conversation.intent_confidence,
+        slots=dict(conversation.slots),
+        low_confidence_turns=conversation.low_confidence_turns,
+        identity_status="wechat_linked" if customer and customer.unionid else "openid_only",
+    )
 
 
 async def load_context(session: AsyncSession, store: ContextStore, conversation: Conversation) -> ConversationContext:

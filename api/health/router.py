@@ -26,7 +26,8 @@ async def _nlu(request: Request) -> dict:
     status = await request.app.state.triage.nlu.status()
     if not status.get("model_file"):
         raise NluUnavailable("no model loaded")
-    return {"model": status["model_file"]}
+    replicas = [{"url": r["url"], "admitted": r["admitted"]} for r in status.get("replicas", ())]
+    return {"model": status["model_file"], "replicas": replicas}
 
 
 @router.get("/healthz")

@@ -6,7 +6,7 @@ import asyncio
 import json
 import logging
 
-from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, Response, WebSocket, WebSocketDisconnect
 
 from api.bounds import AfterId, RecordId
 from api.channels.miniapp import service
@@ -72,12 +72,15 @@ async def send_message(
         text=body.text,
         platform_msg_id=f"{customer.id}:{body.client_msg_id}",
     )
-    return SendResult(
+    result = SendResult(
         message=MessagePublic.of(received.message),
         replies=[MessagePublic.of(m) for m in received.replies],
         conversation=ConversationBrief.of(received.conversation),
         duplicate=received.duplicate,
     )
+    # Serialised once, here: returned as a model, FastAPI would validate it against `response_model` again and
+    # encode it through `jsonable_encoder` (the schema in /openapi.json stays `SendResult`).
+    return Response(result.model_dump_json(), media_type="application/json")
 
 
 @router.get("/messages", response_model=History)

@@ -59,6 +59,9 @@ VIDEO_SERVICE_KEY = "VIDEO_SERVICE"
 # A retried push gets the passive answer it missed; WeChat's retries come within ~15 s.
 PASSIVE_MEMORY_S = 3600
 LINK_ATTEMPTS = 5
+# WeChat drops a push's connection after 5 s; a passive answer must be on its way before that, with a margin for
+# writing it out. A push already too old still gets a moment (a ready answer goes passively).
+WECHAT_DEADLINE_S, DEADLINE_MARGIN_S, MIN_BUDGET_S = 5.0, 0.5, 0.05
 
 Work = Callable[[AsyncSession, int], Awaitable[Received | None]]
 
@@ -132,7 +135,7 @@ class OaChannel:
         envelope = self.codec.open(query, body)
         push = envelope.push
         log.debug("push %s/%s from an openid", push.msg_type, push.event or "-")
-        content = await self._dispatch(push)
+        content = await self._dispatch(push, self.budget_for(query.timestamp))
         if content is None:
             return SUCCESS
         reply = text_reply(to_user=push.openid, from_user=push.to_user, content=content, create_time=int(time.time()))
@@ -145,7 +148,18 @@ class OaChannel:
 
     # -- dispatch -------------------------------------------------------------------------
 
-    async def _dispatch(self, push: Push) -> str | None:
+    def budget_for(self, timestamp: str) -> float:
+        """How long this push may wait for a passive answer: `oa_reply_budget_ms`, less what the push already
+        spent on the way and queued before this handler ran. WeChat's 5 s run from its `timestamp` (whole
+        seconds, so the age read here is never less than the real one); under overload a push that waited
+        in the queue answers `success` sooner, and its answer goes by customer-service message."""
+        try:
+            age = time.time() - int(timestamp)
+        except ValueError:
+            return self.budget_s
+        return max(MIN_BUDGET_S, min(self.budget_s, WECHAT_DEADLINE_S - DEADLINE_MARGIN_S - max(0.0, age)))
+
+    async def _dispatch(self, push: Push, budget_s: float) -> str | None:
         if push.interaction is not None:
             # The window opens when the user acts, whatever we answer; a retry doesn't reopen it.
             await self.windows.open(push.openid, push.interaction, interaction=push.dedup_key)
@@ -154,7 +168,7 @@ class OaChannel:
                 await service.set_reachable(session, app_id=self.app_id, openid=push.openid, reachable=False)
             return None
         work = self._work_for(push)
-        return None if work is None else await self._within_budget(push, work)
+        return None if work is None else await self._within_budget(push, work, budget_s)
 
     def _work_for(self, push: Push) -> Work | None:
         """What to do with this push; None for types we only acknowledge with `success`."""
@@ -254,12 +268,12 @@ class OaChannel:
 
     # -- the 5-second rule ----------------------------------------------------------------
 
-    async def _within_budget(self, push: Push, work: Work) -> str | None:
+    async def _within_budget(self, push: Push, work: Work, budget_s: float) -> str | None:
         window = PassiveWindow()
         task = self._spawn(self._run(window, push, work))
         received: Received | None = None
         try:
-            received = await asyncio.wait_for(asyncio.shield(task), self.budget_s)
+            received = await asyncio.wait_for(asyncio.shield(task), budget_s)
         except TimeoutError:
             # Not ready: `success` now, the answer by customer-service message; meanwhile, "typing…".
             self._spawn(self.outbound.show_typing(push.openid, interaction=push.dedup_key))
@@ -271,7 +285,8 @@ class OaChannel:
         key = f"yt:oa:passive:{self.app_id}:{push.dedup_key}"
         if messages:
             content = "\n\n".join(self.outbound.as_text(message) for message in messages)
-            await self.redis.set(key, content, ex=PASSIVE_MEMORY_S)
+            # Remembered for a retry (WeChat retries only after 5 s without an answer): after the answer, not before.
+            self._spawn(self.redis.set(key, content, ex=PASSIVE_MEMORY_S))
             return content
         if received is not None and received.duplicate:
             # WeChat retries only when it got no answer: give the passive answer it missed, if there was one.
@@ -293,9 +308,10 @@ class OaChannel:
 
     async def _identify(self, session: AsyncSession, push: Push) -> tuple[int, bool]:
         """The customer behind the openid, and whether messages wait for them."""
-        known, waiting = await service.get_identity_and_waiting(session, app_id=self.app_id, openid=push.openid)
+        known, waiting, linked = await service.get_identity_and_waiting(session, app_id=self.app_id, openid=push.openid)
         if known is not None:
-            await service.retry_unionid(session, self.redis, self.platform, app_id=self.app_id, identity=known)
+            if not linked:  # a Redis round trip on every push only for openids still without their unionid
+                await service.retry_unionid(session, self.redis, self.platform, app_id=self.app_id, identity=known)
             return known.customer_id, waiting
         customer_id = await self._link(session, push)
         return customer_id, await service.has_pending(session, customer_id)

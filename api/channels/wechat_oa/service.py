@@ -32,16 +32,18 @@ async def get_identity(session: AsyncSession, *, app_id: str, openid: str) -> Ch
 
 async def get_identity_and_waiting(
     session: AsyncSession, *, app_id: str, openid: str
-) -> tuple[ChannelIdentity | None, bool]:
-    """The openid's identity and whether messages wait for its customer: one query on every push."""
+) -> tuple[ChannelIdentity | None, bool, bool]:
+    """The openid's identity, whether messages wait for its customer, and whether the customer's unionid is
+    known (then there is nothing to retry): one query on every push."""
     waiting = exists().where(
         OaPendingMessage.customer_id == ChannelIdentity.customer_id, OaPendingMessage.status == PendingStatus.PENDING
     )
-    statement = select(ChannelIdentity, waiting.label("waiting")).where(
+    linked = exists().where(Customer.id == ChannelIdentity.customer_id, col(Customer.unionid).is_not(None))
+    statement = select(ChannelIdentity, waiting.label("waiting"), linked.label("linked")).where(
         ChannelIdentity.channel == Channel.WECHAT_OA, ChannelIdentity.app_id == app_id, ChannelIdentity.openid == openid
     )
     row = (await session.exec(statement)).first()
-    return (None, False) if row is None else (row[0], bool(row[1]))
+    return (None, False, False) if row is None else (row[0], bool(row[1]), bool(row[2]))
 
 
 async def get_identity_of_customer(session: AsyncSession, *, app_id: str, customer_id: int) -> ChannelIdentity | None:

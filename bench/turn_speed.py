@@ -1,0 +1,501 @@
+"""Benchmark: a bot turn against its peers, side by side in one run (issue 17), on both storage setups.
+
+Peers, each its own process on this machine, all reached over loopback HTTP by the same client:
+- **parse**: Rasa's bare `POST /model/parse` (the model `make run` serves);
+- **rasa-rest**: a pure-Rasa assistant (Rasa Core + REST channel + RulePolicy, trained from the same
+  `nlu_data/` plus a generated minimal domain and rules; `bench/rasa_rest.py`);
+- **floor-mp / floor-oa**: the protocol floor, a Starlette echo under the same uvicorn (`bench/echo_floor.py`):
+  a bearer JSON echo, and a safe-mode official-account echo (signatures checked, AES both ways);
+- **yt-mp / yt-oa**: Yunting as `make run` starts it (`uvicorn --factory api.main:create_app`, access log on,
+  the bundled emulator in its own process), `POST /miniapp/messages` and a safe-mode `POST /wechat/oa` push
+  that the bench seals and opens itself (all of that timed), on the embedded defaults (SQLite, embedded
+  Redis) and on PostgreSQL + Redis.
+
+Every Yunting sender is a stream of new customers, three turns each: the first is first contact (the
+mini-program customer has logged in, untimed; the official-account push is the openid's first: user/info,
+a new customer, then the bot), the next two are later turns. Texts: **unique** (a frequent request plus a
+distinct serial number in Chinese numerals — the intent stays, nothing repeats, the cache always misses) or
+the **mix** (70 % one of 8 frequent requests, 30 % unique).
+
+Figures: conc 1 p50 (sequential; the median of the rounds' p50s); the rate at `--saturation` concurrent
+senders, unique texts and the mix; the official account at 16 and 64 senders: p50, p99, max, pushes
+answered `success` after the passive budget (checked: their answer went out by customer-service message,
+read from the emulator's sent log) and pushes past WeChat's 5 s. And Rasa replicas: Yunting's rate (mix of
+unique texts, mini-program) with 1 and with 2 Rasa replicas. `uptime`'s load is printed with each block.
+
+    .venv/bin/python bench/turn_speed.py [--quick] [--rasa-url URL] [--database-url postgresql://...]
+        [--redis-url redis://127.0.0.1:6379/N] [--skip-postgres] [--skip-rest] [--skip-replicas]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+import aiohttp
+from oa_safe_mode import AES_KEY, SafeMode
+from rasa_service import rasa_service
+
+from api.embedded import free_port
+from api.launcher import ROOT, model_path, rasa_ready, start_rasa, wait_for
+from api.settings import DEV_MINIAPP_APP_ID, DEV_OA_APP_ID
+
+FREQUENT = [
+    "你好",
+    "新卡怎么激活",
+    "信用卡账单多少钱",
+    "怎么转账给别人",
+    "额度能提高吗",
+    "谢谢",
+    "我想买理财",
+    "我的信用卡丢了",
+]
+DIGITS = "零一二三四五六七八九"
+TURNS = 3
+DEADLINE_S = 5.0
+_serial = itertools.count(int(time.time()) % 100000 * 1000)
+
+
+def unique_text() -> str:
+    n = next(_serial)
+    return random.choice(FREQUENT[1:5]) + "（编号" + "".join(DIGITS[int(d)] for d in str(n)) + "）"
+
+
+def texts(kind: str, count: int) -> list[str]:
+    if kind == "unique":
+        return [unique_text() for _ in range(count)]
+    return [random.choice(FREQUENT) if random.random() < 0.7 else unique_text() for _ in range(count)]
+
+
+def load() -> str:
+    return Path("/proc/loadavg").read_text().split(" ")[0]
+
+
+def p(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+# -- processes ------------------------------------------------------------------------------------------------
+
+
+def spawn(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+    with log.open("w") as out:
+        return subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+
+def stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+@contextmanager
+def process(command: list[str], env: dict[str, str], log: Path, health: str):
+    child = spawn(command, env, log)
+    try:
+        if not wait_for(health, 180, accept=lambda body: '"status":"ok"' in body.replace(" ", "") or "ok" in body):
+            raise SystemExit(f"{command[:4]} did not start; see {log}")
+        yield child
+    finally:
+        stop(child)
+
+
+def uvicorn(target: str, port: int, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "uvicorn", *extra, target, "--host", "127.0.0.1", "--port", str(port)]
+
+
+@contextmanager
+def yunting(rasa_urls: list[str], emulator_url: str, database_url: str | None, redis_url: str | None):
+    data_dir = Path(tempfile.mkdtemp(prefix="yt-bench-turn-"))
+    port = free_port()
+    env = {
+        **os.environ,
+        "YUNTING_ENV": "test",
+        "YUNTING_DATA_DIR": str(data_dir),
+        "YUNTING_RASA_URL": rasa_urls[0],
+        "YUNTING_RASA_URLS": ",".join(rasa_urls),
+        "YUNTING_WECHAT_API_BASE": emulator_url,
+        "YUNTING_SECRET_KEY": "bench-" + "k" * 32,
+        "YUNTING_OA_ENCODING_AES_KEY": AES_KEY,
+    }
+    env.update({k: v for k, v in (("YUNTING_DATABASE_URL", database_url), ("YUNTING_REDIS_URL", redis_url)) if v})
+    url = f"http://127.0.0.1:{port}"
+    command = uvicorn("api.main:create_app", port, "--factory")
+    with process(command, env, data_dir / "app.log", url + "/healthz") as child:
+        yield url, child.pid
+
+
+def fresh_postgres(url: str) -> str:
+    """A new database for this run on the given server (dropped first if a previous run left it)."""
+    import psycopg
+
+    admin, _, name = url.rpartition("/")
+    with psycopg.connect(admin + "/postgres", autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return url
+
+
+# -- the client -----------------------------------------------------------------------------------------------
+
+
+class Client:
+    """One aiohttp session for every peer; each `*_turn` returns its latency in seconds."""
+
+    def __init__(self, http: aiohttp.ClientSession, emulator_url: str) -> None:
+        self.http, self.emulator_url = http, emulator_url
+        self.crypto = SafeMode(AES_KEY, DEV_OA_APP_ID)
+        self.msg_ids = itertools.count(int(time.time() * 1000) * 1000)
+        self.late: list[tuple[str, float]] = []  # (openid, seconds) of pushes answered after the passive budget
+
+    async def post_json(self, url: str, body: dict, headers: dict | None = None) -> dict | list:
+        async with self.http.post(url, json=body, headers=headers) as response:
+            if response.status >= 400:
+                raise RuntimeError(f"{url}: HTTP {response.status} {await response.text()}")
+            return await response.json()
+
+    async def parse(self, url: str, text: str, _who: str) -> float:
+        started = time.perf_counter()
+        await self.post_json(url, {"text": text})
+        return time.perf_counter() - started
+
+    async def rest(self, url: str, text: str, who: str) -> float:
+        started = time.perf_counter()
+        answer = await self.post_json(url, {"sender": who, "message": text})
+        assert isinstance(answer, list), answer
+        return time.perf_counter() - started
+
+    async def mp(self, url: str, text: str, token: str) -> float:
+        started = time.perf_counter()
+        body = {"text": text, "client_msg_id": uuid.uuid4().hex}
+        await self.post_json(url + "/miniapp/messages", body, {"Authorization": f"Bearer {token}"})
+        return time.perf_counter() - started
+
+    async def oa(self, url: str, text: str, openid: str) -> float:
+        """One push as WeChat sends it: it gives up on the connection after 5 s (then the answer must come by
+        customer-service message; a push answered `success` after the passive budget needs one too)."""
+        started = time.perf_counter()
+        params, body = self.crypto.request(openid, text, next(self.msg_ids))
+        headers = {"Content-Type": "text/xml"}
+        try:
+            async with asyncio.timeout(DEADLINE_S):
+                async with self.http.post(url + "/wechat/oa", params=params, data=body, headers=headers) as response:
+                    reply = await response.text()
+                    assert response.status == 200, reply
+        except TimeoutError:
+            self.late.append((openid, DEADLINE_S))
+            return time.perf_counter() - started
+        elapsed = time.perf_counter() - started
+        if reply.strip() != "success":
+            self.crypto.open_reply(reply, openid)
+        elif elapsed >= 1.0:  # `success` this late is the budget running out, not "nothing to say"
+            self.late.append((openid, elapsed))
+        return elapsed
+
+    async def mp_customer(self, app_url: str) -> str:
+        code = await self.post_json(
+            self.emulator_url + "/_sim/wx_login", {"appid": DEV_MINIAPP_APP_ID, "person": uuid.uuid4().hex}
+        )
+        return (await self.post_json(app_url + "/miniapp/login", {"code": code["code"]}))["token"]
+
+    async def oa_person(self) -> str:
+        params = {"appid": DEV_OA_APP_ID, "person": uuid.uuid4().hex}
+        async with self.http.get(self.emulator_url + "/_sim/identity", params=params) as response:
+            openid = (await response.json())["openid"]
+        # WeChat opens the customer-service window when the person writes; the emulator is told so here
+        # (outside the timed span), as its own `/_sim/oa/say` would.
+        await self.post_json(
+            self.emulator_url + "/_sim/interactions", {"appid": DEV_OA_APP_ID, "openid": openid, "kind": "message"}
+        )
+        return openid
+
+    async def custom_sent(self) -> Counter:
+        """Customer-service messages the emulator accepted, per openid."""
+        params = {"appid": DEV_OA_APP_ID, "api": "custom"}
+        async with self.http.get(self.emulator_url + "/_sim/sent", params=params) as response:
+            return Counter(item["openid"] for item in (await response.json())["items"])
+
+
+async def run_level(senders: int, items: list[str], turn, who_for) -> tuple[list[float], float, list[float]]:
+    """`items` split over `senders` concurrent loops; each loop asks `who_for(sender, index)` who speaks.
+    Returns (latencies, wall seconds, first-contact latencies)."""
+    latencies: list[float] = []
+    first: list[float] = []
+
+    async def sender(k: int) -> None:
+        for index, text in enumerate(items[k::senders]):
+            who = await who_for(k, index)
+            elapsed = await turn(text, who)
+            latencies.append(elapsed)
+            if index % TURNS == 0:
+                first.append(elapsed)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(sender(k) for k in range(senders)))
+    return latencies, time.perf_counter() - started, first
+
+
+def people(make, senders: int, count: int):
+    """Per sender, a new person every TURNS turns, made ahead of the timed run (returns who_for, prepare)."""
+    pools: list[list] = [[] for _ in range(senders)]
+
+    async def prepare() -> None:
+        async def fill(k: int) -> None:
+            for _ in range(-(-count // senders // TURNS) + 1):
+                pools[k].append(await make())
+
+        await asyncio.gather(*(fill(k) for k in range(senders)))
+
+    async def who_for(k: int, index: int):
+        return pools[k][index // TURNS]
+
+    return who_for, prepare
+
+
+# -- the figures ----------------------------------------------------------------------------------------------
+
+
+class Report:
+    def __init__(self) -> None:
+        self.rows: list[tuple[str, ...]] = []
+
+    def add(self, *cells) -> None:
+        row = tuple(str(c) for c in cells)
+        self.rows.append(row)
+        print("  " + " | ".join(row), flush=True)
+
+
+async def conc1(client: Client, name: str, turn, make, n: int, rounds: int, report: Report, ref: dict) -> None:
+    p50s, firsts, p99s = [], [], []
+    for _ in range(rounds):
+        who_for, prepare = people(make, 1, n)
+        await prepare()
+        latencies, _, first = await run_level(1, texts("mix", n), turn, who_for)
+        p50s.append(statistics.median(latencies))
+        p99s.append(p(latencies, 0.99))
+        firsts.append(statistics.median(first))
+    p50 = statistics.median(p50s)
+    ref.setdefault("conc1", {})[name] = p50
+    base = ref["conc1"].get("parse")
+    vs = f"{(p50 - base) * 1000:+.1f} ms" if base and name != "parse" else ""
+    report.add(
+        "conc 1", name, f"{p50 * 1000:.1f} ms", f"{statistics.median(p99s) * 1000:.1f} ms",
+        f"{statistics.median(firsts) * 1000:.1f} ms", vs, load(),
+    )  # fmt: skip
+
+
+async def saturation(client: Client, name: str, turn, make, n: int, senders: int, kind: str, report, ref) -> float:
+    who_for, prepare = people(make, senders, n)
+    await prepare()
+    latencies, wall, _ = await run_level(senders, texts(kind, n), turn, who_for)
+    rate = len(latencies) / wall
+    ref.setdefault(kind, {})[name] = rate
+    base = ref[kind].get("parse")
+    ratio = f"{rate / base:.2f}×" if base and name != "parse" else ""
+    report.add(
+        f"conc {senders} {kind}", name, f"{rate:.1f}/s", f"p50 {statistics.median(latencies) * 1000:.0f} ms",
+        f"p99 {p(latencies, 0.99) * 1000:.0f} ms", ratio, load(),
+    )  # fmt: skip
+    return rate
+
+
+async def oa_deadline(client: Client, name: str, app_url: str, senders: int, n: int, report: Report) -> None:
+    client.late.clear()
+    who_for, prepare = people(client.oa_person, senders, n)
+    await prepare()
+    latencies, wall, _ = await run_level(
+        senders, texts("mix", n), lambda text, who: client.oa(app_url, text, who), who_for
+    )
+    late = Counter(openid for openid, _ in client.late)
+    past = sum(1 for x in latencies if x >= DEADLINE_S)
+    # Each late push's answer must go out by customer-service message (one per push at least; the bot may
+    # send two). Waited for up to 60 s: the app works through what queued.
+    for _ in range(60):
+        sent = await client.custom_sent()
+        missing = sum(max(0, count - sent[openid]) for openid, count in late.items())
+        if not missing:
+            break
+        await asyncio.sleep(1)
+    report.add(
+        f"OA {senders} senders", name, f"{len(latencies) / wall:.1f}/s",
+        f"p50 {statistics.median(latencies) * 1000:.0f} ms",
+        f"p99 {p(latencies, 0.99) * 1000:.0f} ms", f"max {max(latencies) * 1000:.0f} ms",
+        f"late {late.total()} (past 5 s {past}); their answer not sent by customer-service message: {missing}",
+        load(),
+    )  # fmt: skip
+
+
+async def bench_yunting(client: Client, label: str, app_url: str, opts, report: Report, ref: dict) -> None:
+    mp = lambda text, token: client.mp(app_url, text, token)  # noqa: E731
+    oa = lambda text, openid: client.oa(app_url, text, openid)  # noqa: E731
+    mp_make = lambda: client.mp_customer(app_url)  # noqa: E731
+    # A warm-up: first requests compile, connect and fill pools.
+    who_for, prepare = people(mp_make, 1, 6)
+    await prepare()
+    await run_level(1, texts("mix", 6), mp, who_for)
+    await conc1(client, f"yt-mp {label}", mp, mp_make, opts.n1, opts.rounds, report, ref)
+    await conc1(client, f"yt-oa {label}", oa, client.oa_person, opts.n1, opts.rounds, report, ref)
+    for kind in ("unique", "mix"):
+        await saturation(client, f"yt-mp {label}", mp, mp_make, opts.nsat, opts.saturation, kind, report, ref)
+        await saturation(client, f"yt-oa {label}", oa, client.oa_person, opts.nsat, opts.saturation, kind, report, ref)
+    for senders in (16, 64):
+        await oa_deadline(client, f"yt-oa {label}", app_url, senders, opts.noa * senders // 16, report)
+
+
+async def main_async(opts, stack: ExitStack) -> None:
+    report = Report()
+    ref: dict = {}
+    rasa_url = stack.enter_context(rasa_service(opts.rasa_url))
+    data = Path(tempfile.mkdtemp(prefix="yt-bench-peers-"))
+    emulator_port = free_port()
+    emulator_url = f"http://127.0.0.1:{emulator_port}"
+    stack.enter_context(
+        process(
+            [sys.executable, "-m", "api.wechat_emulator", "--port", str(emulator_port), "--log-level", "warning"],
+            dict(os.environ),
+            data / "emulator.log",
+            emulator_url + "/_sim/health",
+        )
+    )
+    floor_port = free_port()
+    floor_url = f"http://127.0.0.1:{floor_port}"
+    floor_env = {**os.environ, "ECHO_OA_AES_KEY": AES_KEY}
+    stack.enter_context(
+        process(uvicorn("echo_floor:app", floor_port, "--app-dir", "bench"), floor_env, data / "floor.log", floor_url)
+    )
+    rest_url = None
+    if not opts.skip_rest:
+        from rasa_rest import rest_assistant
+
+        rest_url = stack.enter_context(rest_assistant())
+    print(f"load at start {load()}; peers up (Rasa {rasa_url})", flush=True)
+    print("  figure | system | value | p99/p50 | first contact p50 / p99 | vs parse | load", flush=True)
+    connector = aiohttp.TCPConnector(limit=256)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as http:
+        client = Client(http, emulator_url)
+        parse_url = rasa_url + "/model/parse"
+        anyone = lambda: asyncio.sleep(0, result=uuid.uuid4().hex)  # noqa: E731
+        floor_token = lambda: asyncio.sleep(0, result="echo-token")  # noqa: E731
+        peers = [
+            ("parse", lambda text, who: client.parse(parse_url, text, who), anyone),
+            ("floor-mp", lambda text, who: client.mp(floor_url, text, who), floor_token),
+            ("floor-oa", lambda text, who: client.oa(floor_url, text, who), anyone),
+        ]
+        if rest_url:
+            peers.insert(1, ("rasa-rest", lambda text, who: client.rest(rest_url, text, who), anyone))
+        for name, turn, make in peers:
+            await run_level(1, texts("mix", 10), turn, _anyone_for(make))  # a warm-up
+            await conc1(client, name, turn, make, opts.n1, opts.rounds, report, ref)
+        for kind in ("unique", "mix"):
+            for name, turn, make in peers:
+                await saturation(client, name, turn, make, opts.nsat, opts.saturation, kind, report, ref)
+        setups = [("embedded", None, None)]
+        if not opts.skip_postgres:
+            setups.append(("pg+redis", fresh_postgres(opts.database_url), opts.redis_url))
+        for label, database_url, redis_url in setups:
+            if redis_url:
+                import redis as redis_sync
+
+                redis_sync.Redis.from_url(redis_url).flushdb()
+            with yunting([rasa_url], emulator_url, database_url, redis_url) as (app_url, _):
+                await bench_yunting(client, label, app_url, opts, report, ref)
+        if not opts.skip_replicas:
+            await bench_replicas(client, emulator_url, opts, report, stack)
+    print("\n| figure | system | value | | | | load |\n|---|---|---:|---:|---:|---:|---:|")
+    for row in report.rows:
+        print("| " + " | ".join(row) + " |")
+
+
+def _anyone_for(make):
+    async def who_for(_k: int, _index: int):
+        return await make()
+
+    return who_for
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far (/proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def bench_replicas(client: Client, emulator_url: str, opts, report: Report, stack) -> None:
+    """Yunting's mini-program rate (unique texts: every turn reaches Rasa) with one Rasa replica, then two,
+    both started here with the model `make run` serves. The CPU each process spent per turn is read from
+    /proc, to say what a host with more cores would give (docs/benchmarks.md)."""
+    rasas = []
+    for _ in range(2):
+        port = free_port()
+        child = start_rasa(model_path(), port, Path(tempfile.mkdtemp(prefix="yt-bench-rasa-")) / "rasa.log")
+        stack.callback(stop, child)
+        rasas.append((child, f"http://127.0.0.1:{port}"))
+    for _child, url in rasas:
+        if not wait_for(url + "/status", 300, accept=rasa_ready):
+            raise SystemExit(f"Rasa on {url} did not start")
+        for text in FREQUENT:  # the first parses trace TensorFlow's graphs: not in the figures
+            async with client.http.post(url + "/model/parse", json={"text": text}) as response:
+                await response.read()
+    rates, per_turn = {}, {}
+    for count in (1, 2):
+        urls = [url for _, url in rasas[:count]]
+        with yunting(urls, emulator_url, None, None) as (app_url, app_pid):
+            mp = lambda text, token: client.mp(app_url, text, token)  # noqa: E731
+            make = lambda: client.mp_customer(app_url)  # noqa: E731
+            who_for, prepare = people(make, opts.saturation, opts.nsat)
+            await prepare()
+            before = [cpu_s(app_pid), *(cpu_s(child.pid) for child, _ in rasas)]
+            latencies, wall, _ = await run_level(opts.saturation, texts("unique", opts.nsat), mp, who_for)
+            after = [cpu_s(app_pid), *(cpu_s(child.pid) for child, _ in rasas)]
+            rates[count] = len(latencies) / wall
+            spent = [(a - b) * 1000 / len(latencies) for a, b in zip(after, before, strict=True)]
+            per_turn[count] = (spent[0], sum(spent[1:]))
+            report.add(
+                f"replicas: {count}", f"yt-mp unique, {count} Rasa", f"{rates[count]:.1f}/s",
+                f"p99 {p(latencies, 0.99) * 1000:.0f} ms",
+                f"CPU per turn: app {spent[0]:.1f} ms, Rasa {sum(spent[1:]):.1f} ms", "", load(),
+            )  # fmt: skip
+    app_ms, rasa_ms = per_turn[2]
+    # A host with 4 cores: the app's one event loop gets a core, each replica a core, the rest a core.
+    one = min(1000 / app_ms, 1000 / rasa_ms)
+    two = min(1000 / app_ms, 2 * 1000 / rasa_ms)
+    report.add(
+        "replicas", "2 vs 1 here", f"{rates[2] / rates[1]:.2f}×", f"4 cores (from CPU per turn): {two / one:.2f}×",
+        f"({one:.0f} → {two:.0f}/s; one app worker then bounds it)", "", load(),
+    )  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer messages, one round (a few minutes)")
+    parser.add_argument("--rasa-url", help="a running Rasa with the current model (default: start one)")
+    parser.add_argument("--database-url", default="postgresql://postgres@127.0.0.1:5432/yt_bench_turn_speed")
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/5", help="flushed at start")
+    parser.add_argument("--saturation", type=int, default=16, help="concurrent senders for the rates")
+    parser.add_argument("--skip-postgres", action="store_true")
+    parser.add_argument("--skip-rest", action="store_true", help="no pure-Rasa peer (it trains once, minutes)")
+    parser.add_argument("--skip-replicas", action="store_true")
+    opts = parser.parse_args()
+    opts.n1, opts.nsat, opts.noa, opts.rounds = (30, 96, 64, 1) if opts.quick else (90, 320, 192, 3)
+    with ExitStack() as stack:
+        asyncio.run(main_async(opts, stack))
+
+
+if __name__ == "__main__":
+    main()

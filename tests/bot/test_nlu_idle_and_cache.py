@@ -1,0 +1,155 @@
+"""Through the app with the real Rasa: an idle spell whose connections the server closed costs the customer
+nothing (issue 12 item 9); the parse cache answers repeated texts under the same model with the same
+parse, entities included, and a switch to another model is not answered from the old one's cache."""
+
+from __future__ import annotations
+
+import asyncio
+
+from redis.asyncio import Redis
+
+from api.embedded import ThreadedServer
+from api.main import create_app
+from bot.nlu import RasaClient
+from bot.nlu_cache import ParseCache
+from tests.bot.test_nlu_client import LocalServer
+from tests.support import MiniappCustomer
+
+NLU_DOWN = "暂时无法回答"
+
+
+class ClosingProxy:
+    """A TCP proxy in front of the real Rasa that can do what a server's keep-alive timeout does (close every
+    idle connection), or what its race does (take the next request on an old connection and close it)."""
+
+    def __init__(self, target_url: str) -> None:
+        host, port = target_url.removeprefix("http://").split(":")
+        self.target = (host, int(port.rstrip("/")))
+        self.idle: set[asyncio.StreamWriter] = set()
+        self.old: set[asyncio.StreamWriter] = set()
+        self.connections = 0
+
+    async def __aenter__(self) -> str:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+
+    async def __aexit__(self, *exc) -> None:
+        self.server.close()
+
+    def close_idle(self) -> None:
+        for writer in list(self.idle):
+            writer.close()
+
+    def drop_next_request_on_old_connections(self) -> None:
+        self.old = set(self.idle)
+
+    async def _serve(self, reader, writer) -> None:
+        self.connections += 1
+        upstream_reader, upstream_writer = await asyncio.open_connection(*self.target)
+        self.idle.add(writer)
+
+        async def back() -> None:
+            while data := await upstream_reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+                self.idle.add(writer)  # an answer went out: the connection waits for the next request
+
+        answers = asyncio.create_task(back())
+        try:
+            while data := await reader.read(65536):
+                if writer in self.old:
+                    break  # closed just as the request arrived: no answer
+                self.idle.discard(writer)
+                upstream_writer.write(data)
+                await upstream_writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            self.idle.discard(writer)
+            answers.cancel()
+            upstream_writer.close()
+            writer.close()
+
+
+async def _three_customers_then_one(app_url, emulator, proxy: ClosingProxy, after) -> dict:
+    customers = [await MiniappCustomer.login(app_url, emulator) for _ in range(3)]
+    try:
+        # Concurrent turns: the app's pool holds several kept-alive connections to Rasa afterwards.
+        await asyncio.gather(*(c.say(f"新卡怎么激活{'？' * i}") for i, c in enumerate(customers)))
+        assert len(proxy.idle) >= 2
+        after()
+        await asyncio.sleep(0.2)
+        return await customers[0].say("信用卡账单多少钱")
+    finally:
+        for customer in customers:
+            await customer.aclose()
+
+
+async def test_after_rasa_closed_the_idle_connections_the_next_message_gets_the_bots_answer(
+    settings_for, emulator, rasa_url
+):
+    proxy = ClosingProxy(rasa_url)
+    async with proxy as proxy_url:
+        server = ThreadedServer(create_app(settings_for(rasa_url=proxy_url, nlu_parse_cache=False)))
+        app_url = server.start()
+        try:
+            result = await _three_customers_then_one(app_url, emulator, proxy, proxy.close_idle)
+            assert NLU_DOWN not in result["replies"][0]["text"]
+            assert result["conversation"]["state"] == "bot" and "账单" in result["replies"][0]["text"]
+            result = await _three_customers_then_one(
+                app_url, emulator, proxy, proxy.drop_next_request_on_old_connections
+            )
+            assert NLU_DOWN not in result["replies"][0]["text"]
+            assert result["conversation"]["state"] == "bot"
+        finally:
+            server.stop()
+
+
+async def test_a_repeated_text_is_answered_from_the_cache_with_the_same_entities(rasa_url, redis_url):
+    redis = Redis.from_url(redis_url, decode_responses=True)
+    first = RasaClient(rasa_url, timeout_s=30, cache=ParseCache(redis, ttl_s=600))
+    other_worker = RasaClient(rasa_url, timeout_s=30, cache=ParseCache(redis, ttl_s=600))
+    try:
+        for client in (first, other_worker):
+            await client.status()  # learns the model id (the app does it at start, in the background)
+        fresh = await first.parse("我的信用卡丢了")
+        assert (first.cache_hits, first.cache_misses) == (0, 1)
+        assert fresh.intent == "report_loss" and {e.entity: e.value for e in fresh.entities} == {"card_type": "credit"}
+        again = await first.parse("  我的信用卡丢了 ")  # the same normalised text
+        assert first.cache_hits == 1 and again == fresh
+        await first.cache.drain()  # its Redis write goes in the background
+        shared = await other_worker.parse("我的信用卡丢了")  # another worker: from Redis, not from Rasa
+        assert other_worker.cache_hits == 1 and shared == fresh
+        model_id = first.replicas[0].model_id
+        key = ParseCache.key(model_id, "我的信用卡丢了")
+        assert 0 < await redis.ttl(key) <= 600
+        # A card tail is personal and unique: never cached.
+        await first.parse("尾号6688")
+        assert (first.cache_hits, first.cache_misses) == (1, 1)  # not even looked up
+        assert not await redis.exists(ParseCache.key(model_id, "尾号6688"))
+    finally:
+        await first.aclose()
+        await other_worker.aclose()
+        await redis.aclose()
+
+
+async def test_after_a_switch_to_another_model_the_old_models_cached_answers_are_not_used(rasa_url, redis_url):
+    redis = Redis.from_url(redis_url, decode_responses=True)
+    client = RasaClient(rasa_url, timeout_s=30, cache=ParseCache(redis, ttl_s=600))
+    other_model = LocalServer(model_id="another-model")
+    other_model.intent = "complaint"
+    try:
+        await client.status()
+        assert (await client.parse("新卡怎么激活")).intent == "card_activation"
+        assert (await client.parse("新卡怎么激活")).intent == "card_activation" and client.cache_hits == 1
+        async with other_model as other_url:
+            client.use_base_url(other_url)  # the studio's blue/green switch
+            await client.status()
+            assert (await client.parse("新卡怎么激活")).intent == "complaint"
+            assert other_model.parses == 1
+            client.use_base_url(rasa_url)  # rolled back: that model's answers are still its answers
+            await client.status()
+            assert (await client.parse("新卡怎么激活")).intent == "card_activation" and client.cache_hits == 2
+    finally:
+        await client.aclose()
+        await redis.aclose()
