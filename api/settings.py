@@ -151,6 +151,14 @@ class Settings(BaseSettings):
         for name in ("oa_app_secret", "miniapp_app_secret"):
             if getattr(self, name).get_secret_value() == DEV_SECRET_PLACEHOLDER:
                 missing.append(name)
+        # The development token is public (it is in this repository): with it anyone could sign pushes.
+        if self.oa_token.get_secret_value() == DEV_OA_TOKEN or len(self.oa_token.get_secret_value()) < 16:
+            missing.append("oa_token")
+        # Safe mode (encrypted pushes and replies) is required: a message's text never crosses in clear.
+        if self.oa_encoding_aes_key is None:
+            missing.append("oa_encoding_aes_key")
+        if self.secret_key is not None and len(self.secret_key.get_secret_value()) < 32:
+            missing.append("secret_key")
         if missing:
             names = ", ".join("YUNTING_" + n.upper() for n in missing)
             raise ValueError(f"production needs real values for: {names}")

@@ -67,12 +67,32 @@ class MiniappCustomer:
         assert response.status_code == 200, response.text
         return response.json()
 
+    async def ticket(self, purpose: str) -> str:
+        """A single-use ticket for a URL (the socket, the video page): tokens never go in URLs."""
+        response = await self.http.post("/miniapp/tickets", json={"purpose": purpose})
+        assert response.status_code == 200, response.text
+        return response.json()["ticket"]
+
     def socket(self, after_id: int = 0):
-        ws_url = self.app_url.replace("http://", "ws://") + f"/miniapp/ws?token={self.token}&after_id={after_id}"
-        return connect(ws_url)
+        """`async with customer.socket() as ws`: the WebSocket, opened with a fresh ticket as the apps do."""
+        return _TicketedSocket(self, after_id)
 
     async def aclose(self) -> None:
         await self.http.aclose()
+
+
+class _TicketedSocket:
+    def __init__(self, customer: MiniappCustomer, after_id: int) -> None:
+        self.customer, self.after_id, self.connection = customer, after_id, None
+
+    async def __aenter__(self):
+        ticket = await self.customer.ticket("socket")
+        base = self.customer.app_url.replace("http://", "ws://")
+        self.connection = connect(f"{base}/miniapp/ws?ticket={ticket}&after_id={self.after_id}")
+        return await self.connection.__aenter__()
+
+    async def __aexit__(self, *exc_info):
+        return await self.connection.__aexit__(*exc_info)
 
 
 async def next_message(ws, *, predicate=lambda m: True, timeout: float = 10.0) -> dict:

@@ -9,6 +9,7 @@ import yaml
 from fastapi import APIRouter
 from sqlmodel import col, select
 
+from api import tickets
 from api.agents import flows, signin
 from api.agents.schemas import (
     AgentLogin,
@@ -29,11 +30,21 @@ from api.bounds import RecordId
 from api.conversations import service as conversations
 from api.conversations.models import Conversation, ConversationState, Message
 from api.conversations.schemas import ConversationDetail, MessagePublic
-from api.deps import ClientAddress, CurrentAgent, DeliveryDep, LimiterDep, RoutingDep, SessionDep, SettingsDep
+from api.deps import (
+    ClientAddress,
+    CurrentAgent,
+    DeliveryDep,
+    LimiterDep,
+    RedisDep,
+    RoutingDep,
+    SessionDep,
+    SettingsDep,
+)
 from api.errors import NotPermitted, ResourceNotFound
 from api.masking import mask_sensitive, mask_structure
 from api.routing.flows import do_claim
 from api.security import issue_token
+from api.tickets import TicketPublic
 
 router = APIRouter(prefix="/agents", tags=["agents"])
 CANNED_PATH = Path(__file__).with_name("canned_replies.yml")
@@ -52,6 +63,13 @@ async def login(
         expires_in=settings.agent_session_ttl_s,
         agent=AgentPublic.model_validate(agent, from_attributes=True),
     )
+
+
+@router.post("/tickets", response_model=TicketPublic)
+async def mint_ticket(agent: CurrentAgent, redis: RedisDep, settings: SettingsDep):
+    """A single-use ticket (60 s) to open the live inbox: `/agents/ws?ticket=` (no token in the URL)."""
+    ticket = await tickets.mint(redis, kind="agent", subject=agent.id, purpose="socket", ttl_s=settings.ticket_ttl_s)
+    return TicketPublic(ticket=ticket, expires_in=settings.ticket_ttl_s)
 
 
 @router.get("/me", response_model=AgentPublic)

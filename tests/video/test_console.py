@@ -30,7 +30,9 @@ async def test_an_agent_in_the_console_answers_talks_and_ends_a_call_and_a_super
     # The customer asks to change the reserved phone (a face-check scenario) and is handed to this agent.
     customer, conversation_id = await escalated_customer(stack, emulator, "修改预留手机号")
     phone = await console.context.browser.new_page()
-    await phone.goto(f"{stack.app_url}/h5/video/?conversation_id={conversation_id}&token={customer.token}")
+    await phone.goto(
+        f"{stack.app_url}/h5/video/?conversation_id={conversation_id}&ticket={await customer.ticket('video_page')}"
+    )
     await phone.wait_for_selector("body[data-step=notice]")
     await phone.click("#consent")
     await phone.wait_for_selector("body[data-call-state=ringing]", timeout=15000)

@@ -23,10 +23,12 @@ async def test_the_customer_consents_talks_to_the_agent_and_hangs_up_in_the_brow
     agent = await video_agent(stack)  # online: the escalated customer is assigned to them
     customer, conversation_id = await escalated_customer(stack, emulator)
     page = browser_page
-    await page.goto(f"{stack.app_url}/h5/video/?conversation_id={conversation_id}&token={customer.token}")
+    await page.goto(
+        f"{stack.app_url}/h5/video/?conversation_id={conversation_id}&ticket={await customer.ticket('video_page')}"
+    )
     await page.wait_for_selector("body[data-step=notice]")
     assert "录音录像" in await page.inner_text("#notice-text")
-    assert "token=" not in page.url  # kept out of the address bar
+    assert "ticket=" not in page.url and "token=" not in page.url  # kept out of the address bar
     assert await page.evaluate("document.querySelector('#local').srcObject") is None  # no camera before consent
 
     await page.click("#consent")

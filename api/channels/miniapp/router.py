@@ -8,6 +8,7 @@ import logging
 
 from fastapi import APIRouter, Response, WebSocket, WebSocketDisconnect
 
+from api import tickets
 from api.bounds import AfterId, RecordId
 from api.channels.miniapp import service
 from api.channels.miniapp.schemas import History, LoginRequest, LoginResponse, Rating, SendMessage, SendResult
@@ -15,7 +16,7 @@ from api.conversations import service as conversations
 from api.conversations.flows import do_receive_customer_message
 from api.conversations.models import ConversationState
 from api.conversations.schemas import ConversationBrief, MessagePublic, message_event
-from api.customers.models import Channel
+from api.customers.models import Channel, Customer
 from api.db import unit_of_work
 from api.deps import (
     ClientAddress,
@@ -29,8 +30,10 @@ from api.deps import (
     WeChatDep,
     socket_bearer,
 )
-from api.errors import BadRequest, Conflict
+from api.errors import BadRequest, Conflict, NotAuthenticated
 from api.realtime import customer_channel
+from api.security import issue_token
+from api.tickets import TicketPublic, TicketRedeem, TicketRequest
 
 router = APIRouter(prefix="/miniapp", tags=["miniapp"])
 log = logging.getLogger(__name__)
@@ -55,6 +58,29 @@ async def login(
     except BadRequest:
         await limiter.count("miniapp_login_failures", client)
         raise
+    return LoginResponse(token=token, customer_id=customer_id, expires_in=settings.customer_session_ttl_s)
+
+
+@router.post("/tickets", response_model=TicketPublic)
+async def mint_ticket(body: TicketRequest, customer: CurrentCustomer, redis: RedisDep, settings: SettingsDep):
+    """A single-use ticket (60 s) for a URL: the WebSocket (`/miniapp/ws?ticket=`) or the video page
+    (`/h5/video/?ticket=`); session tokens never go in URLs."""
+    ticket = await tickets.mint(
+        redis, kind="customer", subject=customer.id, purpose=body.purpose, ttl_s=settings.ticket_ttl_s
+    )
+    return TicketPublic(ticket=ticket, expires_in=settings.ticket_ttl_s)
+
+
+@router.post("/tickets/redeem", response_model=LoginResponse)
+async def redeem_ticket(body: TicketRedeem, session: SessionDep, redis: RedisDep, settings: SettingsDep):
+    """The video page's sign-in: its `video_page` ticket (once) for a session token it keeps in memory."""
+    customer_id = await tickets.redeem(redis, body.ticket, kind="customer", purpose="video_page")
+    customer = await session.get(Customer, customer_id)
+    if customer is None:
+        raise NotAuthenticated("unknown customer")
+    token = issue_token(
+        settings.signing_key(), kind="customer", subject=customer_id, ttl_s=settings.customer_session_ttl_s
+    )
     return LoginResponse(token=token, customer_id=customer_id, expires_in=settings.customer_session_ttl_s)
 
 
@@ -118,7 +144,8 @@ async def rate(conversation_id: RecordId, body: Rating, customer: CurrentCustome
 
 @router.websocket("/ws")
 async def customer_socket(websocket: WebSocket, settings: SettingsDep, redis: RedisDep, after_id: AfterId = 0):
-    """Pushes every new message for this customer; replays what was missed since `after_id`."""
+    """Pushes every new message for this customer; replays what was missed since `after_id`. Authenticated by a
+    single-use `?ticket=` (POST /miniapp/tickets) or the Authorization header."""
     customer_id = await socket_bearer(websocket, settings, kind="customer")
     if customer_id is None:
         return

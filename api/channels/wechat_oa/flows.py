@@ -31,6 +31,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from api.channels.wechat_oa import service
 from api.channels.wechat_oa.crypto import Keyring
 from api.channels.wechat_oa.envelope import EnvelopeCodec, Push, PushQuery
+from api.channels.wechat_oa.freshness import PushFreshness
 from api.channels.wechat_oa.outbound import CARD_KIND, OaOutbound, PassiveWindow, passive_window
 from api.channels.wechat_oa.quota import ServiceWindows
 from api.channels.wechat_oa.xml import text_reply
@@ -110,6 +111,7 @@ class OaChannel:
         self.app_id = settings.oa_app_id
         self.engine, self.redis, self.triage, self.platform = engine, redis, triage, platform
         self.windows = ServiceWindows(redis, settings.oa_app_id)
+        self.freshness = PushFreshness(redis, settings.oa_app_id, settings.oa_push_max_age_s)
         self.outbound = OaOutbound(
             engine=engine,
             redis=redis,
@@ -133,6 +135,7 @@ class OaChannel:
     async def handle(self, query: PushQuery, body: bytes) -> str:
         """The HTTP answer to one push: a (sealed) passive reply, or `success`."""
         envelope = self.codec.open(query, body)
+        await self.freshness.check(query, body)  # after the signature: only signed pushes get remembered
         push = envelope.push
         log.debug("push %s/%s from an openid", push.msg_type, push.event or "-")
         content = await self._dispatch(push, self.budget_for(query.timestamp))

@@ -82,8 +82,16 @@ async function start() {
 }
 
 // ---- live inbox ----
-function connect() {
-  const url = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/agents/ws?token=${encodeURIComponent(S.token)}`;
+// The socket URL carries a single-use ticket minted with our token, never the token itself (access logs).
+async function connect() {
+  let ticket;
+  try {
+    ({ ticket } = await api('POST', '/agents/tickets'));
+  } catch (e) {
+    if (S.token) setTimeout(connect, 2000);
+    return;
+  }
+  const url = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/agents/ws?ticket=${encodeURIComponent(ticket)}`;
   const socket = new WebSocket(url);
   S.socket = socket;
   socket.onmessage = (frame) => onEvent(JSON.parse(frame.data));

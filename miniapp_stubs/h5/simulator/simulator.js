@@ -204,7 +204,12 @@ function videoInviteButton(payload) {
 function openVideo(conversationId) {
   const id = conversationId || (S.conversation && S.conversation.id);
   if (!id) { showNotice('请先说明您要办理的业务'); return; }
-  window.open(`/h5/video/?conversation_id=${id}&token=${encodeURIComponent(S.token)}`, '_blank');
+  // Opened at once (a pop-up must come from the click), then pointed at the page with a single-use ticket:
+  // the session token never goes in a URL.
+  const tab = window.open('about:blank', '_blank');
+  api('POST', '/miniapp/tickets', { purpose: 'video_page' }).then((r) => {
+    if (tab) tab.location.href = `/h5/video/?conversation_id=${id}&ticket=${encodeURIComponent(r.ticket)}`;
+  }, (e) => { if (tab) tab.close(); showError(e); });
 }
 
 function timeOf(iso) {
@@ -280,13 +285,14 @@ async function sendText(text, clientMsgId) {
 
 // ---------- WebSocket ----------
 
-function wsUrl() {
+function wsUrl(ticket) {
   const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
-  return `${proto}//${location.host}/miniapp/ws?token=${encodeURIComponent(S.token)}&after_id=${S.lastId}`;
+  return `${proto}//${location.host}/miniapp/ws?ticket=${encodeURIComponent(ticket)}&after_id=${S.lastId}`;
 }
 
-function connect() {
-  const ws = new WebSocket(wsUrl());
+// Called with a fresh single-use ticket (reconnect mints one with our token).
+function connect(ticket) {
+  const ws = new WebSocket(wsUrl(ticket));
   S.ws = ws;
   setConn(S.attempt ? 'reconnecting' : 'connecting');
   ws.onopen = () => {
@@ -325,18 +331,21 @@ function scheduleReconnect() {
 // Before reconnecting, catch up over HTTP: this also logs in again if the token was rejected (401).
 async function reconnect() {
   const gen = S.gen;
+  let ticket;
   try {
     const data = await api('GET', `/miniapp/messages?after_id=${S.lastId}`);
     if (gen !== S.gen || !S.wsWanted) return;
     setConversation(data.conversation);
     addMessages(data.messages);
+    ({ ticket } = await api('POST', '/miniapp/tickets', { purpose: 'socket' }));
+    if (gen !== S.gen || !S.wsWanted) return;
   } catch (e) {
     if (gen !== S.gen) return;
     if (e.code !== 'network') showError(e);
     scheduleReconnect();
     return;
   }
-  connect();
+  connect(ticket);
 }
 
 function closeSocket() {
@@ -390,7 +399,9 @@ async function onLogin(ev) {
     setConversation(data.conversation);
     addMessages(data.messages);
     S.wsWanted = true;
-    connect();
+    const { ticket } = await api('POST', '/miniapp/tickets', { purpose: 'socket' });
+    if (gen !== S.gen) return;
+    connect(ticket);
     setChatEnabled(true);
     document.body.dataset.status = 'ready';
     $('#input').focus();

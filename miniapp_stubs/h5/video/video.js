@@ -239,14 +239,26 @@ function readParams() {
   const params = new URLSearchParams(location.search);
   const id = params.get('conversation_id');
   S.conversationId = id && /^\d+$/.test(id) ? Number(id) : null;
-  // Keep the session token out of the address bar (screenshots, history); this tab still has it.
-  const token = params.get('token');
-  if (token) {
-    sessionStorage.setItem('yunting_video_token', token);
-    params.delete('token');
+  // The link carries a single-use ticket (never the session token); it leaves the address bar at once.
+  const ticket = params.get('ticket');
+  if (ticket) {
+    params.delete('ticket');
     history.replaceState(null, '', `${location.pathname}${params.toString() ? `?${params}` : ''}`);
   }
-  S.token = token || sessionStorage.getItem('yunting_video_token') || '';
+  S.token = sessionStorage.getItem('yunting_video_token') || '';
+  return ticket;
+}
+
+// The ticket, once, for a session token this tab keeps (a reload uses the kept one).
+async function signIn(ticket) {
+  if (!ticket) return;
+  const response = await fetch('/miniapp/tickets/redeem', {
+    method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ ticket }),
+  });
+  if (!response.ok) return;
+  const { token } = await response.json();
+  sessionStorage.setItem('yunting_video_token', token);
+  S.token = token;
 }
 
 $('#consent').addEventListener('click', consent);
@@ -261,10 +273,11 @@ $('#plan-decline').addEventListener('click', () => answerPlan(false));
 // Leaving the page closes our connection: the backend notices and ends the call after its grace period.
 window.addEventListener('pagehide', () => { if (S.pc) S.pc.close(); });
 
-readParams();
-if (!S.token) {
-  showError('登录已失效，请返回重新打开视频客服。');
-  step('notice');
-} else {
-  loadNotice().catch((e) => showError(e.message));
-}
+signIn(readParams()).catch(() => {}).then(() => {
+  if (!S.token) {
+    showError('登录已失效，请返回重新打开视频客服。');
+    step('notice');
+  } else {
+    loadNotice().catch((e) => showError(e.message));
+  }
+});

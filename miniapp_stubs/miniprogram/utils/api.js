@@ -78,4 +78,10 @@ function getMessages(afterId) {
   return request('GET', afterId ? '/miniapp/messages?after_id=' + afterId : '/miniapp/messages');
 }
 
-module.exports = { rawRequest, request, toError, uuid, sendMessage, getMessages };
+// POST /miniapp/tickets → { ticket, expires_in }: single-use (60 s), for a URL that can't carry a header
+// (the WebSocket, the video page's web-view). The session token itself never goes in a URL.
+function mintTicket(purpose) {
+  return request('POST', '/miniapp/tickets', { purpose });
+}
+
+module.exports = { rawRequest, request, toError, uuid, sendMessage, getMessages, mintTicket };

@@ -59,13 +59,15 @@ Page({
   onUnload() { this.socket.stop(); },
 
   // Before each (re)connect: fetch what we missed over HTTP (this also logs in again on 401),
-  // then open the socket with a fresh token and the last id we have.
+  // then open the socket with a fresh single-use ticket and the last id we have.
   syncThenUrl() {
     return api.getMessages(this.lastId).then((data) => {
       this.setConversation(data.conversation);
       this.addMessages(data.messages);
+      return api.mintTicket('socket');
+    }).then((r) => {
       const base = app.globalData.apiBase.replace(/^http/, 'ws');
-      return base + '/miniapp/ws?token=' + encodeURIComponent(app.getToken()) + '&after_id=' + this.lastId;
+      return base + '/miniapp/ws?ticket=' + encodeURIComponent(r.ticket) + '&after_id=' + this.lastId;
     }, (err) => {
       if (err.code !== 'network') this.showError(err);
       throw err;
