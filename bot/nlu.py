@@ -366,10 +366,11 @@ class RasaClient:
         return status
 
     async def refresh_models(self) -> None:
-        """Read every admitted replica's model again (the cache keys by it); an unanswered one is ejected."""
+        """Read every admitted replica's model again (the cache keys by it). A slow `/status` ejects nothing:
+        only parses judge a replica (under a burst, `/status` queues behind them)."""
         for replica in list(self.replicas):
-            if replica.admitted and await self._read_status(replica) is None:
-                self._eject(replica, "/status did not answer")
+            if replica.admitted:
+                await self._read_status(replica)
 
     async def status(self) -> dict:
         """Rasa's `/status` from the first replica that answers with a model, plus every replica's state;
