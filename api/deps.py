@@ -17,6 +17,7 @@ from api.conversations.delivery import Delivery
 from api.conversations.flows import Triage
 from api.customers.models import Customer
 from api.db import unit_of_work
+from api.delivery.flows import DeliveryTracker
 from api.errors import NotAuthenticated, NotPermitted
 from api.routing.engine import RoutingEngine
 from api.routing.loop import touch_agent
@@ -136,3 +137,10 @@ async def get_video(conn: HTTPConnection) -> CallRegistry:
 
 
 VideoDep = Annotated[CallRegistry, Depends(get_video)]
+
+
+async def get_tracker(conn: HTTPConnection) -> DeliveryTracker:
+    return conn.app.state.delivery_tracker
+
+
+TrackerDep = Annotated[DeliveryTracker, Depends(get_tracker)]
