@@ -62,8 +62,10 @@ def _consistent(case: CaseSummary, slots: dict[str, Any]) -> bool:
 
 
 def pick(cases: list[CaseSummary], slots: dict[str, Any]) -> CaseSummary | None:
-    """The case a follow-up is about: the latest one consistent with what the customer just said."""
-    for case in cases:  # newest first
+    """The case a follow-up is about: the latest one that has the details the customer just named, else the
+    latest one nothing they said contradicts."""
+    named = [case for case in cases if any(k in case.slots for k, v in slots.items() if v)]
+    for case in [*named, *cases]:  # newest first within each
         if _consistent(case, slots):
             return case
     return None
