@@ -231,11 +231,18 @@ class DeliveryLoop:
             await asyncio.gather(self._task, return_exceptions=True)
 
     async def _run(self) -> None:
+        failing = False
         while True:
             try:
                 await self.tracker.tick()
+                if failing:
+                    log.info("delivery ticks work again")
+                failing = False
             except asyncio.CancelledError:
                 raise
             except Exception:  # Redis away: the loop outlives it and picks up where it left
-                log.exception("delivery tick failed")
+                # Once per outage with the traceback; every tick would flood the log.
+                if not failing:
+                    log.exception("delivery tick failed; retrying every %.1f s", self.tick_s)
+                failing = True
             await asyncio.sleep(self.tick_s)
