@@ -18,6 +18,8 @@ class GroupHours(BaseModel):
     days: list[int] = Field(default_factory=lambda: [1, 2, 3, 4, 5, 6, 7])
     open: str = "00:00"
     close: str = "24:00"
+    # Loss reports can't wait for the holiday to end: such a group keeps its hours on holidays.
+    open_on_holidays: bool = False
 
     @field_validator("open", "close")
     @classmethod
@@ -42,7 +44,9 @@ class GroupHours(BaseModel):
             days = "工作日"
         else:
             days = "每周" + "、".join(WEEKDAY_NAMES[d - 1] for d in sorted(self.days))
-        return f"{days} {self.open}–{self.close}，节假日除外" if self.close != "24:00" or self.open != "00:00" else days
+        if self.open == "00:00" and self.close == "24:00":
+            return days + ("" if self.open_on_holidays else "（节假日除外）")
+        return f"{days} {self.open}–{self.close}" + ("" if self.open_on_holidays else "，节假日除外")
 
 
 class ServiceHours(BaseModel):
@@ -56,7 +60,7 @@ class ServiceHours(BaseModel):
         if hours is None:
             return True
         day = at.date()
-        if day in self.holidays:
+        if day in self.holidays and not hours.open_on_holidays:
             return False
         weekday = 1 if day in self.workdays else at.isoweekday()
         return weekday in hours.days and hours.open_at(at.time())
