@@ -18,6 +18,7 @@ from api.conversations.delivery import Delivery
 from api.conversations.flows import Triage
 from api.customers.models import Customer
 from api.db import unit_of_work
+from api.delivery.flows import DeliveryTracker
 from api.errors import NotAuthenticated, NotPermitted
 from api.ratelimit import RateLimiter
 from api.routing.engine import RoutingEngine
@@ -178,3 +179,10 @@ async def limit_studio_writes(conn: HTTPConnection, settings: SettingsDep, limit
 
 CustomerMessageLimit = Depends(limit_customer_messages)
 VideoCallLimit = Depends(limit_video_calls)
+
+
+async def get_tracker(conn: HTTPConnection) -> DeliveryTracker:
+    return conn.app.state.delivery_tracker
+
+
+TrackerDep = Annotated[DeliveryTracker, Depends(get_tracker)]

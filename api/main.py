@@ -22,6 +22,7 @@ from api.conversations.delivery import Delivery
 from api.conversations.flows import Triage
 from api.customers.models import Channel
 from api.db import create_engine, migrate
+from api.delivery.flows import DeliveryLoop, DeliveryTracker
 from api.deps import limit_studio_writes
 from api.embedded import EmbeddedRedis, ThreadedServer
 from api.errors import install_error_handlers
@@ -42,6 +43,7 @@ from api.video.router import router as video_router
 from bot.context import ContextStore
 from bot.nlu import RasaClient
 from bot.nlu_cache import ParseCache
+from bot.service_hours import HOURS_PATH, load_hours
 
 log = logging.getLogger("yunting")
 H5_DIR = Path(__file__).resolve().parent.parent / "miniapp_stubs" / "h5"
@@ -91,6 +93,10 @@ async def _start_dependencies(app: FastAPI, settings: Settings, stack: AsyncExit
         routing=RoutingEngine(app.state.redis),
         avg_handle_s=settings.avg_handle_s,
         turn_wait_s=settings.customer_turn_wait_s,
+        hours=load_hours(settings.service_hours_file or HOURS_PATH),
+        timezone=settings.timezone,
+        queue_notice_interval_s=settings.queue_notice_interval_s,
+        case_days=settings.case_memory_days,
     )
     app.state.wechat = WeChatPlatform(
         api_base=api_base,
@@ -107,6 +113,16 @@ async def _start_dependencies(app: FastAPI, settings: Settings, stack: AsyncExit
     app.state.triage.delivery.register(Channel.WECHAT_OA, app.state.wechat_oa.outbound.deliver)
     app.state.triage.delivery.register_typing(Channel.WECHAT_OA, app.state.wechat_oa.outbound.show_agent_typing)
     stack.push_async_callback(app.state.wechat_oa.aclose)
+    # Agent messages follow the customer: page, official account, subscribe message, or pending (api/delivery).
+    tracker = DeliveryTracker(
+        engine=app.state.engine, redis=app.state.redis, platform=app.state.wechat, settings=settings
+    )
+    tracker.oa = app.state.wechat_oa.outbound
+    app.state.wechat_oa.outbound.on_sent_later = tracker.sent_later
+    app.state.triage.delivery.follower = app.state.delivery_tracker = tracker
+    delivery_loop = DeliveryLoop(tracker, settings.delivery_tick_s)
+    delivery_loop.start()
+    stack.push_async_callback(delivery_loop.stop)
     loop = RoutingLoop(app.state.engine, app.state.triage.routing, app.state.triage.delivery, settings)
     loop.start()
     stack.push_async_callback(loop.stop)
@@ -161,7 +177,11 @@ def _mount_simulator(app: FastAPI, settings: Settings) -> None:
 
     @app.get("/simulator/config", include_in_schema=False)
     async def simulator_config() -> dict:
-        return {"emulator_base": app.state.wechat_api_base, "miniapp_app_id": settings.miniapp_app_id}
+        return {
+            "emulator_base": app.state.wechat_api_base,
+            "miniapp_app_id": settings.miniapp_app_id,
+            "reply_template_id": settings.miniapp_reply_template_id,
+        }
 
     app.mount("/simulator", StaticFiles(directory=H5_DIR / "simulator", html=True, check_dir=False), name="simulator")
     app.mount("/h5", StaticFiles(directory=H5_DIR, html=True, check_dir=False), name="h5")

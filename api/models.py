@@ -12,6 +12,7 @@ from api.conversations.models import (
     SenderKind,
 )
 from api.customers.models import Channel, ChannelIdentity, Customer
+from api.delivery.models import MessageDelivery, SubscribeGrant  # noqa: F401
 from api.studio.models import InboxItem, ModelVersion, StudioJob  # noqa: F401
 from api.video.models import CallConsent, CallEvent, IdentityCheck, Recording, RepaymentPlan, VideoCall  # noqa: F401
 

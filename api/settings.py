@@ -139,6 +139,24 @@ class Settings(BaseSettings):
         parse(value)  # ValueError: refused at start, not at the first request
         return value
 
+    # Delivery that follows the customer (api/delivery): an agent message pushed to an open mini-program page
+    # must be confirmed by the page within `delivery_ack_timeout_s`, else it falls back (official-account
+    # customer-service message, subscribe message, pending); a round that failed for a transient reason is
+    # retried `delivery_retry_s` later, at most `delivery_max_attempts` rounds. Due checks are looked at every
+    # `delivery_tick_s`.
+    delivery_ack_timeout_s: float = 5.0
+    delivery_max_attempts: int = 3
+    delivery_retry_s: float = 30.0
+    delivery_tick_s: float = 0.5
+    # The mini-program subscribe-message template for "客服回复了您" (the customer allows it with a tap).
+    miniapp_reply_template_id: str = "yt-agent-reply-dev"
+    # No silence while queued: at most one acknowledgement with the live place per customer per this long.
+    queue_notice_interval_s: int = 30
+    # Service hours per skill group, with holidays (YAML); unset means bot/service_hours.yml.
+    service_hours_file: Path | None = None
+    # Case memory: a customer's cases of the last this many days are on the handoff card and known to the bot.
+    case_memory_days: int = 30
+
     @model_validator(mode="after")
     def _refuse_placeholders_in_production(self) -> Settings:
         if self.env != "production":

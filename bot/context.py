@@ -13,6 +13,8 @@ from pydantic import BaseModel, Field
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
+from bot.cases import CaseSummary
+
 TRANSCRIPT_TAIL = 20
 
 
@@ -37,6 +39,8 @@ class ConversationContext(BaseModel):
     identity_status: str = "wechat_linked"
     bot_said: list[str] = Field(default_factory=list)
     transcript: list[TranscriptLine] = Field(default_factory=list)
+    # The customer's cases of the last 30 days (newest first), loaded when the conversation starts.
+    recent_cases: list[CaseSummary] = Field(default_factory=list)
 
     def remember(self, *, sender_kind: str, channel: str, text: str) -> None:
         """Append one line, keeping only the tail (the full transcript stays in SQL)."""

@@ -36,6 +36,7 @@ def build_handoff_card(
         "bot_said": list(context.bot_said),
         "channel_path": list(context.channel_path),
         "identity_status": context.identity_status,
+        "recent_cases": [case.as_card_line() for case in context.recent_cases],
         "summary": summarize(context, order, scenario, path),
     }
 
@@ -55,6 +56,11 @@ def summarize(context: ConversationContext, order: EscalationOrder, scenario: Sc
     parts.append(f"；转人工原因：{REASON_NAMES.get(order.reason, scenario.title if scenario else order.reason)}")
     if order.mode == "video":
         parts.append("；需视频核验身份")
+    if context.recent_cases:
+        latest = context.recent_cases[0]
+        parts.append(
+            f"；近30天办理过{len(context.recent_cases)}件，最近一件「{latest.title or '业务'}」{latest.status}"
+        )
     last_customer = [line.text for line in context.transcript if line.sender_kind == "customer"][-1:]
     if last_customer:
         parts.append(f"。客户最后说：“{last_customer[0][:60]}”")

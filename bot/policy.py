@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from bot import cases
 from bot.context import ConversationContext
 from bot.nlu import FALLBACK_INTENT, NluParse
 from bot.scenarios import Scenario
@@ -67,13 +68,37 @@ def decide(
         intent = context.intent
     if intent == "request_human":
         return _escalate(context.intent, catalog, slots, parse, reason="request_human", base=catalog[intent])
+    if intent == "request_video":
+        # Like 转人工: the business already under way decides the group, the mode is video.
+        business = context.intent if context.intent in catalog and context.intent not in SMALL_TALK else None
+        return _escalate(business or intent, catalog, slots, parse, reason=intent, base=catalog[intent])
+    if intent == "case_status":
+        return _case_status(context, parse, catalog, slots)
     scenario = catalog[intent]
+    if scenario.on_repeat:
+        done = cases.finished_match(context.recent_cases, scenario.intent, slots)
+        if done is not None:
+            reply = cases.describe(done, describe_slots(done.slots)) + scenario.on_repeat
+            return Decision(reply, scenario.intent, parse.confidence, slots)
     conversation_intent = context.intent if intent in SMALL_TALK else intent
     if scenario.kind == "answer":
         return Decision(scenario.reply, conversation_intent, parse.confidence, slots)
     if scenario.kind == "form":
         return _continue_form(scenario, catalog, slots, parse)
     return _escalate(intent, catalog, slots, parse, reason=intent, base=scenario)
+
+
+def _case_status(
+    context: ConversationContext, parse: NluParse, catalog: dict[str, Scenario], slots: dict[str, Any]
+) -> Decision:
+    """A follow-up on an earlier case: its status and outcome; its details on file are confirmed, not asked."""
+    said = {entity.entity: entity.value for entity in parse.entities}
+    case = cases.pick(context.recent_cases, said)
+    if case is None:
+        return Decision(catalog["case_status"].reply, context.intent, parse.confidence, slots)
+    reply = cases.describe(case, describe_slots(case.slots)) + "需要继续办理请说“转人工”。"
+    business = case.intent if case.intent in catalog and case.intent not in SMALL_TALK else context.intent
+    return Decision(reply, business, parse.confidence, {**case.slots, **slots})
 
 
 def _low_confidence(
@@ -151,3 +176,13 @@ def _slot_label(name: str) -> str:
 
 def describe_slot_value(value: Any) -> str:
     return _VALUE_LABELS.get(str(value), str(value))
+
+
+def describe_slots(slots: dict[str, Any]) -> str:
+    """「信用卡，卡号尾号4321」: the card type says itself, the rest with their labels."""
+    parts = [
+        describe_slot_value(value) if name == "card_type" else f"{_slot_label(name)}{describe_slot_value(value)}"
+        for name, value in slots.items()
+        if value
+    ]
+    return "，".join(parts)

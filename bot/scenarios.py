@@ -28,6 +28,9 @@ class Scenario(BaseModel):
     priority: int = 0
     slots: list[SlotSpec] = Field(default_factory=list)
     on_complete: Literal["answer", "escalate_text", "escalate_video"] = "answer"
+    # Set for business that must never be done twice: with a finished case of it for the same details on
+    # file, the bot confirms that case and says this instead of starting again.
+    on_repeat: str | None = None
 
 
 @lru_cache(maxsize=4)

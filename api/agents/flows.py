@@ -10,6 +10,7 @@ from api.agents.models import Agent
 from api.audit.models import audit
 from api.conversations.delivery import Delivery
 from api.conversations.models import Conversation, ConversationState, Direction, Escalation, Message, SenderKind
+from api.delivery import repository as delivery_states
 from api.errors import BadRequest, Conflict, NotPermitted, ResourceNotFound
 from api.realtime import AGENTS_CHANNEL, publish
 from api.routing.engine import RoutingEngine
@@ -63,6 +64,8 @@ async def do_send_agent_reply(
         text=text,
     )
     session.add(reply)
+    await session.flush()
+    delivery_states.create(session, reply)  # pending until it reaches the customer, in the same commit
     now = conversation.updated_at = utcnow()
     escalation = await _current_escalation(session, conversation.id)
     if escalation is not None and escalation.first_response_at is None:

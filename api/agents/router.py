@@ -28,8 +28,12 @@ from api.agents.schemas import (
 from api.audit.models import audit
 from api.bounds import RecordId
 from api.conversations import service as conversations
-from api.conversations.models import Conversation, ConversationState, Message
+from api.conversations.live_card import live_card
+from api.conversations.models import Conversation, ConversationState, Message, SenderKind
 from api.conversations.schemas import ConversationDetail, MessagePublic
+from api.delivery import repository as delivery_states
+from api.delivery.models import MessageDelivery
+from api.delivery.schemas import DeliveryPublic
 from api.deps import (
     ClientAddress,
     CurrentAgent,
@@ -141,23 +145,29 @@ async def claim(
 
 
 @router.get("/conversations/{conversation_id}", response_model=ConversationForAgent)
-async def read_conversation(conversation_id: RecordId, agent: CurrentAgent, session: SessionDep):
+async def read_conversation(conversation_id: RecordId, agent: CurrentAgent, session: SessionDep, settings: SettingsDep):
     """The handoff card and the whole transcript across channels, ID/card/phone numbers masked."""
     conversation = await flows.get_for_agent(session, agent=agent, conversation_id=conversation_id)
     escalation = await conversations.get_latest_escalation(session, conversation.id)
     messages = await conversations.list_messages(session, conversation_id=conversation.id, include_internal=True)
     detail = ConversationDetail.of(conversation)
     detail.slots = mask_structure(detail.slots)
+    deliveries = await delivery_states.list_for_messages(
+        session, [m.id for m in messages if m.sender_kind == SenderKind.AGENT]
+    )
+    card = await live_card(session, conversation, escalation, days=settings.case_memory_days) if escalation else None
     return ConversationForAgent(
         conversation=detail,
-        handoff_card=mask_structure(escalation.handoff_card) if escalation else None,
-        messages=[_masked(m) for m in messages],
+        handoff_card=mask_structure(card) if card else None,
+        messages=[_masked(m, deliveries.get(m.id)) for m in messages],
     )
 
 
-def _masked(message: Message) -> MessagePublic:
+def _masked(message: Message, delivery: MessageDelivery | None = None) -> MessagePublic:
     public = MessagePublic.of(message)
     public.text = mask_sensitive(public.text)
+    if delivery is not None:
+        public.delivery = DeliveryPublic.of(delivery)
     return public
 
 
@@ -188,7 +198,8 @@ async def reply(
     message = await flows.do_send_agent_reply(
         session, delivery, agent=agent, conversation_id=conversation_id, text=body.text
     )
-    return MessagePublic.of(message)
+    # Where it got to while we delivered it (the console then follows it live: `delivery` events).
+    return _masked(message, await delivery_states.get_by_message(session, message.id))
 
 
 @router.post("/conversations/{conversation_id}/typing", status_code=204)

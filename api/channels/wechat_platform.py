@@ -232,6 +232,10 @@ class WeChatPlatform:
         """Show (or cancel) "typing…" to an official-account user; allowed within 30 s of their last action."""
         await self._oa_call(self.oa.post, "message/custom/typing", data={"touser": openid, "command": command})
 
+    async def send_subscribe(self, body: dict[str, Any]) -> None:
+        """`/cgi-bin/message/subscribe/send` on the mini-program: one message per tap the user granted (43101)."""
+        await self._oa_call(self.miniapp.post, "message/subscribe/send", data=body)
+
     async def oa_user_info(self, openid: str) -> dict[str, Any]:
         """`/cgi-bin/user/info`: the user's profile, with `unionid` when the account is on an open platform."""
         return await self._oa_call(self.oa.user.get, openid)

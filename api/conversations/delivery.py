@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 from redis.asyncio import Redis
 
-from api.conversations.models import Conversation, Message
+from api.conversations.models import Conversation, Message, SenderKind
 from api.conversations.schemas import conversation_event, message_event
 from api.realtime import customer_channel, publish_many, publish_to_customer
 
@@ -23,6 +24,12 @@ ChannelSender = Callable[[Conversation, Message], Awaitable[None]]
 TypingSender = Callable[[Conversation], Awaitable[None]]
 
 
+class Follower(Protocol):
+    """Follows an agent message to wherever the customer is (`api/delivery/flows.py::DeliveryTracker`)."""
+
+    async def start(self, conversation: Conversation, message: Message) -> None: ...
+
+
 class Delivery:
     """Fans a committed message out to the customer's live sockets and to their current channel."""
 
@@ -30,6 +37,9 @@ class Delivery:
         self.redis = redis
         self.senders: dict[str, ChannelSender] = {}
         self.typing_senders: dict[str, TypingSender] = {}
+        # Agent messages are followed (socket, then official account, subscribe message, pending) instead of
+        # going only to the conversation's channel; wired at start-up.
+        self.follower: Follower | None = None
 
     def register(self, channel: str, sender: ChannelSender) -> None:
         """The sender for messages whose channel is ``channel`` (one per channel)."""
@@ -41,7 +51,8 @@ class Delivery:
         """Publish each message to the customer's sockets, then hand it to its channel's sender, in order.
 
         The events (and, with ``state_changed``, the conversation's new state) go out in one round trip
-        before the first sender runs: a sender that can't deliver checks whether a live socket showed it."""
+        before the first sender runs: a sender that can't deliver checks whether a live socket showed it.
+        Agent messages are followed to wherever the customer is (``follower``) instead."""
         shown = [message for message in messages if not message.internal]  # an agent's note stays in the record
         channel = customer_channel(conversation.customer_id)
         events = [(channel, message_event(message)) for message in shown]
@@ -50,6 +61,13 @@ class Delivery:
         if events:
             await publish_many(self.redis, events)
         for message in shown:
+            if self.follower is not None and message.sender_kind == SenderKind.AGENT:
+                try:
+                    await self.follower.start(conversation, message)
+                except Exception:
+                    # Its state stays pending in SQL: the customer gets it first when they come back.
+                    log.exception("following agent message %s failed", message.id)
+                continue
             sender = self.senders.get(message.channel)
             if sender is None:
                 continue

@@ -21,19 +21,20 @@ from api.audit.models import audit
 from api.conversations import service
 from api.conversations.delivery import Delivery
 from api.conversations.models import Conversation, ConversationState, Direction, Escalation, Message, SenderKind
+from api.conversations.queue_talk import answer_in_queue, place_words, standing_of
 from api.conversations.schemas import message_event
 from api.errors import UpstreamUnavailable
 from api.masking import mask_sensitive
 from api.realtime import AGENTS_CHANNEL, agent_channel, publish
 from api.routing.engine import RoutingEngine
 from api.routing.flows import do_assign_waiting
-from api.routing.loop import estimated_wait_minutes
 from api.timeutil import utcnow
 from bot.context import ContextStore, ConversationContext
 from bot.handoff import build_handoff_card
-from bot.nlu import NluUnavailable, RasaClient
-from bot.policy import Decision, EscalationOrder, decide
+from bot.nlu import NluParse, NluUnavailable, RasaClient
+from bot.policy import Decision, EscalationOrder, decide, merge_slots
 from bot.scenarios import load_catalog
+from bot.service_hours import ServiceHours, load_hours
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,11 @@ class Triage:
     avg_handle_s: int = 240
     # How long a message waits for the customer's previous one to finish (api/settings.py customer_turn_wait_s).
     turn_wait_s: float = 5.0
+    # No silence in the queue and case memory (see queue_talk.py, cases.py); set from Settings at start-up.
+    hours: ServiceHours = field(default_factory=load_hours)
+    timezone: str = "Asia/Shanghai"
+    queue_notice_interval_s: int = 30
+    case_days: int = 30
 
 
 async def do_receive_customer_message(
@@ -76,11 +82,14 @@ async def do_receive_customer_message(
     platform_msg_id: str | None,
     kind: str = "text",
     payload: dict | None = None,
+    video_tap: bool = False,
 ) -> Received:
     """Store a customer's message, let the bot or the agent have it, and return what was answered.
 
     Only text goes to the bot; other kinds (an image, a menu tap) are stored for the agent and the
-    channel acknowledges them itself.
+    channel acknowledges them itself. A queued customer's text is answered from the queue (queue_talk.py).
+    ``video_tap``: the customer tapped 视频客服 and is on the video page already: it is a video request
+    whatever the NLU would say, and nobody tells them to tap the button they just tapped.
     """
 
     async def before_waiting() -> Received | None:
@@ -104,9 +113,9 @@ async def do_receive_customer_message(
             # Otherwise the bot's answer sets it, in the second write: one UPDATE of the row per message, not two.
             conversation.updated_at = utcnow()
         if started:
-            context = await service.start_context(session, conversation)
+            context = await service.start_context(session, conversation, case_days=triage.case_days)
         else:
-            context = await service.load_context(session, triage.store, conversation)
+            context = await service.load_context(session, triage.store, conversation, case_days=triage.case_days)
         inbound = Message(
             conversation_id=conversation.id,
             customer_id=customer_id,
@@ -132,11 +141,21 @@ async def do_receive_customer_message(
             return duplicate
         await _tell_agents(redis, conversation, inbound)
         if not bot_answers:
+            if kind == "text" and conversation.state != ConversationState.CLOSED:
+                await _note_details(triage, conversation, context, inbound)
+            answer = await _answer_in_queue(session, redis, triage, conversation, inbound, kind)
+            if answer is not None:
+                context.remember(sender_kind=SenderKind.BOT, channel=conversation.current_channel, text=answer.text)
+            await session.commit()
             turn.keep(triage.store, context)
-            return Received(inbound, conversation)
-        replies = await _answer_with_bot(session, triage, conversation, context, inbound)
-        await session.commit()
-        turn.keep(triage.store, context)
+        else:
+            replies = await _answer_with_bot(session, triage, conversation, context, inbound, video_tap=video_tap)
+            await session.commit()
+            turn.keep(triage.store, context)
+    if not bot_answers:
+        if answer is not None:
+            await triage.delivery.deliver(conversation, [answer])
+        return Received(inbound, conversation, [answer] if answer is not None else [])
     await triage.delivery.deliver(conversation, replies, state_changed=True)
     if conversation.state == ConversationState.QUEUED:
         await _route(session, redis, triage, conversation)
@@ -153,6 +172,36 @@ async def _already_received(session: AsyncSession, channel: str, platform_msg_id
     conversation = await session.get(Conversation, existing.conversation_id)
     replies = await service.list_replies_to(session, existing.id)
     return Received(existing, conversation, replies, duplicate=True)
+
+
+async def _note_details(
+    triage: Triage, conversation: Conversation, context: ConversationContext, inbound: Message
+) -> None:
+    """After the hand-over the bot no longer answers, but details the customer gives (a card number, a date)
+    still reach the record, so the agent's live card shows them (best effort: no NLU, no details)."""
+    try:
+        parse = await triage.nlu.parse(inbound.text)
+    except NluUnavailable:
+        return
+    if parse.entities:
+        conversation.slots = context.slots = merge_slots(context.slots, parse)
+
+
+async def _answer_in_queue(
+    session: AsyncSession, redis: Redis, triage: Triage, conversation: Conversation, inbound: Message, kind: str
+) -> Message | None:
+    if conversation.state != ConversationState.QUEUED or kind != "text":
+        return None
+    return await answer_in_queue(
+        session,
+        redis,
+        conversation,
+        inbound,
+        hours=triage.hours,
+        timezone=triage.timezone,
+        avg_handle_s=triage.avg_handle_s,
+        notice_interval_s=triage.queue_notice_interval_s,
+    )
 
 
 async def _route(session: AsyncSession, redis: Redis, triage: Triage, conversation: Conversation) -> None:
@@ -244,11 +293,18 @@ async def _tell_agents(redis: Redis, conversation: Conversation, inbound: Messag
 
 
 async def _answer_with_bot(
-    session: AsyncSession, triage: Triage, conversation: Conversation, context: ConversationContext, inbound: Message
+    session: AsyncSession,
+    triage: Triage,
+    conversation: Conversation,
+    context: ConversationContext,
+    inbound: Message,
+    *,
+    video_tap: bool = False,
 ) -> list[Message]:
     catalog = load_catalog()
     try:
-        parse = await triage.nlu.parse(inbound.text)
+        # The tap is the request: no NLU guess can make it mean anything else.
+        parse = NluParse(inbound.text, "request_video", 1.0) if video_tap else await triage.nlu.parse(inbound.text)
         decision = decide(context, parse, catalog, threshold=triage.threshold)
         inbound.intent, inbound.confidence = parse.intent, parse.confidence
     except NluUnavailable as exc:
@@ -266,7 +322,7 @@ async def _answer_with_bot(
     context.remember(sender_kind=SenderKind.BOT, channel=conversation.current_channel, text=decision.reply)
     if decision.escalation is not None:
         escalation = await _escalate(session, conversation, context, decision.escalation, catalog)
-        notice = await _queue_notice(session, escalation, triage.avg_handle_s)
+        notice = await _queue_notice(session, triage, escalation, on_video_page=video_tap)
         context.remember(sender_kind=SenderKind.BOT, channel=conversation.current_channel, text=notice[0])
         texts.append(notice)
     replies = [
@@ -328,14 +384,18 @@ async def _escalate(
     return escalation
 
 
-async def _queue_notice(session: AsyncSession, escalation: Escalation, avg_handle_s: int) -> tuple[str, dict | None]:
-    """Plain words for what happens next (place and estimated wait); video scenarios carry the one-tap invitation."""
-    position = await service.queue_position(session, escalation)
-    online = await service.online_agents_in(session, escalation.skill_group)
-    minutes = estimated_wait_minutes(position, online, avg_handle_s)
-    notice = "您已进入人工服务队列，" + ("您是下一位，" if position == 1 else f"您前面还有{position - 1}位客户，")
-    notice += f"预计等待约{minutes}分钟，客服接入后会马上回复您。"
-    if escalation.mode != "video":
+async def _queue_notice(
+    session: AsyncSession, triage: Triage, escalation: Escalation, *, on_video_page: bool = False
+) -> tuple[str, dict | None]:
+    """Plain words for what happens next (place, and an estimate only from online agents); video scenarios
+    carry the one-tap invitation — unless the customer is on the video page already."""
+    standing = await standing_of(
+        session, escalation, hours=triage.hours, timezone=triage.timezone, avg_handle_s=triage.avg_handle_s
+    )
+    notice = "您已进入人工服务队列，" + place_words(standing)
+    if standing.minutes is not None:
+        notice = notice.removesuffix("。") + "，客服接入后会马上回复您。"
+    if escalation.mode != "video" or on_video_page:
         return notice, None
     return VIDEO_HINT + notice, video_invite(escalation.conversation_id)
 

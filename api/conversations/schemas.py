@@ -7,6 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from api.delivery.schemas import DeliveryPublic
+
 
 class MessagePublic(BaseModel):
     id: int
@@ -18,6 +20,8 @@ class MessagePublic(BaseModel):
     created_at: datetime
     payload: dict[str, Any] | None = None
     internal: bool = False
+    # An agent message's way to the customer (agent views only; see api/delivery).
+    delivery: DeliveryPublic | None = None
 
     @classmethod
     def of(cls, message) -> MessagePublic:

@@ -6,6 +6,7 @@ from sqlalchemy import case, func, or_
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from api.conversations.cases import list_recent_cases
 from api.conversations.models import Conversation, ConversationState, Escalation, Message, SenderKind
 from api.customers.models import Customer
 from api.errors import ResourceNotFound
@@ -161,8 +162,10 @@ async def queue_position(session: AsyncSession, escalation: Escalation) -> int:
     return int((await session.exec(ahead)).one()) + 1
 
 
-async def rebuild_context(session: AsyncSession, conversation: Conversation) -> ConversationContext:
-    """The live context from the SQL record alone (used when Redis lost it)."""
+async def rebuild_context(
+    session: AsyncSession, conversation: Conversation, *, case_days: int = 30
+) -> ConversationContext:
+    """The live context from the SQL record alone (used when Redis lost it, and when a conversation starts)."""
     customer = await session.get(Customer, conversation.customer_id)
     tail = (
         select(Message)
@@ -184,6 +187,9 @@ async def rebuild_context(session: AsyncSession, conversation: Conversation) -> 
         identity_status=await _identity_status(session, conversation, customer),
         bot_said=[m.text for m in messages if m.sender_kind == SenderKind.BOT][-5:],
         transcript=[TranscriptLine(sender_kind=m.sender_kind, channel=m.channel, text=m.text) for m in messages],
+        recent_cases=await list_recent_cases(
+            session, customer_id=conversation.customer_id, days=case_days, exclude_conversation_id=conversation.id
+        ),
     )
 
 
@@ -199,9 +205,12 @@ async def _identity_status(session: AsyncSession, conversation: Conversation, cu
     return "wechat_linked" if customer and customer.unionid else "openid_only"
 
 
-async def start_context(session: AsyncSession, conversation: Conversation) -> ConversationContext:
+async def start_context(
+    session: AsyncSession, conversation: Conversation, *, case_days: int = 30
+) -> ConversationContext:
     """The context of a conversation started just now: what `rebuild_context` would find (no messages, no
-    identity check yet) without asking for it — the customer row is usually in the session already."""
+    identity check yet) without asking for it — the customer row is usually in the session already. The
+    customer's recent cases are read: a new conversation is where a follow-up about one usually starts."""
     customer = await session.get(Customer, conversation.customer_id)
     return ConversationContext(
         conversation_id=conversation.id,
@@ -214,14 +223,19 @@ async def start_context(session: AsyncSession, conversation: Conversation) -> Co
         slots=dict(conversation.slots),
         low_confidence_turns=conversation.low_confidence_turns,
         identity_status="wechat_linked" if customer and customer.unionid else "openid_only",
+        recent_cases=await list_recent_cases(
+            session, customer_id=conversation.customer_id, days=case_days, exclude_conversation_id=conversation.id
+        ),
     )
 
 
-async def load_context(session: AsyncSession, store: ContextStore, conversation: Conversation) -> ConversationContext:
+async def load_context(
+    session: AsyncSession, store: ContextStore, conversation: Conversation, *, case_days: int = 30
+) -> ConversationContext:
     """The Redis hot copy when present and current, otherwise rebuilt from SQL."""
     context = await store.get(conversation.id)
     if context is None:
-        return await rebuild_context(session, conversation)
+        return await rebuild_context(session, conversation, case_days=case_days)
     context.state = conversation.state
     context.current_channel = conversation.current_channel
     context.channel_path = list(conversation.channel_path)

@@ -39,7 +39,8 @@ async def touch_agent(redis: Redis, agent_id: int, ttl_s: int) -> None:
 
 
 def estimated_wait_minutes(position: int, online_agents: int, avg_handle_s: int) -> int:
-    """A plain estimate: customers ahead shared among the group's online agents, times a typical handling time."""
+    """A plain estimate: customers ahead shared among the group's online agents, times a typical handling time.
+    Callers give no estimate at all when nobody is online (see `api/conversations/queue_talk.py`)."""
     rounds = math.ceil(position / max(online_agents, 1))
     return max(1, math.ceil(rounds * avg_handle_s / 60))
 
@@ -137,12 +138,7 @@ class RoutingLoop:
                 continue
             await redis.set(key, position, ex=86400)
             online = await conversations.online_agents_in(session, escalation.skill_group)
-            minutes = estimated_wait_minutes(position, online, self.settings.avg_handle_s)
-            text = (
-                "您是下一位，客服马上为您服务。"
-                if position == 1
-                else f"排队进度：您前面还有{position - 1}位客户，预计等待约{minutes}分钟。"
-            )
+            text = _move_words(position, online, self.settings.avg_handle_s)
             notice = Message(
                 conversation_id=conversation.id,
                 customer_id=conversation.customer_id,
@@ -154,6 +150,16 @@ class RoutingLoop:
             session.add(notice)
             await session.commit()
             await self.delivery.deliver(conversation, [notice])
+
+
+def _move_words(position: int, online: int, avg_handle_s: int) -> str:
+    """The customer moved up; an estimate only from agents who are online (none online: no promise of time)."""
+    if position == 1:
+        return "您是下一位，客服马上为您服务。" if online else "您是下一位，客服上线后会第一时间为您服务。"
+    if not online:
+        return f"排队进度：您前面还有{position - 1}位客户。现在暂时没有客服在线，客服上线后会按顺序为您服务。"
+    minutes = estimated_wait_minutes(position, online, avg_handle_s)
+    return f"排队进度：您前面还有{position - 1}位客户，预计等待约{minutes}分钟。"
 
 
 def _positions(waiting) -> list[int]:

@@ -122,8 +122,9 @@ async def _conversation_for_call(
     if conversation is not None and conversation.state in (ConversationState.QUEUED, ConversationState.WITH_AGENT):
         return conversation
     # Still with the bot (or closed): the button means 「视频客服」, so we say it for the customer. The bot then
-    # escalates it like typed text (video mode, the scenario's group, the routing engine), and the
-    # transcript shows what the customer asked for.
+    # escalates it (video mode, the group of the business under way, the routing engine) without asking the
+    # NLU and without telling the customer, already on the video page, to tap the button; the transcript
+    # shows what the customer asked for.
     received = await do_receive_customer_message(
         session,
         registry.redis,
@@ -132,6 +133,7 @@ async def _conversation_for_call(
         channel=Channel.MINIAPP,
         text=VIDEO_REQUEST_TEXT,
         platform_msg_id=None,
+        video_tap=True,
     )
     conversation = received.conversation
     if conversation.state not in (ConversationState.QUEUED, ConversationState.WITH_AGENT):

@@ -5,6 +5,7 @@ from __future__ import annotations
 # The errmsg text WeChat returns for each errcode the emulator produces.  Callers must
 # branch on errcode only; the text is here so logs read like production logs.
 ERRMSG: dict[int, str] = {
+    -1: "system error",
     40001: "invalid credential, access_token is invalid or not latest",
     40002: "invalid grant_type",
     40003: "invalid openid",
@@ -28,6 +29,7 @@ ERRMSG: dict[int, str] = {
     48001: "api unauthorized",
 }
 
+SYSTEM_ERROR = -1
 INVALID_CREDENTIAL = 40001
 INVALID_GRANT_TYPE = 40002
 INVALID_OPENID = 40003

@@ -9,6 +9,8 @@ App({
     // 「不校验合法域名、web-view（业务域名）、TLS 版本以及 HTTPS 证书」 in WeChat DevTools;
     // a real release needs an https/wss domain listed in the mini-program admin console.
     apiBase: 'http://127.0.0.1:8000',
+    // The subscribe-message template for 客服回复通知 (YUNTING_MINIAPP_REPLY_TEMPLATE_ID on the backend).
+    replyTemplateId: 'yt-agent-reply-dev',
     auth: null, // { token, customer_id, expires_at (ms) }
   },
 

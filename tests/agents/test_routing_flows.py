@@ -68,11 +68,13 @@ async def test_a_waiting_customer_is_told_when_they_become_next(isolated_stack, 
     agent = await AgentConsole.login(stack.app_url, username, "pw-123456")  # offline: claims by hand
     assert (await agent.http.post(f"/agents/conversations/{first_id}/claim")).status_code == 200
     deadline = asyncio.get_running_loop().time() + 10
-    while not any(m["text"] == "您是下一位，客服马上为您服务。" for m in (await second.history())["messages"]):
+    # Nobody is online (the agent claims by hand): no promise of "right away", only that they are next.
+    told = "您是下一位，客服上线后会第一时间为您服务。"
+    while not any(m["text"] == told for m in (await second.history())["messages"]):
         assert asyncio.get_running_loop().time() < deadline, "the second customer was not told they are next"
         await asyncio.sleep(0.2)
     texts = [m["text"] for m in (await first.history())["messages"]]
-    assert "您是下一位，客服马上为您服务。" not in texts  # the first was at place 1 all along: nothing to tell
+    assert told not in texts  # the first was at place 1 all along: nothing to tell
     for client in (first, second, agent):
         await client.aclose()
 

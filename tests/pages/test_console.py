@@ -83,3 +83,42 @@ async def test_the_supervisor_view_shows_queues_agents_and_figures(browser_page,
     assert username in await page.inner_text("#agents tbody")
     await screenshot(page, "console-supervisor.png")
     await waiting.aclose()
+
+
+async def test_the_agent_sees_each_replys_delivery_state_live(browser_page, isolated_stack):
+    """The customer on the simulator page reads the reply (已读, live in the console); once they close the page,
+    the next reply has nowhere to go and waits for them (待送达)."""
+    stack = isolated_stack(delivery_ack_timeout_s=1.0, delivery_tick_s=0.1)
+    console = browser_page
+    await console.set_viewport_size({"width": 1400, "height": 900})
+    username = "zhao-" + uuid.uuid4().hex[:6]
+    await create_agent(stack.database_url, username=username, password="pw-123456", skills=["general"])
+
+    simulator = await console.context.browser.new_page()  # a second window: the customer's phone
+    await simulator.goto(stack.app_url + "/simulator/")
+    await simulator.fill("#person", new_person())
+    await simulator.click("#login")
+    await simulator.wait_for_selector("#conn[data-status=open]", state="attached")
+    await simulator.click("#to-human")
+    await simulator.wait_for_selector("#state[data-state=queued]")
+    conversation_id = await simulator.get_attribute("#state", "data-conversation-id")
+
+    await sign_in(console, stack.app_url, username)
+    await (await console.wait_for_selector(f"#queue .queue-item[data-conversation-id='{conversation_id}']")).click()
+    await console.click("#claim")
+    await console.wait_for_selector("#conversation[data-state=with_agent]")
+    await console.fill("#reply-input", "您好，我是客服小赵，请问有什么可以帮您？")
+    await console.click("#reply-send")
+    await simulator.locator(".msg[data-sender=agent] .text").filter(has_text="客服小赵").wait_for()
+    read = console.locator("#transcript .msg[data-sender=agent] .delivery[data-state=read]")
+    await read.wait_for(timeout=10000)  # the page reported it shown; the console heard it on its socket
+    assert await read.inner_text() == "已读 · 小程序"
+
+    await simulator.close()  # the customer left
+    await console.fill("#reply-input", "您还在吗？稍后有进展会通知您。")
+    await console.click("#reply-send")
+    waiting = console.locator("#transcript .msg[data-sender=agent] .delivery[data-state=pending]")
+    await waiting.wait_for(timeout=10000)
+    assert await waiting.inner_text() == "待送达"
+    assert await read.count() == 1
+    await screenshot(console, "console-delivery-states.png")

@@ -7,6 +7,7 @@ import json
 import logging
 
 from fastapi import APIRouter, Response, WebSocket, WebSocketDisconnect
+from pydantic import ValidationError
 
 from api import tickets
 from api.bounds import AfterId, RecordId
@@ -18,6 +19,9 @@ from api.conversations.models import ConversationState
 from api.conversations.schemas import ConversationBrief, MessagePublic, message_event
 from api.customers.models import Channel, Customer
 from api.db import unit_of_work
+from api.delivery import repository as delivery_states
+from api.delivery.presence import socket_alive, socket_closed, socket_opened
+from api.delivery.schemas import GrantsResult, Receipts, ReceiptsResult, SubscribeResults
 from api.deps import (
     ClientAddress,
     CurrentCustomer,
@@ -26,6 +30,7 @@ from api.deps import (
     RedisDep,
     SessionDep,
     SettingsDep,
+    TrackerDep,
     TriageDep,
     WeChatDep,
     socket_bearer,
@@ -111,12 +116,43 @@ async def send_message(
 
 @router.get("/messages", response_model=History)
 async def current_history(customer: CurrentCustomer, session: SessionDep, after_id: AfterId = 0):
-    """The transcript of the customer's current (or last) conversation, oldest first."""
+    """The transcript of the customer's current (or last) conversation, oldest first; agent replies they
+    haven't seen yet (any conversation) in `waiting`, to show first."""
+    waiting = [MessagePublic.of(m) for m in await delivery_states.list_unseen(session, customer.id)]
     conversation = await conversations.get_latest(session, customer.id)
     if conversation is None:
-        return History(conversation=None, messages=[])
+        return History(conversation=None, messages=[], waiting=waiting)
     messages = await conversations.list_messages(session, conversation_id=conversation.id, after_id=after_id)
-    return History(conversation=ConversationBrief.of(conversation), messages=[MessagePublic.of(m) for m in messages])
+    return History(
+        conversation=ConversationBrief.of(conversation),
+        messages=[MessagePublic.of(m) for m in messages],
+        waiting=waiting,
+    )
+
+
+@router.post("/receipts", response_model=ReceiptsResult)
+async def receipts(body: Receipts, customer: CurrentCustomer, session: SessionDep, tracker: TrackerDep):
+    """The page received (`delivered`) or showed (`read`) these messages; repeats change nothing."""
+    changed = await tracker.confirmed(session, customer.id, body.message_ids, body.status)
+    return ReceiptsResult(changed=changed)
+
+
+@router.post("/subscriptions", response_model=GrantsResult)
+async def subscriptions(body: SubscribeResults, customer: CurrentCustomer, session: SessionDep, settings: SettingsDep):
+    """What the customer answered `wx.requestSubscribeMessage`: each 允许 (accept) allows one subscribe message."""
+    unknown = sorted(set(body.results) - {settings.miniapp_reply_template_id})
+    if unknown:
+        raise BadRequest(f"unknown subscribe-message template: {', '.join(unknown)}", code="unknown_template")
+    grants = {}
+    for template_id, answer in body.results.items():
+        if answer == "accept":
+            grants[template_id] = await delivery_states.add_grant(
+                session, customer_id=customer.id, template_id=template_id
+            )
+        else:
+            grant = await delivery_states.get_grant(session, customer_id=customer.id, template_id=template_id)
+            grants[template_id] = grant.remaining if grant else 0
+    return GrantsResult(grants=grants)
 
 
 @router.get("/conversations/{conversation_id}/messages", response_model=History)
@@ -153,15 +189,17 @@ async def customer_socket(websocket: WebSocket, settings: SettingsDep, redis: Re
     pubsub = redis.pubsub()
     # Subscribe before replaying so nothing falls between the two.
     await pubsub.subscribe(customer_channel(customer_id))
+    socket_id = await socket_opened(redis, customer_id)  # the customer is on the page (api/delivery/presence.py)
     try:
         last_id = await _replay(websocket, customer_id, after_id)
         # A TaskGroup so that a disconnect seen by one task cancels the other.
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(_forward(websocket, pubsub, last_id))
-            tasks.create_task(_answer_pings(websocket))
+            tasks.create_task(_answer_frames(websocket, redis, customer_id, socket_id))
     except* (WebSocketDisconnect, RuntimeError, ConnectionError):
         pass
     finally:
+        await socket_closed(redis, customer_id, socket_id)
         await pubsub.unsubscribe()
         await pubsub.aclose()
 
@@ -188,12 +226,25 @@ async def _forward(websocket: WebSocket, pubsub, last_id: int) -> None:
         await websocket.send_json(event)
 
 
-async def _answer_pings(websocket: WebSocket) -> None:
+async def _answer_frames(websocket: WebSocket, redis, customer_id: int, socket_id: str) -> None:
+    """Pings (each keeps the page counted as open) and the page's receipts: `{"type": "receipt", "status":
+    "delivered"|"read", "message_ids": [...]}` (the same as POST /miniapp/receipts; a bad one is ignored)."""
     while True:
         frame = await websocket.receive_text()
+        await socket_alive(redis, customer_id, socket_id)
         try:
-            kind = json.loads(frame).get("type")
+            data = json.loads(frame)
+            kind = data.get("type")
         except (ValueError, AttributeError):
-            kind = None
+            continue
         if kind == "ping":
             await websocket.send_json({"type": "pong"})
+        elif kind == "receipt":
+            try:
+                body = Receipts.model_validate({"status": data.get("status"), "message_ids": data.get("message_ids")})
+            except ValidationError:
+                continue
+            async with unit_of_work(websocket.app.state.engine) as session:
+                await websocket.app.state.delivery_tracker.confirmed(
+                    session, customer_id, body.message_ids, body.status
+                )

@@ -44,6 +44,8 @@ class SendResult(BaseModel):
 class History(BaseModel):
     conversation: ConversationBrief | None
     messages: list[MessagePublic]
+    # Agent replies the customer hasn't seen yet, from any conversation: the page shows them first.
+    waiting: list[MessagePublic] = []
 
 
 class Rating(BaseModel):

@@ -17,6 +17,7 @@ from __future__ import annotations
 import html
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from typing import Any
 
@@ -86,6 +87,8 @@ class OaOutbound:
         self.app_id = app_id
         self.miniapp_app_id = miniapp_app_id
         self.card_thumb_media_id = card_thumb_media_id
+        # Told when a waiting message goes out at the customer's interaction (agent messages' delivery state).
+        self.on_sent_later: Callable[[Message], Awaitable[None]] | None = None
 
     # -- rendering ------------------------------------------------------------------------
 
@@ -138,6 +141,34 @@ class OaOutbound:
         except Exception:
             log.exception("official-account delivery of message %s failed; keeping it pending", message.id)
             await self._keep_in_new_session(message, "error")
+
+    async def follow(self, message: Message) -> str | None:
+        """An agent message for a customer who is not on the mini-program page (api/delivery): send it by
+        customer-service message now, behind older waiting ones, or keep it for their next interaction.
+        None when WeChat took it, else why not (``no_openid`` for a customer the account doesn't know)."""
+        try:
+            async with self.redis.lock(f"yt:oa:out:{message.customer_id}", timeout=60, blocking_timeout=30):
+                async with unit_of_work(self.engine) as session:
+                    target = await service.get_identity_of_customer(
+                        session, app_id=self.app_id, customer_id=message.customer_id
+                    )
+                    if target is None:
+                        return "no_openid"
+                    still_waiting = await self._flush(session, target, message.customer_id)
+                    earlier = await service.get_pending(session, message.id)
+                    if earlier is not None:  # a later round: the flush just tried it, in its turn
+                        return None if earlier.status == PendingStatus.SENT else earlier.reason
+                    if still_waiting:
+                        await self._keep(session, message, "behind_pending", consult_socket=False)
+                        return "behind_pending"
+                    reason = await self._send(target, message)
+                    if reason is not None:
+                        await self._keep(session, message, reason, consult_socket=False)
+                    return reason
+        except Exception:
+            log.exception("official-account delivery of message %s failed; keeping it pending", message.id)
+            await self._keep_in_new_session(message, "error")
+            return "error"
 
     async def flush_pending(self, customer_id: int) -> None:
         """At the customer's interaction: send what was waiting (their window just opened).
@@ -218,11 +249,14 @@ class OaOutbound:
             # Commit each one: a message WeChat took must not be sent again if a later step fails.
             await session.commit()
             log.info("pending message %s delivered to customer %s", message.id, customer_id)
+            if self.on_sent_later is not None:
+                await self.on_sent_later(message)
         await session.commit()
         return 0
 
-    async def _keep(self, session: AsyncSession, message: Message, reason: str) -> None:
-        live = await self._on_miniapp(message.customer_id)
+    async def _keep(self, session: AsyncSession, message: Message, reason: str, *, consult_socket: bool = True) -> None:
+        # An agent message's tracker already knows the page didn't confirm it: a subscriber proves nothing then.
+        live = consult_socket and await self._on_miniapp(message.customer_id)
         status = PendingStatus.MINIAPP if live else PendingStatus.PENDING
         await service.keep_pending(session, message, reason=reason, status=status)
         await session.commit()

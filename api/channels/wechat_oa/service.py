@@ -123,7 +123,7 @@ async def keep_pending(
     session: AsyncSession, message: Message, *, reason: str, status: str = PendingStatus.PENDING
 ) -> OaPendingMessage:
     """Record that ``message`` waits (or went elsewhere); once per message, later calls update it."""
-    pending = (await session.exec(select(OaPendingMessage).where(OaPendingMessage.message_id == message.id))).first()
+    pending = await get_pending(session, message.id)
     if pending is None:
         pending = OaPendingMessage(
             message_id=message.id,
@@ -138,6 +138,11 @@ async def keep_pending(
     if status != PendingStatus.PENDING:
         pending.delivered_at = utcnow()
     return pending
+
+
+async def get_pending(session: AsyncSession, message_id: int) -> OaPendingMessage | None:
+    statement = select(OaPendingMessage).where(OaPendingMessage.message_id == message_id)
+    return (await session.exec(statement)).first()
 
 
 async def list_pending(session: AsyncSession, customer_id: int) -> list[tuple[OaPendingMessage, Message]]:

@@ -9,6 +9,8 @@ const IDENTITY = { wechat_linked: '微信身份已关联', openid_only: '仅 ope
 const GROUPS = { cards: '卡片组', loans: '贷款组', accounts: '账户组', wealth: '理财组', general: '综合组' };
 const SLOTS = { card_type: '卡片类型', card_last4: '卡号尾号', phone: '手机号', amount: '金额', date: '日期' };
 const VALUES = { credit: '信用卡', debit: '借记卡' };
+const DELIVERY = { pending: '待送达', sent: '已发送', delivered: '已送达', read: '已读', failed: '发送失败' };
+const ROUTES = { miniapp: '小程序', wechat_oa: '公众号消息', subscribe: '订阅消息' };
 const REASONS = { request_human: '客户要求转人工', low_confidence: '机器人两次未能理解', nlu_unavailable: '智能客服暂不可用',
   complaint: '投诉（加急）', transfer: '坐席转接', request_video: '客户要求视频' };
 
@@ -114,6 +116,7 @@ function onEvent(event) {
       });
     }
   }
+  if (event.type === 'delivery') showDelivery(event.message_id, event);
   if (event.type === 'message') {
     const m = event.message;
     if (S.open === m.conversation_id) openConversation(m.conversation_id);
@@ -180,6 +183,35 @@ function renderCard(card, conversation) {
   $('#card-identity').textContent = IDENTITY[card.identity_status] || card.identity_status || '—';
   $('#card-reason').textContent = REASONS[card.reason] || card.scenario || card.reason || '—';
   $('#card-bot-said').replaceChildren(...(card.bot_said || []).map((t) => el('li', {}, t)));
+  // Live card: what changed since the escalation, the customer's recent cases, the last messages.
+  const changed = Object.entries(card.slots_changed || {});
+  $('#card-changed').textContent = changed.length
+    ? changed.map(([k, v]) => `${SLOTS[k] || k} ${VALUES[v.before] || v.before || '—'} → ${VALUES[v.now] || v.now || '—'}`).join('，')
+    : '无';
+  const cases = card.recent_cases || [];
+  $('#card-cases').replaceChildren(...(cases.length ? cases.map((c) => el('li', { dataset: { conversationId: c.conversation_id } },
+    `#${c.conversation_id} ${c.title || c.intent || '未识别'} · ${c.status}${c.agent_said ? ` · “${c.agent_said}”` : ''}`)) : [el('li', {}, '无')]));
+  $('#card-last').replaceChildren(...(card.last_messages || []).map((m) => el('li', {},
+    `${SENDERS[m.sender_kind] || m.sender_kind}（${CHANNELS[m.channel] || m.channel}）：${m.text}`)));
+}
+
+// An agent message's delivery state, next to it; kept live by `delivery` events.
+function deliveryBadge(delivery) {
+  const badge = el('span', { className: 'delivery' });
+  setBadge(badge, delivery);
+  return badge;
+}
+
+function setBadge(badge, d) {
+  badge.dataset.state = d.state;
+  badge.dataset.route = d.route || '';
+  badge.textContent = `${DELIVERY[d.state] || d.state}${d.route ? ` · ${ROUTES[d.route] || d.route}` : ''}`;
+  badge.title = '送达状态';
+}
+
+function showDelivery(messageId, d) {
+  const badge = document.querySelector(`#transcript .msg[data-id="${messageId}"] .delivery`);
+  if (badge) setBadge(badge, d);
 }
 
 function renderTranscript(messages, mayReveal) {
@@ -192,6 +224,7 @@ function renderTranscript(messages, mayReveal) {
     if (image) node.append(el('img', { src: image, alt: '客户发送的图片' }));
     const text = el('span', { className: 'text' }, m.text);
     node.append(text);
+    if (m.delivery) node.append(deliveryBadge(m.delivery));
     if (mayReveal && m.text.includes('****')) {
       node.append(el('button', { className: 'reveal', type: 'button', onclick: guarded(async () => {
         const revealed = await api('POST', `/agents/conversations/${S.open}/messages/${m.id}/reveal`);

@@ -26,6 +26,8 @@ const S = {
   conversation: null,
   lastId: 0,
   seen: new Set(),   // message ids shown: replies arrive in the POST answer AND on the socket
+  unconfirmed: new Set(), // agent replies not yet reported as read
+  acked: new Set(),       // ... and those already reported as delivered (page in the background)
   ws: null,
   wsWanted: false,
   attempt: 0,
@@ -235,6 +237,7 @@ function addMessages(list) {
     el.dataset.direction = m.direction;
     bubble(el, LABELS[m.sender_kind] || '', m.text, timeOf(m.created_at));
     if (m.payload && m.payload.type === 'video_invite') el.append(videoInviteButton(m.payload));
+    if (m.sender_kind === 'agent') S.unconfirmed.add(Number(m.id));
     const later = [...box.querySelectorAll('.msg[data-id]')].find((x) => Number(x.dataset.id) > Number(m.id));
     box.insertBefore(el, later || box.querySelector('.msg.pending'));
     if (Number(m.id) > S.lastId) S.lastId = Number(m.id);
@@ -242,6 +245,44 @@ function addMessages(list) {
   box.dataset.lastId = S.lastId;
   box.querySelector('.hint')?.remove();
   scrollDown();
+  confirmShown();
+}
+
+// ---------- receipts: the agent sees 已送达 / 已读 next to each reply ----------
+
+// Received: `delivered`; on screen (the page is visible): `read`. Over the socket when it is open, else HTTP.
+function sendReceipt(status, ids) {
+  if (!ids.length || S.channel !== 'miniapp' || !S.token) return;
+  const frame = { type: 'receipt', status, message_ids: ids };
+  if (S.ws && S.ws.readyState === WebSocket.OPEN) S.ws.send(JSON.stringify(frame));
+  else api('POST', '/miniapp/receipts', { status, message_ids: ids }).catch(() => {});
+}
+
+function confirmShown() {
+  const ids = [...S.unconfirmed];
+  if (!ids.length) return;
+  if (document.visibilityState === 'visible') {
+    S.unconfirmed.clear();
+    sendReceipt('read', ids);
+    return;
+  }
+  const fresh = ids.filter((id) => !S.acked.has(id));
+  fresh.forEach((id) => S.acked.add(id));
+  sendReceipt('delivered', fresh);
+}
+
+document.addEventListener('visibilitychange', confirmShown);
+
+// 「回复通知」: the customer allows one subscribe message (wx.requestSubscribeMessage → 允许), recorded by
+// WeChat (the emulator) and told to the backend, which may then use it when they are away.
+async function allowReplyNotice() {
+  if (!S.config) S.config = await fetchJson('/simulator/config');
+  const base = S.config.emulator_base.replace(/\/$/, '');
+  const template = S.config.reply_template_id;
+  const who = await fetchJson(`${base}/_sim/identity?appid=${encodeURIComponent(S.config.miniapp_app_id)}&person=${encodeURIComponent(S.person)}`);
+  await fetchJson(`${base}/_sim/subscribe_grants`, jsonPost({ appid: S.config.miniapp_app_id, openid: who.openid, template_id: template }));
+  const r = await api('POST', '/miniapp/subscriptions', { results: { [template]: 'accept' } });
+  showNotice(`已开启客服回复通知（可用${r.grants[template]}次）`);
 }
 
 // Not yet confirmed customer message: .msg.pending[data-pending=<client_msg_id>] (no data-id).
@@ -361,7 +402,8 @@ function closeSocket() {
 // ---------- wiring ----------
 
 function setChatEnabled(on) {
-  for (const sel of ['#input', '#send', '#to-human', '#video']) $(sel).disabled = !on;
+  for (const sel of ['#input', '#send', '#to-human', '#video', '#notify']) $(sel).disabled = !on;
+  if (on && S.channel === 'oa') $('#notify').disabled = true; // subscribe messages are the mini-program's
   if (on && S.channel === 'oa') $('#video').disabled = true; // the account's video entry is a menu card
 }
 
@@ -375,6 +417,8 @@ async function onLogin(ev) {
   Object.assign(S, { person: $('#person').value.trim() || '张阿姨', token: '', expiresAt: 0, lastId: 0, attempt: 0,
     channel: $('#channel').value === 'oa' ? 'oa' : 'miniapp' });
   S.seen.clear();
+  S.unconfirmed.clear();
+  S.acked.clear();
   const hint = document.createElement('p');
   hint.className = 'hint';
   hint.textContent = '您好！请直接说出您要办理的事情，比如“查余额”“改手机号”。';
@@ -397,7 +441,9 @@ async function onLogin(ev) {
     const data = await api('GET', '/miniapp/messages');
     if (gen !== S.gen) return;
     setConversation(data.conversation);
-    addMessages(data.messages);
+    // Replies written while the customer was away come first (they may belong to an earlier conversation).
+    if (data.waiting && data.waiting.length) showNotice(`您不在时，客服给您回复了${data.waiting.length}条消息`);
+    addMessages([...(data.waiting || []), ...data.messages]);
     S.wsWanted = true;
     const { ticket } = await api('POST', '/miniapp/tickets', { purpose: 'socket' });
     if (gen !== S.gen) return;
@@ -440,6 +486,8 @@ $('#composer').addEventListener('submit', (ev) => {
 $('#to-human').addEventListener('click', () => sendText('转人工'));
 
 $('#video').addEventListener('click', () => openVideo());
+
+$('#notify').addEventListener('click', () => allowReplyNotice().catch(showError));
 
 $('#error').addEventListener('click', clearError);
 

@@ -62,6 +62,7 @@ Page({
   // then open the socket with a fresh single-use ticket and the last id we have.
   syncThenUrl() {
     return api.getMessages(this.lastId).then((data) => {
+      this.showWaiting(data);
       this.setConversation(data.conversation);
       this.addMessages(data.messages);
       return api.mintTicket('socket');
@@ -72,6 +73,11 @@ Page({
       if (err.code !== 'network') this.showError(err);
       throw err;
     });
+  },
+
+  // Replies written while the customer was away (any conversation) are shown first.
+  showWaiting(data) {
+    if (data && data.waiting && data.waiting.length) this.addMessages(data.waiting);
   },
 
   onFrame(frame) {
@@ -101,6 +107,23 @@ Page({
     if (messages === this.data.messages) return;
     messages.sort(order);
     this.setData({ messages, scrollTo: messages.length ? messages[messages.length - 1].key : '' });
+    // The page is showing them: the agent sees 已读 next to each reply (api/delivery).
+    const shown = (list || []).filter((m) => m && m.sender_kind === 'agent').map((m) => m.id);
+    if (shown.length) api.request('POST', '/miniapp/receipts', { status: 'read', message_ids: shown }).catch(() => {});
+  },
+
+  // 「回复通知」: one tap on 允许 lets the bank send one subscribe message when an agent replies while the
+  // customer is away; the answer is told to the backend, which spends it only then.
+  onAllowNotice() {
+    const tmpl = app.globalData.replyTemplateId;
+    wx.requestSubscribeMessage({
+      tmplIds: [tmpl],
+      success: (res) => {
+        const results = {};
+        results[tmpl] = res[tmpl];
+        api.request('POST', '/miniapp/subscriptions', { results }).catch((err) => this.showError(err));
+      },
+    });
   },
 
   setPending(clientMsgId, text, failed) {
