@@ -80,8 +80,9 @@ async def do_receive_customer_message(
     Only text goes to the bot; other kinds (an image, a menu tap) are stored for the agent and the
     channel acknowledges them itself.
     """
-    if platform_msg_id:
-        # A retry of a message already handled is answered from the record, without waiting for the turn.
+    if platform_msg_id and not await redis.exists(turn_key(customer_id)):
+        # A retry of a message already handled (no turn of this customer in progress, so its answer is stored
+        # too) is answered from the record at once; during a turn, it waits for it like any message.
         handled = await _already_handled(session, channel, platform_msg_id)
         if handled is not None:
             return handled
@@ -158,6 +159,10 @@ class Turn:
         self.context = (store, context)
 
 
+def turn_key(customer_id: int) -> str:
+    return f"yt:lock:customer:{customer_id}"
+
+
 @asynccontextmanager
 async def customer_turn(redis: Redis, customer_id: int, wait_s: float = 5.0):
     """One message of a customer at a time, across every worker.
@@ -167,7 +172,7 @@ async def customer_turn(redis: Redis, customer_id: int, wait_s: float = 5.0):
     expiry during a very slow turn is logged, not turned into an error after the work is committed.
     What the turn `keep`s is written only if it ends without an error, as before the lock goes.
     """
-    lock = redis.lock(f"yt:lock:customer:{customer_id}", timeout=60, blocking_timeout=wait_s, sleep=0.05)
+    lock = redis.lock(turn_key(customer_id), timeout=60, blocking_timeout=wait_s, sleep=0.05)
     if not await lock.acquire():
         raise UpstreamUnavailable(
             "上一条消息还在处理中，请稍后重试（the previous message is still being handled, please retry shortly）",
