@@ -7,6 +7,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, Field
 
+from api.bounds import RecordId
+
 NAME = r"^[A-Za-z_][A-Za-z0-9_\-]{0,63}$"
 ResourceKind = Literal["synonym", "regex", "lookup"]
 
@@ -225,5 +227,5 @@ class InboxAccepted(BaseModel):
 
 
 class Relabel(BaseModel):
-    message_id: int
+    message_id: RecordId
     intent: str = Field(pattern=NAME)
