@@ -227,6 +227,10 @@ class Turn:
         self.context = (store, context)
 
 
+def turn_key(customer_id: int) -> str:
+    return f"yt:lock:customer:{customer_id}"
+
+
 @asynccontextmanager
 async def customer_turn(
     redis: Redis,
@@ -243,7 +247,7 @@ async def customer_turn(
     logged, not turned into an error after the work is committed. What the turn `keep`s is written only if
     it ends without an error, as before the lock goes.
     """
-    lock = redis.lock(f"yt:lock:customer:{customer_id}", timeout=60, blocking_timeout=wait_s, sleep=0.05)
+    lock = redis.lock(turn_key(customer_id), timeout=60, blocking_timeout=wait_s, sleep=0.05)
     if not await lock.acquire(blocking=False):
         answered = await before_waiting() if before_waiting is not None else None
         if answered is not None:

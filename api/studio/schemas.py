@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, Field
 
+from api.bounds import RecordId
 from api.studio.text_rules import schema_text
 
 NAME = r"^[A-Za-z_][A-Za-z0-9_\-]{0,63}$"
@@ -219,5 +220,5 @@ class InboxAccepted(BaseModel):
 
 
 class Relabel(BaseModel):
-    message_id: int
+    message_id: RecordId
     intent: str = Field(pattern=NAME)

@@ -292,7 +292,11 @@ async function loadSupervisor() {
     el('td', {}, GROUPS[q.skill_group]), el('td', {}, String(q.waiting)), el('td', {}, secs(q.longest_wait_s)))));
   $('#agents tbody').replaceChildren(...o.agents.map((a) => el('tr', { dataset: { agentId: a.id } },
     el('td', {}, a.display_name), el('td', {}, a.skills.map((g) => GROUPS[g] || g).join('、')),
-    el('td', {}, a.presence), el('td', {}, `${a.load}/${a.capacity}`))));
+    el('td', {}, a.locked
+      ? el('button', { type: 'button', className: 'unlock', title: '多次密码错误已锁定',
+        onclick: guarded(async () => { await api('POST', `/supervisor/agents/${a.id}/unlock`); await loadSupervisor(); }) }, '解锁')
+      : a.presence),
+    el('td', {}, `${a.load}/${a.capacity}`))));
 }
 
 async function toggleSupervisor() {
