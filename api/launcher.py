@@ -1,7 +1,8 @@
 """`make run` and `make train`: train the NLU model when `nlu_data/` changed, then run the whole stack.
 
 Starts, each only when not configured: an embedded Redis, the bundled WeChat emulator, the Rasa service;
-then the API with uvicorn. Prints the URLs once healthy; Ctrl-C stops every child.
+then the API with uvicorn. Prints the URLs once healthy. A child that exits is restarted with backoff
+(the API serves degraded meanwhile); Ctrl-C or SIGTERM stops every child once (api/supervisor.py).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import urllib.request
 from pathlib import Path
 
 from api.embedded import EmbeddedRedis
+from api.supervisor import Supervisor, die_with_parent
 
 ROOT = Path(__file__).resolve().parent.parent
 NLU_DATA = ROOT / "nlu_data"
@@ -43,8 +45,8 @@ def model_path() -> Path:
     return MODELS / f"nlu-{nlu_data_hash()}.tar.gz"
 
 
-def train() -> Path:
-    """Train only when no model exists for the current data hash."""
+def train(give_up=lambda: False) -> Path | None:
+    """Train only when no model exists for the current data hash; None when `give_up()` said stop meanwhile."""
     target = model_path()
     if target.exists():
         say(f"NLU model up to date: {target.name}")
@@ -73,6 +75,10 @@ def train() -> Path:
         )
         while process.poll() is None:
             time.sleep(1)
+            if give_up():
+                process.terminate()
+                process.wait()
+                return None
             if int(time.monotonic() - started) % 15 == 0:
                 say(f"  ... still training ({time.monotonic() - started:.0f} s; log: var/rasa-train.log)")
     if process.returncode != 0 or not target.exists():
@@ -82,17 +88,23 @@ def train() -> Path:
 
 
 def start_rasa(model: Path, port: int, log_path: Path) -> subprocess.Popen:
-    """`rasa run --enable-api` on loopback only."""
+    """`rasa run --enable-api` on loopback only (its log appended to across restarts)."""
     command = [str(RASA_BIN), "run", "--enable-api", "-i", "127.0.0.1", "-p", str(port), "-m", str(model)]
-    log = log_path.open("w")
-    return subprocess.Popen(
-        command, cwd=ROOT, env={**os.environ, **RASA_ENV}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-    )
+    with log_path.open("a") as log:
+        return subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env={**os.environ, **RASA_ENV},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=die_with_parent,  # only prctl, in a single-threaded launcher
+        )
 
 
-def wait_for(url: str, timeout_s: float, *, accept=lambda body: True) -> bool:
+def wait_for(url: str, timeout_s: float, *, accept=lambda body: True, give_up=lambda: False) -> bool:
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and not give_up():
         try:
             with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 (our own http URL)
                 if accept(response.read().decode()):
@@ -108,101 +120,88 @@ def rasa_ready(body: str) -> bool:
 
 
 def run() -> int:
-    """The main job on the embedded defaults (or whatever YUNTING_* settings point at)."""
+    """The main job on the embedded defaults (or whatever YUNTING_* settings point at), supervised: a child that
+    exits is restarted with backoff (api/supervisor.py); SIGINT or SIGTERM stops every child once."""
     env = dict(os.environ)
     data_dir = ROOT / env.get("YUNTING_DATA_DIR", "var")
     data_dir.mkdir(parents=True, exist_ok=True)
     env["YUNTING_DATA_DIR"] = str(data_dir)
-    children: list[subprocess.Popen] = []
-    embedded_redis = None
-
-    def stop_all(*_: object) -> None:
-        for child in reversed(children):
-            if child.poll() is None:
-                os.killpg(child.pid, signal.SIGTERM) if _own_group(child) else child.terminate()
-        for child in children:
-            try:
-                child.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                child.kill()
-        if embedded_redis:
-            embedded_redis.stop()
-
-    # Ctrl-C and SIGTERM both stop everything (SIGINT may arrive ignored when started in the background).
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    die_with_parent()  # `make` gone (even by SIGKILL): stop, and stop the children
+    supervisor = Supervisor(say)
+    supervisor.install_signal_handlers()
     try:
         if "YUNTING_REDIS_URL" not in env:
             embedded_redis = EmbeddedRedis(data_dir / "redis.sock")
-            env["YUNTING_REDIS_URL"] = embedded_redis.start()
+
+            def start_redis() -> subprocess.Popen:
+                embedded_redis.start()
+                return embedded_redis.process
+
+            supervisor.add("redis", start_redis)
+            env["YUNTING_REDIS_URL"] = embedded_redis.url
             say(f"embedded Redis: {env['YUNTING_REDIS_URL']}")
         if "YUNTING_WECHAT_API_BASE" not in env:
-            port = int(env.get("YUNTING_EMULATOR_PORT", "8090"))
-            children.append(
-                _spawn([sys.executable, "-m", "api.wechat_emulator", "--host", "127.0.0.1", "--port", str(port)], env)
-            )
+            port = env.get("YUNTING_EMULATOR_PORT", "8090")
+            emulator = [sys.executable, "-m", "api.wechat_emulator", "--host", "127.0.0.1", "--port", port]
+            supervisor.add("emulator", lambda: _spawn(emulator, env))
             env["YUNTING_WECHAT_API_BASE"] = f"http://127.0.0.1:{port}"
             say(f"bundled WeChat emulator: {env['YUNTING_WECHAT_API_BASE']}")
         if "YUNTING_RASA_URL" not in env and "YUNTING_RASA_URLS" not in env:
             rasa_port = int(env.get("YUNTING_RASA_PORT", "5005"))
-            # YUNTING_RASA_REPLICAS: that many `rasa run` on consecutive ports, balanced by the app (bot/nlu.py).
+            model = train(give_up=lambda: supervisor.stopping)
+            if model is None:
+                return 0
+            # YUNTING_RASA_REPLICAS: that many `rasa run` on consecutive ports, balanced by the app (bot/nlu.py),
+            # each supervised on its own.
             replicas = max(1, int(env.get("YUNTING_RASA_REPLICAS", "1")))
-            model = train()
             urls = []
             for index in range(replicas):
-                log_name = "rasa.log" if index == 0 else f"rasa-{index + 1}.log"
-                children.append(start_rasa(model, rasa_port + index, data_dir / log_name))
-                urls.append(f"http://127.0.0.1:{rasa_port + index}")
+                port = rasa_port + index
+                log_path = data_dir / ("rasa.log" if index == 0 else f"rasa-{index + 1}.log")
+                log_path.write_text("")
+                name = "rasa" if index == 0 else f"rasa-{index + 1}"
+                supervisor.add(name, lambda port=port, log_path=log_path: start_rasa(model, port, log_path))
+                urls.append(f"http://127.0.0.1:{port}")
             env["YUNTING_RASA_URL"] = urls[0]
             env["YUNTING_RASA_URLS"] = ",".join(urls)
             say(f"Rasa NLU service starting on {env['YUNTING_RASA_URLS']}")
             say("(loading the model takes ~30 s; log: var/rasa.log)")
         api_port = env.get("YUNTING_PORT", "8000")
-        children.append(
-            _spawn(
-                [
-                    sys.executable,
-                    "-m",
-                    "uvicorn",
-                    "--factory",
-                    "api.main:create_app",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    api_port,
-                ],
-                env,
-            )
-        )
+        api = [sys.executable, "-m", "uvicorn", "--factory", "api.main:create_app", "--host", "127.0.0.1"]
+        supervisor.add("api", lambda: _spawn([*api, "--port", api_port], env))
         base = f"http://127.0.0.1:{api_port}"
-        if not wait_for(base + "/healthz", 180, accept=lambda body: '"status":"ok"' in body.replace(" ", "")):
-            say(f"not healthy yet after 3 minutes; see {base}/healthz")
-        say("ready:")
-        say(f"  customer H5 simulator  {base}/simulator/")
-        say(f"  agent console          {base}/console/   (agent API: {base}/docs)")
-        say(f"  NLU studio             {base}/studio/")
-        say(f"  health                 {base}/healthz")
-        say("Ctrl-C stops everything.")
-        while all(child.poll() is None for child in children):
-            time.sleep(1)
-        say("a child process exited; stopping")
-        return 1
-    except KeyboardInterrupt:
-        say("stopping ...")
+        healthy = wait_for(
+            base + "/healthz",
+            180,
+            accept=lambda body: '"status":"ok"' in body.replace(" ", ""),
+            give_up=lambda: supervisor.stopping,
+        )
+        if not supervisor.stopping:
+            if not healthy:
+                say(f"not healthy yet after 3 minutes; see {base}/healthz")
+            say("ready:")
+            say(f"  customer H5 simulator  {base}/simulator/")
+            say(f"  agent console          {base}/console/   (agent API: {base}/docs)")
+            say(f"  NLU studio             {base}/studio/")
+            say(f"  health                 {base}/healthz")
+            say("Ctrl-C stops everything; a child that exits is restarted.")
+            supervisor.run_until_stopped()
         return 0
     finally:
-        stop_all()
+        name = signal.Signals(supervisor.stop_signal).name if supervisor.stopping else "exit"
+        say(f"stopping ({name}) ...")
+        supervisor.stop_all()
+        say("stopped.")
 
 
 def _spawn(command: list[str], env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True)
-
-
-def _own_group(child: subprocess.Popen) -> bool:
-    try:
-        return os.getpgid(child.pid) == child.pid
-    except ProcessLookupError:
-        return False
+    return subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env=env,
+        start_new_session=True,  # its own process group: stopped as a whole, and not by a Ctrl-C meant for us
+        preexec_fn=die_with_parent,  # only prctl, in a single-threaded launcher
+    )
 
 
 def main() -> int:

@@ -29,6 +29,7 @@ from api.errors import install_error_handlers
 from api.health.router import router as health_router
 from api.http_limits import HeaderLimits
 from api.limits import BodySizeLimit
+from api.logging_config import RequestId, configure_logging
 from api.masking import install_log_masking
 from api.ratelimit import RateLimiter
 from api.realtime import DeploymentRedis
@@ -140,6 +141,7 @@ async def _start_dependencies(app: FastAPI, settings: Settings, stack: AsyncExit
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The app with its routers; dependencies are built at start-up, never at import."""
     settings = settings or Settings()
+    configure_logging(settings.log_level)  # after uvicorn's own set-up (--factory): one JSON configuration
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -155,6 +157,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(HeaderLimits, max_bytes=settings.max_header_bytes, max_count=settings.max_header_count)
     if settings.server_timing:
         app.add_middleware(ServerTiming)  # added last: outermost, so it times everything inside
+    app.add_middleware(RequestId)  # outermost of ours: every log line of the request carries its id
     app.include_router(health_router)
     app.include_router(miniapp_router)
     app.include_router(wechat_oa_router)
