@@ -241,7 +241,8 @@ async def main_async(opts, stack: ExitStack) -> None:
         rest_url = stack.enter_context(rest_assistant())
     print(f"load at start {load()}; peers up (Rasa {rasa_url})", flush=True)
     print("  figure | system | value | p99/p50 | first contact p50 / p99 | vs parse | load", flush=True)
-    connector = aiohttp.TCPConnector(limit=256)
+    # Idle connections closed before uvicorn's own 5 s keep-alive timeout would (else a push can race its close).
+    connector = aiohttp.TCPConnector(limit=256, keepalive_timeout=3)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as http:
         client = Client(http, emulator_url)
         parse_url = rasa_url + "/model/parse"
