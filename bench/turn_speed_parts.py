@@ -157,6 +157,11 @@ class Client:
     async def oa(self, url: str, text: str, openid: str) -> float:
         """One push as WeChat sends it: it gives up on the connection after 5 s (then the answer must come by
         customer-service message; a push answered `success` after the passive budget needs one too)."""
+        # WeChat opens a new customer-service window (5 messages, 48 h) with every message the person sends;
+        # the emulator is told so, untimed, as its own `/_sim/oa/say` would.
+        await self.post_json(
+            self.emulator_url + "/_sim/interactions", {"appid": DEV_OA_APP_ID, "openid": openid, "kind": "message"}
+        )
         started = time.perf_counter()
         params, body = self.crypto.request(openid, text, next(self.msg_ids))
         headers = {"Content-Type": "text/xml"}
