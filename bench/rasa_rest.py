@@ -83,7 +83,8 @@ def rest_assistant():
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        if not wait_for(url + "/status", 300, accept=lambda body: '"model_file"' in body):
+        # Loading a Core model takes ~1 min on an idle 2-core machine, several on a busy one.
+        if not wait_for(url + "/status", 1200, accept=lambda body: '"model_file"' in body):
             raise SystemExit(f"the REST assistant did not start; see {project / 'run.log'}")
         yield url + "/webhooks/rest/webhook"
     finally:

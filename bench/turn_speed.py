@@ -24,7 +24,7 @@ read from the emulator's sent log) and pushes past WeChat's 5 s. And Rasa replic
 unique texts, mini-program) with 1 and with 2 Rasa replicas. `uptime`'s load is printed with each block.
 
     .venv/bin/python bench/turn_speed.py [--quick] [--rasa-url URL] [--database-url postgresql://...]
-        [--redis-url redis://127.0.0.1:6379/N] [--skip-postgres] [--skip-rest] [--skip-replicas]
+        [--redis-url redis://…/N] [--skip-postgres] [--skip-rest] [--skip-replicas]
 """
 
 from __future__ import annotations
@@ -34,23 +34,23 @@ import asyncio
 import itertools
 import os
 import random
+import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 import uuid
 from collections import Counter
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 
 import aiohttp
-from oa_safe_mode import AES_KEY, SafeMode
+from oa_safe_mode import AES_KEY
 from rasa_service import rasa_service
+from turn_speed_parts import DEADLINE_S, Client, cpu_s, fresh_postgres, process, redis_server, stop, uvicorn, yunting
 
 from api.embedded import free_port
-from api.launcher import ROOT, model_path, rasa_ready, start_rasa, wait_for
-from api.settings import DEV_MINIAPP_APP_ID, DEV_OA_APP_ID
+from api.launcher import model_path, rasa_ready, start_rasa, wait_for
 
 FREQUENT = [
     "你好",
@@ -64,7 +64,6 @@ FREQUENT = [
 ]
 DIGITS = "零一二三四五六七八九"
 TURNS = 3
-DEADLINE_S = 5.0
 _serial = itertools.count(int(time.time()) % 100000 * 1000)
 
 
@@ -86,151 +85,6 @@ def load() -> str:
 def p(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-# -- processes ------------------------------------------------------------------------------------------------
-
-
-def spawn(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
-    with log.open("w") as out:
-        return subprocess.Popen(
-            command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-
-
-def stop(process: subprocess.Popen) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-
-
-@contextmanager
-def process(command: list[str], env: dict[str, str], log: Path, health: str):
-    child = spawn(command, env, log)
-    try:
-        if not wait_for(health, 180, accept=lambda body: '"status":"ok"' in body.replace(" ", "") or "ok" in body):
-            raise SystemExit(f"{command[:4]} did not start; see {log}")
-        yield child
-    finally:
-        stop(child)
-
-
-def uvicorn(target: str, port: int, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "uvicorn", *extra, target, "--host", "127.0.0.1", "--port", str(port)]
-
-
-@contextmanager
-def yunting(rasa_urls: list[str], emulator_url: str, database_url: str | None, redis_url: str | None):
-    data_dir = Path(tempfile.mkdtemp(prefix="yt-bench-turn-"))
-    port = free_port()
-    env = {
-        **os.environ,
-        "YUNTING_ENV": "test",
-        "YUNTING_DATA_DIR": str(data_dir),
-        "YUNTING_RASA_URL": rasa_urls[0],
-        "YUNTING_RASA_URLS": ",".join(rasa_urls),
-        "YUNTING_WECHAT_API_BASE": emulator_url,
-        "YUNTING_SECRET_KEY": "bench-" + "k" * 32,
-        "YUNTING_OA_ENCODING_AES_KEY": AES_KEY,
-    }
-    env.update({k: v for k, v in (("YUNTING_DATABASE_URL", database_url), ("YUNTING_REDIS_URL", redis_url)) if v})
-    url = f"http://127.0.0.1:{port}"
-    command = uvicorn("api.main:create_app", port, "--factory")
-    with process(command, env, data_dir / "app.log", url + "/healthz") as child:
-        yield url, child.pid
-
-
-def fresh_postgres(url: str) -> str:
-    """A new database for this run on the given server (dropped first if a previous run left it)."""
-    import psycopg
-
-    admin, _, name = url.rpartition("/")
-    with psycopg.connect(admin + "/postgres", autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return url
-
-
-# -- the client -----------------------------------------------------------------------------------------------
-
-
-class Client:
-    """One aiohttp session for every peer; each `*_turn` returns its latency in seconds."""
-
-    def __init__(self, http: aiohttp.ClientSession, emulator_url: str) -> None:
-        self.http, self.emulator_url = http, emulator_url
-        self.crypto = SafeMode(AES_KEY, DEV_OA_APP_ID)
-        self.msg_ids = itertools.count(int(time.time() * 1000) * 1000)
-        self.late: list[tuple[str, float]] = []  # (openid, seconds) of pushes answered after the passive budget
-
-    async def post_json(self, url: str, body: dict, headers: dict | None = None) -> dict | list:
-        async with self.http.post(url, json=body, headers=headers) as response:
-            if response.status >= 400:
-                raise RuntimeError(f"{url}: HTTP {response.status} {await response.text()}")
-            return await response.json()
-
-    async def parse(self, url: str, text: str, _who: str) -> float:
-        started = time.perf_counter()
-        await self.post_json(url, {"text": text})
-        return time.perf_counter() - started
-
-    async def rest(self, url: str, text: str, who: str) -> float:
-        started = time.perf_counter()
-        answer = await self.post_json(url, {"sender": who, "message": text})
-        assert isinstance(answer, list), answer
-        return time.perf_counter() - started
-
-    async def mp(self, url: str, text: str, token: str) -> float:
-        started = time.perf_counter()
-        body = {"text": text, "client_msg_id": uuid.uuid4().hex}
-        await self.post_json(url + "/miniapp/messages", body, {"Authorization": f"Bearer {token}"})
-        return time.perf_counter() - started
-
-    async def oa(self, url: str, text: str, openid: str) -> float:
-        """One push as WeChat sends it: it gives up on the connection after 5 s (then the answer must come by
-        customer-service message; a push answered `success` after the passive budget needs one too)."""
-        started = time.perf_counter()
-        params, body = self.crypto.request(openid, text, next(self.msg_ids))
-        headers = {"Content-Type": "text/xml"}
-        try:
-            async with asyncio.timeout(DEADLINE_S):
-                async with self.http.post(url + "/wechat/oa", params=params, data=body, headers=headers) as response:
-                    reply = await response.text()
-                    assert response.status == 200, reply
-        except TimeoutError:
-            self.late.append((openid, DEADLINE_S))
-            return time.perf_counter() - started
-        elapsed = time.perf_counter() - started
-        if reply.strip() != "success":
-            self.crypto.open_reply(reply, openid)
-        elif elapsed >= 1.0:  # `success` this late is the budget running out, not "nothing to say"
-            self.late.append((openid, elapsed))
-        return elapsed
-
-    async def mp_customer(self, app_url: str) -> str:
-        code = await self.post_json(
-            self.emulator_url + "/_sim/wx_login", {"appid": DEV_MINIAPP_APP_ID, "person": uuid.uuid4().hex}
-        )
-        return (await self.post_json(app_url + "/miniapp/login", {"code": code["code"]}))["token"]
-
-    async def oa_person(self) -> str:
-        params = {"appid": DEV_OA_APP_ID, "person": uuid.uuid4().hex}
-        async with self.http.get(self.emulator_url + "/_sim/identity", params=params) as response:
-            openid = (await response.json())["openid"]
-        # WeChat opens the customer-service window when the person writes; the emulator is told so here
-        # (outside the timed span), as its own `/_sim/oa/say` would.
-        await self.post_json(
-            self.emulator_url + "/_sim/interactions", {"appid": DEV_OA_APP_ID, "openid": openid, "kind": "message"}
-        )
-        return openid
-
-    async def custom_sent(self) -> Counter:
-        """Customer-service messages the emulator accepted, per openid."""
-        params = {"appid": DEV_OA_APP_ID, "api": "custom"}
-        async with self.http.get(self.emulator_url + "/_sim/sent", params=params) as response:
-            return Counter(item["openid"] for item in (await response.json())["items"])
 
 
 async def run_level(senders: int, items: list[str], turn, who_for) -> tuple[list[float], float, list[float]]:
@@ -387,7 +241,8 @@ async def main_async(opts, stack: ExitStack) -> None:
         rest_url = stack.enter_context(rest_assistant())
     print(f"load at start {load()}; peers up (Rasa {rasa_url})", flush=True)
     print("  figure | system | value | p99/p50 | first contact p50 / p99 | vs parse | load", flush=True)
-    connector = aiohttp.TCPConnector(limit=256)
+    # Idle connections closed before uvicorn's own 5 s keep-alive timeout would (else a push can race its close).
+    connector = aiohttp.TCPConnector(limit=256, keepalive_timeout=3)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as http:
         client = Client(http, emulator_url)
         parse_url = rasa_url + "/model/parse"
@@ -406,16 +261,13 @@ async def main_async(opts, stack: ExitStack) -> None:
         for kind in ("unique", "mix"):
             for name, turn, make in peers:
                 await saturation(client, name, turn, make, opts.nsat, opts.saturation, kind, report, ref)
-        setups = [("embedded", None, None)]
+        with yunting([rasa_url], emulator_url, None, None) as (app_url, _):
+            await bench_yunting(client, "embedded", app_url, opts, report, ref)
         if not opts.skip_postgres:
-            setups.append(("pg+redis", fresh_postgres(opts.database_url), opts.redis_url))
-        for label, database_url, redis_url in setups:
-            if redis_url:
-                import redis as redis_sync
-
-                redis_sync.Redis.from_url(redis_url).flushdb()
-            with yunting([rasa_url], emulator_url, database_url, redis_url) as (app_url, _):
-                await bench_yunting(client, label, app_url, opts, report, ref)
+            database_url = fresh_postgres(opts.database_url)
+            with redis_server(opts.redis_url) as redis_url:
+                with yunting([rasa_url], emulator_url, database_url, redis_url) as (app_url, _):
+                    await bench_yunting(client, "pg+redis", app_url, opts, report, ref)
         if not opts.skip_replicas:
             await bench_replicas(client, emulator_url, opts, report, stack)
     print("\n| figure | system | value | | | | load |\n|---|---|---:|---:|---:|---:|---:|")
@@ -430,12 +282,6 @@ def _anyone_for(make):
     return who_for
 
 
-def cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a process so far (/proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 async def bench_replicas(client: Client, emulator_url: str, opts, report: Report, stack) -> None:
     """Yunting's mini-program rate (unique texts: every turn reaches Rasa) with one Rasa replica, then two,
     both started here with the model `make run` serves. The CPU each process spent per turn is read from
@@ -447,7 +293,7 @@ async def bench_replicas(client: Client, emulator_url: str, opts, report: Report
         stack.callback(stop, child)
         rasas.append((child, f"http://127.0.0.1:{port}"))
     for _child, url in rasas:
-        if not wait_for(url + "/status", 300, accept=rasa_ready):
+        if not wait_for(url + "/status", 1200, accept=rasa_ready):
             raise SystemExit(f"Rasa on {url} did not start")
         for text in FREQUENT:  # the first parses trace TensorFlow's graphs: not in the figures
             async with client.http.post(url + "/model/parse", json={"text": text}) as response:
@@ -486,13 +332,14 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer messages, one round (a few minutes)")
     parser.add_argument("--rasa-url", help="a running Rasa with the current model (default: start one)")
     parser.add_argument("--database-url", default="postgresql://postgres@127.0.0.1:5432/yt_bench_turn_speed")
-    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/5", help="flushed at start")
+    parser.add_argument("--redis-url", help="a Redis to use (flushed at start); default: a redis-server of its own")
     parser.add_argument("--saturation", type=int, default=16, help="concurrent senders for the rates")
     parser.add_argument("--skip-postgres", action="store_true")
     parser.add_argument("--skip-rest", action="store_true", help="no pure-Rasa peer (it trains once, minutes)")
     parser.add_argument("--skip-replicas", action="store_true")
     opts = parser.parse_args()
     opts.n1, opts.nsat, opts.noa, opts.rounds = (30, 96, 64, 1) if opts.quick else (90, 320, 192, 3)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # stopped like Ctrl-C: every peer is stopped too
     with ExitStack() as stack:
         asyncio.run(main_async(opts, stack))
 

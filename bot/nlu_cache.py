@@ -27,7 +27,8 @@ from redis.exceptions import RedisError
 
 log = logging.getLogger(__name__)
 _DIGIT_RUN = re.compile(r"\d{4,}")
-MAX_PENDING_WRITES = 256
+# Few: each write in flight holds one of the Redis pool's connections (redis-py fails, not waits, past its 100).
+MAX_PENDING_WRITES = 16
 
 
 class ParseCache:

@@ -112,6 +112,7 @@ async def test_a_repeated_text_is_answered_from_the_cache_with_the_same_entities
     try:
         for client in (first, other_worker):
             await client.status()  # learns the model id (the app does it at start, in the background)
+        await redis.delete(ParseCache.key(first.replicas[0].model_id, "我的信用卡丢了"))  # other tests parsed it
         fresh = await first.parse("我的信用卡丢了")
         assert (first.cache_hits, first.cache_misses) == (0, 1)
         assert fresh.intent == "report_loss" and {e.entity: e.value for e in fresh.entities} == {"card_type": "credit"}
@@ -140,6 +141,7 @@ async def test_after_a_switch_to_another_model_the_old_models_cached_answers_are
     other_model.intent = "complaint"
     try:
         await client.status()
+        await redis.delete(ParseCache.key(client.replicas[0].model_id, "新卡怎么激活"))  # other tests parsed it
         assert (await client.parse("新卡怎么激活")).intent == "card_activation"
         assert (await client.parse("新卡怎么激活")).intent == "card_activation" and client.cache_hits == 1
         async with other_model as other_url:
