@@ -11,9 +11,12 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
+from api.advisors.router import router as advisors_router
 from api.agents.inbox import router as agents_inbox_router
 from api.agents.router import router as agents_router
 from api.agents.supervisor_router import router as supervisor_router
+from api.appointments.router import router as appointments_router
+from api.appointments.sweeper import AdvisorSweeper
 from api.channels.miniapp.router import router as miniapp_router
 from api.channels.wechat_oa.flows import OaChannel
 from api.channels.wechat_oa.router import router as wechat_oa_router
@@ -76,6 +79,9 @@ async def _start_dependencies(app: FastAPI, settings: Settings, stack: AsyncExit
         delivery=Delivery(app.state.redis),
         routing=RoutingEngine(app.state.redis),
         avg_handle_s=settings.avg_handle_s,
+        advisor_wait_s=settings.advisor_wait_s,
+        advisor_wait_s_by_group=settings.advisor_wait_s_by_group,
+        booking_offer_wait_minutes=settings.appointment_offer_wait_minutes,
     )
     app.state.wechat = WeChatPlatform(
         api_base=api_base,
@@ -95,6 +101,10 @@ async def _start_dependencies(app: FastAPI, settings: Settings, stack: AsyncExit
     loop = RoutingLoop(app.state.engine, app.state.triage.routing, app.state.triage.delivery, settings)
     loop.start()
     stack.push_async_callback(loop.stop)
+    # Advisor services: reminders, no-shows, and what waited for an advisor long enough (docs/advisor.md).
+    sweeper = AdvisorSweeper(app.state.engine, app.state.triage, app.state.wechat, settings)
+    sweeper.start()
+    stack.push_async_callback(sweeper.stop)
     # Video calls: this worker's live media and the call sweeper; on exit it ends its calls and closes
     # their recordings while the database and Redis are still up (the stack unwinds in reverse).
     app.state.video = await stack.enter_async_context(
@@ -130,6 +140,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(agents_inbox_router)
     app.include_router(supervisor_router)
     app.include_router(video_router)
+    app.include_router(advisors_router)
+    app.include_router(appointments_router)
     app.mount("/console", StaticFiles(directory=CONSOLE_DIR, html=True), name="console")
     app.include_router(studio_router)
     app.mount("/studio", StaticFiles(directory=STUDIO_DIR, html=True), name="studio")
