@@ -10,6 +10,8 @@ from typing import Literal
 from pydantic import SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from api.vault import Keyring
+
 # Development-only app credentials shared by the app and the bundled WeChat emulator.
 DEV_OA_APP_ID = "wxoa0000000000dev"
 DEV_MINIAPP_APP_ID = "wxmp0000000000dev"
@@ -87,6 +89,9 @@ class Settings(BaseSettings):
     # STUN/TURN for the server's peer connections: a JSON list (urls strings or {"urls", "username",
     # "credential"} objects) or comma-separated STUN urls. Unset means none: host candidates only.
     video_ice_servers: str | None = None
+    # Encryption at rest (api/vault.py): "id:base64-32-byte-key,..." (the first wraps new files, the others
+    # still open old ones). Unset in development: a random key kept in the data dir; production refuses.
+    vault_master_keys: SecretStr | None = None
 
     # Advisor services (api/advisors, api/appointments, api/documents, api/guides; docs/advisor.md).
     # A customer's named advisor gets their conversations and calls first, for this long, then the group.
@@ -122,6 +127,14 @@ class Settings(BaseSettings):
         if missing:
             names = ", ".join("YUNTING_" + n.upper() for n in missing)
             raise ValueError(f"production needs real values for: {names}")
+        return self
+
+    @model_validator(mode="after")
+    def _require_vault_keys_in_production(self) -> Settings:
+        if self.env == "production" and self.vault_master_keys is None:
+            raise ValueError("production needs real values for: YUNTING_VAULT_MASTER_KEYS")
+        if self.vault_master_keys is not None:
+            Keyring.parse(self.vault_master_keys.get_secret_value())  # a malformed list stops the start
         return self
 
     @cached_property
