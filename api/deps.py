@@ -17,6 +17,7 @@ from api.conversations.delivery import Delivery
 from api.conversations.flows import Triage
 from api.customers.models import Customer
 from api.db import unit_of_work
+from api.documents.storage import DocumentStore
 from api.errors import NotAuthenticated, NotPermitted
 from api.routing.engine import RoutingEngine
 from api.routing.loop import touch_agent
@@ -136,3 +137,10 @@ async def get_video(conn: HTTPConnection) -> CallRegistry:
 
 
 VideoDep = Annotated[CallRegistry, Depends(get_video)]
+
+
+async def get_documents(conn: HTTPConnection) -> DocumentStore:
+    return conn.app.state.documents
+
+
+DocumentsDep = Annotated[DocumentStore, Depends(get_documents)]

@@ -25,8 +25,13 @@ from api.conversations.delivery import Delivery
 from api.conversations.flows import Triage
 from api.customers.models import Channel
 from api.db import create_engine, migrate
+from api.documents.flows import OaImageIntake
+from api.documents.router import UPLOAD_PATH
+from api.documents.router import router as documents_router
+from api.documents.storage import DocumentStore
 from api.embedded import EmbeddedRedis, ThreadedServer
 from api.errors import install_error_handlers
+from api.guides.router import router as guides_router
 from api.health.router import router as health_router
 from api.limits import BodySizeLimit
 from api.masking import install_log_masking
@@ -37,6 +42,7 @@ from api.settings import Settings
 from api.studio.router import router as studio_router
 from api.studio.service import Studio
 from api.timing import ServerTiming
+from api.vault import keyring_for
 from api.video.registry import CallRegistry
 from api.video.router import router as video_router
 from bot.context import ContextStore
@@ -101,6 +107,12 @@ async def _start_dependencies(app: FastAPI, settings: Settings, stack: AsyncExit
     loop = RoutingLoop(app.state.engine, app.state.triage.routing, app.state.triage.delivery, settings)
     loop.start()
     stack.push_async_callback(loop.stop)
+    # Documents (api/documents): sealed by the vault; the official account's images are fetched into it.
+    keyring = await asyncio.to_thread(keyring_for, settings)
+    app.state.documents = DocumentStore(settings.documents_dir, keyring)
+    app.state.wechat_oa.image_intake = OaImageIntake(
+        app.state.wechat, app.state.documents, app.state.triage, settings.document_max_bytes
+    )
     # Advisor services: reminders, no-shows, and what waited for an advisor long enough (docs/advisor.md).
     sweeper = AdvisorSweeper(app.state.engine, app.state.triage, app.state.wechat, settings)
     sweeper.start()
@@ -130,7 +142,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="Yunting 云厅", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
     install_error_handlers(app)
-    app.add_middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES)
+    # Document uploads have their own limit (the file's, plus the multipart envelope); the handler checks the file.
+    upload_limit = settings.document_max_bytes + 64 * 1024
+    app.add_middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES, larger={UPLOAD_PATH: upload_limit})
     if settings.server_timing:
         app.add_middleware(ServerTiming)  # added last: outermost, so it times everything inside
     app.include_router(health_router)
@@ -142,11 +156,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(video_router)
     app.include_router(advisors_router)
     app.include_router(appointments_router)
+    app.include_router(documents_router)
+    app.include_router(guides_router)
     app.mount("/console", StaticFiles(directory=CONSOLE_DIR, html=True), name="console")
     app.include_router(studio_router)
     app.mount("/studio", StaticFiles(directory=STUDIO_DIR, html=True), name="studio")
     # The video page is part of the product (the mini-program's web-view opens it), not a demo page.
     app.mount("/h5/video", StaticFiles(directory=H5_DIR / "video", html=True, check_dir=False), name="h5-video")
+    # The booking, upload and guide pages: the mini-program's web-views open them too (docs/advisor.md).
+    for page in ("booking", "upload", "guide"):
+        app.mount(f"/h5/{page}", StaticFiles(directory=H5_DIR / page, html=True, check_dir=False), name=f"h5-{page}")
     if settings.env != "production":
         _mount_simulator(app, settings)
     return app

@@ -37,7 +37,10 @@ class Document(SQLModel, table=True):
     kind: str = Field(max_length=8)  # image or pdf
     content_type: str = Field(max_length=64)
     size_bytes: int = Field(sa_column=Column(BigInteger, nullable=False))
-    sha256: str = Field(max_length=64, index=True)
+    sha256: str = Field(max_length=64, index=True)  # of the content
+    # Kept sealed by api/vault.py: the stored file's own SHA-256 and the master key wrapping its data key.
+    stored_sha256: str = Field(max_length=64)
+    vault_key_id: str = Field(max_length=32)
     storage_path: str = Field(max_length=512)
     # The official account's media id (a retried push stores its image once).
     platform_media_id: str | None = Field(default=None, max_length=128, unique=True)

@@ -101,6 +101,8 @@ def upgrade() -> None:
         sa.Column("content_type", STR(length=64), nullable=False),
         sa.Column("size_bytes", sa.BigInteger(), nullable=False),
         sa.Column("sha256", STR(length=64), nullable=False),
+        sa.Column("stored_sha256", STR(length=64), nullable=False),
+        sa.Column("vault_key_id", STR(length=32), nullable=False),
         sa.Column("storage_path", STR(length=512), nullable=False),
         sa.Column("platform_media_id", STR(length=128), nullable=True),
         sa.Column("created_at", UTC(), nullable=False),
