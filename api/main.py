@@ -164,8 +164,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # The video page is part of the product (the mini-program's web-view opens it), not a demo page.
     app.mount("/h5/video", StaticFiles(directory=H5_DIR / "video", html=True, check_dir=False), name="h5-video")
     # The booking, upload and guide pages: the mini-program's web-views open them too (docs/advisor.md).
-    for page in ("booking", "upload", "guide"):
-        app.mount(f"/h5/{page}", StaticFiles(directory=H5_DIR / page, html=True, check_dir=False), name=f"h5-{page}")
+    app.mount("/h5/advisor", StaticFiles(directory=H5_DIR / "advisor", check_dir=False), name="h5-advisor")
     if settings.env != "production":
         _mount_simulator(app, settings)
     return app
@@ -176,7 +175,11 @@ def _mount_simulator(app: FastAPI, settings: Settings) -> None:
 
     @app.get("/simulator/config", include_in_schema=False)
     async def simulator_config() -> dict:
-        return {"emulator_base": app.state.wechat_api_base, "miniapp_app_id": settings.miniapp_app_id}
+        return {
+            "emulator_base": app.state.wechat_api_base,
+            "miniapp_app_id": settings.miniapp_app_id,
+            "reminder_template_id": settings.appointment_reminder_template_id,
+        }
 
     app.mount("/simulator", StaticFiles(directory=H5_DIR / "simulator", html=True, check_dir=False), name="simulator")
     app.mount("/h5", StaticFiles(directory=H5_DIR, html=True, check_dir=False), name="h5")

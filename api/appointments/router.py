@@ -171,12 +171,13 @@ async def join(
     conversation = await flows.do_join(
         session, redis, triage, settings, customer_id=customer.id, appointment=appointment
     )
-    url = f"/h5/video/?conversation_id={conversation.id}" if appointment.mode == "video" else "/simulator/"
+    video = appointment.mode == "video"
     return Joined(
         appointment=AppointmentPublic.of(appointment, await _agent_name(session, appointment.agent_id)),
         conversation_id=conversation.id,
         mode=appointment.mode,
-        url=url,
+        url=f"/h5/video/?conversation_id={conversation.id}" if video else None,
+        miniapp_path=f"pages/video/video?conversation_id={conversation.id}" if video else "pages/chat/chat",
     )
 
 

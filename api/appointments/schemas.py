@@ -92,7 +92,8 @@ class Joined(BaseModel):
     appointment: AppointmentPublic
     conversation_id: int
     mode: str
-    url: str
+    url: str | None  # the H5 video page for a video appointment; a chat one continues in the chat
+    miniapp_path: str
 
 
 class DayEntry(BaseModel):

@@ -16,7 +16,7 @@ from api.conversations.models import Escalation
 from api.errors import BadRequest
 from api.timeutil import utcnow
 
-BOOKING_PAGE = "/h5/booking/"
+BOOKING_PAGE = "/h5/advisor/booking.html"
 BOOKING_MINIAPP_PATH = "pages/booking/booking"
 BOOKING_LINK_TEXT = "点这里预约客户经理"
 

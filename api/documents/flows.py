@@ -25,7 +25,7 @@ from api.realtime import agent_channel, publish
 from api.timeutil import utcnow
 
 log = logging.getLogger(__name__)
-UPLOAD_PAGE = "/h5/upload/"
+UPLOAD_PAGE = "/h5/advisor/upload.html"
 UPLOAD_MINIAPP_PATH = "pages/upload/upload"
 
 
