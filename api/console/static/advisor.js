@@ -5,7 +5,11 @@
 
 const WEEKDAYS = ['周一', '周二', '周三', '周四', '周五', '周六', '周日'];
 const APPT_STATES = { booked: '已预约', joined: '已进入', completed: '已完成', cancelled: '已取消', no_show: '未到场' };
+const PRESENCE_NAMES = { online: '在线', away: '暂离', offline: '离线' };
 const A = { slots: [], objectUrl: null, guides: new Map() };
+// <input type=time> can't say 24:00 (a period to midnight): shown as 23:59 and saved back as 24:00.
+const toInput = (t) => (t === '24:00' ? '23:59' : t);
+const fromInput = (t) => (t === '23:59' ? '24:00' : t);
 
 const Advisor = {
   async started() {
@@ -168,7 +172,7 @@ async function loadDay() {
     : await api('GET', `/agents/appointments/day?${query}`);
   $('#day').dataset.date = data.date;
   $('#day-agents').replaceChildren(...data.agents.map((a) => el('div', { className: 'agent-day', dataset: { agentId: a.agent_id } },
-    el('h3', {}, `${a.display_name}（${a.presence === 'online' ? '在线' : a.presence}）· ${a.entries.length} 个预约`),
+    el('h3', {}, `${a.display_name}（${PRESENCE_NAMES[a.presence] || a.presence}）· ${a.entries.length} 个预约`),
     ...(a.entries.length ? a.entries.map(appointmentCard) : [el('p', { className: 'case' }, '当天没有预约')]))));
 }
 
@@ -202,18 +206,22 @@ function appointmentCard(entry) {
 
 async function loadSchedule() {
   const schedule = await api('GET', '/agents/me/schedule');
-  const byDay = new Map(schedule.periods.map((p) => [p.weekday, p]));
-  $('#schedule tbody').replaceChildren(...WEEKDAYS.map((name, day) => {
-    const p = byDay.get(day);
-    return el('tr', { dataset: { weekday: day } }, el('td', {}, name),
-      el('td', {}, el('input', { type: 'time', className: 'start', value: p ? p.start : '' })),
-      el('td', {}, el('input', { type: 'time', className: 'end', value: p ? p.end : '' })));
-  }));
+  const rows = [];
+  WEEKDAYS.forEach((name, day) => {
+    const periods = schedule.periods.filter((p) => p.weekday === day);
+    for (const p of [...periods, { start: '', end: '' }]) { // each period, and one blank to add another
+      rows.push(el('tr', { dataset: { weekday: day } }, el('td', {}, name),
+        el('td', {}, el('input', { type: 'time', className: 'start', value: toInput(p.start) })),
+        el('td', {}, el('input', { type: 'time', className: 'end', value: toInput(p.end) }))));
+    }
+  });
+  $('#schedule tbody').replaceChildren(...rows);
 }
 
 async function saveSchedule() {
   const periods = [...document.querySelectorAll('#schedule tr')].map((row) => ({
-    weekday: Number(row.dataset.weekday), start: row.querySelector('.start').value, end: row.querySelector('.end').value,
+    weekday: Number(row.dataset.weekday), start: row.querySelector('.start').value,
+    end: fromInput(row.querySelector('.end').value),
   })).filter((p) => p.start && p.end);
   await api('PUT', '/agents/me/schedule', { periods });
   showAlert('工作时间已保存');

@@ -22,19 +22,27 @@ async function loadSlots() {
   B.chosen = null;
   $('#book').disabled = true;
   $('#chosen').textContent = '请选择一个时间';
-  const byDay = new Map();
+  B.byDay = new Map();
   for (const slot of B.slots.slots) {
     const key = dayKey(slot.starts_at);
-    if (!byDay.has(key)) byDay.set(key, []);
-    byDay.get(key).push(slot);
+    if (!B.byDay.has(key)) B.byDay.set(key, []);
+    B.byDay.get(key).push(slot);
   }
-  const days = [...byDay.entries()].slice(0, 7).map(([day, slots]) => el('div', { className: 'day' },
-    el('h3', {}, day),
-    el('div', { className: 'slots' }, ...slots.map((slot) => el('button', {
-      type: 'button', className: 'slot', dataset: { startsAt: slot.starts_at },
-      onclick: () => choose(slot),
-    }, fmt(slot.starts_at, false))))));
-  $('#slots').replaceChildren(...(days.length ? days : [el('p', {}, '近期没有可预约的时间，请稍后再来看看。')]));
+  const days = [...B.byDay.keys()];
+  $('#days').replaceChildren(...days.map((day, i) => el('button', {
+    type: 'button', className: 'day-tab secondary', dataset: { day: i }, onclick: () => showDay(day),
+  }, day)));
+  if (days.length) showDay(days.includes(B.day) ? B.day : days[0]);
+  else $('#slots').replaceChildren(el('p', {}, '近期没有可预约的时间，请稍后再来看看。'));
+}
+
+// One day's slots at a time: a long list of times is hard to read on a phone.
+function showDay(day) {
+  B.day = day;
+  document.querySelectorAll('.day-tab').forEach((b) => b.classList.toggle('chosen', b.textContent === day));
+  $('#slots').replaceChildren(el('div', { className: 'slots' }, ...B.byDay.get(day).map((slot) => el('button', {
+    type: 'button', className: 'slot', dataset: { startsAt: slot.starts_at }, onclick: () => choose(slot),
+  }, fmt(slot.starts_at, false)))));
 }
 
 function choose(slot) {
