@@ -180,7 +180,8 @@ async def preferred_video_agent(session: AsyncSession, conversation: Conversatio
 async def sweep_call_preferences(
     session: AsyncSession, routing: RoutingEngine, *, waits_by_group: dict[str, int], default_wait_s: int, limit: int
 ) -> None:
-    """A call ringing only the advisor of a queued customer rings the whole group once the group's wait is over."""
+    """A call ringing only the customer's advisor moves on: to whoever took the conversation meanwhile (the
+    group after the advisor's wait, or a claim), or to the whole group once the group's wait is over."""
     now = utcnow()
     rows = (
         await session.exec(
@@ -190,25 +191,32 @@ async def sweep_call_preferences(
                 VideoCall.state == CallState.RINGING,
                 col(VideoCall.agent_id).is_(None),
                 col(VideoCall.rung_agent_id).is_not(None),
-                Conversation.state == ConversationState.QUEUED,
+                col(Conversation.state).in_((ConversationState.QUEUED, ConversationState.WITH_AGENT)),
             )
             .limit(limit)
         )
     ).all()
     for call, conversation in rows:
-        wait_s = service.wait_for_group(waits_by_group, default_wait_s, call.skill_group)
-        if call.ringing_at is None or call.ringing_at + timedelta(seconds=wait_s) > now:
-            continue
         advisor = call.rung_agent_id
+        if conversation.state == ConversationState.WITH_AGENT:
+            if conversation.agent_id == advisor:
+                continue  # the holder is rung: the ordinary case
+            holder = await session.get(Agent, conversation.agent_id)
+            rung = holder.id if holder is not None and holder.video_capable else None
+        else:
+            wait_s = service.wait_for_group(waits_by_group, default_wait_s, call.skill_group)
+            if call.ringing_at is None or call.ringing_at + timedelta(seconds=wait_s) > now:
+                continue
+            rung = None
         if not await video_service.transition(
             session,
             call,
             from_states=(CallState.RINGING,),
             extra=(col(VideoCall.rung_agent_id) == advisor, col(VideoCall.agent_id).is_(None)),
-            rung_agent_id=None,
+            rung_agent_id=rung,
         ):
             continue
-        video_service.add_event(session, call, "ringing_group", advisor_id=advisor, skill_group=call.skill_group)
+        video_service.add_event(session, call, "ringing_moved", advisor_id=advisor, rung_agent_id=rung)
         await session.commit()
         escalation = await session.get(Escalation, call.escalation_id) if call.escalation_id else None
         event = {
@@ -217,8 +225,10 @@ async def sweep_call_preferences(
             "conversation_id": conversation.id,
             "state": call.state,
             "skill_group": call.skill_group,
-            "rung_agent_id": None,
+            "rung_agent_id": rung,
             "agent_id": None,
             "summary": escalation.handoff_card.get("summary", "") if escalation else "",
         }
         await publish(routing.redis, AGENTS_CHANNEL, event)
+        if rung is not None:
+            await publish(routing.redis, agent_channel(rung), event)

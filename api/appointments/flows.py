@@ -3,6 +3,7 @@ the other side. A slot is never double-booked: the database's partial unique ind
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -19,11 +20,12 @@ from api.audit.models import audit
 from api.conversations import service as conversations
 from api.conversations.delivery import Delivery
 from api.conversations.models import Conversation, ConversationState, Direction, Escalation, Message, SenderKind
-from api.errors import BadRequest, Conflict, NotPermitted
+from api.errors import BadRequest, Conflict, NotPermitted, ResourceNotFound
 from api.realtime import agent_channel, publish, publish_to_customer
 from api.settings import Settings
 from api.timeutil import utcnow
 
+log = logging.getLogger(__name__)
 SLOT_TAKEN = "这个时间刚被别人约走了，请换一个时间。"
 MODE_NAMES = {"video": "视频", "chat": "文字"}
 
@@ -223,6 +225,7 @@ async def do_join(
     if appointment.topic:
         summary += f"，预约事项：{appointment.topic}"
     route = conversation.state in (ConversationState.BOT, ConversationState.QUEUED)
+    hand_over = conversation.state == ConversationState.WITH_AGENT and conversation.agent_id != agent.id
     if conversation.state == ConversationState.QUEUED:
         await _requeue_for_appointment(session, triage, conversation, appointment, card_note, summary)
     elif conversation.state == ConversationState.BOT:
@@ -273,7 +276,31 @@ async def do_join(
     await publish(redis, agent_channel(agent.id), {"type": "appointment_joined", "appointment_id": appointment.id})
     if route:
         await do_route_escalation(session, redis, triage, conversation)
+    elif hand_over and agent.presence == "online":
+        await _hand_over(session, triage, conversation, agent)
     return conversation
+
+
+async def _hand_over(session: AsyncSession, triage, conversation: Conversation, agent: Agent) -> None:
+    """The customer is with another agent when their appointment starts: it moves to the appointment's agent
+    if they have room (otherwise the current agent keeps it, and the card shows the appointment)."""
+    from api.routing.flows import do_hand_over
+
+    try:
+        await do_hand_over(
+            session,
+            triage.routing,
+            triage.delivery,
+            conversation=conversation,
+            to_agent=agent,
+            actor_id=agent.id,
+            text=f"您预约的客户经理{agent.display_name}已接手，您之前说的内容都已保留。",
+            action="appointment_hand_over",
+            reason="appointment",
+            new_first_response=True,
+        )
+    except Conflict:
+        log.info("appointment agent %s is full: conversation %s stays with its agent", agent.id, conversation.id)
 
 
 async def _requeue_for_appointment(
@@ -349,10 +376,10 @@ def _utc(moment: datetime) -> datetime:
     return moment.astimezone(ZoneInfo("UTC"))
 
 
-def check_owner(appointment: Appointment | None, *, customer_id: int | None = None, agent: Agent | None = None):
+def check_owner(
+    appointment: Appointment | None, *, customer_id: int | None = None, agent: Agent | None = None
+) -> Appointment:
     """The customer's own appointment, or one an agent may change (theirs; any for supervisors)."""
-    from api.errors import ResourceNotFound
-
     if appointment is None:
         raise ResourceNotFound("appointment not found")
     if customer_id is not None and appointment.customer_id != customer_id:
