@@ -177,3 +177,28 @@ async def test_joining_at_the_slot_goes_to_that_agent_first_and_rings_them_first
 
 async def _has(console, conversation_id):
     return conversation_id in await held_ids(console)
+
+
+async def test_joining_while_with_another_agent_hands_the_conversation_to_the_appointments_agent(
+    isolated_stack, emulator
+):
+    stack = isolated_stack(appointment_min_notice_minutes=0, appointment_join_early_minutes=60, routing_tick_s=0.2)
+    advisor_id, advisor = await _with_schedule(stack, name="advisor", online=False)
+    _, colleague = await agent(stack, name="colleague")
+    _, supervisor = await agent(stack, role="supervisor", skills=(), online=False)
+    customer = await MiniappCustomer.login(stack.app_url, emulator)
+    await assign_advisor(supervisor, customer, advisor_id)
+    conversation_id = (await customer.say("转人工"))["conversation"]["id"]
+    assert await eventually(lambda: _has(colleague, conversation_id))  # the advisor is offline: the group
+    slots = (await customer.http.get("/miniapp/appointments/slots")).json()["slots"]
+    booked = await customer.http.post("/miniapp/appointments", json={"starts_at": slots[0]["starts_at"]})
+    assert booked.status_code == 200, booked.text
+    assert (await advisor.http.put("/agents/me/presence", json={"presence": "online"})).status_code == 200
+    joined = await customer.http.post(f"/miniapp/appointments/{booked.json()['id']}/join")
+    assert joined.status_code == 200 and joined.json()["conversation_id"] == conversation_id
+    assert await eventually(lambda: _has(advisor, conversation_id))
+    assert conversation_id not in await held_ids(colleague)
+    texts = [m["text"] for m in (await customer.history())["messages"]]
+    assert any("您预约的客户经理" in t for t in texts)
+    for client in (customer, advisor, colleague, supervisor):
+        await client.aclose()
