@@ -9,7 +9,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from api.agents.models import Agent
-from api.appointments.models import HOLDING_STATES, Appointment, AppointmentState, WorkSchedule
+from api.appointments.models import Appointment, AppointmentState, WorkSchedule
 
 
 async def list_schedule(session: AsyncSession, agent_ids: list[int]) -> list[WorkSchedule]:
@@ -103,6 +103,3 @@ async def past_joined(session: AsyncSession, *, now: datetime, limit: int) -> li
         .limit(limit)
     )
     return list((await session.exec(statement)).all())
-
-
-HOLDING = HOLDING_STATES
