@@ -19,6 +19,7 @@ from api.conversations.flows import Triage
 from api.customers.models import Customer
 from api.db import unit_of_work
 from api.delivery.flows import DeliveryTracker
+from api.documents.storage import DocumentStore
 from api.errors import NotAuthenticated, NotPermitted
 from api.ratelimit import RateLimiter
 from api.routing.engine import RoutingEngine
@@ -186,3 +187,10 @@ async def get_tracker(conn: HTTPConnection) -> DeliveryTracker:
 
 
 TrackerDep = Annotated[DeliveryTracker, Depends(get_tracker)]
+
+
+async def get_documents(conn: HTTPConnection) -> DocumentStore:
+    return conn.app.state.documents
+
+
+DocumentsDep = Annotated[DocumentStore, Depends(get_documents)]

@@ -11,9 +11,12 @@ from pathlib import Path
 from fastapi import Depends, FastAPI
 from fastapi.staticfiles import StaticFiles
 
+from api.advisors.router import router as advisors_router
 from api.agents.inbox import router as agents_inbox_router
 from api.agents.router import router as agents_router
 from api.agents.supervisor_router import router as supervisor_router
+from api.appointments.router import router as appointments_router
+from api.appointments.sweeper import AdvisorSweeper
 from api.channels.miniapp.router import router as miniapp_router
 from api.channels.wechat_oa.flows import OaChannel
 from api.channels.wechat_oa.router import router as wechat_oa_router
@@ -24,8 +27,13 @@ from api.customers.models import Channel
 from api.db import create_engine, migrate
 from api.delivery.flows import DeliveryLoop, DeliveryTracker
 from api.deps import limit_studio_writes
+from api.documents.flows import OaImageIntake
+from api.documents.router import UPLOAD_PATH
+from api.documents.router import router as documents_router
+from api.documents.storage import DocumentStore
 from api.embedded import EmbeddedRedis, ThreadedServer
 from api.errors import install_error_handlers
+from api.guides.router import router as guides_router
 from api.health.router import router as health_router
 from api.http_limits import HeaderLimits
 from api.limits import BodySizeLimit
@@ -39,6 +47,7 @@ from api.settings import Settings
 from api.studio.router import router as studio_router
 from api.studio.service import Studio
 from api.timing import ServerTiming
+from api.vault import keyring_for
 from api.video.registry import CallRegistry
 from api.video.router import router as video_router
 from bot.context import ContextStore
@@ -98,6 +107,9 @@ async def _start_dependencies(app: FastAPI, settings: Settings, stack: AsyncExit
         timezone=settings.timezone,
         queue_notice_interval_s=settings.queue_notice_interval_s,
         case_days=settings.case_memory_days,
+        advisor_wait_s=settings.advisor_wait_s,
+        advisor_wait_s_by_group=settings.advisor_wait_s_by_group,
+        booking_offer_wait_minutes=settings.appointment_offer_wait_minutes,
     )
     app.state.wechat = WeChatPlatform(
         api_base=api_base,
@@ -127,6 +139,16 @@ async def _start_dependencies(app: FastAPI, settings: Settings, stack: AsyncExit
     loop = RoutingLoop(app.state.engine, app.state.triage.routing, app.state.triage.delivery, settings)
     loop.start()
     stack.push_async_callback(loop.stop)
+    # Documents (api/documents): sealed by the vault; the official account's images are fetched into it.
+    keyring = await asyncio.to_thread(keyring_for, settings)
+    app.state.documents = DocumentStore(settings.documents_dir, keyring)
+    app.state.wechat_oa.image_intake = OaImageIntake(
+        app.state.wechat, app.state.documents, app.state.triage, settings.document_max_bytes
+    )
+    # Advisor services: reminders, no-shows, and what waited for an advisor long enough (docs/advisor.md).
+    sweeper = AdvisorSweeper(app.state.engine, app.state.triage, app.state.wechat, settings)
+    sweeper.start()
+    stack.push_async_callback(sweeper.stop)
     # Video calls: this worker's live media and the call sweeper; on exit it ends its calls and closes
     # their recordings while the database and Redis are still up (the stack unwinds in reverse).
     app.state.video = await stack.enter_async_context(
@@ -153,7 +175,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="Yunting 云厅", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
     install_error_handlers(app)
-    app.add_middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES)
+    # Document uploads have their own limit (the file's, plus the multipart envelope); the handler checks the file.
+    upload_limit = settings.document_max_bytes + 64 * 1024
+    app.add_middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES, larger={UPLOAD_PATH: upload_limit})
     app.add_middleware(HeaderLimits, max_bytes=settings.max_header_bytes, max_count=settings.max_header_count)
     if settings.server_timing:
         app.add_middleware(ServerTiming)  # added last: outermost, so it times everything inside
@@ -165,11 +189,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(agents_inbox_router)
     app.include_router(supervisor_router)
     app.include_router(video_router)
+    app.include_router(advisors_router)
+    app.include_router(appointments_router)
+    app.include_router(documents_router)
+    app.include_router(guides_router)
     app.mount("/console", StaticFiles(directory=CONSOLE_DIR, html=True), name="console")
     app.include_router(studio_router, dependencies=[Depends(limit_studio_writes)])
     app.mount("/studio", StaticFiles(directory=STUDIO_DIR, html=True), name="studio")
     # The video page is part of the product (the mini-program's web-view opens it), not a demo page.
     app.mount("/h5/video", StaticFiles(directory=H5_DIR / "video", html=True, check_dir=False), name="h5-video")
+    # The booking, upload and guide pages: the mini-program's web-views open them too (docs/advisor.md).
+    app.mount("/h5/advisor", StaticFiles(directory=H5_DIR / "advisor", check_dir=False), name="h5-advisor")
     if settings.env != "production":
         _mount_simulator(app, settings)
     return app
@@ -184,6 +214,7 @@ def _mount_simulator(app: FastAPI, settings: Settings) -> None:
             "emulator_base": app.state.wechat_api_base,
             "miniapp_app_id": settings.miniapp_app_id,
             "reply_template_id": settings.miniapp_reply_template_id,
+            "reminder_template_id": settings.appointment_reminder_template_id,
         }
 
     app.mount("/simulator", StaticFiles(directory=H5_DIR / "simulator", html=True, check_dir=False), name="simulator")

@@ -156,6 +156,24 @@ class Settings(BaseSettings):
     service_hours_file: Path | None = None
     # Case memory: a customer's cases of the last this many days are on the handoff card and known to the bot.
     case_memory_days: int = 30
+    # Advisor services (api/advisors, api/appointments, api/documents, api/guides; docs/advisor.md).
+    # A customer's named advisor gets their conversations and calls first, for this long, then the group.
+    advisor_wait_s: int = 30
+    # Per skill group, JSON: {"loans": 60, "cards": 15}; groups not named use advisor_wait_s.
+    advisor_wait_s_by_group: dict[str, int] = {}
+    appointment_slot_minutes: int = 30
+    appointment_booking_days: int = 14
+    appointment_min_notice_minutes: int = 15
+    appointment_reminder_minutes: int = 30
+    appointment_reminder_template_id: str = "yt-appointment-reminder"
+    appointment_join_early_minutes: int = 10
+    appointment_no_show_minutes: int = 15
+    appointment_sweep_s: float = 5.0
+    appointment_sweep_batch: int = 50
+    # The bot offers a booking when nobody of the group is online or the estimated wait is this long.
+    appointment_offer_wait_minutes: int = 10
+    documents_dir: Path = Path("var/documents")
+    document_max_bytes: int = 10 * 1024 * 1024
 
     @model_validator(mode="after")
     def _refuse_placeholders_in_production(self) -> Settings:

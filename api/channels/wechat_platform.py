@@ -240,5 +240,13 @@ class WeChatPlatform:
         """`/cgi-bin/user/info`: the user's profile, with `unionid` when the account is on an open platform."""
         return await self._oa_call(self.oa.user.get, openid)
 
+    async def get_media(self, media_id: str) -> tuple[bytes, str]:
+        """`/cgi-bin/media/get` on the official account: a user's image (temporary media, kept 3 days by WeChat).
+        The bytes and the declared content type (not trusted: the caller checks the content itself)."""
+        response = await self._oa_call(self.oa.media.download, media_id)
+        if not isinstance(response, requests.Response):  # WeChat answered JSON without an errcode
+            raise WeChatApiError(None, "media/get answered no file")
+        return response.content, response.headers.get("content-type", "")
+
     def close(self) -> None:
         self._sync_redis.close()

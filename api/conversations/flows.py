@@ -69,6 +69,11 @@ class Triage:
     timezone: str = "Asia/Shanghai"
     queue_notice_interval_s: int = 30
     case_days: int = 30
+    # Advisor-first routing (api/advisors): how long a group's conversations wait for the customer's advisor.
+    advisor_wait_s: int = 30
+    advisor_wait_s_by_group: dict[str, int] = field(default_factory=dict)
+    # The bot offers a booking (api/appointments) when nobody is online or the wait is at least this long.
+    booking_offer_wait_minutes: int = 10
 
 
 async def do_receive_customer_message(
@@ -158,7 +163,7 @@ async def do_receive_customer_message(
         return Received(inbound, conversation, [answer] if answer is not None else [])
     await triage.delivery.deliver(conversation, replies, state_changed=True)
     if conversation.state == ConversationState.QUEUED:
-        await _route(session, redis, triage, conversation)
+        await do_route_escalation(session, redis, triage, conversation)
     return Received(inbound, conversation, replies)
 
 
@@ -204,10 +209,24 @@ async def _answer_in_queue(
     )
 
 
-async def _route(session: AsyncSession, redis: Redis, triage: Triage, conversation: Conversation) -> None:
-    """The bot handed over: queue the escalation and try to give it to an agent now."""
+async def do_route_escalation(session: AsyncSession, redis: Redis, triage: Triage, conversation: Conversation) -> None:
+    """The bot (or a joined appointment) handed over: the customer's advisor first, else queue the escalation
+    and try to give it to an agent now."""
+    from api.advisors.flows import do_route_advisor_first  # advisors import routing and video: keep it lazy
+
     escalation = await service.get_open_escalation(session, conversation.id)
     if escalation is None:
+        return
+    if await do_route_advisor_first(
+        session,
+        triage.routing,
+        triage.delivery,
+        conversation=conversation,
+        escalation=escalation,
+        waits_by_group=triage.advisor_wait_s_by_group,
+        default_wait_s=triage.advisor_wait_s,
+    ):
+        await publish(redis, AGENTS_CHANNEL, {"type": "queue_changed", "conversation_id": conversation.id})
         return
     await triage.routing.enqueue(escalation.id, escalation.skill_group, escalation.priority, escalation.queued_at)
     await publish(redis, AGENTS_CHANNEL, {"type": "queue_changed", "conversation_id": conversation.id})
@@ -329,6 +348,11 @@ async def _answer_with_bot(
         notice = await _queue_notice(session, triage, escalation, on_video_page=video_tap)
         context.remember(sender_kind=SenderKind.BOT, channel=conversation.current_channel, text=notice[0])
         texts.append(notice)
+        from api.appointments.service import booking_offer  # appointments import conversations: keep it lazy
+
+        offer = await booking_offer(session, escalation, triage.avg_handle_s, triage.booking_offer_wait_minutes)
+        if offer is not None:
+            texts.append(offer)
     replies = [
         Message(
             conversation_id=conversation.id,

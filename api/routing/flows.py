@@ -12,6 +12,7 @@ from sqlalchemy import func, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from api.advisors import holds
 from api.agents.models import Agent
 from api.audit.models import audit
 from api.conversations.delivery import Delivery
@@ -94,6 +95,9 @@ async def do_claim(
     if escalation is None or conversation.state != ConversationState.QUEUED:
         raise Conflict("this conversation is not waiting in the queue", code="not_queued")
     await routing.set_agent(snapshot_of(agent))
+    if await holds.take(routing.redis, escalation.id):
+        # Held for the customer's advisor: a person may still take it by hand (or by answering its call).
+        await routing.enqueue(escalation.id, escalation.skill_group, escalation.priority, escalation.queued_at)
     outcome = await routing.claim(escalation.id, escalation.skill_group, agent.id)
     if outcome == "full":
         raise Conflict("you are at full capacity", code="agent_at_capacity")
@@ -103,6 +107,30 @@ async def do_claim(
         await routing.release(agent.id)
         raise Conflict("another agent took this conversation first", code="already_claimed")
     return conversation
+
+
+async def do_assign_to(
+    session: AsyncSession,
+    routing: RoutingEngine,
+    delivery: Delivery,
+    *,
+    escalation: Escalation,
+    agent: Agent,
+    how: str,
+    capacity_claimed: bool = False,
+) -> bool:
+    """Give one waiting escalation that sits in no group queue (held for an advisor) to `agent`: capacity is
+    checked in Redis (unless the caller already claimed it), SQL's conditional update guards the rest.
+    False if the agent is full or someone else took it."""
+    await ensure_built(session, routing)
+    if not capacity_claimed and (
+        await routing.claim(escalation.id, escalation.skill_group, agent.id, must_be_queued=False) != "ok"
+    ):
+        return False
+    if await _record_assignment(session, delivery, escalation, agent, how=how):
+        return True
+    await routing.release(agent.id)
+    return False
 
 
 async def do_take_over(

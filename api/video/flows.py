@@ -181,6 +181,11 @@ async def do_ring(session: AsyncSession, registry: CallRegistry, call: VideoCall
     holder = conversation.agent_id if conversation.state == ConversationState.WITH_AGENT else None
     if holder is not None and not (await session.get(Agent, holder)).video_capable:
         holder = None  # whoever of the group answers takes the conversation over
+    if holder is None and conversation.state == ConversationState.QUEUED:
+        from api.advisors.flows import preferred_video_agent  # advisors import video: keep it lazy
+
+        # The customer's advisor (or appointment's agent) is rung first; the advisors' sweep rings the group later.
+        holder = await preferred_video_agent(session, conversation)
     if not await service.transition(
         session,
         call,

@@ -9,6 +9,7 @@ ERRMSG: dict[int, str] = {
     40001: "invalid credential, access_token is invalid or not latest",
     40002: "invalid grant_type",
     40003: "invalid openid",
+    40007: "invalid media_id",
     40008: "invalid message type",
     40013: "invalid appid",
     40014: "invalid access_token",
@@ -33,6 +34,7 @@ SYSTEM_ERROR = -1
 INVALID_CREDENTIAL = 40001
 INVALID_GRANT_TYPE = 40002
 INVALID_OPENID = 40003
+INVALID_MEDIA_ID = 40007
 INVALID_MESSAGE_TYPE = 40008
 INVALID_APPID = 40013
 INVALID_ACCESS_TOKEN = 40014

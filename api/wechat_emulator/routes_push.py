@@ -6,6 +6,8 @@ XML WeChat would send for a simulated person.
 
 from __future__ import annotations
 
+import base64
+import binascii
 from dataclasses import asdict
 from typing import Any, Literal
 
@@ -50,6 +52,14 @@ class OaSay(PushOptions):
 
     person: str = Field(min_length=1)
     text: str = Field(min_length=1, max_length=2048)
+
+
+class OaImage(PushOptions):
+    """A simulated person sends a picture: it becomes temporary media, and an image message is pushed."""
+
+    person: str = Field(min_length=1)
+    content_b64: str = Field(min_length=4, max_length=15_000_000)
+    content_type: str = "image/jpeg"
 
 
 class OaEvent(PushOptions):
@@ -127,6 +137,23 @@ def add_push_routes(sim: FastAPI, world: EmulatorState) -> None:
         openid, head = message_head(appid, req.person, "text")
         xml = f"<xml>{head}<Content>{cdata(req.text)}</Content><MsgId>{msg_id}</MsgId></xml>"
         return {"openid": openid, "msg_id": msg_id, **await push(req, xml)}
+
+    @sim.post("/oa/image")
+    async def image(req: OaImage) -> dict[str, Any]:
+        """A simulated person sends an image message (PicUrl, MediaId); the backend fetches it by media id."""
+        appid, msg_id = oa_appid(req.appid), world.pusher.next_msg_id()
+        try:
+            content = base64.b64decode(req.content_b64, validate=True)
+            media_id = world.media.add(appid, content, req.content_type)
+        except (ValueError, binascii.Error) as exc:
+            raise SimError(400, f"content_b64: {exc}") from exc
+        openid, head = message_head(appid, req.person, "image")
+        pic_url = f"http://mmbiz.qpic.cn/emulator/{media_id}"
+        xml = (
+            f"<xml>{head}<PicUrl>{cdata(pic_url)}</PicUrl><MediaId>{cdata(media_id)}</MediaId>"
+            f"<MsgId>{msg_id}</MsgId></xml>"
+        )
+        return {"openid": openid, "msg_id": msg_id, "media_id": media_id, **await push(req, xml)}
 
     @sim.post("/oa/event")
     async def event(req: OaEvent) -> dict[str, Any]:

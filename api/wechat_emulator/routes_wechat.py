@@ -10,6 +10,7 @@ import json
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response
 
 from api.wechat_emulator.errors import API_UNAUTHORIZED, DATA_FORMAT_ERROR, WeChatError
 from api.wechat_emulator.state import EmulatorState
@@ -82,6 +83,16 @@ async def subscribe_send(request: Request, access_token: str = "") -> dict[str, 
     appid = world.tokens.check(access_token)
     world.outbox.send_subscribe(appid, await _json_body(request))
     return OK
+
+
+@router.get("/cgi-bin/media/get")
+async def media_get(request: Request, access_token: str = "", media_id: str = "") -> Response:
+    """A temporary media file (e.g. the picture of a user's image message): the bytes, or 40007."""
+    world = _world(request)
+    appid = world.tokens.check(access_token)
+    content, content_type = world.media.get(appid, media_id)
+    disposition = f'attachment; filename="{media_id}"'
+    return Response(content, media_type=content_type, headers={"Content-Disposition": disposition})
 
 
 @router.get("/cgi-bin/user/info")

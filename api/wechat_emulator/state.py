@@ -27,6 +27,7 @@ from api.wechat_emulator.errors import (
     WeChatError,
 )
 from api.wechat_emulator.logins import LoginBook
+from api.wechat_emulator.media import MediaBook
 from api.wechat_emulator.outbox import Outbox
 from api.wechat_emulator.push import Pusher, ServerConfig
 from api.wechat_emulator.tokens import TokenBook
@@ -105,6 +106,7 @@ class EmulatorState:
         self.tokens = TokenBook(self)
         self.logins = LoginBook(self)
         self.outbox = Outbox(self)
+        self.media = MediaBook(self)
         self.pusher = Pusher(self, push_server)
 
     # -- apps ---------------------------------------------------------------------------
@@ -253,6 +255,7 @@ class EmulatorState:
             self.tokens.reset()
             self.logins.reset()
             self.outbox.reset()
+            self.media.reset()
             self.pusher.reset()
 
 

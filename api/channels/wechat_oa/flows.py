@@ -57,6 +57,7 @@ IMAGE_ACK_WITH_AGENT = "图片收到了，客服会看到。"
 VOICE_UNCLEAR = "抱歉，这段语音没听清。请直接打字告诉我，或点菜单「视频客服」和客服当面说。"
 VIDEO_CARD_TITLE = "视频客服：点击进入，与客服视频办理"
 VIDEO_SERVICE_KEY = "VIDEO_SERVICE"
+BOOKING_KEY = "BOOK_APPOINTMENT"  # the menu item 预约客户经理
 # A retried push gets the passive answer it missed; WeChat's retries come within ~15 s.
 PASSIVE_MEMORY_S = 3600
 LINK_ATTEMPTS = 5
@@ -125,6 +126,8 @@ class OaChannel:
         self.max_body_bytes = settings.oa_max_body_bytes
         self.max_text_chars = settings.max_message_chars
         self._tasks: set[asyncio.Task] = set()
+        # Stores an image message's picture as a document (api/documents, set at start-up); None: not fetched.
+        self.image_intake: Callable[[AsyncSession, Received, str], Awaitable[Any]] | None = None
 
     # -- entry points ---------------------------------------------------------------------
 
@@ -187,14 +190,19 @@ class OaChannel:
             )
         if push.msg_type == "image":
             pic_url, media_id = push.get("PicUrl"), push.get("MediaId")
-            return self._acknowledged(
-                push,
-                f"[图片] {pic_url}".strip(),
-                IMAGE_ACK,
-                kind="image",
-                payload={"type": "image", "pic_url": pic_url, "media_id": media_id},
-                answer_with_agent=IMAGE_ACK_WITH_AGENT,
+            return self._with_image(
+                self._acknowledged(
+                    push,
+                    f"[图片] {pic_url}".strip(),
+                    IMAGE_ACK,
+                    kind="image",
+                    payload={"type": "image", "pic_url": pic_url, "media_id": media_id},
+                    answer_with_agent=IMAGE_ACK_WITH_AGENT,
+                ),
+                media_id,
             )
+        if push.msg_type == "event" and push.event == "CLICK" and push.get("EventKey") == BOOKING_KEY:
+            return self._booking_card(push)
         if push.msg_type != "event":
             return None
         if push.event == "subscribe":
@@ -226,6 +234,37 @@ class OaChannel:
                 with_agent = received.conversation.state != ConversationState.BOT
                 said = answer_with_agent if with_agent and answer_with_agent else answer
                 await do_acknowledge(session, self.triage.delivery, received, text=said)
+            return received
+
+        return work
+
+    def _with_image(self, work: Work, media_id: str) -> Work:
+        """After the image message is stored (and acknowledged), its picture is fetched and kept as a document."""
+        if self.image_intake is None:
+            return work
+        intake = self.image_intake
+
+        async def with_image(session: AsyncSession, customer_id: int) -> Received:
+            received = await work(session, customer_id)
+            if not received.duplicate:
+                await intake(session, received, media_id)
+            return received
+
+        return with_image
+
+    def _booking_card(self, push: Push) -> Work:
+        async def work(session: AsyncSession, customer_id: int) -> Received:
+            from api.appointments.service import booking_invite  # appointments import conversations: keep it lazy
+
+            received = await self._receive(session, customer_id, push, text="[菜单] 预约客户经理", kind="event")
+            if not received.duplicate:
+                await do_acknowledge(
+                    session,
+                    self.triage.delivery,
+                    received,
+                    text="预约客户经理：选一个方便的时间，客户经理按时视频或文字为您服务。",
+                    payload=booking_invite(),
+                )
             return received
 
         return work

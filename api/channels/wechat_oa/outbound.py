@@ -97,9 +97,10 @@ class OaOutbound:
         invite = _video_invite(message)
         if invite is None:
             return message.text
+        words = invite.get("link_text", VIDEO_LINK_TEXT)
         link = (
             f'<a data-miniprogram-appid="{html.escape(self.miniapp_app_id)}" '
-            f'data-miniprogram-path="{html.escape(invite["miniapp_path"])}">{VIDEO_LINK_TEXT}</a>'
+            f'data-miniprogram-path="{html.escape(invite["miniapp_path"])}">{html.escape(words)}</a>'
         )
         return f"{message.text}\n{link}"
 
@@ -278,4 +279,6 @@ class OaOutbound:
 
 def _video_invite(message: Message) -> dict[str, Any] | None:
     payload = message.payload or {}
-    return payload if payload.get("type") == "video_invite" and payload.get("miniapp_path") else None
+    # A booking invitation (api/appointments) is a mini-program link too, with its own words.
+    kinds = ("video_invite", "booking_invite")
+    return payload if payload.get("type") in kinds and payload.get("miniapp_path") else None

@@ -80,6 +80,7 @@ async function start() {
   connect();
   await Promise.all([loadHeld(), loadQueue(), loadRinging()]);
   document.body.dataset.status = 'ready';
+  await Advisor.started();
   await resumeMyCall();
 }
 
@@ -104,6 +105,7 @@ async function connect() {
 
 function onEvent(event) {
   if (isCallEvent(event)) guarded(onCallEvent)(event);
+  guarded(Advisor.onEvent)(event);
   if (event.type === 'queue_changed') loadQueue();
   if (event.type === 'assigned') { showAlert(`新会话 #${event.conversation_id} 已分配给您`); loadHeld(); loadQueue(); }
   if (event.type === 'conversation_removed') {
@@ -168,6 +170,7 @@ async function openConversation(id) {
   }
   $('#claim').hidden = c.state !== 'queued';
   await loadCanned(c.intent);
+  await Advisor.opened(view, mine);
   document.querySelectorAll('#held li').forEach((li) => li.classList.toggle('active', Number(li.dataset.id) === id));
   await showCallOf(id);
 }

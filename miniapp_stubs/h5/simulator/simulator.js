@@ -214,6 +214,42 @@ function openVideo(conversationId) {
   }, (e) => { if (tab) tab.close(); showError(e); });
 }
 
+// Advisor services (docs/advisor.md): a booking link, a document request, a guide card. The mini-program opens
+// the same H5 pages in a web-view; here they open in a new tab with the customer's token.
+const ADVISOR_CARDS = {
+  booking_invite: ['预约客户经理', () => openAdvisorPage('booking.html')],
+  document_request: ['上传资料', (p) => openAdvisorPage(`upload.html?request_id=${p.request_id}`)],
+  guide: ['打开操作指导', (p) => openAdvisorPage(`guide.html?guide_id=${p.guide_id}`)],
+};
+
+function advisorCardButton(payload) {
+  const [label, open] = ADVISOR_CARDS[payload.type];
+  const button = document.createElement('button');
+  button.className = `advisor-card ${payload.type}`;
+  button.type = 'button';
+  button.textContent = label;
+  button.addEventListener('click', () => open(payload));
+  return button;
+}
+
+function openAdvisorPage(path) {
+  const sep = path.includes('?') ? '&' : '?';
+  window.open(`/h5/advisor/${path}${sep}token=${encodeURIComponent(S.token)}`, '_blank');
+}
+
+// The mini-program asks wx.requestSubscribeMessage before booking; here the person taps 允许 on the emulator.
+async function grantReminder() {
+  const config = S.config;
+  if (!config || !config.reminder_template_id) return;
+  const base = config.emulator_base.replace(/\/$/, '');
+  const who = await fetchJson(`${base}/_sim/identity?appid=${encodeURIComponent(config.miniapp_app_id)}`
+    + `&person=${encodeURIComponent(S.person)}`);
+  await fetchJson(`${base}/_sim/subscribe_grants`, {
+    method: 'POST', headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify({ appid: config.miniapp_app_id, openid: who.openid, template_id: config.reminder_template_id }),
+  });
+}
+
 function timeOf(iso) {
   const d = new Date(iso);
   return isNaN(d) ? '' : d.toLocaleTimeString('zh-CN', { hour: '2-digit', minute: '2-digit' });
@@ -238,6 +274,7 @@ function addMessages(list) {
     bubble(el, LABELS[m.sender_kind] || '', m.text, timeOf(m.created_at));
     if (m.payload && m.payload.type === 'video_invite') el.append(videoInviteButton(m.payload));
     if (m.sender_kind === 'agent') S.unconfirmed.add(Number(m.id));
+    if (m.payload && ADVISOR_CARDS[m.payload.type]) el.append(advisorCardButton(m.payload));
     const later = [...box.querySelectorAll('.msg[data-id]')].find((x) => Number(x.dataset.id) > Number(m.id));
     box.insertBefore(el, later || box.querySelector('.msg.pending'));
     if (Number(m.id) > S.lastId) S.lastId = Number(m.id);
@@ -402,9 +439,11 @@ function closeSocket() {
 // ---------- wiring ----------
 
 function setChatEnabled(on) {
-  for (const sel of ['#input', '#send', '#to-human', '#video', '#notify']) $(sel).disabled = !on;
-  if (on && S.channel === 'oa') $('#notify').disabled = true; // subscribe messages are the mini-program's
-  if (on && S.channel === 'oa') $('#video').disabled = true; // the account's video entry is a menu card
+  for (const sel of ['#input', '#send', '#to-human', '#video', '#notify', '#booking', '#upload']) $(sel).disabled = !on;
+  if (on && S.channel === 'oa') {
+    // subscribe messages are the mini-program's; the account's video, booking and upload entries are menu items
+    for (const sel of ['#notify', '#video', '#booking', '#upload']) $(sel).disabled = true;
+  }
 }
 
 async function onLogin(ev) {
@@ -488,6 +527,13 @@ $('#to-human').addEventListener('click', () => sendText('转人工'));
 $('#video').addEventListener('click', () => openVideo());
 
 $('#notify').addEventListener('click', () => allowReplyNotice().catch(showError));
+
+$('#booking').addEventListener('click', async () => {
+  try { await grantReminder(); } catch (e) { /* the booking still works, only without a reminder */ }
+  openAdvisorPage('booking.html');
+});
+
+$('#upload').addEventListener('click', () => openAdvisorPage('upload.html'));
 
 $('#error').addEventListener('click', clearError);
 

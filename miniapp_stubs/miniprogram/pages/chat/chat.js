@@ -12,6 +12,8 @@ const STATES = {
   closed: '本次服务已结束',
 };
 
+const CARD_LABELS = { booking_invite: '预约客户经理', document_request: '上传资料', guide: '打开操作指导' };
+
 // Server message → view model (WXML has no expressions for lookups, so precompute).
 function view(m) {
   return {
@@ -22,6 +24,9 @@ function view(m) {
     label: LABELS[m.sender_kind] || '',
     // The bot's one-tap video invitation (video scenarios): a button that opens the video page.
     videoInvite: !!(m.payload && m.payload.type === 'video_invite'),
+    // Advisor cards (docs/advisor.md): a booking link, a document request, a guide naming a page to open.
+    cardPath: m.payload && CARD_LABELS[m.payload.type] ? '/' + m.payload.miniapp_path : '',
+    cardLabel: m.payload ? CARD_LABELS[m.payload.type] || '' : '',
     text: m.text,
   };
 }
@@ -165,6 +170,10 @@ Page({
   },
 
   onToHuman() { this.sendText('转人工'); },
+
+  onCard(e) { wx.navigateTo({ url: e.currentTarget.dataset.path }); },
+
+  onBooking() { wx.navigateTo({ url: '/pages/booking/booking' }); },
 
   onVideo() {
     const cid = this.conversation ? this.conversation.id : '';

@@ -1,0 +1,26 @@
+"""Guided steps (同屏指导): an agent walks the customer through a mini-program page step by step."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column
+from sqlmodel import Field, SQLModel
+
+from api.timeutil import utcnow
+
+
+class Guide(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    conversation_id: int = Field(foreign_key="conversation.id", index=True)
+    customer_id: int = Field(foreign_key="customer.id", index=True)
+    agent_id: int = Field(foreign_key="agent.id")
+    page: str = Field(max_length=128)  # the mini-program page path, e.g. pages/transfer/transfer
+    title: str = Field(max_length=64)
+    steps: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    current_step: int = 0  # 0 = not opened yet; 1..len(steps)
+    state: str = Field(default="sent", max_length=16)  # sent, in_progress, done, stopped
+    progress: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)

@@ -1,0 +1,59 @@
+"""Guided steps over HTTP (thin)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from sqlmodel import col, select
+
+from api.agents.flows import get_for_agent
+from api.deps import CurrentAgent, CurrentCustomer, DeliveryDep, RedisDep, SessionDep
+from api.guides import flows
+from api.guides.models import Guide
+from api.guides.schemas import GuideCreate, GuidePublic, Progress
+
+router = APIRouter(tags=["guides"])
+
+
+@router.post("/agents/conversations/{conversation_id}/guides", response_model=GuidePublic)
+async def send_guide(
+    conversation_id: int, body: GuideCreate, agent: CurrentAgent, session: SessionDep, delivery: DeliveryDep
+):
+    """A guide card naming a mini-program page and its steps."""
+    guide = await flows.do_send_guide(
+        session,
+        delivery,
+        agent=agent,
+        conversation_id=conversation_id,
+        page=body.page,
+        title=body.title,
+        steps=body.steps,
+    )
+    return GuidePublic.of(guide)
+
+
+@router.get("/agents/conversations/{conversation_id}/guides", response_model=list[GuidePublic])
+async def list_guides(conversation_id: int, agent: CurrentAgent, session: SessionDep):
+    conversation = await get_for_agent(session, agent=agent, conversation_id=conversation_id)
+    rows = (
+        await session.exec(select(Guide).where(Guide.conversation_id == conversation.id).order_by(col(Guide.id)))
+    ).all()
+    return [GuidePublic.of(g) for g in rows]
+
+
+@router.post("/agents/guides/{guide_id}/stop", response_model=GuidePublic)
+async def stop(guide_id: int, agent: CurrentAgent, session: SessionDep, redis: RedisDep):
+    return GuidePublic.of(await flows.do_stop(session, redis, agent=agent, guide_id=guide_id))
+
+
+@router.get("/miniapp/guides/{guide_id}", response_model=GuidePublic)
+async def my_guide(guide_id: int, customer: CurrentCustomer, session: SessionDep):
+    return GuidePublic.of(await flows.get_for_customer(session, customer_id=customer.id, guide_id=guide_id))
+
+
+@router.post("/miniapp/guides/{guide_id}/progress", response_model=GuidePublic)
+async def progress(guide_id: int, body: Progress, customer: CurrentCustomer, session: SessionDep, redis: RedisDep):
+    """The page reports the step it shows (and `done` on the last)."""
+    guide = await flows.do_report_progress(
+        session, redis, customer_id=customer.id, guide_id=guide_id, step=body.step, done=body.done
+    )
+    return GuidePublic.of(guide)
