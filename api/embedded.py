@@ -85,7 +85,11 @@ class ThreadedServer:
 
     def __init__(self, app, port: int | None = None, log_level: str = "warning") -> None:
         self.port = port or free_port()
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level=log_level, lifespan="on")
+        # Forwarded headers are the app's business (api/proxies.py), never uvicorn's: applied twice, a client
+        # could name its own address.
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=self.port, log_level=log_level, lifespan="on", proxy_headers=False
+        )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True, name=f"uvicorn:{self.port}")
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -107,6 +108,15 @@ def rasa_ready(body: str) -> bool:
     return '"model_file"' in body and '"model_file":null' not in body.replace(" ", "")
 
 
+def migrate_database() -> None:
+    """`make migrate`: bring the configured database (or the embedded SQLite file) to the code's migrations."""
+    from api.db import migrate
+    from api.settings import Settings
+
+    migrate(Settings().resolved_database_url)
+    say("database migrated")
+
+
 def run() -> int:
     """The main job on the embedded defaults (or whatever YUNTING_* settings point at)."""
     env = dict(os.environ)
@@ -149,7 +159,17 @@ def run() -> int:
             env["YUNTING_RASA_URL"] = f"http://127.0.0.1:{rasa_port}"
             say(f"Rasa NLU service starting on {env['YUNTING_RASA_URL']}")
             say("(loading the model takes ~30 s; log: var/rasa.log)")
+        # Migrations are their own step; workers only check that the database is at them.
+        if subprocess.run([sys.executable, "-m", "api.launcher", "migrate"], cwd=ROOT, env=env).returncode:
+            say("migrations failed; nothing started")
+            return 1
         api_port = env.get("YUNTING_PORT", "8000")
+        workers = int(env.get("YUNTING_API_WORKERS", "1"))
+        if workers > 1:  # every worker writes its counters where any worker's /metrics sums them
+            metrics_dir = data_dir / "prometheus"
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+            metrics_dir.mkdir(parents=True)
+            env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
         children.append(
             _spawn(
                 [
@@ -162,6 +182,10 @@ def run() -> int:
                     "127.0.0.1",
                     "--port",
                     api_port,
+                    "--workers",
+                    str(workers),
+                    # X-Forwarded-For is read by the app from YUNTING_TRUSTED_PROXIES only (api/proxies.py).
+                    "--no-proxy-headers",
                 ],
                 env,
             )
@@ -199,10 +223,13 @@ def _own_group(child: subprocess.Popen) -> bool:
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="yunting")
-    parser.add_argument("command", choices=["run", "train", "model-path"])
+    parser.add_argument("command", choices=["run", "train", "model-path", "migrate"])
     args = parser.parse_args()
     if args.command == "train":
         train()
+        return 0
+    if args.command == "migrate":
+        migrate_database()
         return 0
     if args.command == "model-path":
         print(model_path())

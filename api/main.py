@@ -21,7 +21,7 @@ from api.channels.wechat_platform import WeChatPlatform
 from api.conversations.delivery import Delivery
 from api.conversations.flows import Triage
 from api.customers.models import Channel
-from api.db import create_engine, migrate
+from api.db import check_schema, create_engine, migrate
 from api.embedded import EmbeddedRedis, ThreadedServer
 from api.errors import install_error_handlers
 from api.health.router import router as health_router
@@ -62,7 +62,9 @@ async def _start_dependencies(app: FastAPI, settings: Settings, stack: AsyncExit
         api_base = await asyncio.to_thread(emulator.start)
         stack.callback(emulator.stop)
         log.info("bundled WeChat emulator at %s", api_base)
-    await asyncio.to_thread(migrate, settings.resolved_database_url)
+    # Migrations are their own step (`make migrate`); a worker only checks them, unless told to apply them
+    # (the embedded SQLite default, where nothing else would).
+    await asyncio.to_thread(migrate if settings.migrates_on_start else check_schema, settings.resolved_database_url)
     app.state.engine = create_engine(settings.resolved_database_url)
     stack.push_async_callback(app.state.engine.dispose)
     app.state.redis = DeploymentRedis.from_url(redis_url, decode_responses=True)

@@ -88,6 +88,20 @@ class Settings(BaseSettings):
     # "credential"} objects) or comma-separated STUN urls. Unset means none: host candidates only.
     video_ice_servers: str | None = None
 
+    # Operations (docs/deploy.md): migrations run as their own step (`make migrate`); a worker applies them
+    # at start only when this says so, or by default on the embedded SQLite file (nothing else to run them).
+    migrate_on_start: bool | None = None
+    # `/metrics` (Prometheus): answered to this bearer token, or, without one, only to peers (the socket's
+    # address, never a forwarded one) in these networks. Comma-separated addresses or CIDRs.
+    metrics_token: SecretStr | None = None
+    metrics_networks: str = "127.0.0.0/8,::1"
+    # Load balancers / reverse proxies whose X-Forwarded-For is believed (comma-separated addresses or CIDRs);
+    # from anyone else the header is ignored (api/proxies.py::client_address).
+    trusted_proxies: str = ""
+    # NLU studio: training and activation jobs run in `python -m api.studio.trainer`, not in API workers,
+    # unless this says so (the tests' single-process stacks).
+    studio_jobs_in_api: bool = False
+
     @model_validator(mode="after")
     def _refuse_placeholders_in_production(self) -> Settings:
         if self.env != "production":
@@ -104,6 +118,10 @@ class Settings(BaseSettings):
             names = ", ".join("YUNTING_" + n.upper() for n in missing)
             raise ValueError(f"production needs real values for: {names}")
         return self
+
+    @property
+    def migrates_on_start(self) -> bool:
+        return self.migrate_on_start if self.migrate_on_start is not None else self.database_url is None
 
     @cached_property
     def resolved_database_url(self) -> str:

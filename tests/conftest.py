@@ -116,6 +116,9 @@ def emulator(emulator_url) -> EmulatorClient:
 
 
 def app_settings(tmp_path: Path, **overrides) -> Settings:
+    # Each test stack starts on a fresh database: its first worker applies the migrations (`make migrate`
+    # in a deployment).
+    overrides.setdefault("migrate_on_start", True)
     return Settings(env="test", data_dir=tmp_path, secret_key="test-secret-" + "x" * 32, **overrides)
 
 

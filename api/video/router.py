@@ -25,6 +25,7 @@ from api.deps import (
     current_agent,
 )
 from api.errors import BadRequest, NotAuthenticated, NotPermitted, ResourceNotFound
+from api.proxies import client_address
 from api.security import read_token
 from api.video import flows, outcomes, service
 from api.video.models import CallState
@@ -88,7 +89,7 @@ async def request_call(
         conversation_id=body.conversation_id,
         notice_version=body.consent.notice_version,
         user_agent=request.headers.get("user-agent"),
-        client_ip=request.client.host if request.client else None,
+        client_ip=client_address(request),
     )
     return CallPublic.of(call)
 
