@@ -18,6 +18,7 @@ from api.conversations.flows import Triage
 from api.customers.models import Customer
 from api.db import unit_of_work
 from api.errors import NotAuthenticated, NotPermitted
+from api.realtime import EventHub
 from api.routing.engine import RoutingEngine
 from api.routing.loop import touch_agent
 from api.security import read_token
@@ -44,6 +45,10 @@ async def get_redis(conn: HTTPConnection) -> Redis:
     return conn.app.state.redis
 
 
+async def get_hub(conn: HTTPConnection) -> EventHub:
+    return conn.app.state.hub
+
+
 async def get_triage(conn: HTTPConnection) -> Triage:
     return conn.app.state.triage
 
@@ -61,6 +66,7 @@ EngineDep = Annotated[AsyncEngine, Depends(get_engine)]
 # "function" scope: commit (or roll back) before the response is sent, so a 200 means it is stored.
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 RedisDep = Annotated[Redis, Depends(get_redis)]
+HubDep = Annotated[EventHub, Depends(get_hub)]
 TriageDep = Annotated[Triage, Depends(get_triage)]
 DeliveryDep = Annotated[Delivery, Depends(get_delivery)]
 RoutingDep = Annotated[RoutingEngine, Depends(get_routing)]

@@ -27,7 +27,7 @@ from api.errors import install_error_handlers
 from api.health.router import router as health_router
 from api.limits import BodySizeLimit
 from api.masking import install_log_masking
-from api.realtime import DeploymentRedis
+from api.realtime import DeploymentRedis, EventHub
 from api.routing.engine import RoutingEngine
 from api.routing.loop import RoutingLoop
 from api.settings import Settings
@@ -69,6 +69,10 @@ async def _start_dependencies(app: FastAPI, settings: Settings, stack: AsyncExit
     stack.push_async_callback(app.state.engine.dispose)
     app.state.redis = DeploymentRedis.from_url(redis_url, decode_responses=True)
     stack.push_async_callback(app.state.redis.aclose)
+    # One pub/sub connection per worker, fanned out to its sockets (not one per socket).
+    app.state.hub = EventHub(app.state.redis)
+    await app.state.hub.start()
+    stack.push_async_callback(app.state.hub.stop)
     nlu = RasaClient(settings.rasa_url, timeout_s=settings.nlu_timeout_s)
     stack.push_async_callback(nlu.aclose)
     app.state.triage = Triage(
