@@ -163,6 +163,9 @@ def run() -> int:
         if subprocess.run([sys.executable, "-m", "api.launcher", "migrate"], cwd=ROOT, env=env).returncode:
             say("migrations failed; nothing started")
             return 1
+        # The studio's trainer: training and activation jobs run here, not in the API workers.
+        children.append(_spawn([sys.executable, "-m", "api.studio.trainer"], env))
+        say("NLU studio trainer started (python -m api.studio.trainer)")
         api_port = env.get("YUNTING_PORT", "8000")
         workers = int(env.get("YUNTING_API_WORKERS", "1"))
         if workers > 1:  # every worker writes its counters where any worker's /metrics sums them

@@ -9,7 +9,7 @@ for a human and is assigned to an agent. We then open N idle customer sockets fr
 - with all N sockets open, the agent sends M replies, one after the other, to the talking customer; each is
   timed from the start of the agent's `POST` to its arrival on the customer's socket (p50/p99/max).
 
-    .venv/bin/python bench/idle_sockets.py [--sockets 5000] [--replies 300] \
+    PYTHONPATH=. .venv/bin/python bench/idle_sockets.py [--sockets 5000] [--replies 300] \
         [--database-url postgresql://postgres@127.0.0.1:5432/test] [--rasa-url http://127.0.0.1:5905]
 """
 
@@ -33,15 +33,13 @@ import redis
 from sqlalchemy import create_engine, text
 from websockets.asyncio.client import connect
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from api.db import migrate  # noqa: E402
-from api.embedded import ThreadedServer, free_port  # noqa: E402
-from api.launcher import ROOT, wait_for  # noqa: E402
-from api.security import issue_token  # noqa: E402
-from api.settings import async_database_url, sync_database_url  # noqa: E402
-from api.wechat_emulator.app import create_app as create_emulator  # noqa: E402
-from tests.support import EmulatorClient, MiniappCustomer, create_agent  # noqa: E402
+from api.db import migrate
+from api.embedded import ThreadedServer, free_port
+from api.launcher import ROOT, wait_for
+from api.security import issue_token
+from api.settings import async_database_url, sync_database_url
+from api.wechat_emulator.app import create_app as create_emulator
+from tests.support import EmulatorClient, MiniappCustomer, create_agent
 
 SECRET = "bench-" + "k" * 40
 
@@ -100,8 +98,10 @@ async def run(args) -> None:
             YUNTING_LOG_LEVEL="WARNING",
         )
         api = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "--factory", "api.main:create_app", "--port", str(port)]
-            + ["--no-proxy-headers", "--no-access-log", "--log-level", "warning"],
+            [
+                *(sys.executable, "-m", "uvicorn", "--factory", "api.main:create_app", "--port", str(port)),
+                *("--no-proxy-headers", "--no-access-log", "--log-level", "warning"),
+            ],
             cwd=ROOT,
             env=env,
         )
@@ -132,9 +132,7 @@ async def run(args) -> None:
                 ids = [
                     row[0]
                     for row in conn.execute(
-                        text(
-                            "INSERT INTO customer (created_at) SELECT now() FROM generate_series(1, :n) RETURNING id"
-                        ),
+                        text("INSERT INTO customer (created_at) SELECT now() FROM generate_series(1, :n) RETURNING id"),
                         {"n": args.sockets},
                     )
                 ]

@@ -119,6 +119,8 @@ def app_settings(tmp_path: Path, **overrides) -> Settings:
     # Each test stack starts on a fresh database: its first worker applies the migrations (`make migrate`
     # in a deployment).
     overrides.setdefault("migrate_on_start", True)
+    # A test stack is one process: it runs the studio's jobs itself (`python -m api.studio.trainer` elsewhere).
+    overrides.setdefault("studio_jobs_in_api", True)
     return Settings(env="test", data_dir=tmp_path, secret_key="test-secret-" + "x" * 32, **overrides)
 
 

@@ -92,9 +92,12 @@ class Studio:
         self._reconcile_task: asyncio.Task | None = None
 
     # ---- lifecycle ------------------------------------------------------------------------------------
-    async def start(self) -> None:
+    async def start(self, *, run_jobs: bool | None = None) -> None:
+        """Follow the active NLU; run training and activation jobs only where told (`api.studio.trainer`, or
+        an API worker with `YUNTING_STUDIO_JOBS_IN_API`)."""
         await self.follower.start()
-        self.runner.start()
+        if self.settings.studio_jobs_in_api if run_jobs is None else run_jobs:
+            self.runner.start()
         self._reconcile_task = asyncio.create_task(self._reconcile(), name="studio-reconcile")
 
     async def stop(self) -> None:
