@@ -154,11 +154,15 @@ def run() -> int:
             env["YUNTING_WECHAT_API_BASE"] = f"http://127.0.0.1:{port}"
             say(f"bundled WeChat emulator: {env['YUNTING_WECHAT_API_BASE']}")
         if "YUNTING_RASA_URL" not in env:
-            rasa_port = int(env.get("YUNTING_RASA_PORT", "5005"))
-            children.append(start_rasa(train(), rasa_port, data_dir / "rasa.log"))
+            # One Rasa replica as a deployment runs it: `api.studio.rasa_host` (blue/green model loads) in front
+            # of `rasa run`; the studio activates a model by loading it there.
+            rasa_port = env.get("YUNTING_RASA_PORT", "5005")
+            replica = [sys.executable, "-m", "api.studio.rasa_host", "--host", "127.0.0.1", "--port", rasa_port]
+            replica += ["--model", train().name, "--work-dir", str(data_dir / "rasa-host")]
+            children.append(_spawn(replica, env))
             env["YUNTING_RASA_URL"] = f"http://127.0.0.1:{rasa_port}"
-            say(f"Rasa NLU service starting on {env['YUNTING_RASA_URL']}")
-            say("(loading the model takes ~30 s; log: var/rasa.log)")
+            say(f"Rasa NLU replica starting on {env['YUNTING_RASA_URL']}")
+            say("(loading the model takes ~30 s; Rasa's log: var/rasa-host/)")
         # Migrations are their own step; workers only check that the database is at them.
         if subprocess.run([sys.executable, "-m", "api.launcher", "migrate"], cwd=ROOT, env=env).returncode:
             say("migrations failed; nothing started")

@@ -101,6 +101,11 @@ class Settings(BaseSettings):
     # NLU studio: training and activation jobs run in `python -m api.studio.trainer`, not in API workers,
     # unless this says so (the tests' single-process stacks).
     studio_jobs_in_api: bool = False
+    # Rasa replicas run as `python -m api.studio.rasa_host` (blue/green per replica): the studio loads a model
+    # into every replica with this bearer token (unset: the replica takes loads from its own loopback only).
+    nlu_host_token: SecretStr | None = None
+    # Evaluate the model `make run` shipped (unevaluated, trained from the current files) like any version.
+    studio_evaluate_shipped: bool = True
 
     @model_validator(mode="after")
     def _refuse_placeholders_in_production(self) -> Settings:

@@ -121,6 +121,8 @@ def app_settings(tmp_path: Path, **overrides) -> Settings:
     overrides.setdefault("migrate_on_start", True)
     # A test stack is one process: it runs the studio's jobs itself (`python -m api.studio.trainer` elsewhere).
     overrides.setdefault("studio_jobs_in_api", True)
+    # Tests that train start from an idle studio; the shipped model's evaluation has a test of its own.
+    overrides.setdefault("studio_evaluate_shipped", False)
     return Settings(env="test", data_dir=tmp_path, secret_key="test-secret-" + "x" * 32, **overrides)
 
 
