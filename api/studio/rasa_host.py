@@ -207,11 +207,16 @@ def create_app(replica: Replica, *, initial_model: str | None, token: str | None
 
 
 async def _initial(replica: Replica, model_file: str) -> None:
-    try:
-        await replica.load(model_file)
-    except Exception:
-        replica.state = "failed"
-        log.exception("could not load the initial model %s", model_file)
+    """The model to serve at start; a replica that can't load it keeps trying (it answers 503 meanwhile)."""
+    pause = 5.0
+    while replica.current is None:
+        try:
+            await replica.load(model_file)
+        except Exception:
+            replica.state = "failed: retrying"
+            log.exception("could not load the initial model %s; again in %.0f s", model_file, pause)
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 120.0)
 
 
 def main() -> None:
