@@ -152,13 +152,11 @@ class Studio:
     async def _reconcile(self) -> None:
         """At start: record the model the configured Rasa serves, and bring the active version back if a
         restart left the configured Rasa serving something else (e.g. `make run` trained the latest data)."""
-        for _ in range(120):
+        while True:  # a Rasa that comes up late (minutes, on a loaded host) is still recorded
             status = await rasa_status(self.settings.rasa_url)
             if status and status.get("model_file"):
                 break
             await asyncio.sleep(5)
-        else:
-            return
         base_model = Path(str(status["model_file"])).name
         try:
             async with unit_of_work(self.engine) as session:

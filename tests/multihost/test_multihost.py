@@ -23,6 +23,7 @@ from sqlalchemy import create_engine, text
 from websockets.asyncio.client import connect
 
 from api.launcher import NLU_DATA, model_path
+from api.settings import async_database_url, sync_database_url
 from tests.multihost.conftest import postgres_on, wait_ready
 from tests.support import EmulatorClient, MiniappCustomer, create_agent, next_message
 
@@ -79,7 +80,9 @@ async def test_two_api_hosts_a_data_host_and_a_rasa_host(network, tmp_path):
         [sys.executable, "-m", "api.wechat_emulator", "--host", data.address, "--port", "8090"],
         base_env,
     )
-    rasa_env = {**base_env, "YUNTING_MODELS_DIR": str(models), "YUNTING_NLU_HOST_TOKEN": TOKEN}
+    # Loading a model takes ~30 s on an idle 2-core box and several minutes on a loaded shared one.
+    slow = {"YUNTING_STUDIO_RASA_START_TIMEOUT_S": "1500"}
+    rasa_env = {**base_env, **slow, "YUNTING_MODELS_DIR": str(models), "YUNTING_NLU_HOST_TOKEN": TOKEN}
     network.start(
         rasa,
         "replica",
@@ -101,7 +104,8 @@ async def test_two_api_hosts_a_data_host_and_a_rasa_host(network, tmp_path):
         "YUNTING_NLU_DEPLOYMENT": "multihost",
         "YUNTING_NLU_DATA_DIR": str(tmp_path / "nlu_data"),
         "YUNTING_MODELS_DIR": str(models),
-        "YUNTING_NLU_TIMEOUT_S": "10",
+        "YUNTING_NLU_TIMEOUT_S": "30",
+        **slow,
         "YUNTING_STUDIO_EVALUATE_SHIPPED": "false",
         "YUNTING_METRICS_NETWORKS": f"{network.subnet}.0/24",
     }
@@ -130,14 +134,15 @@ async def test_two_api_hosts_a_data_host_and_a_rasa_host(network, tmp_path):
     for host in (api1, api2):
         wait_ready(urls[host.name] + "/readyz", 120, "API", network, f"{host.name}-api")
     replica = f"http://{rasa.address}:5005"
-    wait_ready(replica + "/status", 600, "Rasa replica", network, "rasa-replica")
+    wait_ready(replica + "/status", 1500, "Rasa replica", network, "rasa-replica")
     for host in (api1, api2):
         health = httpx.get(urls[host.name] + "/healthz", timeout=10).json()
         assert health["dependencies"]["nlu"].get("model") == served.name, health
 
     emulator = EmulatorClient(f"http://{data.address}:8090")
-    await create_agent(database_url, username="mh-agent", password=PASSWORD, skills=["general"])
-    await create_agent(database_url, username="mh-editor", password=PASSWORD, skills=["general"], role="nlu_editor")
+    async_url = async_database_url(database_url)
+    await create_agent(async_url, username="mh-agent", password=PASSWORD, skills=["general"])
+    await create_agent(async_url, username="mh-editor", password=PASSWORD, skills=["general"], role="nlu_editor")
 
     # --- a customer on api1, their agent on api2 ---------------------------------------------------------
     customer = await MiniappCustomer.login(urls["api1"], emulator)
@@ -165,7 +170,7 @@ async def test_two_api_hosts_a_data_host_and_a_rasa_host(network, tmp_path):
             "token"
         ]
     editor.headers["Authorization"] = "Bearer " + token
-    engine = create_engine(database_url)
+    engine = create_engine(sync_database_url(async_url))
     with engine.begin() as conn:  # a version the studio trained earlier (training itself: tests/studio)
         second_id = conn.execute(
             text(
@@ -249,7 +254,7 @@ async def _keep_talking(customer: MiniappCustomer) -> int:
 
 
 async def _job(editor: httpx.AsyncClient, job_id: int, network) -> dict:
-    for _ in range(900):
+    for _ in range(1800):
         job = (await editor.get(f"/jobs/{job_id}")).json()
         if job["status"] in ("succeeded", "failed"):
             return job

@@ -29,6 +29,8 @@ def small_copy(dest):
         lines += [f"    - {text}" for text in texts]
     (dest / "nlu").mkdir()
     (dest / "nlu" / "small.yml").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    domain = ['version: "3.1"', "intents:", *(f"  - {intent}" for intent in INTENTS)]
+    (dest / "domain.yml").write_text("\n".join(domain) + "\n", encoding="utf-8")
 
 
 def test_the_shipped_pipeline_is_seeded():
