@@ -96,6 +96,10 @@ async def run(args) -> None:
             YUNTING_WECHAT_API_BASE=emulator_url,
             YUNTING_SECRET_KEY=SECRET,
             YUNTING_LOG_LEVEL="WARNING",
+            # Opening thousands of sockets takes minutes on a loaded box: the agent's assignment must not
+            # time out (or the agent go "offline") meanwhile; that is not what is measured.
+            YUNTING_AGENT_HEARTBEAT_TTL_S="3600",
+            YUNTING_AGENT_ANSWER_TIMEOUT_S="3600",
         )
         api = subprocess.Popen(
             [
@@ -171,6 +175,7 @@ async def run(args) -> None:
                 await s.close()
         await talker.aclose()
         load = os.getloadavg()
+        print(f"talking customer's conversation: {conversation_id}", flush=True)
         print(f"sockets opened: {len(sockets)} in {opened_s:.1f} s; still open after the replies: {alive}")
         print(f"redis clients (all / pub-sub): before {clients_before}, after {clients_after}")
         print(
@@ -185,7 +190,10 @@ async def run(args) -> None:
     finally:
         if api is not None:
             api.terminate()
-            api.wait(timeout=30)
+            try:
+                api.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                api.kill()
         emulator.stop()
         redis_proc.terminate()
         redis_proc.wait(timeout=10)
