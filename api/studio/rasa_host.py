@@ -228,6 +228,7 @@ def main() -> None:
     args = parser.parse_args()
     settings = Settings()
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per forwarded parse is noise
     replica = Replica(
         models_dir=Path(settings.models_dir).resolve(),
         work_dir=Path(args.work_dir).resolve(),
