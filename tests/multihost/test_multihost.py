@@ -155,6 +155,7 @@ async def test_two_api_hosts_a_data_host_and_a_rasa_host(network, tmp_path):
     login = (await agent_http.post("/agents/login", json={"username": "mh-agent", "password": PASSWORD})).json()
     agent_http.headers["Authorization"] = "Bearer " + login["token"]
     inbox = await agent_events(urls["api2"], login["token"])
+    alive = asyncio.create_task(_console_pings(inbox))  # as the console does: an agent who went quiet is offline
     await agent_http.put("/agents/me/presence", json={"presence": "online"})
     customer_ws = await customer.socket()
     await customer.say("转人工")
@@ -237,6 +238,7 @@ async def test_two_api_hosts_a_data_host_and_a_rasa_host(network, tmp_path):
 
     for each in (customer, moved, talker):
         await each.aclose()
+    alive.cancel()
     await inbox.close()
     await agent_http.aclose()
     await editor.aclose()
@@ -247,6 +249,12 @@ def _value(metrics: str, sample: str) -> float:
         if line.startswith(sample + " "):
             return float(line.rsplit(" ", 1)[1])
     return 0.0
+
+
+async def _console_pings(inbox) -> None:
+    while True:
+        await asyncio.sleep(10)
+        await inbox.send(json.dumps({"type": "ping"}))
 
 
 async def _keep_talking(customer: MiniappCustomer) -> int:
