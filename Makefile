@@ -18,12 +18,13 @@ find_python = $(shell for c in python$(1) $$(pyenv root 2>/dev/null)/versions/$(
 PY311 := $(call find_python,3.11)
 PY310 := $(call find_python,3.10)
 
-.PHONY: help setup run test lint train nlu-eval nlu-validate agent browser clean audit-verify
+.PHONY: help setup run migrate test lint train nlu-eval nlu-validate agent browser clean audit-verify
 
 help:
 	@echo "make run    - set up and run Yunting on the embedded defaults (prints the URLs)"
 	@echo "make test   - set up and run the test suite"
 	@echo "make lint   - ruff: formatting and lint rules (pyproject.toml)"
+	@echo "make migrate - apply the database migrations (YUNTING_DATABASE_URL, or the embedded SQLite file)"
 	@echo "make train  - train the NLU model if nlu_data/ changed"
 	@echo "make nlu-eval - validate nlu_data/ and run 5-fold cross-validation (writes docs/nlu-eval.md)"
 	@echo "make audit-verify - check the audit trail's hash chain (names the first broken row)"
@@ -71,6 +72,10 @@ nlu-eval: nlu-validate
 
 audit-verify: setup
 	@$(PY) -m api.audit.verify
+
+# `make run` applies them too (api.launcher run), before it starts the API workers.
+migrate: setup
+	@$(PY) -m api.launcher migrate
 
 run: setup
 	@$(PY) -m api.launcher run

@@ -1,4 +1,5 @@
-"""The SQL record: async engine, the request-scoped unit of work, and migrations at start."""
+"""The SQL record: async engine, the request-scoped unit of work, migrations (`make migrate`) and the check
+that a worker's database is at them."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import create_engine as sa_create_engine
 from sqlalchemy import event, make_url, text
 from sqlalchemy.dialects.sqlite.aiosqlite import (
     AsyncAdapt_aiosqlite_connection,
@@ -157,6 +161,27 @@ def migrate(async_url: str) -> None:
     at once take turns: PostgreSQL under an advisory lock (migrations/env.py), a SQLite file under a file lock."""
     with _sqlite_file_lock(async_url):
         command.upgrade(alembic_config(async_url), "heads")
+
+
+class SchemaBehind(RuntimeError):
+    """The database is not at the migrations this code expects: run `make migrate` first."""
+
+
+def check_schema(async_url: str) -> None:
+    """Refuse to serve on a database the migrations haven't reached (or that is ahead of this code)."""
+    script = ScriptDirectory.from_config(alembic_config(async_url))
+    expected = set(script.get_heads())
+    engine = sa_create_engine(sync_database_url(async_url))
+    try:
+        with engine.connect() as conn:
+            current = set(MigrationContext.configure(conn).get_current_heads())
+    finally:
+        engine.dispose()
+    if current != expected:
+        raise SchemaBehind(
+            f"database schema is at {sorted(current) or 'nothing'}, this code expects {sorted(expected)}: "
+            "run `make migrate` (or set YUNTING_MIGRATE_ON_START=true)"
+        )
 
 
 @contextmanager

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel.ext.asyncio.session import AsyncSession
 from starlette.requests import HTTPConnection
 
-from api import tickets
+from api import proxies, tickets
 from api.agents.models import Agent
 from api.channels.wechat_platform import WeChatPlatform
 from api.conversations.delivery import Delivery
@@ -22,6 +22,7 @@ from api.delivery.flows import DeliveryTracker
 from api.documents.storage import DocumentStore
 from api.errors import NotAuthenticated, NotPermitted
 from api.ratelimit import RateLimiter
+from api.realtime import EventHub
 from api.routing.engine import RoutingEngine
 from api.routing.loop import touch_agent
 from api.security import read_token
@@ -48,6 +49,10 @@ async def get_redis(conn: HTTPConnection) -> Redis:
     return conn.app.state.redis
 
 
+async def get_hub(conn: HTTPConnection) -> EventHub:
+    return conn.app.state.hub
+
+
 async def get_triage(conn: HTTPConnection) -> Triage:
     return conn.app.state.triage
 
@@ -65,9 +70,9 @@ async def get_limiter(conn: HTTPConnection) -> RateLimiter:
 
 
 def client_address(conn: HTTPConnection) -> str:
-    """The client's address for limits and records: the direct peer. The one place to change when a trusted
-    proxy's forwarded header is honoured."""
-    return conn.client.host if conn.client else "unknown"
+    """The client's address for limits and records: the peer, or what trusted proxies (YUNTING_TRUSTED_PROXIES)
+    say they received the request from (api/proxies.py)."""
+    return proxies.client_address(conn) or "unknown"
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
@@ -77,6 +82,7 @@ EngineDep = Annotated[AsyncEngine, Depends(get_engine)]
 # "function" scope: commit (or roll back) before the response is sent, so a 200 means it is stored.
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 RedisDep = Annotated[Redis, Depends(get_redis)]
+HubDep = Annotated[EventHub, Depends(get_hub)]
 TriageDep = Annotated[Triage, Depends(get_triage)]
 DeliveryDep = Annotated[Delivery, Depends(get_delivery)]
 RoutingDep = Annotated[RoutingEngine, Depends(get_routing)]

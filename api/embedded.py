@@ -87,7 +87,9 @@ class ThreadedServer:
 
     def __init__(self, app, port: int | None = None, log_level: str = "warning") -> None:
         self.port = port or free_port()
-        # Request heads are bounded by the parser itself (api/http_limits.py), not read whole first.
+        # Request heads are bounded by the parser itself (api/http_limits.py), not read whole first. Forwarded
+        # headers are the app's business (api/proxies.py), never uvicorn's: applied twice, a client could name
+        # its own address.
         config = uvicorn.Config(
             app,
             host="127.0.0.1",
@@ -95,6 +97,7 @@ class ThreadedServer:
             log_level=log_level,
             lifespan="on",
             http=BoundedHttpToolsProtocol,
+            proxy_headers=False,
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True, name=f"uvicorn:{self.port}")

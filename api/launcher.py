@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -119,6 +120,15 @@ def rasa_ready(body: str) -> bool:
     return '"model_file"' in body and '"model_file":null' not in body.replace(" ", "")
 
 
+def migrate_database() -> None:
+    """`make migrate`: bring the configured database (or the embedded SQLite file) to the code's migrations."""
+    from api.db import migrate
+    from api.settings import Settings
+
+    migrate(Settings().resolved_database_url)
+    say("database migrated")
+
+
 def run() -> int:
     """The main job on the embedded defaults (or whatever YUNTING_* settings point at), supervised: a child that
     exits is restarted with backoff (api/supervisor.py); SIGINT or SIGTERM stops every child once."""
@@ -151,24 +161,42 @@ def run() -> int:
             model = train(give_up=lambda: supervisor.stopping)
             if model is None:
                 return 0
-            # YUNTING_RASA_REPLICAS: that many `rasa run` on consecutive ports, balanced by the app (bot/nlu.py),
-            # each supervised on its own.
+            # Each replica as a deployment runs it: `api.studio.rasa_host` (blue/green model loads) in front of
+            # `rasa run`; the studio activates a model by loading it there. YUNTING_RASA_REPLICAS: that many on
+            # consecutive ports, balanced by the app (bot/nlu.py), each supervised on its own.
             replicas = max(1, int(env.get("YUNTING_RASA_REPLICAS", "1")))
             urls = []
             for index in range(replicas):
-                port = rasa_port + index
-                log_path = data_dir / ("rasa.log" if index == 0 else f"rasa-{index + 1}.log")
-                log_path.write_text("")
+                port = str(rasa_port + index)
                 name = "rasa" if index == 0 else f"rasa-{index + 1}"
-                supervisor.add(name, lambda port=port, log_path=log_path: start_rasa(model, port, log_path))
+                replica = [sys.executable, "-m", "api.studio.rasa_host", "--host", "127.0.0.1", "--port", port]
+                replica += ["--model", model.name, "--work-dir", str(data_dir / f"{name}-host")]
+                supervisor.add(name, lambda replica=replica: _spawn(replica, env))
                 urls.append(f"http://127.0.0.1:{port}")
             env["YUNTING_RASA_URL"] = urls[0]
             env["YUNTING_RASA_URLS"] = ",".join(urls)
-            say(f"Rasa NLU service starting on {env['YUNTING_RASA_URLS']}")
-            say("(loading the model takes ~30 s; log: var/rasa.log)")
+            say(f"Rasa NLU replicas starting on {env['YUNTING_RASA_URLS']}")
+            say("(loading the model takes ~30 s; Rasa's log: var/rasa-host/)")
+        # Migrations are their own step; workers only check that the database is at them.
+        if subprocess.run([sys.executable, "-m", "api.launcher", "migrate"], cwd=ROOT, env=env).returncode:
+            say("migrations failed; nothing started")
+            return 1
+        # The studio's trainer: training and activation jobs run here, not in the API workers.
+        supervisor.add("trainer", lambda: _spawn([sys.executable, "-m", "api.studio.trainer"], env))
+        say("NLU studio trainer started (python -m api.studio.trainer)")
         api_port = env.get("YUNTING_PORT", "8000")
+        workers = int(env.get("YUNTING_API_WORKERS", "1"))
+        if workers > 1:  # every worker writes its counters where any worker's /metrics sums them
+            metrics_dir = data_dir / "prometheus"
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+            metrics_dir.mkdir(parents=True)
+            env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
         api = [sys.executable, "-m", "uvicorn", "--factory", "api.main:create_app", "--host", "127.0.0.1"]
-        supervisor.add("api", lambda: _spawn([*api, "--port", api_port], env))
+        api += ["--port", api_port, "--workers", str(workers)]
+        # X-Forwarded-For is read by the app from YUNTING_TRUSTED_PROXIES only (api/proxies.py); request heads
+        # are bounded by the parser (api/http_limits.py).
+        api += ["--no-proxy-headers", "--http", "api.http_limits:BoundedHttpToolsProtocol"]
+        supervisor.add("api", lambda: _spawn(api, env))
         base = f"http://127.0.0.1:{api_port}"
         healthy = wait_for(
             base + "/healthz",
@@ -206,10 +234,13 @@ def _spawn(command: list[str], env: dict[str, str]) -> subprocess.Popen:
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="yunting")
-    parser.add_argument("command", choices=["run", "train", "model-path"])
+    parser.add_argument("command", choices=["run", "train", "model-path", "migrate"])
     args = parser.parse_args()
     if args.command == "train":
         train()
+        return 0
+    if args.command == "migrate":
+        migrate_database()
         return 0
     if args.command == "model-path":
         print(model_path())

@@ -24,7 +24,7 @@ from api.channels.wechat_platform import WeChatPlatform
 from api.conversations.delivery import Delivery
 from api.conversations.flows import Triage
 from api.customers.models import Channel
-from api.db import create_engine, migrate
+from api.db import check_schema, create_engine, migrate
 from api.delivery.flows import DeliveryLoop, DeliveryTracker
 from api.deps import limit_studio_writes
 from api.documents.flows import OaImageIntake
@@ -40,7 +40,7 @@ from api.limits import BodySizeLimit
 from api.logging_config import RequestId, configure_logging
 from api.masking import install_log_masking
 from api.ratelimit import RateLimiter
-from api.realtime import DeploymentRedis
+from api.realtime import DeploymentRedis, EventHub
 from api.routing.engine import RoutingEngine
 from api.routing.loop import RoutingLoop
 from api.settings import Settings
@@ -78,12 +78,18 @@ async def _start_dependencies(app: FastAPI, settings: Settings, stack: AsyncExit
         api_base = await asyncio.to_thread(emulator.start)
         stack.callback(emulator.stop)
         log.info("bundled WeChat emulator at %s", api_base)
-    await asyncio.to_thread(migrate, settings.resolved_database_url)
+    # Migrations are their own step (`make migrate`); a worker only checks them, unless told to apply them
+    # (the embedded SQLite default, where nothing else would).
+    await asyncio.to_thread(migrate if settings.migrates_on_start else check_schema, settings.resolved_database_url)
     app.state.engine = create_engine(settings.resolved_database_url)
     stack.push_async_callback(app.state.engine.dispose)
     app.state.redis = DeploymentRedis.from_url(redis_url, decode_responses=True)
     stack.push_async_callback(app.state.redis.aclose)
     app.state.limiter = RateLimiter(app.state.redis, settings)
+    # One pub/sub connection per worker, fanned out to its sockets (not one per socket).
+    app.state.hub = EventHub(app.state.redis)
+    await app.state.hub.start()
+    stack.push_async_callback(app.state.hub.stop)
     cache = None
     if settings.nlu_parse_cache:
         cache = ParseCache(

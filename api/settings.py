@@ -175,6 +175,25 @@ class Settings(BaseSettings):
     documents_dir: Path = Path("var/documents")
     document_max_bytes: int = 10 * 1024 * 1024
 
+    # Operations (docs/deploy.md): migrations run as their own step (`make migrate`); a worker applies them
+    # at start only when this says so, or by default on the embedded SQLite file (nothing else to run them).
+    migrate_on_start: bool | None = None
+    # `/metrics` (Prometheus): answered to this bearer token, or, without one, only to peers (the socket's
+    # address, never a forwarded one) in these networks. Comma-separated addresses or CIDRs.
+    metrics_token: SecretStr | None = None
+    metrics_networks: str = "127.0.0.0/8,::1"
+    # Load balancers / reverse proxies whose X-Forwarded-For is believed (comma-separated addresses or CIDRs);
+    # from anyone else the header is ignored (api/proxies.py::client_address).
+    trusted_proxies: str = ""
+    # NLU studio: training and activation jobs run in `python -m api.studio.trainer`, not in API workers,
+    # unless this says so (the tests' single-process stacks).
+    studio_jobs_in_api: bool = False
+    # Rasa replicas run as `python -m api.studio.rasa_host` (blue/green per replica): the studio loads a model
+    # into every replica with this bearer token (unset: the replica takes loads from its own loopback only).
+    nlu_host_token: SecretStr | None = None
+    # Evaluate the model `make run` shipped (unevaluated, trained from the current files) like any version.
+    studio_evaluate_shipped: bool = True
+
     @model_validator(mode="after")
     def _refuse_placeholders_in_production(self) -> Settings:
         if self.env != "production":
@@ -218,6 +237,10 @@ class Settings(BaseSettings):
         """Every Rasa replica to balance over (`rasa_urls`, else `rasa_url` alone)."""
         urls = [u.strip().rstrip("/") for u in (self.rasa_urls or "").split(",") if u.strip()]
         return urls or [self.rasa_url.rstrip("/")]
+
+    @property
+    def migrates_on_start(self) -> bool:
+        return self.migrate_on_start if self.migrate_on_start is not None else self.database_url is None
 
     @cached_property
     def resolved_database_url(self) -> str:

@@ -128,6 +128,13 @@ TEST_VAULT_MASTER_KEYS = new_master_key_entry("test-1")
 
 
 def app_settings(tmp_path: Path, **overrides) -> Settings:
+    # Each test stack starts on a fresh database: its first worker applies the migrations (`make migrate`
+    # in a deployment).
+    overrides.setdefault("migrate_on_start", True)
+    # A test stack is one process: it runs the studio's jobs itself (`python -m api.studio.trainer` elsewhere).
+    overrides.setdefault("studio_jobs_in_api", True)
+    # Tests that train start from an idle studio; the shipped model's evaluation has a test of its own.
+    overrides.setdefault("studio_evaluate_shipped", False)
     values = {
         **PER_ADDRESS_LIMITS_LIFTED,
         "secret_key": "test-secret-" + "x" * 32,

@@ -9,15 +9,15 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from api.agents.models import Agent
 from api.db import unit_of_work
-from api.deps import RedisDep, SettingsDep, socket_bearer
-from api.realtime import AGENTS_CHANNEL, agent_channel
+from api.deps import HubDep, RedisDep, SettingsDep, socket_bearer
+from api.realtime import AGENTS_CHANNEL, RESYNC, SubscriberOverflow, agent_channel
 from api.routing.loop import touch_agent
 
 router = APIRouter(prefix="/agents", tags=["agents"])
 
 
 @router.websocket("/ws")
-async def inbox(websocket: WebSocket, settings: SettingsDep, redis: RedisDep):
+async def inbox(websocket: WebSocket, settings: SettingsDep, redis: RedisDep, hub: HubDep):
     """Events: queue_changed, assigned, conversation_removed, message (customer messages), presence."""
     agent_id = await socket_bearer(websocket, settings, kind="agent")
     if agent_id is None:
@@ -30,23 +30,31 @@ async def inbox(websocket: WebSocket, settings: SettingsDep, redis: RedisDep):
         return
     await websocket.accept()
     await touch_agent(redis, agent_id, settings.agent_heartbeat_ttl_s)
-    pubsub = redis.pubsub()
-    await pubsub.subscribe(AGENTS_CHANNEL, agent_channel(agent_id))
     try:
-        async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(_forward(websocket, pubsub))
-            tasks.create_task(_heartbeat(websocket, redis, agent_id, settings.agent_heartbeat_ttl_s))
-    except* (WebSocketDisconnect, RuntimeError, ConnectionError):
+        async with hub.listen(AGENTS_CHANNEL, agent_channel(agent_id), kind="agent") as events:
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(_forward(websocket, events))
+                tasks.create_task(_heartbeat(websocket, redis, agent_id, settings.agent_heartbeat_ttl_s))
+    except* SubscriberOverflow:
+        await _close(websocket, 1013)  # too far behind: the console reconnects and reloads its lists
+    except* (WebSocketDisconnect, RuntimeError, ConnectionError, TimeoutError):
         pass
-    finally:
-        await pubsub.unsubscribe()
-        await pubsub.aclose()
 
 
-async def _forward(websocket: WebSocket, pubsub) -> None:
-    async for item in pubsub.listen():
-        if item.get("type") == "message":
-            await websocket.send_text(item["data"])
+async def _close(websocket: WebSocket, code: int) -> None:
+    try:
+        await websocket.close(code=code)
+    except (RuntimeError, ConnectionError):
+        pass
+
+
+async def _forward(websocket: WebSocket, events) -> None:
+    while True:
+        data = await events.next()
+        if data is RESYNC:  # Redis came back: events may be missing; the console reloads its lists
+            await websocket.send_text('{"type": "resync"}')
+            continue
+        await websocket.send_text(data)
 
 
 async def _heartbeat(websocket: WebSocket, redis, agent_id: int, ttl_s: int) -> None:

@@ -27,6 +27,8 @@ from wechatpy import WeChatClient
 from wechatpy.client.api.base import BaseWeChatAPI
 from wechatpy.exceptions import WeChatClientException
 
+from api.health.instruments import WECHAT_ERRORS
+
 log = logging.getLogger(__name__)
 
 WECHAT_ROOT = "https://api.weixin.qq.com/"
@@ -211,8 +213,10 @@ class WeChatPlatform:
         try:
             result = await asyncio.to_thread(self.miniapp.wxa.code_to_session, code)
         except WeChatClientException as exc:
+            WECHAT_ERRORS.labels("jscode2session", str(exc.errcode)).inc()
             raise WeChatLoginFailed(exc.errcode, str(exc.errmsg)) from exc
         except Exception as exc:  # network errors from requests
+            WECHAT_ERRORS.labels("jscode2session", "network").inc()
             raise WeChatLoginFailed(None, exc.__class__.__name__) from exc
         return MiniappSession(openid=result["openid"], unionid=result.get("unionid"), session_key=result["session_key"])
 
@@ -220,8 +224,10 @@ class WeChatPlatform:
         try:
             return await asyncio.to_thread(fn, *args, **kwargs)
         except WeChatClientException as exc:
+            WECHAT_ERRORS.labels(_api_name(fn, args), str(exc.errcode)).inc()
             raise WeChatApiError(exc.errcode, str(exc.errmsg)) from exc
         except (requests.RequestException, TokenUnavailable, redis.RedisError) as exc:
+            WECHAT_ERRORS.labels(_api_name(fn, args), "network").inc()
             raise WeChatApiError(None, exc.__class__.__name__) from exc
 
     async def send_custom(self, body: dict[str, Any]) -> None:
@@ -250,3 +256,10 @@ class WeChatPlatform:
 
     def close(self) -> None:
         self._sync_redis.close()
+
+
+def _api_name(fn: Callable[..., Any], args: tuple) -> str:
+    """The metric's `api` label: the endpoint for a raw post (`message/custom/send`), else the method's name."""
+    if getattr(fn, "__name__", "") == "post" and args and isinstance(args[0], str):
+        return args[0]
+    return getattr(fn, "__qualname__", "oa")

@@ -16,6 +16,7 @@ from redis.asyncio import Redis
 
 from api.conversations.models import Conversation, Message, SenderKind
 from api.conversations.schemas import conversation_event, message_event
+from api.health.instruments import DELIVERIES
 from api.realtime import customer_channel, publish_many, publish_to_customer
 
 log = logging.getLogger(__name__)
@@ -70,11 +71,13 @@ class Delivery:
                 continue
             sender = self.senders.get(message.channel)
             if sender is None:
+                DELIVERIES.labels(message.channel, "published").inc()  # the channel is its sockets
                 continue
             try:
                 await sender(conversation, message)
             except Exception:
                 # The message is committed; one channel's failure must not fail the caller or the rest.
+                DELIVERIES.labels(message.channel, "failed").inc()
                 log.exception("sender for %s failed on message %s", message.channel, message.id)
 
     def register_typing(self, channel: str, sender: TypingSender) -> None:

@@ -7,6 +7,7 @@ so ordering holds and a retried message is seen as a duplicate, never processed 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from api.conversations.models import Conversation, ConversationState, Direction,
 from api.conversations.queue_talk import answer_in_queue, place_words, standing_of
 from api.conversations.schemas import message_event
 from api.errors import UpstreamUnavailable
+from api.health.instruments import BOT_TURNS, NLU_ERRORS, NLU_SECONDS, replica_label
 from api.masking import mask_sensitive
 from api.realtime import AGENTS_CHANNEL, agent_channel, publish
 from api.routing.engine import RoutingEngine
@@ -325,13 +327,19 @@ async def _answer_with_bot(
     video_tap: bool = False,
 ) -> list[Message]:
     catalog = load_catalog()
+    replica = replica_label(getattr(triage.nlu, "base_url", None))
+    started = time.perf_counter()
     try:
         # The tap is the request: no NLU guess can make it mean anything else.
         parse = NluParse(inbound.text, "request_video", 1.0) if video_tap else await triage.nlu.parse(inbound.text)
+        NLU_SECONDS.labels(replica).observe(time.perf_counter() - started)
         decision = decide(context, parse, catalog, threshold=triage.threshold)
         inbound.intent, inbound.confidence = parse.intent, parse.confidence
+        BOT_TURNS.labels("escalated" if decision.escalation is not None else "answered").inc()
     except NluUnavailable as exc:
         log.warning("NLU unavailable for conversation %s: %s", conversation.id, exc)
+        NLU_ERRORS.labels(replica).inc()
+        BOT_TURNS.labels("nlu_unavailable").inc()
         decision = Decision(
             NLU_DOWN_REPLY,
             context.intent,

@@ -18,6 +18,7 @@ from api.audit.models import audit
 from api.conversations.delivery import Delivery
 from api.conversations.models import Conversation, ConversationState, Direction, Escalation, Message, SenderKind
 from api.errors import Conflict, ResourceNotFound
+from api.health.instruments import QUEUE_WAIT
 from api.realtime import AGENTS_CHANNEL, agent_channel, publish
 from api.routing.engine import AgentSnapshot, RoutingEngine, WaitingSnapshot
 from api.timeutil import utcnow
@@ -276,6 +277,10 @@ async def _record_assignment(
     conversation.state = ConversationState.WITH_AGENT
     conversation.agent_id = agent.id
     conversation.updated_at = now
+    if escalation.queued_at.year > HEAD_OF_QUEUE.year:  # a requeued customer's wait is not known here
+        queued_at = escalation.queued_at
+        waited = (now - (queued_at if queued_at.tzinfo else queued_at.replace(tzinfo=UTC))).total_seconds()
+        QUEUE_WAIT.labels(escalation.skill_group).observe(max(0.0, waited))
     greeting = Message(
         conversation_id=conversation.id,
         customer_id=conversation.customer_id,

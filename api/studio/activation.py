@@ -62,6 +62,26 @@ async def serves(url: str, model_file: str) -> bool:
     return bool(status) and Path(str(status.get("model_file") or "")).name == model_file
 
 
+async def replica_host(url: str) -> dict | None:
+    """What a replica host (`api.studio.rasa_host`) serves (`model_file`, `state`); None for a plain Rasa."""
+    try:
+        async with httpx.AsyncClient(timeout=5.0) as http:
+            response = await http.get(url.rstrip("/") + "/yunting/model")
+        return response.json() if response.status_code == 200 else None
+    except (httpx.HTTPError, ValueError):
+        return None
+
+
+def configured_replicas(settings) -> list[str]:
+    """Every Rasa replica URL: `YUNTING_RASA_URLS` (comma-separated) when set, else `YUNTING_RASA_URL`."""
+    raw = getattr(settings, "rasa_urls", None)
+    if isinstance(raw, str):
+        urls = [url.strip() for url in raw.split(",") if url.strip()]
+    else:
+        urls = [str(url) for url in raw or ()]
+    return urls or [settings.rasa_url]
+
+
 class NluFollower:
     """Keeps this process's `RasaClient` on the deployment's active Rasa, and says so in Redis."""
 
@@ -230,9 +250,14 @@ class Activator:
         follower: NluFollower,
         default_url: str,
         nlu_timeout_s: float,
+        replicas: list[str] | None = None,
+        host_token: str | None = None,
+        load_timeout_s: float = 360.0,
     ) -> None:
         self.redis, self.deployment, self.instances, self.follower = redis, deployment, instances, follower
         self.default_url, self.nlu_timeout_s = default_url.rstrip("/"), nlu_timeout_s
+        self.replicas = [url.rstrip("/") for url in (replicas or [default_url])]
+        self.host_token, self.load_timeout_s = host_token, load_timeout_s
 
     async def current(self) -> dict:
         """The active URL and model (the configured Rasa until the studio switched)."""
@@ -247,6 +272,64 @@ class Activator:
         }
 
     async def switch_to(self, model_file: str, version_id: int, report: Report) -> dict:
+        if any([await replica_host(url) is not None for url in self.replicas]):
+            # Replica hosts: every configured one must load it (one that doesn't answer fails the job).
+            return await self._load_into_replicas(self.replicas, model_file, version_id, report)
+        return await self._switch_local(model_file, version_id, report)
+
+    async def _load_into_replicas(self, hosts: list[str], model_file: str, version_id: int, report: Report) -> dict:
+        """Every replica loads the model by id, one after the other (each blue/green on its own host, so each
+        keeps answering meanwhile, and the others share the load); the record follows once all have."""
+        previous = await self.current()
+        headers = {"Authorization": f"Bearer {self.host_token}"} if self.host_token else {}
+        loaded = []
+        async with httpx.AsyncClient(timeout=self.load_timeout_s) as http:
+            for n, url in enumerate(hosts):
+                await report(
+                    progress=0.05 + 0.9 * n / len(hosts), stage="loading model", line=f"{url} loads {model_file}"
+                )
+                response = await http.put(url + "/yunting/model", json={"model_file": model_file}, headers=headers)
+                if response.status_code != 200:
+                    raise RuntimeError(
+                        f"replica {url} did not load {model_file}: {response.status_code} {response.text[:300]}"
+                    )
+                loaded.append({"url": url, **response.json()})
+        state = {
+            "url": self.default_url,
+            "model_file": model_file,
+            "version_id": version_id,
+            "replicas": hosts,
+            "switched_at": time.time(),
+        }
+        await self.redis.set(active_key(self.deployment), json.dumps(state))
+        await report(progress=0.98, stage="switched", line=f"{len(hosts)} replica(s) serve {model_file}")
+        return {"url": self.default_url, "previous_url": previous.get("url"), "replicas": loaded, "stopped": []}
+
+    async def converge(self) -> list[str]:
+        """A replica host that restarted (or was down during an activation) serves something else: load the
+        active model into it. Returns the replicas brought back in line."""
+        state = await self.follower.active()
+        if not state or not state.get("replicas"):
+            return []
+        fixed = []
+        for url in state["replicas"]:
+            serving = await replica_host(url)
+            if serving is None or serving.get("model_file") == state["model_file"]:
+                continue
+            if str(serving.get("state", "")).startswith("loading"):
+                continue
+            headers = {"Authorization": f"Bearer {self.host_token}"} if self.host_token else {}
+            async with httpx.AsyncClient(timeout=self.load_timeout_s) as http:
+                response = await http.put(
+                    url + "/yunting/model", json={"model_file": state["model_file"]}, headers=headers
+                )
+            if response.status_code == 200:
+                log.info("replica %s brought back to %s", url, state["model_file"])
+                fixed.append(url)
+        return fixed
+
+    async def _switch_local(self, model_file: str, version_id: int, report: Report) -> dict:
+        """Plain Rasa URLs (no replica host in front): a second instance on this host, then the URL moves."""
         previous = await self.current()
         url = await self.instances.find_serving(model_file, also=(self.default_url,))
         started = url is None

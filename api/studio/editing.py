@@ -217,3 +217,26 @@ def examples_of(snap: Snapshot, intent: str) -> list[nlu_files.Example]:
     if intent not in snap.intents:
         raise ResourceNotFound(f"no intent {intent!r}", code="intent_not_found")
     return snap.intents[intent]
+
+
+async def delete_intent(studio, session: AsyncSession, agent: Agent, *, intent: str) -> dict[str, str]:
+    """Remove an intent and all its examples (from every file, and from domain.yml).
+
+    An intent the bot's catalog (bot/scenarios.yml) handles is refused: removing it from the data would
+    leave the bot a scenario it can never recognise; that is a change for the catalog first."""
+    snap = await snapshot(studio)
+    examples = examples_of(snap, intent)
+    if studio.trainer.scenario_intents and intent in studio.trainer.scenario_intents:
+        raise Conflict(
+            f"{intent!r} is in the bot's catalog (bot/scenarios.yml); it can't be removed here",
+            code="intent_in_catalog",
+        )
+    versions = {}
+    for file in sorted({e.file for e in examples}):
+        versions[file] = await _write(studio, file, None, nlu_files.remove_intent(intent))
+    if snap.domain_intents is not None and intent in snap.domain_intents:
+        versions[DOMAIN_FILE] = await _write(
+            studio, DOMAIN_FILE, None, nlu_files.undeclare_in_domain("intents", intent)
+        )
+    _audit(session, agent, "intent_delete", f"intent:{intent}", examples=len(examples), files=sorted(versions))
+    return versions

@@ -34,6 +34,11 @@ async def do_train(studio: service.Studio, ctx: JobContext) -> dict:
     async with studio.files_lock():
         # Edits made while we train go into the next version, not half into this one.
         await asyncio.to_thread(studio.copy_files, job_dir / "data")
+    if ctx.params.get("evaluate"):
+        try:
+            return await _evaluate_existing(studio, ctx, job_dir, ctx.params["evaluate"])
+        finally:
+            shutil.rmtree(job_dir / "eval", ignore_errors=True)
     try:
         outcome = await studio.trainer.run(job_dir / "data", ctx.report)
     except TrainingRefused as exc:
@@ -72,6 +77,28 @@ async def do_train(studio: service.Studio, ctx: JobContext) -> dict:
         "duration_s": outcome.duration_s,
         "warnings": [i.as_dict() for i in outcome.warnings],
     }
+
+
+async def _evaluate_existing(studio: service.Studio, ctx: JobContext, job_dir, model_file: str) -> dict:
+    """The shipped model, evaluated like any version (its evaluation model is trained, not the model)."""
+    evaluation, image = await studio.trainer.evaluate(job_dir / "data", model_file, ctx.report)
+    async with unit_of_work(studio.engine) as session:
+        version = await service.ensure_version(session, deployment=studio.deployment, model_file=model_file)
+        version.evaluation, version.macro_f1 = evaluation, evaluation["macro_f1"]
+        version.confusion_image, version.status = image, VersionStatus.READY
+        audit(
+            session,
+            actor_kind="system",
+            actor_id=None,
+            action="studio_evaluate",
+            subject=f"version:{version.id}",
+            job_id=ctx.job_id,
+            model_file=model_file,
+            macro_f1=version.macro_f1,
+        )
+        version_id = version.id
+    await ctx.flush(version_id=version_id)
+    return {"version_id": version_id, "model_file": model_file, "trained": False, "macro_f1": evaluation["macro_f1"]}
 
 
 async def do_activate(studio: service.Studio, ctx: JobContext) -> dict:

@@ -370,3 +370,29 @@ def declare_in_domain(key: str, name: str) -> Callable[[CommentedMap], None]:
             names.append(name)
 
     return change
+
+
+def remove_intent(intent: str) -> Callable[[CommentedMap], None]:
+    """Remove every block of an intent from a file (an intent created by a typo, say)."""
+
+    def change(doc: CommentedMap) -> None:
+        items = _items(doc, "intent", intent)
+        if not items:
+            raise ResourceNotFound(f"no intent {intent!r} in this file", code="intent_not_found")
+        for item in items:
+            doc["nlu"].remove(item)
+
+    return change
+
+
+def undeclare_in_domain(key: str, name: str) -> Callable[[CommentedMap], None]:
+    """Take an intent or entity out of `domain.yml` (no-op when it isn't there)."""
+
+    def change(doc: CommentedMap) -> None:
+        names = doc.get(key)
+        if names is None:
+            return
+        for entry in [n for n in names if _domain_name(n) == name]:
+            names.remove(entry)
+
+    return change

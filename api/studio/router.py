@@ -88,6 +88,14 @@ async def read_intent(intent: str, _: Editor, studio: StudioDep):
     )
 
 
+@router.delete("/intents/{intent}", response_model=Versions)
+async def delete_intent(intent: str, editor: Editor, studio: StudioDep, session: SessionDep):
+    """Remove an intent with all its examples, from every file and from domain.yml (e.g. a typo's intent).
+
+    409 `intent_in_catalog` for an intent the bot handles (bot/scenarios.yml)."""
+    return Versions(versions=await editing.delete_intent(studio, session, editor, intent=intent))
+
+
 @router.post("/intents/{intent}/examples", response_model=Versions, status_code=201)
 async def add_example(intent: str, body: ExampleAdd, editor: Editor, studio: StudioDep, session: SessionDep):
     """Add an example (`[value](entity)` annotations welcome); a new intent name creates the intent."""

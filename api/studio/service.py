@@ -23,17 +23,18 @@ from api.db import unit_of_work
 from api.errors import Conflict, ResourceNotFound
 from api.launcher import RASA_BIN, RASA_ENV, RASA_REQUIREMENTS
 from api.settings import Settings
-from api.studio.activation import Activator, NluFollower, RasaInstances, rasa_status, serves
+from api.studio.activation import Activator, NluFollower, RasaInstances, configured_replicas, rasa_status, serves
 from api.studio.jobs import JobRunner
 from api.studio.models import JobKind, JobStatus, ModelVersion, StudioJob, VersionStatus
 from api.studio.nlu_files import NluFiles
 from api.studio.rasa_check import RasaReaderCheck
-from api.studio.training import Trainer
+from api.studio.training import Trainer, data_hash
 from api.studio.versions import needs_override
 from bot.nlu import RasaClient
 from bot.scenarios import load_catalog
 
 log = logging.getLogger(__name__)
+CONVERGE_EVERY_S = 15.0
 _MODEL_HASH = re.compile(r"nlu-([0-9a-f]+)\.tar\.gz$")
 
 
@@ -69,6 +70,9 @@ class Studio:
             follower=self.follower,
             default_url=settings.rasa_url,
             nlu_timeout_s=settings.nlu_timeout_s,
+            replicas=configured_replicas(settings),
+            host_token=settings.nlu_host_token.get_secret_value() if settings.nlu_host_token else None,
+            load_timeout_s=settings.studio_rasa_start_timeout_s + 60,
         )
         self.trainer = Trainer(
             models_dir=self.models_dir,
@@ -94,17 +98,23 @@ class Studio:
             "yt:studio:files:" + hashlib.sha1(str(Path(settings.nlu_data_dir).resolve()).encode()).hexdigest()[:12]  # noqa: S324
         )
         self._reconcile_task: asyncio.Task | None = None
+        self._converge_task: asyncio.Task | None = None
 
     # ---- lifecycle ------------------------------------------------------------------------------------
-    async def start(self) -> None:
+    async def start(self, *, run_jobs: bool | None = None) -> None:
+        """Follow the active NLU; run training and activation jobs only where told (`api.studio.trainer`, or
+        an API worker with `YUNTING_STUDIO_JOBS_IN_API`)."""
         await self.follower.start()
-        self.runner.start()
+        if self.settings.studio_jobs_in_api if run_jobs is None else run_jobs:
+            self.runner.start()
+            self._converge_task = asyncio.create_task(self._converge(), name="studio-converge")
         self._reconcile_task = asyncio.create_task(self._reconcile(), name="studio-reconcile")
 
     async def stop(self) -> None:
-        if self._reconcile_task:
-            self._reconcile_task.cancel()
-            await asyncio.gather(self._reconcile_task, return_exceptions=True)
+        for task in (self._reconcile_task, self._converge_task):
+            if task:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         await self.runner.stop()
         await self.follower.stop()
         if self.files.checker is not None:
@@ -127,6 +137,16 @@ class Studio:
             # Nobody serves the active model any more: the next start restores it from SQL (see _reconcile).
             await self.redis.delete(f"yt:nlu:{self.deployment}:active")
 
+    async def _converge(self) -> None:
+        """Where jobs run: keep every replica host on the active model (one restarted with an older one)."""
+        while True:
+            await asyncio.sleep(CONVERGE_EVERY_S)
+            if await self.redis.set(f"yt:studio:{self.deployment}:converge", "1", nx=True, ex=int(CONVERGE_EVERY_S)):
+                try:
+                    await self.activator.converge()
+                except Exception:  # a replica or Redis blinked: next round
+                    log.warning("bringing replicas to the active model failed", exc_info=True)
+
     def files_lock(self):
         """One writer at a time over the data directory, across every API worker."""
         return self.redis.lock(self._files_lock_key, timeout=60, blocking_timeout=30)
@@ -138,13 +158,11 @@ class Studio:
     async def _reconcile(self) -> None:
         """At start: record the model the configured Rasa serves, and bring the active version back if a
         restart left the configured Rasa serving something else (e.g. `make run` trained the latest data)."""
-        for _ in range(120):
+        while True:  # a Rasa that comes up late (minutes, on a loaded host) is still recorded
             status = await rasa_status(self.settings.rasa_url)
             if status and status.get("model_file"):
                 break
             await asyncio.sleep(5)
-        else:
-            return
         base_model = Path(str(status["model_file"])).name
         try:
             async with unit_of_work(self.engine) as session:
@@ -172,6 +190,37 @@ class Studio:
             self.runner.wake()
         except IntegrityError:
             pass  # another worker recorded the same model at the same moment
+        finally:
+            await self._evaluate_shipped(base_model)
+
+    async def _evaluate_shipped(self, model_file: str) -> None:
+        """The model `make run` trained never went through the studio: evaluate it like any version (same
+        split, same seeded pipeline), so the first comparison has live numbers. Only when it was trained from
+        the files as they are now; the trainer reuses it and runs the held-out evaluation."""
+        if not self.settings.studio_evaluate_shipped:
+            return
+        current = await asyncio.to_thread(data_hash, self.files.root, RASA_REQUIREMENTS)
+        async with unit_of_work(self.engine) as session:
+            statement = select(ModelVersion).where(
+                ModelVersion.deployment == self.deployment, ModelVersion.model_file == model_file
+            )
+            version = (await session.exec(statement)).first()
+            if version is None or version.status != VersionStatus.UNEVALUATED or version.data_hash != current:
+                return
+            if await busy(session, deployment=self.deployment, kind=JobKind.TRAIN):
+                return
+            if not await self.redis.set(f"yt:studio:{self.deployment}:evaluate:{model_file}", "1", nx=True, ex=3600):
+                return  # another process queued it
+            session.add(
+                StudioJob(
+                    deployment=self.deployment,
+                    kind=JobKind.TRAIN,
+                    version_id=version.id,
+                    params={"evaluate": model_file},
+                )
+            )
+        log.info("queued the evaluation of the shipped model %s", model_file)
+        self.runner.wake()
 
 
 # ---- record work: versions and jobs ----------------------------------------------------------------------------

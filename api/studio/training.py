@@ -145,6 +145,20 @@ class Trainer:
         await report(progress=1.0, stage="done", line=f"macro-F1 {outcome.evaluation['macro_f1']:.3f}")
         return outcome
 
+    async def evaluate(self, snapshot_dir: Path, model_file: str, report: Report) -> tuple[dict, str]:
+        """Evaluate an existing model's data and pipeline as a training would (the same seeded split), without
+        training the model itself again; returns the evaluation and the confusion matrix image's path."""
+        key = data_hash(snapshot_dir, self.requirements)
+        if f"nlu-{key}.tar.gz" != model_file:
+            raise RasaFailed(f"{model_file} was not trained from these files (their hash is {key})")
+        snap = NluFiles(snapshot_dir).snapshot()
+        evaluation = await self._evaluate(snapshot_dir, snap, key, report)
+        image = self.models_dir / "evaluations" / f"{model_file.removesuffix('.tar.gz')}.svg"
+        image.parent.mkdir(parents=True, exist_ok=True)
+        image.write_text(confusion_svg(evaluation, title=f"{model_file} — held-out confusion matrix"), encoding="utf-8")
+        await report(progress=1.0, stage="done", line=f"macro-F1 {evaluation['macro_f1']:.3f}")
+        return evaluation, str(image)
+
     async def _evaluate(self, snapshot_dir: Path, snap, key: str, report: Report) -> dict:
         eval_dir = snapshot_dir.parent / "eval"
         train, test = stratified_split(snap, fraction=self.eval_fraction, seed=key)

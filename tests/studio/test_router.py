@@ -54,6 +54,22 @@ async def test_an_editor_browses_and_edits_examples_in_a_copy_of_the_data(studio
     assert bad.status_code == 422
 
 
+async def test_an_intent_created_by_a_typo_can_be_removed(studio_stack, editor):
+    await editor.http.post("/intents/card_lsot/examples", json={"text": "卡丢了怎么办呀"})
+    await editor.http.post("/intents/card_lsot/examples", json={"text": "卡不见了"})
+    assert "- card_lsot" in (studio_stack.data_dir / "domain.yml").read_text()
+    removed = await editor.http.delete("/intents/card_lsot")
+    assert removed.status_code == 200, removed.text
+    assert set(removed.json()["versions"]) == {"nlu/studio.yml", "domain.yml"}
+    assert "card_lsot" not in {i["name"] for i in (await editor.http.get("/intents")).json()["intents"]}
+    assert "card_lsot" not in (studio_stack.data_dir / "domain.yml").read_text()
+    assert "卡不见了" not in (studio_stack.data_dir / "nlu/studio.yml").read_text()
+    assert (await editor.http.delete("/intents/card_lsot")).status_code == 404
+    # An intent the bot handles is not removed from under it.
+    kept = await editor.http.delete("/intents/thanks")
+    assert kept.status_code == 409 and kept.json()["error"]["code"] == "intent_in_catalog"
+
+
 async def test_two_editors_never_overwrite_each_other_silently(studio_stack, editor, editor_name):
     other = await StudioClient.login(studio_stack.url, editor_name)
     first, second = (

@@ -26,6 +26,7 @@ from api.deps import (
     ClientAddress,
     CurrentCustomer,
     CustomerMessageLimit,
+    HubDep,
     LimiterDep,
     RedisDep,
     SessionDep,
@@ -36,7 +37,7 @@ from api.deps import (
     socket_bearer,
 )
 from api.errors import BadRequest, Conflict, NotAuthenticated
-from api.realtime import customer_channel
+from api.realtime import RESYNC, SubscriberOverflow, customer_channel
 from api.security import issue_token
 from api.tickets import TicketPublic, TicketRedeem, TicketRequest
 
@@ -179,29 +180,38 @@ async def rate(conversation_id: RecordId, body: Rating, customer: CurrentCustome
 
 
 @router.websocket("/ws")
-async def customer_socket(websocket: WebSocket, settings: SettingsDep, redis: RedisDep, after_id: AfterId = 0):
+async def customer_socket(
+    websocket: WebSocket, settings: SettingsDep, redis: RedisDep, hub: HubDep, after_id: AfterId = 0
+):
     """Pushes every new message for this customer; replays what was missed since `after_id`. Authenticated by a
     single-use `?ticket=` (POST /miniapp/tickets) or the Authorization header."""
     customer_id = await socket_bearer(websocket, settings, kind="customer")
     if customer_id is None:
         return
     await websocket.accept()
-    pubsub = redis.pubsub()
-    # Subscribe before replaying so nothing falls between the two.
-    await pubsub.subscribe(customer_channel(customer_id))
     socket_id = await socket_opened(redis, customer_id)  # the customer is on the page (api/delivery/presence.py)
     try:
-        last_id = await _replay(websocket, customer_id, after_id)
-        # A TaskGroup so that a disconnect seen by one task cancels the other.
-        async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(_forward(websocket, pubsub, last_id))
-            tasks.create_task(_answer_frames(websocket, redis, customer_id, socket_id))
-    except* (WebSocketDisconnect, RuntimeError, ConnectionError):
+        # Listening (Redis confirmed) before replaying, so nothing falls between the two.
+        async with hub.listen(customer_channel(customer_id), kind="customer") as events:
+            last_id = await _replay(websocket, customer_id, after_id)
+            # A TaskGroup so that a disconnect seen by one task cancels the other.
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(_forward(websocket, events, customer_id, last_id))
+                tasks.create_task(_answer_frames(websocket, redis, customer_id, socket_id))
+    except* SubscriberOverflow:
+        # Too far behind: the client reconnects with its last id and catches up from the record.
+        await _close(websocket, 1013)
+    except* (WebSocketDisconnect, RuntimeError, ConnectionError, TimeoutError):
         pass
     finally:
         await socket_closed(redis, customer_id, socket_id)
-        await pubsub.unsubscribe()
-        await pubsub.aclose()
+
+
+async def _close(websocket: WebSocket, code: int) -> None:
+    try:
+        await websocket.close(code=code)
+    except (RuntimeError, ConnectionError):
+        pass
 
 
 async def _replay(websocket: WebSocket, customer_id: int, after_id: int) -> int:
@@ -213,11 +223,13 @@ async def _replay(websocket: WebSocket, customer_id: int, after_id: int) -> int:
     return last_id
 
 
-async def _forward(websocket: WebSocket, pubsub, last_id: int) -> None:
-    async for item in pubsub.listen():
-        if item.get("type") != "message":
+async def _forward(websocket: WebSocket, events, customer_id: int, last_id: int) -> None:
+    while True:
+        data = await events.next()
+        if data is RESYNC:  # Redis came back: what was published meanwhile is in the record
+            last_id = await _replay(websocket, customer_id, last_id)
             continue
-        event = json.loads(item["data"])
+        event = json.loads(data)
         message = event.get("message")
         if message is not None:
             if message["id"] <= last_id:

@@ -32,6 +32,7 @@ from api.channels.wechat_platform import WeChatApiError, WeChatPlatform
 from api.conversations.models import Conversation, Message
 from api.customers.models import ChannelIdentity
 from api.db import unit_of_work
+from api.health.instruments import DELIVERIES
 from api.realtime import customer_channel
 
 log = logging.getLogger(__name__)
@@ -125,6 +126,7 @@ class OaOutbound:
             return
         window = passive_window.get()
         if window is not None and window.take(message):
+            DELIVERIES.labels("wechat_oa", "passive").inc()
             return  # it goes in the push handler's HTTP answer; custom-send would show it twice
         try:
             async with self.redis.lock(f"yt:oa:out:{message.customer_id}", timeout=60, blocking_timeout=30):
@@ -215,6 +217,11 @@ class OaOutbound:
 
     async def _send(self, target: ChannelIdentity | None, message: Message) -> str | None:
         """Send through the customer-service API; None when sent, else why it must wait."""
+        reason = await self._send_once(target, message)
+        DELIVERIES.labels("wechat_oa", "sent" if reason is None else f"held_{reason}").inc()
+        return reason
+
+    async def _send_once(self, target: ChannelIdentity | None, message: Message) -> str | None:
         if target is None:
             return "no_openid"
         if not target.reachable:

@@ -106,7 +106,8 @@ async function connect() {
 function onEvent(event) {
   if (isCallEvent(event)) guarded(onCallEvent)(event);
   guarded(Advisor.onEvent)(event);
-  if (event.type === 'queue_changed') loadQueue();
+  if (event.type === 'queue_changed' || event.type === 'resync') loadQueue();
+  if (event.type === 'resync') loadHeld();
   if (event.type === 'assigned') { showAlert(`新会话 #${event.conversation_id} 已分配给您`); loadHeld(); loadQueue(); }
   if (event.type === 'conversation_removed') {
     loadHeld();

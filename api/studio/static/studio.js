@@ -115,6 +115,7 @@ async function openIntent(name) {
   showTab("intents");
   $("#intent-name").textContent = name;
   $("#add-example-form").hidden = false;
+  $("#delete-intent").hidden = false;
   renderIntentList();
   const body = $("#examples tbody");
   body.replaceChildren();
@@ -127,6 +128,25 @@ async function openIntent(name) {
   }
   remember(data.versions);
   for (const example of data.examples) body.append(exampleRow(example));
+}
+
+// An intent created by a typo: remove it with all its examples (the server refuses the bot's own intents).
+async function deleteIntent() {
+  const name = state.intent;
+  if (!name || !confirm(`删除意图 ${name} 及其全部例句？`)) return;
+  try {
+    await api("DELETE", "/intents/" + encodeURIComponent(name));
+  } catch (error) {
+    flash(error.message || String(error), "error");
+    return;
+  }
+  state.intent = null;
+  $("#intent-name").textContent = "选择左侧的意图";
+  $("#delete-intent").hidden = true;
+  $("#add-example-form").hidden = true;
+  $("#examples tbody").replaceChildren();
+  flash("已删除意图 " + name);
+  await loadIntents();
 }
 
 function exampleRow(example) {
@@ -258,6 +278,7 @@ document.addEventListener("DOMContentLoaded", () => {
   for (const button of document.querySelectorAll("#tabs button")) button.addEventListener("click", () => showTab(button.dataset.tab));
   $("#intent-filter").addEventListener("input", renderIntentList);
   $("#add-example-form").addEventListener("submit", addExample);
+  $("#delete-intent").addEventListener("click", deleteIntent);
   $("#new-intent-form").addEventListener("submit", (event) => { event.preventDefault(); openIntent($("#new-intent").value.trim()); });
   $("#new-resource-form").addEventListener("submit", newResource);
   $("#declare-entity").addEventListener("click", declareEntity);

@@ -1,0 +1,95 @@
+"""One Redis pub/sub connection per API worker, fanned out to its sockets (api/realtime.py `EventHub`)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+
+import redis.asyncio as aioredis
+
+from api.realtime import DeploymentRedis, EventHub, SubscriberOverflow, customer_channel, publish
+from tests.support import MiniappCustomer, next_message
+
+
+async def pubsub_clients(redis_url: str) -> int:
+    admin = aioredis.Redis.from_url(redis_url)
+    try:
+        return len(await admin.client_list(_type="pubsub"))
+    finally:
+        await admin.aclose()
+
+
+async def test_many_sockets_share_the_workers_one_subscriber(isolated_stack, emulator):
+    stack = isolated_stack()
+    baseline = await pubsub_clients(stack.redis_url)  # the hub, and the video bus (its own, for now)
+    customers = [await MiniappCustomer.login(stack.app_url, emulator) for _ in range(12)]
+    async with contextlib.AsyncExitStack() as sockets:
+        opened = [await sockets.enter_async_context(c.socket()) for c in customers]
+        assert await pubsub_clients(stack.redis_url) == baseline
+        # Each customer's channel is still a plain subscription: NUMSUB says a live socket exists somewhere.
+        watcher = DeploymentRedis.from_url(stack.redis_url, decode_responses=True)
+        assert [n for _, n in await watcher.pubsub_numsub(customer_channel(customers[0].customer_id))] == [1]
+        # Two sockets of one customer share the subscription; both get the event.
+        async with customers[0].socket() as again:
+            await customers[0].say("你好")
+            for ws in (opened[0], again):
+                reply = await next_message(ws, predicate=lambda m: m["sender_kind"] == "bot", timeout=15)
+                assert reply["text"]
+        # And only the customer it is for hears it.
+        await customers[1].say("查一下账单")
+        await next_message(opened[1], predicate=lambda m: m["sender_kind"] == "bot", timeout=15)
+        with contextlib.suppress(TimeoutError):
+            stray = await next_message(opened[2], timeout=1.0)
+            raise AssertionError(f"customer 2 heard {stray}")
+    await asyncio.sleep(0.5)
+    assert [n for _, n in await watcher.pubsub_numsub(customer_channel(customers[0].customer_id))] == [0]
+    await watcher.aclose()
+    for customer in customers:
+        await customer.aclose()
+
+
+async def test_a_dropped_redis_connection_loses_nothing(isolated_stack, emulator):
+    """The hub's connection is killed: redis-py reconnects and subscribes again, and every socket catches
+    up from SQL (what was published in between is in the record)."""
+    stack = isolated_stack()
+    customer = await MiniappCustomer.login(stack.app_url, emulator)
+    admin = aioredis.Redis.from_url(stack.redis_url)
+    try:
+        async with customer.socket() as ws:
+            await admin.client_kill_filter(_type="pubsub")
+            await customer.say("我的信用卡丢了")
+            bot = await next_message(ws, predicate=lambda m: m["sender_kind"] == "bot", timeout=15)
+            assert bot["text"]
+            # Subscribed again under the deployment's prefix: live events flow after the reconnect too.
+            await asyncio.sleep(1.0)
+            await customer.say("你好")
+            reply = await next_message(ws, predicate=lambda m: m["sender_kind"] == "bot" and m["id"] > bot["id"])
+            assert reply["text"]
+    finally:
+        await admin.aclose()
+        await customer.aclose()
+
+
+async def test_a_socket_that_falls_behind_is_let_go_not_waited_for(redis_url):
+    redis = DeploymentRedis.from_url(redis_url, decode_responses=True)
+    hub = EventHub(redis, buffer=5)
+    await hub.start()
+    try:
+        async with hub.listen("yt:events:test:slow", kind="test") as slow:
+            async with hub.listen("yt:events:test:slow", kind="test") as keeping_up:
+                for n in range(8):
+                    await publish(redis, "yt:events:test:slow", {"n": n})
+                    if n < 5:
+                        assert json.loads(await asyncio.wait_for(keeping_up.next(), 5)) == {"n": n}
+                await asyncio.sleep(0.3)
+                try:
+                    await asyncio.wait_for(slow.next(), 5)
+                    raise AssertionError("a subscriber over its buffer kept receiving")
+                except SubscriberOverflow:
+                    pass
+                received = [json.loads(await asyncio.wait_for(keeping_up.next(), 5))["n"] for _ in range(3)]
+                assert received == [5, 6, 7]
+    finally:
+        await hub.stop()
+        await redis.aclose()
