@@ -149,6 +149,11 @@ def run() -> int:
             env["YUNTING_RASA_URL"] = f"http://127.0.0.1:{rasa_port}"
             say(f"Rasa NLU service starting on {env['YUNTING_RASA_URL']}")
             say("(loading the model takes ~30 s; log: var/rasa.log)")
+        # Call media runs in media workers of its own, not in the API (api/video/worker.py): one per core.
+        media_workers = int(env.get("YUNTING_VIDEO_MEDIA_WORKERS", "0") or 0) or os.cpu_count() or 1
+        for _ in range(media_workers):
+            children.append(_spawn([sys.executable, "-m", "api.video.worker"], env))
+        say(f"{media_workers} media worker(s) for video calls (YUNTING_VIDEO_MEDIA_WORKERS)")
         api_port = env.get("YUNTING_PORT", "8000")
         children.append(
             _spawn(

@@ -99,9 +99,18 @@ def looks_like(colour: tuple[int, int, int], party: str, tolerance: int = 45) ->
 class MediaParty:
     """One side of a call: an aiortc peer connection sending generated media and reading what comes back."""
 
-    def __init__(self, role: str, *, fps: int = 30, width: int = 640, height: int = 480, audio: bool = True) -> None:
+    def __init__(
+        self,
+        role: str,
+        *,
+        fps: int = 30,
+        width: int = 640,
+        height: int = 480,
+        audio: bool = True,
+        configuration: RTCConfiguration | None = None,
+    ) -> None:
         self.role = role
-        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self.pc = RTCPeerConnection(configuration or RTCConfiguration(iceServers=[]))
         self.video = PatternVideoTrack(COLOURS[role], width=width, height=height, fps=fps)
         self.audio = ToneAudioTrack(440 if role == "customer" else 660) if audio else None
         self.received: list[tuple[tuple[int, int, int], int]] = []
