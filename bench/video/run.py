@@ -118,7 +118,7 @@ class Server:
 
     async def _wait_up(self, url: str) -> None:
         async with httpx.AsyncClient() as http:
-            for _ in range(300):
+            for _ in range(1200):  # a shared, busy box may take a minute to import and migrate
                 try:
                     if (await http.get(url + "/video/notice")).status_code == 200:
                         return
@@ -130,7 +130,7 @@ class Server:
     async def _wait_media(self, redis_url: str) -> None:
         client = redis_sync.Redis.from_url(redis_url)
         try:
-            for _ in range(300):
+            for _ in range(1200):
                 if client.scard(plane.WORKERS_KEY) >= self.media_workers:
                     return
                 await asyncio.sleep(0.1)
