@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
+import subprocess
+import sys
 import uuid
 
+from api.launcher import ROOT
 from api.realtime import DeploymentRedis
 from api.video import plane
 from tests.video.clients import MediaParty
@@ -141,3 +145,40 @@ async def test_sigterm_drains_a_media_worker_new_calls_refused_live_ones_ended_a
         await media.close()
     for client in (agent, customer, other):
         await client.aclose()
+
+
+def host_address() -> str | None:
+    """This host's address on its default route (a UDP connect sends nothing)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("198.51.100.1", 9))  # TEST-NET-2: routed by default, never reached
+            return probe.getsockname()[0]
+        except OSError:
+            return None
+
+
+async def test_a_media_worker_offers_only_its_configured_address_and_refuses_loopback(video_stack, emulator):
+    address = host_address()
+    assert address and not address.startswith("127."), "this test needs a non-loopback address"
+    stack = video_stack(video_media_address=address)
+    assert stack.media[0].announcement().address == address
+    customer, conversation_id = await escalated_customer(stack, emulator)
+    call = await request_call(customer, conversation_id)
+    party = MediaParty("customer", **SMALL)
+    answer = await party.negotiate(customer.http, call["id"])
+    assert answer.status_code == 200, answer.text
+    hosts = {line.split()[4] for line in answer.json()["sdp"].splitlines() if " typ host" in line}
+    assert hosts == {address}
+    await wait_until(lambda: party.pc.connectionState == "connected", 15, "the customer's media through it")
+    await party.close()
+    await customer.aclose()
+
+    broken = subprocess.run(
+        [sys.executable, "-m", "api.video.worker"],
+        env={**stack.media[0].env, "YUNTING_VIDEO_MEDIA_ADDRESS": "127.0.0.1"},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert broken.returncode != 0 and "loopback" in broken.stderr

@@ -109,6 +109,10 @@ async function consent() {
   } catch (e) {
     showError(e.message);
     if (!S.call) $('#consent').disabled = false;
+    if (e.code === 'video_capacity_full') {  // no line free: say so plainly where the call ends (the queue keeps them)
+      finish('failed');
+      $('#ended-text').textContent = e.message;
+    }
   }
 }
 
