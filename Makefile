@@ -18,7 +18,7 @@ find_python = $(shell for c in python$(1) $$(pyenv root 2>/dev/null)/versions/$(
 PY311 := $(call find_python,3.11)
 PY310 := $(call find_python,3.10)
 
-.PHONY: help setup run migrate test lint train nlu-eval nlu-validate agent browser clean audit-verify
+.PHONY: help setup run migrate test lint train nlu-eval nlu-validate agent browser turn clean audit-verify
 
 help:
 	@echo "make run    - set up and run Yunting on the embedded defaults (prints the URLs)"
@@ -87,11 +87,17 @@ browser:
 		echo "[yunting] installing Debian's chromium and a Chinese font for browser tests ..."; \
 		apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-wqy-microhei >/dev/null; }
 
+# Debian's coturn for the NAT test (tests/video/test_turn.py starts its own turnserver on loopback).
+turn:
+	@command -v turnserver >/dev/null 2>&1 || { \
+		echo "[yunting] installing Debian's coturn for the TURN test ..."; \
+		apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq coturn >/dev/null; }
+
 lint: setup
 	@$(PY) -m ruff format --check .
 	@$(PY) -m ruff check .
 
-test: setup train browser
+test: setup train browser turn
 	@$(PY) -m pytest $(PYTEST_ARGS)
 
 agent: setup

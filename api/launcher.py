@@ -184,6 +184,11 @@ def run() -> int:
         # The studio's trainer: training and activation jobs run here, not in the API workers.
         supervisor.add("trainer", lambda: _spawn([sys.executable, "-m", "api.studio.trainer"], env))
         say("NLU studio trainer started (python -m api.studio.trainer)")
+        # Call media runs in media workers of its own, not in the API (api/video/worker.py): one per core.
+        media_workers = int(env.get("YUNTING_VIDEO_MEDIA_WORKERS", "0") or 0) or os.cpu_count() or 1
+        for index in range(media_workers):
+            supervisor.add(f"media-{index + 1}", lambda: _spawn([sys.executable, "-m", "api.video.worker"], env))
+        say(f"{media_workers} media worker(s) for video calls (YUNTING_VIDEO_MEDIA_WORKERS)")
         api_port = env.get("YUNTING_PORT", "8000")
         workers = int(env.get("YUNTING_API_WORKERS", "1"))
         if workers > 1:  # every worker writes its counters where any worker's /metrics sums them

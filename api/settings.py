@@ -194,6 +194,24 @@ class Settings(BaseSettings):
     # Evaluate the model `make run` shipped (unevaluated, trained from the current files) like any version.
     studio_evaluate_shipped: bool = True
 
+    # Media workers (`python -m api.video.worker`): call media runs there, not in the API workers. `make run`
+    # starts this many (0: one per core); each carries at most `video_media_calls_per_worker` calls (bench).
+    video_media_workers: int = 0
+    video_media_calls_per_worker: int = 4
+    # SIGTERM to a media worker: no new calls; live ones run up to this long, then end (`server_shutdown`).
+    video_media_drain_timeout_s: float = 120.0
+    # The address parties reach this media worker at (its ICE host candidate; a non-loopback address of
+    # this host). Unset: every address of the host is offered (fine on one host).
+    video_media_address: str | None = None
+    # The ICE configuration handed to the H5 page and the console (`GET /video/calls/{id}/ice`): STUN/TURN
+    # urls like `video_ice_servers`; TURN urls in `video_turn_urls` get short-lived credentials minted with
+    # `video_turn_secret` (coturn's `use-auth-secret`); `relay` makes the clients use TURN only.
+    video_client_ice_servers: str | None = None
+    video_turn_urls: str | None = None
+    video_turn_secret: SecretStr | None = None
+    video_turn_ttl_s: int = 3600
+    video_client_ice_policy: Literal["all", "relay"] = "all"
+
     @model_validator(mode="after")
     def _refuse_placeholders_in_production(self) -> Settings:
         if self.env != "production":

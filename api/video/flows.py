@@ -31,6 +31,7 @@ from api.routing.flows import do_claim, do_take_over
 from api.timeutil import utcnow
 from api.video import sealing, service
 from api.video.models import ACTIVE_STATES, FINAL_STATES, CallConsent, CallState, Recording, RecordingStatus, VideoCall
+from api.video.plane import NoMediaCapacity
 from api.video.recorder import RecordingResult, measure
 from api.video.schemas import CallPublic
 
@@ -149,8 +150,10 @@ async def do_offer(
     service.check_party(call, role=role, party_id=party_id)
     if call.state in FINAL_STATES:
         raise Conflict("this video call has ended", code="call_ended")
-    await service.claim_media_worker(session, call, registry.worker_id)
-    answer = await registry.answer(call, role, offer)
+    try:
+        answer = await registry.answer(session, call, role, offer)
+    except NoMediaCapacity:
+        raise NoMediaCapacity(await do_refuse_for_capacity(session, registry, call)) from None
     await session.refresh(call)
     if call.state in FINAL_STATES:  # it ended while we negotiated: don't leave media behind
         await registry.teardown(call)
@@ -169,6 +172,37 @@ async def do_offer(
     if role == "customer" and call.state == CallState.REQUESTED:
         await do_ring(session, registry, call)
     return answer
+
+
+async def do_refuse_for_capacity(session: AsyncSession, registry: CallRegistry, call: VideoCall) -> str:
+    """No media worker has room: the call ends before it rings (never one we can't carry), the customer is
+    told plainly in the chat and on the page, and a queued customer keeps their place. Returns the text."""
+    conversation = await session.get(Conversation, call.conversation_id)
+    text = "视频客服线路已满，暂时无法接通视频。" + await _queue_text(session, conversation)
+    if await service.transition(
+        session, call, from_states=ACTIVE_STATES, state=CallState.FAILED, end_reason="no_capacity", ended_at=utcnow()
+    ):
+        message = service.system_message(conversation, text, _payload(call))
+        session.add(message)
+        service.add_event(session, call, "refused", reason="no_capacity")
+        audit(session, actor_kind="system", actor_id=None, action="video_call_refused", subject=f"video_call:{call.id}")
+        await session.commit()
+        await deliver_outcome(registry, conversation, message, outcome=True)
+        await _tell_customer(registry, call)
+    return text
+
+
+async def _queue_text(session: AsyncSession, conversation: Conversation) -> str:
+    """Where a customer whose video didn't happen stands: still queued (and how far back), or still served."""
+    if conversation.state != ConversationState.QUEUED:
+        return "您可以继续在这里文字沟通，或稍后再点「视频客服」。"
+    escalation = await conversations.get_open_escalation(session, conversation.id)
+    ahead = await conversations.queue_position(session, escalation) - 1 if escalation else 0
+    return (
+        "您仍在排队，位置已为您保留"
+        + (f"（前面还有{ahead}位）" if ahead else "（您是下一位）")
+        + "。客服有空会马上联系您，您也可以稍后再点「视频客服」。"
+    )
 
 
 async def do_ring(session: AsyncSession, registry: CallRegistry, call: VideoCall) -> None:
@@ -260,8 +294,9 @@ async def do_accept(session: AsyncSession, registry: CallRegistry, *, agent: Age
     return call
 
 
-async def do_connect(registry: CallRegistry, call_id: int) -> None:
-    """Both parties' media flows (called by the worker holding it): connected, and recording starts."""
+async def do_connect(registry: CallRegistry, call_id: int, *, formats: dict[str, dict]) -> None:
+    """Both parties' media flows (its media worker said so, with each party's recording format: the kinds
+    they send, the file suffix and content type of the call's codec): connected, and recording starts."""
     async with unit_of_work(registry.engine) as session:
         call = await session.get(VideoCall, call_id)
         if call is None or call.agent_id is None:
@@ -291,7 +326,7 @@ async def do_connect(registry: CallRegistry, call_id: int) -> None:
                 started_at=now,
                 frames={"kinds": form["kinds"]},
             )
-            for role, form in registry.recording_formats(call.id).items()
+            for role, form in formats.items()
         }
         session.add_all(rows.values())
         message = service.system_message(
@@ -309,9 +344,7 @@ async def do_connect(registry: CallRegistry, call_id: int) -> None:
             recordings=[row.path for row in rows.values()],
         )
         await session.commit()
-        failures = await registry.start_recording(
-            call.id, {role: registry.recordings_dir / row.path for role, row in rows.items()}
-        )
+        failures = await registry.start_recording(call, {role: row.path for role, row in rows.items()})
         for role, error in failures.items():
             if error is not None:
                 rows[role].status, rows[role].error = RecordingStatus.FAILED, f"did not start: {error}"
@@ -398,15 +431,9 @@ async def do_miss(registry: CallRegistry, call_id: int) -> None:
         ):
             return
         conversation = await session.get(Conversation, call.conversation_id)
-        text = "客服暂时未能接听视频。您可以继续在这里文字沟通，或稍后再点「视频客服」。"
-        if conversation.state == ConversationState.QUEUED:
-            escalation = await conversations.get_open_escalation(session, conversation.id)
-            ahead = await conversations.queue_position(session, escalation) - 1 if escalation else 0
-            text = (
-                "视频客服暂时都在忙，没能接听。您仍在排队，位置已为您保留"
-                + (f"（前面还有{ahead}位）" if ahead else "（您是下一位）")
-                + "。客服有空会马上联系您，您也可以稍后再点「视频客服」。"
-            )
+        queued = conversation.state == ConversationState.QUEUED
+        lead = "视频客服暂时都在忙，没能接听。" if queued else "客服暂时未能接听视频。"
+        text = lead + await _queue_text(session, conversation)
         message = service.system_message(conversation, text, _payload(call))
         session.add(message)
         service.add_event(session, call, "missed", reason="ring_timeout")

@@ -1,11 +1,13 @@
-"""This worker's live calls, and the background work of video calls; one per app, on `app.state.video`.
+"""The API side of video calls: placing each call's media on a media worker, signalling to it, the media
+workers' events, and the sweeper; one per API worker, on `app.state.video`.
 
-Multi-worker: a call's media lives in the worker that took its first offer (`VideoCall.media_worker`).
-No sticky routing is needed: an offer that reaches another worker is forwarded to the owner over Redis
-pub/sub (`yt:video:worker:<id>`) and its answer comes back the same way; a call ended anywhere (a hang-up
-on another worker, the ring timeout found by any worker's sweeper) is committed in SQL, then the owner is
-told to close the media and finalize the recordings. Each worker keeps a heartbeat key; calls whose owner
-stopped beating are ended by the others and their recordings flagged `unfinalized`.
+Media never runs here (api/video/worker.py holds it, in processes of its own): an API worker only
+signals. A call is placed at its first offer on the least-loaded media worker with room (from their
+announcements in Redis), committed in SQL as `video_call.media_worker`; every later offer of the call,
+from whichever API worker takes it, goes to that media worker. A full or draining worker refuses a new
+call and the next one is tried; with none left, the customer is told and keeps their place in the queue.
+What happens to the media comes back as events (connected, dropped, closed with the recordings' results),
+each handled once by one API worker, which writes the rows. The wire protocol is in api/video/plane.py.
 """
 
 from __future__ import annotations
@@ -19,42 +21,33 @@ import time
 import uuid
 from datetime import timedelta
 
-from aiortc import RTCSessionDescription
 from redis.asyncio import Redis
-from redis.exceptions import LockError, RedisError
+from redis.exceptions import LockError, ResponseError
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from api.conversations.flows import Triage
 from api.db import unit_of_work
-from api.errors import BadRequest, Conflict, NotPermitted, ResourceNotFound, UpstreamUnavailable, YuntingError
+from api.errors import BadRequest, Conflict, NotPermitted, ResourceNotFound, UpstreamUnavailable
 from api.settings import Settings
 from api.timeutil import utcnow
-from api.video import flows, service
-from api.video.media import CallMedia
+from api.video import flows, plane, service
 from api.video.models import VideoCall
 
 log = logging.getLogger(__name__)
 
-HEARTBEAT_S = 5
-HEARTBEAT_TTL_S = 15
-# A worker is declared gone only after its key has been missing this long (a Redis flush removes every
-# worker's key at once; each puts it back within HEARTBEAT_S).
-GONE_AFTER_S = 20
 SWEEP_S = 1.0
-RPC_TIMEOUT_S = 15
+# An event taken by an API worker that died before acknowledging it is taken over after this long.
+RECLAIM_IDLE_MS = 30_000
+MAX_DELIVERIES = 5
+MAX_EVENTS_IN_FLIGHT = 32
 ERRORS = {400: BadRequest, 403: NotPermitted, 404: ResourceNotFound, 409: Conflict}
-
-
-def worker_channel(worker_id: str) -> str:
-    return f"yt:video:worker:{worker_id}"
-
-
-def alive_key(worker_id: str) -> str:
-    return f"yt:video:alive:{worker_id}"
+# A media worker that says these about a new call is asked no further; the next one is.
+REFUSALS = ("media_worker_full", "media_worker_draining", "media_worker_unavailable")
 
 
 class CallRegistry:
-    """Media of the calls this worker holds, the Redis bus between workers, and the sweeper."""
+    """Placement and signalling to the media workers, their events, and the sweeper."""
 
     def __init__(self, *, engine: AsyncEngine, redis: Redis, triage: Triage, settings: Settings) -> None:
         self.engine = engine
@@ -63,14 +56,12 @@ class CallRegistry:
         self.delivery = triage.delivery
         self.settings = settings
         self.recordings_dir = settings.recordings_dir.resolve()
-        self.ice_servers = service.parse_ice_servers(settings.video_ice_servers)
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self.calls: dict[int, CallMedia] = {}
-        self._grace: dict[tuple[int, str], asyncio.Task] = {}
         self._rpc: dict[str, asyncio.Future] = {}
         self._tasks: set[asyncio.Task] = set()
         self._loops: list[asyncio.Task] = []
         self._missing_since: dict[str, float] = {}
+        self._in_flight = asyncio.Semaphore(MAX_EVENTS_IN_FLIGHT)
         self._pubsub = None
 
     # --- lifecycle ---
@@ -79,33 +70,25 @@ class CallRegistry:
         self.recordings_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.recordings_dir.chmod(0o700)  # evidence: readable by the service user only
         self._pubsub = self.redis.pubsub()
-        await self._pubsub.subscribe(worker_channel(self.worker_id))
-        await self.redis.set(alive_key(self.worker_id), "1", ex=HEARTBEAT_TTL_S)
+        await self._pubsub.subscribe(plane.reply_channel(self.worker_id))
+        await self._ensure_group()
         self._loops = [
-            asyncio.create_task(self._forever(self._listen, 0.5), name="video-bus"),
-            asyncio.create_task(self._forever(self._heartbeat, HEARTBEAT_S), name="video-heartbeat"),
-            asyncio.create_task(self._forever(self._sweep, SWEEP_S), name="video-sweeper"),
+            asyncio.create_task(plane.forever(self._listen, 0.5, log), name="video-replies"),
+            asyncio.create_task(plane.forever(self._consume, 0.05, log), name="video-events"),
+            asyncio.create_task(plane.forever(self._sweep, SWEEP_S, log), name="video-sweeper"),
         ]
         return self
 
     async def __aexit__(self, *exc_info) -> None:
-        """End this worker's calls cleanly (files closed, rows finalized) before the database goes away."""
-        for call_id in list(self.calls):
-            try:
-                async with unit_of_work(self.engine) as session:
-                    await flows.do_end(session, self, call_id=call_id, reason="server_shutdown")
-            except Exception:
-                log.exception("call %s: ending at shutdown failed", call_id)
-            await self.teardown_local(call_id)
-        if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=20)
+        """Calls go on: their media lives in the media workers, and the other API workers take the events."""
         for task in self._loops:
             task.cancel()
         await asyncio.gather(*self._loops, return_exceptions=True)
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=20)
         try:
             await self._pubsub.aclose()
-            await self.redis.delete(alive_key(self.worker_id))
-        except (RedisError, OSError):
+        except OSError:
             pass
 
     def spawn(self, coro) -> asyncio.Task:
@@ -120,128 +103,81 @@ class CallRegistry:
         if not task.cancelled() and task.exception() is not None:
             log.error("video background task failed", exc_info=task.exception())
 
-    async def _forever(self, step, pause_s: float) -> None:
-        """Run `step` again and again; it must outlive a bad round. While Redis is away, one line per
-        round and a growing pause (up to 10 s) instead of a traceback twice a second."""
-        failures = 0
-        while True:
+    # --- placement and signalling ---
+
+    async def media_workers(self) -> list[plane.Announcement]:
+        ids = sorted(await self.redis.smembers(plane.WORKERS_KEY))
+        if not ids:
+            return []
+        raws = await self.redis.mget([plane.announce_key(worker) for worker in ids])
+        return [plane.Announcement.loads(raw) for raw in raws if raw]
+
+    async def answer(self, session: AsyncSession, call: VideoCall, role: str, offer: dict) -> dict:
+        """The answer to a party's offer from the media worker holding the call (placing it first if new)."""
+        message = {"op": "offer", "call_id": call.id, "role": role, **offer}
+        if call.media_worker is not None:
+            return (await self._ask(call.media_worker, message))["answer"]
+        candidates = sorted(
+            (w for w in await self.media_workers() if w.has_room), key=lambda w: (w.load, -w.capacity, w.id)
+        )
+        for worker in candidates:
+            owner = await service.claim_media_worker(session, call, worker.id)
+            if owner != worker.id:  # another offer of this call placed it meanwhile: go where it went
+                return (await self._ask(owner, message))["answer"]
             try:
-                await step()
-                failures = 0
-            except asyncio.CancelledError:
-                raise
-            except (RedisError, OSError) as exc:
-                failures += 1
-                log.warning("video %s: Redis unavailable (%s)", step.__name__, type(exc).__name__)
-            except Exception:
-                failures += 1
-                log.exception("video %s failed", step.__name__)
-            await asyncio.sleep(min(10.0, pause_s * 2 ** min(failures, 5)) if failures else pause_s)
+                return (await self._ask(worker.id, message))["answer"]
+            except UpstreamUnavailable as exc:
+                if exc.code not in REFUSALS:
+                    raise
+                log.info("call %s: media worker %s refused (%s), trying the next", call.id, worker.id, exc.code)
+                await service.release_media_worker(session, call, worker.id)
+        raise plane.NoMediaCapacity("no media server has room for this call")
 
-    # --- media of the calls this worker holds ---
-
-    async def answer(self, call: VideoCall, role: str, offer: dict) -> dict:
-        """The answer to a party's offer, from whichever worker holds the call's media."""
-        owner = call.media_worker or self.worker_id
-        if owner == self.worker_id:
-            return await self.answer_local(call.id, role, offer)
-        return await self._forward(owner, {"op": "offer", "call_id": call.id, "role": role, **offer})
-
-    async def answer_local(self, call_id: int, role: str, offer: dict) -> dict:
-        media = self.calls.get(call_id)
-        if media is None:
-            media = self.calls[call_id] = CallMedia(
-                call_id, ice_servers=self.ice_servers, on_state=self._on_media_state
-            )
+    async def start_recording(self, call: VideoCall, paths: dict[str, str]) -> dict[str, str | None]:
+        """Start each party's file (paths relative to the recordings directory); per role None or why not."""
         try:
-            answer = await media.answer(role, RTCSessionDescription(sdp=offer["sdp"], type=offer["type"]))
-        except BaseException:
-            if not media.links and self.calls.get(call_id) is media:
-                del self.calls[call_id]
-            raise
-        return {"sdp": answer.sdp, "type": answer.type}
-
-    def _on_media_state(self, call_id: int, role: str, state: str) -> None:
-        self.spawn(self._media_state(call_id, role, state))
-
-    async def _media_state(self, call_id: int, role: str, state: str) -> None:
-        media = self.calls.get(call_id)
-        if media is None or media.closing:
-            return
-        if state == "connected":
-            grace = self._grace.pop((call_id, role), None)
-            if grace is not None:
-                grace.cancel()
-            if media.both_connected():
-                await flows.do_connect(self, call_id)
-        elif state in ("failed", "closed") and (call_id, role) not in self._grace:
-            self._grace[(call_id, role)] = self.spawn(self._end_after_grace(call_id, role))
-
-    async def _end_after_grace(self, call_id: int, role: str) -> None:
-        """A party's connection failed or closed: give them `video_peer_grace_s` to rejoin, then end."""
-        await asyncio.sleep(self.settings.video_peer_grace_s)
-        self._grace.pop((call_id, role), None)
-        media = self.calls.get(call_id)
-        if media is None or media.closing or media.connected(role):
-            return
-        async with unit_of_work(self.engine) as session:
-            await flows.do_end(session, self, call_id=call_id, reason=f"{role}_dropped")
-
-    async def start_recording(self, call_id: int, paths: dict) -> dict[str, str | None]:
-        media = self.calls.get(call_id)
-        if media is None:
-            return {role: "the call's media is gone" for role in paths}
-        return await media.start_recording(paths)
-
-    def recording_formats(self, call_id: int) -> dict[str, dict]:
-        """Per party: the kinds, file suffix and content type of the recording (`CallMedia.recording_formats`)."""
-        media = self.calls.get(call_id)
-        return {} if media is None else media.recording_formats()
-
-    def recording_kinds(self, call_id: int) -> dict[str, set[str]]:
-        media = self.calls.get(call_id)
-        return {} if media is None else {role: rec.kinds for role, rec in media.recorders.items() if rec.kinds}
+            reply = await self._ask(call.media_worker, {"op": "record", "call_id": call.id, "paths": paths})
+        except UpstreamUnavailable as exc:
+            return {role: exc.message for role in paths}
+        return reply["outcome"]
 
     async def teardown(self, call: VideoCall) -> None:
-        """Close a finished call's media wherever it lives; its owner finalizes the recordings."""
-        if call.media_worker is None or call.media_worker == self.worker_id:
-            if call.id in self.calls:
-                self.spawn(self.teardown_local(call.id))
-            return
-        await self.redis.publish(worker_channel(call.media_worker), json.dumps({"op": "teardown", "call_id": call.id}))
+        """Close a finished call's media; its media worker sends the recordings' results back as an event."""
+        if call.media_worker is not None:
+            await self._close(call.media_worker, call.id)
 
-    async def teardown_local(self, call_id: int) -> None:
-        media = self.calls.pop(call_id, None)
-        if media is None:
-            return
-        for key in [k for k in self._grace if k[0] == call_id]:
-            self._grace.pop(key).cancel()
-        results = await media.close()
-        await flows.finalize_recordings(self, call_id, results)
+    async def _close(self, worker: str, call_id: int) -> None:
+        await self.redis.publish(plane.rpc_channel(worker), json.dumps({"op": "close", "call_id": call_id}))
 
-    # --- the Redis bus between workers ---
+    async def stats(self) -> dict:
+        """Frames in, forwarded and recorded per live call, from every media worker (the bench reads this)."""
+        merged: dict = {}
+        for worker in await self.media_workers():
+            merged.update((await self._ask(worker.id, {"op": "stats"}))["stats"])
+        return merged
 
-    async def _forward(self, owner: str, message: dict) -> dict:
+    async def _ask(self, worker: str, message: dict) -> dict:
+        """One request to a media worker and its reply, within `plane.RPC_TIMEOUT_S`."""
         rid = uuid.uuid4().hex
         future = asyncio.get_running_loop().create_future()
         self._rpc[rid] = future
         try:
-            message = {**message, "rid": rid, "reply_to": worker_channel(self.worker_id)}
-            if await self.redis.publish(worker_channel(owner), json.dumps(message)) == 0:
+            message = {**message, "rid": rid, "reply_to": plane.reply_channel(self.worker_id)}
+            if await self.redis.publish(plane.rpc_channel(worker), json.dumps(message)) == 0:
                 raise UpstreamUnavailable(
-                    "the server holding this call is not reachable", code="media_worker_unavailable"
+                    "the media server holding this call is not reachable", code="media_worker_unavailable"
                 )
-            reply = await asyncio.wait_for(future, RPC_TIMEOUT_S)
+            reply = await asyncio.wait_for(future, plane.RPC_TIMEOUT_S)
         except TimeoutError as exc:
             raise UpstreamUnavailable(
-                "the server holding this call did not answer", code="media_worker_unavailable"
+                "the media server holding this call did not answer", code="media_worker_timeout"
             ) from exc
         finally:
             self._rpc.pop(rid, None)
         error = reply.get("error")
         if error:
             raise ERRORS.get(error["status"], UpstreamUnavailable)(error["message"], code=error["code"])
-        return reply["answer"]
+        return reply
 
     async def _listen(self) -> None:
         async for item in self._pubsub.listen():
@@ -249,62 +185,105 @@ class CallRegistry:
                 continue
             try:
                 message = json.loads(item["data"])
-                op = message["op"]
-            except (ValueError, KeyError, TypeError):
+            except (ValueError, TypeError):
                 continue
-            if op == "offer":
-                self.spawn(self._serve_offer(message))
-            elif op == "reply":
-                future = self._rpc.get(message.get("rid"))
-                if future is not None and not future.done():
-                    future.set_result(message)
-            elif op == "teardown":
-                self.spawn(self.teardown_local(int(message["call_id"])))
+            future = self._rpc.get(message.get("rid")) if isinstance(message, dict) else None
+            if future is not None and not future.done():
+                future.set_result(message)
 
-    async def _serve_offer(self, message: dict) -> None:
-        reply: dict = {"op": "reply", "rid": message["rid"]}
+    # --- the media workers' events, each handled once ---
+
+    async def _ensure_group(self) -> None:
         try:
-            reply["answer"] = await self.answer_local(
-                int(message["call_id"]), message["role"], {"sdp": message["sdp"], "type": message["type"]}
+            await self.redis.xgroup_create(plane.EVENTS_STREAM, plane.EVENTS_GROUP, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def _consume(self) -> None:
+        try:
+            batches = await self.redis.xreadgroup(
+                plane.EVENTS_GROUP, self.worker_id, {plane.EVENTS_STREAM: ">"}, count=16, block=1000
             )
-        except YuntingError as exc:
-            reply["error"] = {"status": exc.status_code, "code": exc.code, "message": exc.message}
-        except Exception:
-            log.exception("call %s: forwarded offer failed", message.get("call_id"))
-            reply["error"] = {"status": 503, "code": "media_failed", "message": "the media server failed"}
-        await self.redis.publish(message["reply_to"], json.dumps(reply))
+        except ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            await self._ensure_group()  # Redis was flushed or restarted empty
+            return
+        for _stream, entries in batches or []:
+            for entry_id, fields in entries:
+                await self._in_flight.acquire()
+                self.spawn(self._handle(entry_id, fields))
 
-    async def _heartbeat(self) -> None:
-        await self.redis.set(alive_key(self.worker_id), "1", ex=HEARTBEAT_TTL_S)
+    async def _handle(self, entry_id: str, fields: dict) -> None:
+        try:
+            kind, call_id = fields["kind"], int(fields["call_id"])
+            detail = json.loads(fields.get("detail") or "{}")
+            if kind == "connected":
+                await flows.do_connect(self, call_id, formats=detail.get("formats", {}))
+            elif kind == "dropped":
+                async with unit_of_work(self.engine) as session:
+                    await flows.do_end(session, self, call_id=call_id, reason=f"{detail['role']}_dropped")
+            elif kind == "closed":
+                if detail.get("reason"):  # the media worker ended it (drain): the call's end first
+                    async with unit_of_work(self.engine) as session:
+                        await flows.do_end(session, self, call_id=call_id, reason=detail["reason"])
+                results = {role: plane.result_from_wire(r) for role, r in (detail.get("results") or {}).items()}
+                await flows.finalize_recordings(self, call_id, results)
+            await self.redis.xack(plane.EVENTS_STREAM, plane.EVENTS_GROUP, entry_id)
+        except Exception:  # not acknowledged: taken over again after RECLAIM_IDLE_MS
+            log.exception("video event %s (%s) failed; it will be retried", entry_id, fields.get("kind"))
+        finally:
+            self._in_flight.release()
 
-    # --- the sweeper: timeouts and orphans, whichever worker gets there first ---
+    async def _reclaim(self) -> None:
+        """Events taken by an API worker that died (or failed them) before acknowledging: handle them here."""
+        _next, entries, *_ = await self.redis.xautoclaim(
+            plane.EVENTS_STREAM, plane.EVENTS_GROUP, self.worker_id, min_idle_time=RECLAIM_IDLE_MS, count=16
+        )
+        for entry_id, fields in entries:
+            pending = await self.redis.xpending_range(
+                plane.EVENTS_STREAM, plane.EVENTS_GROUP, min=entry_id, max=entry_id, count=1
+            )
+            if pending and pending[0]["times_delivered"] > MAX_DELIVERIES:
+                log.error("video event %s (%s) given up after %d tries", entry_id, fields, MAX_DELIVERIES)
+                await self.redis.xack(plane.EVENTS_STREAM, plane.EVENTS_GROUP, entry_id)
+                continue
+            await self._in_flight.acquire()
+            self.spawn(self._handle(entry_id, fields))
+
+    # --- the sweeper: timeouts, lost media workers, lost messages; whichever API worker gets there first ---
 
     async def _sweep(self) -> None:
-        if self.calls:
-            async with unit_of_work(self.engine) as session:
-                finished_here = await service.list_final_among(session, list(self.calls))
-            for call_id in finished_here:  # ended elsewhere, and the teardown message never arrived
-                self.spawn(self.teardown_local(call_id))
-        # The rest needs doing once per round, not once per worker.
         lock = self.redis.lock("yt:lock:video-sweep", timeout=30, blocking_timeout=0)
         if not await lock.acquire():
             return
         try:
+            # Media workers first: a call in an announcement was claimed in SQL before its media existed.
+            workers = {w.id: w for w in await self.media_workers()}
             now = utcnow()
             async with unit_of_work(self.engine) as session:
                 due = await service.list_due_ringing(session, now)
                 stale = await service.list_stale_requested(
                     session, now - timedelta(seconds=self.settings.video_ring_timeout_s)
                 )
-                owners = await service.list_active_owners(session)
+                owners = dict(await service.list_active_owners(session))
             for call_id in due:
                 await flows.do_miss(self, call_id)
             for call_id in stale:
                 async with unit_of_work(self.engine) as session:
                     await flows.do_end(session, self, call_id=call_id, reason="no_media")
-            for call_id, worker in owners:
-                if worker != self.worker_id and await self._gone(worker):
+            for call_id, worker in owners.items():
+                if worker not in workers and await self._gone(worker):
                     await flows.do_orphan(self, call_id)
+            for worker in workers.values():  # media still held for a call that ended (a lost `close`)
+                for call_id in worker.calls:
+                    if owners.get(call_id) != worker.id:
+                        await self._close(worker.id, call_id)
+            for worker in set(await self.redis.smembers(plane.WORKERS_KEY)) - set(workers):
+                if await self._gone(worker):
+                    await self.redis.srem(plane.WORKERS_KEY, worker)
+            await self._reclaim()
         finally:
             try:
                 await lock.release()
@@ -312,8 +291,8 @@ class CallRegistry:
                 pass
 
     async def _gone(self, worker: str) -> bool:
-        if await self.redis.exists(alive_key(worker)):
+        if await self.redis.exists(plane.announce_key(worker)):
             self._missing_since.pop(worker, None)
             return False
         first = self._missing_since.setdefault(worker, time.monotonic())
-        return time.monotonic() - first > GONE_AFTER_S
+        return time.monotonic() - first > plane.GONE_AFTER_S

@@ -40,6 +40,7 @@ from api.video.schemas import (
     CallForAgent,
     CallPublic,
     CallRequest,
+    IceConfiguration,
     IdentityCheckPublic,
     IdentityVerdict,
     Notice,
@@ -175,6 +176,15 @@ async def _readable_conversation(session, agent: Agent, conversation_id: int) ->
         await agent_flows.get_for_agent(session, agent=agent, conversation_id=conversation_id)
     except NotPermitted:
         raise NotPermitted("this video call is not yours") from None
+
+
+@router.get("/calls/{call_id}/ice", response_model=IceConfiguration)
+async def ice_configuration(call_id: int, party: CurrentParty, session: SessionDep, settings: SettingsDep):
+    """STUN/TURN for the party's peer connection (TURN credentials minted for this call, short-lived)."""
+    call = await service.get_call(session, call_id)
+    if party.role == "customer" or call.agent_id is not None:
+        service.check_party(call, role=party.role, party_id=party.id)
+    return service.client_ice(settings, user=f"call{call.id}-{party.role}")
 
 
 @router.post("/calls/{call_id}/offer", response_model=SessionDescription)

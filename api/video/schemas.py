@@ -30,6 +30,13 @@ class CallRequest(BaseModel):
     consent: Consent
 
 
+class IceConfiguration(BaseModel):
+    """What a party's `RTCPeerConnection` is built with: STUN/TURN servers (TURN credentials short-lived)."""
+
+    ice_servers: list[dict[str, Any]]
+    ice_transport_policy: Literal["all", "relay"]
+
+
 class SessionDescription(BaseModel):
     """WebRTC signalling: the party's offer in, our answer out."""
 

@@ -6,9 +6,12 @@ answer the same call, exactly one wins, and the loser sees it did not.
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import hmac
 import json
 import secrets
+import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -19,6 +22,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from api.conversations.models import Conversation, Direction, Message, SenderKind
 from api.errors import NotPermitted, ResourceNotFound
+from api.settings import Settings
 from api.video.models import ACTIVE_STATES, CallEvent, CallState, Recording, VideoCall
 
 # The recording notice (双录告知) the customer reads and accepts before any media starts. Changing the text
@@ -48,6 +52,19 @@ def parse_ice_servers(raw: str | None) -> list[dict[str, Any]]:
         servers = [{"urls": url.strip()} for url in raw.split(",") if url.strip()]
     allowed = {"urls", "username", "credential"}
     return [{k: v for k, v in server.items() if k in allowed} for server in servers]
+
+
+def client_ice(settings: Settings, *, user: str, now: float | None = None) -> dict[str, Any]:
+    """The ICE configuration for a party's browser. TURN credentials are minted per call and expire
+    (coturn's `use-auth-secret`, the "TURN REST API": username `<expiry>:<user>`, password
+    base64(HMAC-SHA1(secret, username))): a page never holds a long-lived secret."""
+    servers = parse_ice_servers(settings.video_client_ice_servers)
+    urls = [url.strip() for url in (settings.video_turn_urls or "").split(",") if url.strip()]
+    if urls and settings.video_turn_secret is not None:
+        username = f"{int(now or time.time()) + settings.video_turn_ttl_s}:{user}"
+        digest = hmac.new(settings.video_turn_secret.get_secret_value().encode(), username.encode(), hashlib.sha1)
+        servers.append({"urls": urls, "username": username, "credential": base64.b64encode(digest.digest()).decode()})
+    return {"ice_servers": servers, "ice_transport_policy": settings.video_client_ice_policy}
 
 
 async def get_call(session: AsyncSession, call_id: int) -> VideoCall:
@@ -113,6 +130,18 @@ async def claim_media_worker(session: AsyncSession, call: VideoCall, worker_id: 
         )
         await session.commit()
     return call.media_worker or worker_id
+
+
+async def release_media_worker(session: AsyncSession, call: VideoCall, worker_id: str) -> None:
+    """A media worker refused the call: undo its placement (only if it is still the one), committed at once."""
+    await transition(
+        session,
+        call,
+        from_states=ACTIVE_STATES,
+        extra=(col(VideoCall.media_worker) == worker_id,),
+        media_worker=None,
+    )
+    await session.commit()
 
 
 async def list_due_ringing(session: AsyncSession, now: datetime) -> list[int]:

@@ -1,15 +1,12 @@
-"""The API in a process of its own for the video bench (so its CPU can be read from /proc), on the
-embedded defaults (SQLite, an embedded Redis, the bundled emulator) in a scratch data directory.
+"""The API in a process of its own for the video bench (so its CPU can be read from /proc), on SQLite, the
+bench's Redis and WeChat emulator, in a scratch data directory. It holds no media: the bench's media
+workers (`bench/video/media_worker.py`) do.
 
-    .venv/bin/python bench/video/server.py --port 8765 --data-dir /tmp/x [--mode record|relay]
-        [--redis-url unix:///… --wechat-api-base http://… --database-url sqlite+aiosqlite:///…]
+    .venv/bin/python bench/video/server.py --port 8765 --data-dir /tmp/x --redis-url unix:///… \
+        --wechat-api-base http://… --database-url sqlite+aiosqlite:///… --recordings-dir /tmp/x/recordings
 
-Several of these on one database, Redis and emulator are several API workers (`bench/video/run.py
---workers 2`); each holds the media of the calls whose first offer it took.
-
-`--mode relay` is the baseline: the same relay with recording switched off (the recorders still consume
-every incoming frame, as they must, but never open a file). It also adds `GET /_bench/stats`: frames in,
-forwarded, recorded and dropped per call, party and kind, and each recorder's backlog.
+It adds `GET /_bench/stats`: frames in, forwarded, recorded and dropped per call, party and kind, from
+every media worker.
 """
 
 from __future__ import annotations
@@ -26,26 +23,18 @@ import uvicorn  # noqa: E402
 
 from api.main import create_app  # noqa: E402
 from api.settings import Settings  # noqa: E402
-from api.video.media import CallMedia  # noqa: E402
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--data-dir", type=Path, required=True)
-    parser.add_argument("--mode", choices=("record", "relay"), default="record")
     parser.add_argument("--rasa-url", default="http://127.0.0.1:9")  # none: escalations take the NLU-down path
     parser.add_argument("--redis-url", default=None)
     parser.add_argument("--wechat-api-base", default=None)
     parser.add_argument("--database-url", default=None)
     parser.add_argument("--recordings-dir", type=Path, default=None)
     args = parser.parse_args()
-    if args.mode == "relay":
-
-        async def no_recording(self, paths):
-            return {role: "recording switched off (bench baseline)" for role in paths}
-
-        CallMedia.start_recording = no_recording
     settings = Settings(
         env="development",
         port=args.port,
@@ -64,14 +53,7 @@ def main() -> None:
 
     @app.get("/_bench/stats", include_in_schema=False)
     async def stats() -> dict:
-        calls = app.state.video.calls
-        return {
-            str(call_id): {
-                "media": media.stats(),
-                "pending": {role: dict(rec.pending) for role, rec in media.recorders.items()},
-            }
-            for call_id, media in calls.items()
-        }
+        return await app.state.video.stats()
 
     logging.basicConfig(level=logging.WARNING)
     uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning")

@@ -173,9 +173,10 @@ class MediaParty:
         audio: bool = True,
         video: MediaStreamTrack | None = None,
         video_codecs: tuple[str, ...] = (),
+        configuration: RTCConfiguration | None = None,
     ) -> None:
         self.role = role
-        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self.pc = RTCPeerConnection(configuration or RTCConfiguration(iceServers=[]))
         self.video = video or PatternVideoTrack(COLOURS[role], width=width, height=height, fps=fps)
         self.audio = ToneAudioTrack(440 if role == "customer" else 660) if audio else None
         self.received: list[tuple[tuple[int, int, int], int]] = []

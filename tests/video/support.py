@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
 import uuid
+from pathlib import Path
 
 import httpx
+import redis
 
+from api.launcher import ROOT
+from api.video import plane
 from api.video.service import NOTICE_VERSION
 from tests.support import AgentConsole, MiniappCustomer, create_agent
 
@@ -104,3 +113,75 @@ def recording_file(recordings_dir, call_id: int, party: str):
 
     path = next(recordings_dir.rglob(f"call-{call_id}-{party}-*.mp4.sealed"))
     return io.BytesIO(b"".join(open_sealed(path, Keyring.parse(TEST_VAULT_MASTER_KEYS))))
+
+
+class MediaWorkerProcess:
+    """A real media worker (`python -m api.video.worker`) on a test deployment's Redis and recordings."""
+
+    def __init__(self, stack, log_path: Path, **overrides) -> None:
+        self.stack, self.log_path = stack, log_path
+        self.env = {
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "YUNTING_ENV": "test",
+            "YUNTING_LOG_LEVEL": "WARNING",
+            "YUNTING_REDIS_URL": stack.redis_url,
+        }
+        for key, value in overrides.items():
+            if key == "recordings_dir" or key.startswith("video_"):
+                self.env[f"YUNTING_{key.upper()}"] = str(value)
+        self.process: subprocess.Popen | None = None
+        self.worker_id: str | None = None
+
+    def start(self, timeout: float = 30.0) -> None:
+        with self.log_path.open("a") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "api.video.worker"], cwd=ROOT, env=self.env, stdout=log, stderr=log
+            )
+        client = redis.Redis.from_url(self.stack.redis_url, decode_responses=True)
+        deadline = time.monotonic() + timeout
+        try:
+            while self.worker_id is None:
+                assert self.process.poll() is None, f"media worker exited: {self.log_path.read_text()[-2000:]}"
+                assert time.monotonic() < deadline, "media worker did not announce itself"
+                self.worker_id = next((a.id for a in announcements(client) if a.pid == self.process.pid), None)
+                time.sleep(0.1)
+        finally:
+            client.close()
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def announcement(self) -> plane.Announcement | None:
+        client = redis.Redis.from_url(self.stack.redis_url, decode_responses=True)
+        try:
+            return next((a for a in announcements(client) if a.id == self.worker_id), None)
+        finally:
+            client.close()
+
+    def terminate(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        if self.process is None or self.process.poll() is not None:
+            return None if self.process is None else self.process.returncode
+        self.terminate()
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            return None
+
+
+def announcements(client: redis.Redis) -> list[plane.Announcement]:
+    ids = sorted(client.smembers(plane.WORKERS_KEY))
+    raws = client.mget([plane.announce_key(worker) for worker in ids]) if ids else []
+    return [plane.Announcement.loads(raw) for raw in raws if raw]
+
+
+def proc_status(pid: int) -> dict[str, int]:
+    """RSS (kB) and thread count of a process, from /proc/<pid>/status."""
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    return {"rss_kb": int(fields["VmRSS"].split()[0]), "threads": int(fields["Threads"])}

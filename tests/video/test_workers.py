@@ -1,5 +1,5 @@
-"""Two API workers on one database and Redis, no sticky routing: a call's media stays in the worker that
-took the first offer; the other party's offer, sent to the other worker, is forwarded to it over Redis."""
+"""Two API workers on one database and Redis, no sticky routing: a call's media is in the media worker it
+was placed on at the first offer; the other party's offer, sent to the other API worker, reaches it too."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ async def test_the_agent_on_another_worker_reaches_the_call_and_hangs_it_up_ther
     assert (await customer_media.negotiate(customer.http, call["id"])).status_code == 200
     await wait_for_call(agent.http, call["id"], "ringing")
     assert (await agent.http.post(f"/video/calls/{call['id']}/accept")).status_code == 200
-    answered = await agent_media.negotiate(agent.http, call["id"])  # forwarded from B to A
+    answered = await agent_media.negotiate(agent.http, call["id"])  # through B to the media worker
     assert answered.status_code == 200, answered.text
     await wait_for_call(agent.http, call["id"], "connected")
     await wait_until(
@@ -38,16 +38,19 @@ async def test_the_agent_on_another_worker_reaches_the_call_and_hangs_it_up_ther
     assert looks_like(agent_media.received[-1][0], "customer") and looks_like(customer_media.received[-1][0], "agent")
     events = (await agent.http.get(f"/video/calls/{call['id']}")).json()["events"]
     offers = {e["kind"]: e["detail"] for e in events if e["kind"].startswith("offer_")}
-    assert offers["offer_customer"]["worker"] == offers["offer_agent"]["worker"]  # both media in one worker
-    assert offers["offer_customer"]["via"] == offers["offer_customer"]["worker"]  # A took the customer's offer
-    assert offers["offer_agent"]["via"] != offers["offer_agent"]["worker"]  # B forwarded the agent's to A
+    # Both parties' media in the one media worker, though their offers came through different API workers.
+    assert offers["offer_customer"]["worker"] == offers["offer_agent"]["worker"] == stack.media[0].worker_id
+    assert offers["offer_customer"]["via"] != offers["offer_agent"]["via"]
+    assert stack.media[0].worker_id not in (offers["offer_customer"]["via"], offers["offer_agent"]["via"])
 
-    hung_up = await agent.http.post(f"/video/calls/{call['id']}/hangup")  # on B; the media is on A
+    hung_up = await agent.http.post(f"/video/calls/{call['id']}/hangup")  # on B
     assert hung_up.json()["state"] == "ended" and hung_up.json()["end_reason"] == "agent_hangup"
     recordings = await wait_for_recordings(agent, call["id"])
     assert all(r["status"] == "complete" for r in recordings)
     await wait_until(
-        lambda: customer_media.pc.connectionState in ("closed", "failed"), 15, "A to close the customer's media"
+        lambda: customer_media.pc.connectionState in ("closed", "failed"),
+        15,
+        "the media worker to close the customer's media",
     )
     for party in (customer_media, agent_media):
         await party.close()

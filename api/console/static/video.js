@@ -97,6 +97,8 @@ async function answerCall(callId) {
 async function joinMedia(call) {
   if (V.media && V.media.callId === call.id) return;
   stopMedia();
+  // The backend is the only peer (its answer has its candidates); TURN only when the deployment configures it.
+  const ice = await api('GET', `/video/calls/${call.id}/ice`);
   let stream;
   try {
     stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: { width: { ideal: 640 }, height: { ideal: 480 } } });
@@ -105,7 +107,7 @@ async function joinMedia(call) {
     await api('POST', `/video/calls/${call.id}/hangup`).catch(() => {});
     throw new Error('无法打开摄像头或麦克风，通话已挂断。请检查设备权限后让客户重新发起。');
   }
-  const pc = new RTCPeerConnection({ iceServers: [] }); // the backend is the only peer; its answer has its candidates
+  const pc = new RTCPeerConnection({ iceServers: ice.ice_servers, iceTransportPolicy: ice.ice_transport_policy });
   V.media = { callId: call.id, pc, stream };
   for (const track of stream.getTracks()) pc.addTrack(track, stream);
   $('#local-video').srcObject = stream;

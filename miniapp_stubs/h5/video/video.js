@@ -109,6 +109,10 @@ async function consent() {
   } catch (e) {
     showError(e.message);
     if (!S.call) $('#consent').disabled = false;
+    if (e.code === 'video_capacity_full') {  // no line free: say so plainly where the call ends (the queue keeps them)
+      finish('failed');
+      $('#ended-text').textContent = e.message;
+    }
   }
 }
 
@@ -125,8 +129,10 @@ async function startMedia(call) {
     return;
   }
   $('#local').srcObject = S.stream;
-  // No STUN: the backend is the only peer, and its answer carries its own candidates.
-  const pc = S.pc = new RTCPeerConnection({ iceServers: [] });
+  // The backend is the only peer and its answer carries its candidates; TURN (when configured) is for
+  // mobile networks that can't reach it directly, with credentials minted for this call.
+  const ice = await api('GET', `/video/calls/${call.id}/ice`);
+  const pc = S.pc = new RTCPeerConnection({ iceServers: ice.ice_servers, iceTransportPolicy: ice.ice_transport_policy });
   for (const track of S.stream.getTracks()) pc.addTrack(track, S.stream);
   pc.ontrack = (ev) => {
     const remote = $('#remote');
