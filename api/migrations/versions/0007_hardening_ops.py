@@ -10,9 +10,10 @@ import sqlmodel
 from alembic import op
 
 revision = "0007_hardening_ops"
-down_revision = "0006_video_agents"
+# the recording and studio_job tables come from sibling branches: they are parents, not only dependencies
+down_revision = ("0006_video_agents", "0003_video", "0004_studio")
 branch_labels = None
-depends_on = ("0003_video", "0004_studio")  # the recording and studio_job tables
+depends_on = None
 
 
 def upgrade() -> None:

@@ -9,9 +9,10 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0009_video_evidence"
-down_revision = "0006_video_agents"
+# the recording table is created on a sibling branch (0003): a parent, not only a dependency
+down_revision = ("0006_video_agents", "0003_video")
 branch_labels = None
-depends_on = "0003_video"  # the recording table is created there (a sibling branch of 0006)
+depends_on = None
 
 
 def upgrade() -> None:
