@@ -28,7 +28,7 @@ async def closed_with(url: str, wait_s: float = 20, **kwargs) -> int | None:
 async def test_a_session_token_in_the_url_is_not_accepted(app_url, customer):
     base = app_url.replace("http://", "ws://")
     assert await closed_with(f"{base}/miniapp/ws?token={customer.token}") == 4401
-    async with httpx.AsyncClient(base_url=app_url) as http:
+    async with httpx.AsyncClient(base_url=app_url, timeout=60) as http:
         assert (await http.get("/miniapp/messages", params={"token": customer.token})).status_code == 401
 
 
@@ -52,7 +52,7 @@ async def test_a_socket_ticket_opens_the_socket_once(app_url, customer, agent):
 
 
 async def test_the_video_page_ticket_is_exchanged_once_for_a_session(app_url, customer):
-    async with httpx.AsyncClient(base_url=app_url) as http:
+    async with httpx.AsyncClient(base_url=app_url, timeout=60) as http:
         socket_ticket = await customer.ticket("socket")
         wrong = await http.post("/miniapp/tickets/redeem", json={"ticket": socket_ticket})
         assert wrong.status_code == 401  # a socket ticket is not a video page ticket
@@ -66,7 +66,7 @@ async def test_the_video_page_ticket_is_exchanged_once_for_a_session(app_url, cu
 
 
 async def test_customer_sessions_last_hours_not_days(app_url, emulator):
-    async with httpx.AsyncClient(base_url=app_url) as http:
+    async with httpx.AsyncClient(base_url=app_url, timeout=60) as http:
         login = await http.post("/miniapp/login", json={"code": emulator.wx_login("person-ttl")})
     assert login.status_code == 200 and login.json()["expires_in"] <= 24 * 3600
 
