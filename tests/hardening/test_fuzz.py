@@ -49,18 +49,18 @@ def fuzz_app(settings_for, tmp_path, emulator, database_url):
     server = ThreadedServer(create_app(settings_for(nlu_data_dir=tmp_path / "nlu_data", models_dir=ROOT / "models")))
     url = server.start()
     code = emulator.wx_login(new_person())
-    customer = httpx.post(url + "/miniapp/login", json={"code": code}).json()["token"]
+    customer = httpx.post(url + "/miniapp/login", json={"code": code}, timeout=60).json()["token"]
     httpx.post(
         url + "/miniapp/messages",
         headers={"Authorization": f"Bearer {customer}"},
         json={"text": "转人工", "client_msg_id": "fuzz-1"},
-        timeout=30,
+        timeout=60,
     )
     tokens = {"customer": customer}
     for role in ("agent", "supervisor", "nlu_editor"):
         username = f"fuzz-{role}-{uuid.uuid4().hex[:6]}"
         asyncio.run(create_agent(database_url, username=username, password="pw-123456", skills=["general"], role=role))
-        answer = httpx.post(url + "/agents/login", json={"username": username, "password": "pw-123456"})
+        answer = httpx.post(url + "/agents/login", json={"username": username, "password": "pw-123456"}, timeout=60)
         tokens[role] = answer.json()["token"]
     yield url, tokens
     server.stop()
@@ -71,7 +71,7 @@ def test_no_operation_answers_a_server_error(fuzz_app):
     schema = schemathesis.openapi.from_url(url + "/openapi.json")
     failures: list[str] = []
     operations = 0
-    with httpx.Client(base_url=url, timeout=30) as http:
+    with httpx.Client(base_url=url, timeout=60) as http:
         for result in schema.get_all_operations():
             operation = result.ok()
             if (operation.method.upper(), operation.path) in SKIPPED:
@@ -99,7 +99,7 @@ def test_no_operation_answers_a_server_error(fuzz_app):
                             json=request.get("json"),
                         )
                     except httpx.TimeoutException:
-                        failures.append(f"{who} {request['method']} {request['url']} → no answer in 30 s")
+                        failures.append(f"{who} {request['method']} {request['url']} → no answer in 60 s")
                         continue
                     if response.status_code >= 500:
                         failures.append(f"{who} {request['method']} {response.url} → {response.status_code}")

@@ -80,31 +80,37 @@ def set_password_hash(database_url: str, username: str, password_hash: str) -> N
 
 
 async def test_wrong_passwords_back_off_then_lock_until_a_supervisor_unlocks(isolated_stack, emulator):
-    stack = isolated_stack(limit_agent_login_failures="3/15 seconds", limit_agent_login_lockout="5/hour")
-    username = "target-" + uuid.uuid4().hex[:8]
+    # Two workers of one deployment, one tuned to show the backoff and one the lockout (windows of minutes and
+    # hours: a loaded machine can't make them pass by accident).
+    stack = isolated_stack(limit_agent_login_failures="3/minute", limit_agent_login_lockout="100/hour")
+    locking = isolated_stack.add_worker(
+        stack, limit_agent_login_failures="100/minute", limit_agent_login_lockout="3/hour"
+    )
+    slowed, username = "slowed-" + uuid.uuid4().hex[:8], "target-" + uuid.uuid4().hex[:8]
+    await create_agent(stack.database_url, username=slowed, password=PASSWORD, skills=["general"])
     agent_id = await create_agent(stack.database_url, username=username, password=PASSWORD, skills=["general"])
     boss = "boss-" + uuid.uuid4().hex[:8]
     await create_agent(stack.database_url, username=boss, password=PASSWORD, skills=["general"], role="supervisor")
-    supervisor = await AgentConsole.login(stack.app_url, boss, PASSWORD)
+    supervisor = await AgentConsole.login(locking, boss, PASSWORD)
     peer = "peer-" + uuid.uuid4().hex[:8]
     await create_agent(stack.database_url, username=peer, password=PASSWORD, skills=["general"])
-    colleague = await AgentConsole.login(stack.app_url, peer, PASSWORD)
+    colleague = await AgentConsole.login(locking, peer, PASSWORD)
 
-    async with httpx.AsyncClient(base_url=stack.app_url, timeout=30) as http:
+    async with httpx.AsyncClient(timeout=60) as http:
 
-        async def attempt(password: str) -> httpx.Response:
-            return await http.post("/agents/login", json={"username": username, "password": password})
+        async def attempt(base: str, name: str, password: str) -> httpx.Response:
+            return await http.post(base + "/agents/login", json={"username": name, "password": password})
 
-        assert [(await attempt("wrong")).status_code for _ in range(3)] == [401, 401, 401]
-        backoff = await attempt(PASSWORD)  # even the right password waits now
+        assert [(await attempt(stack.app_url, slowed, "wrong")).status_code for _ in range(3)] == [401] * 3
+        backoff = await attempt(stack.app_url, slowed, PASSWORD)  # even the right password waits now
         assert backoff.status_code == 429, backoff.text
         assert backoff.json()["error"]["code"] == "login_backoff"
-        assert 1 <= int(backoff.headers["Retry-After"]) <= 15
-        await asyncio.sleep(int(backoff.headers["Retry-After"]) + 0.5)
+        assert 1 <= int(backoff.headers["Retry-After"]) <= 60
 
-        assert [(await attempt("wrong")).status_code for _ in range(2)] == [401, 401]  # 5 wrong: locked
-        locked = await attempt(PASSWORD)
+        assert [(await attempt(locking, username, "wrong")).status_code for _ in range(3)] == [401] * 3
+        locked = await attempt(locking, username, PASSWORD)  # the third wrong password locked it
         assert locked.status_code == 403 and locked.json()["error"]["code"] == "account_locked", locked.text
+        assert (await attempt(stack.app_url, username, PASSWORD)).status_code == 403  # on every worker (SQL)
         overview = (await supervisor.http.get("/supervisor/overview")).json()
         assert next(a for a in overview["agents"] if a["id"] == agent_id)["locked"] is True
 
@@ -112,10 +118,10 @@ async def test_wrong_passwords_back_off_then_lock_until_a_supervisor_unlocks(iso
         assert refused.status_code == 403
         unlocked = await supervisor.http.post(f"/supervisor/agents/{agent_id}/unlock")
         assert unlocked.status_code == 200, unlocked.text
-        assert (await attempt(PASSWORD)).status_code == 200
+        assert (await attempt(locking, username, PASSWORD)).status_code == 200
 
     actions = audit_actions(stack.database_url, f"agent:{agent_id}")
-    assert actions.count("agent_login_failed") == 5
+    assert actions.count("agent_login_failed") == 3
     assert "agent_locked" in actions and "agent_unlock" in actions and actions[-1] == "agent_login"
     await supervisor.aclose()
     await colleague.aclose()

@@ -13,11 +13,11 @@ from uvicorn.logging import AccessFormatter
 from api.masking import MaskingFilter
 
 
-async def closed_with(url: str, **kwargs) -> int | None:
-    """The close code when the server refuses the socket, None when it is a live socket."""
-    async with websockets.connect(url, **kwargs) as ws:
+async def closed_with(url: str, wait_s: float = 20, **kwargs) -> int | None:
+    """The close code when the server refuses the socket, None when it is a live socket (nothing in `wait_s`)."""
+    async with websockets.connect(url, open_timeout=30, **kwargs) as ws:
         try:
-            await asyncio.wait_for(ws.recv(), 3)
+            await asyncio.wait_for(ws.recv(), wait_s)
         except websockets.ConnectionClosed as closed:
             return closed.rcvd.code
         except TimeoutError:
@@ -28,7 +28,7 @@ async def closed_with(url: str, **kwargs) -> int | None:
 async def test_a_session_token_in_the_url_is_not_accepted(app_url, customer):
     base = app_url.replace("http://", "ws://")
     assert await closed_with(f"{base}/miniapp/ws?token={customer.token}") == 4401
-    async with httpx.AsyncClient(base_url=app_url) as http:
+    async with httpx.AsyncClient(base_url=app_url, timeout=60) as http:
         assert (await http.get("/miniapp/messages", params={"token": customer.token})).status_code == 401
 
 
@@ -37,7 +37,7 @@ async def test_a_socket_ticket_opens_the_socket_once(app_url, customer, agent):
     base = app_url.replace("http://", "ws://")
     ticket = await customer.ticket("socket")
     async with websockets.connect(f"{base}/miniapp/ws?ticket={ticket}") as ws:
-        event = await asyncio.wait_for(ws.recv(), 5)  # the replay: it is a live socket
+        event = await asyncio.wait_for(ws.recv(), 20)  # the replay: it is a live socket
         assert '"type": "message"' in event or '"type":"message"' in event
     assert await closed_with(f"{base}/miniapp/ws?ticket={ticket}") == 4401  # single use
     # A customer's ticket doesn't open the agents' inbox, and the reverse.
@@ -45,14 +45,14 @@ async def test_a_socket_ticket_opens_the_socket_once(app_url, customer, agent):
     agent_ticket = (await agent.http.post("/agents/tickets")).json()["ticket"]
     assert await closed_with(f"{base}/miniapp/ws?ticket={agent_ticket}") == 4401
     agent_ticket = (await agent.http.post("/agents/tickets")).json()["ticket"]
-    assert await closed_with(f"{base}/agents/ws?ticket={agent_ticket}") is None
+    assert await closed_with(f"{base}/agents/ws?ticket={agent_ticket}", wait_s=3) is None
     # Clients that can set headers may still use the Authorization header.
     headers = {"Authorization": f"Bearer {customer.token}"}
-    assert await closed_with(f"{base}/miniapp/ws?after_id=999999", additional_headers=headers) is None
+    assert await closed_with(f"{base}/miniapp/ws?after_id=999999", wait_s=3, additional_headers=headers) is None
 
 
 async def test_the_video_page_ticket_is_exchanged_once_for_a_session(app_url, customer):
-    async with httpx.AsyncClient(base_url=app_url) as http:
+    async with httpx.AsyncClient(base_url=app_url, timeout=60) as http:
         socket_ticket = await customer.ticket("socket")
         wrong = await http.post("/miniapp/tickets/redeem", json={"ticket": socket_ticket})
         assert wrong.status_code == 401  # a socket ticket is not a video page ticket
@@ -66,7 +66,7 @@ async def test_the_video_page_ticket_is_exchanged_once_for_a_session(app_url, cu
 
 
 async def test_customer_sessions_last_hours_not_days(app_url, emulator):
-    async with httpx.AsyncClient(base_url=app_url) as http:
+    async with httpx.AsyncClient(base_url=app_url, timeout=60) as http:
         login = await http.post("/miniapp/login", json={"code": emulator.wx_login("person-ttl")})
     assert login.status_code == 200 and login.json()["expires_in"] <= 24 * 3600
 
