@@ -37,7 +37,9 @@ def other_model(models_dir, current: str) -> str | None:
 
 
 async def agent_events(url: str, token: str):
-    return await connect(url.replace("http://", "ws://") + f"/agents/ws?token={token}")
+    # No client keepalive: on a loaded box a late pong closed this socket (the console's own pings, below, keep
+    # the agent online).
+    return await connect(url.replace("http://", "ws://") + f"/agents/ws?token={token}", ping_interval=None)
 
 
 async def next_event(ws, kind: str, timeout: float = 20.0, predicate=lambda event: True) -> dict:
