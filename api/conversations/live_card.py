@@ -37,6 +37,9 @@ async def live_card(
     for key, value in snapshot.items():
         card.setdefault(key, value)
     card["reason"] = snapshot.get("reason", card["reason"])
+    advisor = snapshot.get("advisor")
+    if isinstance(advisor, dict) and advisor.get("note"):  # who serves this customer first (api/advisors)
+        card["summary"] = f"{card.get('summary', '')} {advisor['note']}。".strip()
     card["last_messages"] = await _last_messages(session, conversation.id)
     card["slots_changed"] = _changed(snapshot.get("slots") or {}, context.slots)
     card["escalated_at"] = escalation.created_at.isoformat()
