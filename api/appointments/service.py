@@ -121,8 +121,10 @@ async def booking_offer(
     minutes = estimated_wait_minutes(position, online, avg_handle_s)
     if online and minutes < offer_wait_minutes:
         return None
-    reason = "现在暂时没有客服在线" if not online else f"现在排队预计要等约{minutes}分钟"
-    text = f"{reason}。您也可以预约一个方便的时间，由客户经理按时视频或文字为您服务。"
+    # With nobody online the queue notice that follows says so plainly (and offers a message); this only adds
+    # the other way.
+    reason = "没有客服在线时，" if not online else f"现在排队预计要等约{minutes}分钟。"
+    text = f"{reason}您也可以预约一个方便的时间，由客户经理按时视频或文字为您服务。"
     return text, booking_invite()
 
 
