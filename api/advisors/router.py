@@ -7,6 +7,7 @@ from fastapi import APIRouter
 from api.advisors import flows, repository
 from api.advisors.schemas import AdvisorAssign, AdvisorOfCustomer, MyAdvisor
 from api.agents.models import Agent
+from api.bounds import RecordId
 from api.deps import CurrentAgent, CurrentCustomer, SessionDep, Supervisor
 from api.errors import ResourceNotFound
 
@@ -14,7 +15,7 @@ router = APIRouter(tags=["advisors"])
 
 
 @router.put("/supervisor/customers/{customer_id}/advisor", response_model=AdvisorOfCustomer)
-async def assign(customer_id: int, body: AdvisorAssign, supervisor: Supervisor, session: SessionDep):
+async def assign(customer_id: RecordId, body: AdvisorAssign, supervisor: Supervisor, session: SessionDep):
     """Give the customer a named advisor, or move them to another (both audited)."""
     assignment = await flows.do_assign_advisor(
         session, supervisor=supervisor, customer_id=customer_id, agent_id=body.agent_id
@@ -23,12 +24,12 @@ async def assign(customer_id: int, body: AdvisorAssign, supervisor: Supervisor, 
 
 
 @router.delete("/supervisor/customers/{customer_id}/advisor", status_code=204)
-async def remove(customer_id: int, supervisor: Supervisor, session: SessionDep) -> None:
+async def remove(customer_id: RecordId, supervisor: Supervisor, session: SessionDep) -> None:
     await flows.do_remove_advisor(session, supervisor=supervisor, customer_id=customer_id)
 
 
 @router.get("/agents/customers/{customer_id}/advisor", response_model=AdvisorOfCustomer | None)
-async def advisor_of(customer_id: int, _: CurrentAgent, session: SessionDep):
+async def advisor_of(customer_id: RecordId, _: CurrentAgent, session: SessionDep):
     """Who the customer's advisor is (for the console's card); null when none."""
     assignment = await repository.get_for_customer(session, customer_id)
     return await _public(session, assignment) if assignment else None

@@ -6,9 +6,11 @@ from datetime import datetime
 
 from pydantic import BaseModel
 
+from api.bounds import RecordId
+
 
 class AdvisorAssign(BaseModel):
-    agent_id: int
+    agent_id: RecordId
 
 
 class AdvisorOfCustomer(BaseModel):

@@ -29,6 +29,7 @@ from api.appointments.schemas import (
     SlotPublic,
     Slots,
 )
+from api.bounds import RecordId
 from api.deps import (
     CurrentAgent,
     CurrentCustomer,
@@ -111,7 +112,7 @@ async def book(
 
 @router.post("/miniapp/appointments/{appointment_id}/reschedule", response_model=AppointmentPublic)
 async def reschedule(
-    appointment_id: int,
+    appointment_id: RecordId,
     body: RescheduleRequest,
     customer: CurrentCustomer,
     session: SessionDep,
@@ -135,7 +136,7 @@ async def reschedule(
 
 @router.post("/miniapp/appointments/{appointment_id}/cancel", response_model=AppointmentPublic)
 async def cancel(
-    appointment_id: int,
+    appointment_id: RecordId,
     body: CancelRequest,
     customer: CurrentCustomer,
     session: SessionDep,
@@ -159,7 +160,7 @@ async def cancel(
 
 @router.post("/miniapp/appointments/{appointment_id}/join", response_model=Joined)
 async def join(
-    appointment_id: int,
+    appointment_id: RecordId,
     customer: CurrentCustomer,
     session: SessionDep,
     redis: RedisDep,
@@ -200,7 +201,7 @@ async def set_my_schedule(body: ScheduleUpdate, agent: CurrentAgent, session: Se
 
 @router.put("/supervisor/agents/{agent_id}/schedule", response_model=SchedulePublic)
 async def set_schedule(
-    agent_id: int, body: ScheduleUpdate, supervisor: Supervisor, session: SessionDep, settings: SettingsDep
+    agent_id: RecordId, body: ScheduleUpdate, supervisor: Supervisor, session: SessionDep, settings: SettingsDep
 ):
     agent = await session.get(Agent, agent_id)
     if agent is None:
@@ -215,7 +216,7 @@ def _periods(body: ScheduleUpdate) -> list[tuple[int, int, int]]:
     return [(p.weekday, service.parse_hhmm(p.start), service.parse_hhmm(p.end)) for p in body.periods]
 
 
-async def _schedule(session, settings, agent_id: int) -> SchedulePublic:
+async def _schedule(session, settings, agent_id: RecordId) -> SchedulePublic:
     rows = await repository.list_schedule(session, [agent_id])
     periods = [
         Period(weekday=r.weekday, start=service.format_hhmm(r.start_minute), end=service.format_hhmm(r.end_minute))
@@ -263,7 +264,7 @@ async def agent_book(
 
 @router.post("/agents/appointments/{appointment_id}/reschedule", response_model=AppointmentPublic)
 async def agent_reschedule(
-    appointment_id: int,
+    appointment_id: RecordId,
     body: RescheduleRequest,
     agent: CurrentAgent,
     session: SessionDep,
@@ -287,7 +288,7 @@ async def agent_reschedule(
 
 @router.post("/agents/appointments/{appointment_id}/cancel", response_model=AppointmentPublic)
 async def agent_cancel(
-    appointment_id: int,
+    appointment_id: RecordId,
     body: CancelRequest,
     agent: CurrentAgent,
     session: SessionDep,
@@ -336,6 +337,6 @@ def _day(settings, day: date | None):
     return day, service.day_bounds(day, tz)
 
 
-async def _agent_name(session, agent_id: int) -> str | None:
+async def _agent_name(session, agent_id: RecordId) -> str | None:
     agent = await session.get(Agent, agent_id)
     return agent.display_name if agent else None

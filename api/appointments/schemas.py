@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from api.appointments.models import Appointment
+from api.bounds import RecordId
 
 
 class Period(BaseModel):
@@ -54,7 +55,7 @@ class BookRequest(BaseModel):
 
 
 class AgentBookRequest(BaseModel):
-    conversation_id: int
+    conversation_id: RecordId
     starts_at: datetime
     mode: Literal["video", "chat"] = "video"
     topic: str = Field(default="", max_length=200)

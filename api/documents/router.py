@@ -10,6 +10,7 @@ from fastapi.responses import StreamingResponse
 from sqlmodel import col, select
 
 from api.agents.flows import get_for_agent
+from api.bounds import RecordId
 from api.customers.models import Channel
 from api.deps import (
     CurrentAgent,
@@ -40,7 +41,7 @@ async def upload(
     store: DocumentsDep,
     file: Annotated[UploadFile, File(description="a photo (JPG/PNG/WEBP/HEIC) or a PDF")],
     client_msg_id: Annotated[str, Form(min_length=8, max_length=64, pattern=r"^[A-Za-z0-9_\-]+$")],
-    request_id: Annotated[int | None, Form()] = None,
+    request_id: Annotated[RecordId | None, Form()] = None,
 ):
     """A photo or PDF into the customer's conversation (413 over the size limit, 422 for other content)."""
     data = await file.read(settings.document_max_bytes + 1)
@@ -60,7 +61,7 @@ async def upload(
 
 
 @router.get("/miniapp/document-requests/{request_id}", response_model=RequestPublic)
-async def my_request(request_id: int, customer: CurrentCustomer, session: SessionDep):
+async def my_request(request_id: RecordId, customer: CurrentCustomer, session: SessionDep):
     """What the agent asked for (the upload page shows it)."""
     request = await session.get(DocumentRequest, request_id)
     if request is None or request.customer_id != customer.id:
@@ -69,7 +70,7 @@ async def my_request(request_id: int, customer: CurrentCustomer, session: Sessio
 
 
 @router.get("/agents/conversations/{conversation_id}/documents", response_model=list[DocumentPublic])
-async def list_documents(conversation_id: int, agent: CurrentAgent, session: SessionDep):
+async def list_documents(conversation_id: RecordId, agent: CurrentAgent, session: SessionDep):
     """The conversation's documents (what they are, not their content)."""
     conversation = await get_for_agent(session, agent=agent, conversation_id=conversation_id)
     rows = (
@@ -81,7 +82,7 @@ async def list_documents(conversation_id: int, agent: CurrentAgent, session: Ses
 
 
 @router.get("/agents/documents/{document_id}")
-async def view(document_id: int, agent: CurrentAgent, session: SessionDep, store: DocumentsDep):
+async def view(document_id: RecordId, agent: CurrentAgent, session: SessionDep, store: DocumentsDep):
     """The content, for the agent holding the conversation (or a supervisor); audited before it is sent."""
     document = await flows.do_view(session, agent=agent, document_id=document_id)
     chunks = store.open(document.storage_path, sha256=document.sha256, stored_sha256=document.stored_sha256)
@@ -95,7 +96,7 @@ async def view(document_id: int, agent: CurrentAgent, session: SessionDep, store
 
 
 @router.get("/agents/conversations/{conversation_id}/document-requests", response_model=list[RequestPublic])
-async def list_requests(conversation_id: int, agent: CurrentAgent, session: SessionDep):
+async def list_requests(conversation_id: RecordId, agent: CurrentAgent, session: SessionDep):
     conversation = await get_for_agent(session, agent=agent, conversation_id=conversation_id)
     rows = (
         await session.exec(
@@ -109,7 +110,7 @@ async def list_requests(conversation_id: int, agent: CurrentAgent, session: Sess
 
 @router.post("/agents/conversations/{conversation_id}/document-requests", response_model=RequestPublic)
 async def request_document(
-    conversation_id: int, body: RequestCreate, agent: CurrentAgent, session: SessionDep, delivery: DeliveryDep
+    conversation_id: RecordId, body: RequestCreate, agent: CurrentAgent, session: SessionDep, delivery: DeliveryDep
 ):
     """A request card: the customer answers it with an upload (or, on the official account, an image)."""
     request = await flows.do_request_document(

@@ -6,6 +6,7 @@ from fastapi import APIRouter
 from sqlmodel import col, select
 
 from api.agents.flows import get_for_agent
+from api.bounds import RecordId
 from api.deps import CurrentAgent, CurrentCustomer, DeliveryDep, RedisDep, SessionDep
 from api.guides import flows
 from api.guides.models import Guide
@@ -16,7 +17,7 @@ router = APIRouter(tags=["guides"])
 
 @router.post("/agents/conversations/{conversation_id}/guides", response_model=GuidePublic)
 async def send_guide(
-    conversation_id: int, body: GuideCreate, agent: CurrentAgent, session: SessionDep, delivery: DeliveryDep
+    conversation_id: RecordId, body: GuideCreate, agent: CurrentAgent, session: SessionDep, delivery: DeliveryDep
 ):
     """A guide card naming a mini-program page and its steps."""
     guide = await flows.do_send_guide(
@@ -32,7 +33,7 @@ async def send_guide(
 
 
 @router.get("/agents/conversations/{conversation_id}/guides", response_model=list[GuidePublic])
-async def list_guides(conversation_id: int, agent: CurrentAgent, session: SessionDep):
+async def list_guides(conversation_id: RecordId, agent: CurrentAgent, session: SessionDep):
     conversation = await get_for_agent(session, agent=agent, conversation_id=conversation_id)
     rows = (
         await session.exec(select(Guide).where(Guide.conversation_id == conversation.id).order_by(col(Guide.id)))
@@ -41,17 +42,17 @@ async def list_guides(conversation_id: int, agent: CurrentAgent, session: Sessio
 
 
 @router.post("/agents/guides/{guide_id}/stop", response_model=GuidePublic)
-async def stop(guide_id: int, agent: CurrentAgent, session: SessionDep, redis: RedisDep):
+async def stop(guide_id: RecordId, agent: CurrentAgent, session: SessionDep, redis: RedisDep):
     return GuidePublic.of(await flows.do_stop(session, redis, agent=agent, guide_id=guide_id))
 
 
 @router.get("/miniapp/guides/{guide_id}", response_model=GuidePublic)
-async def my_guide(guide_id: int, customer: CurrentCustomer, session: SessionDep):
+async def my_guide(guide_id: RecordId, customer: CurrentCustomer, session: SessionDep):
     return GuidePublic.of(await flows.get_for_customer(session, customer_id=customer.id, guide_id=guide_id))
 
 
 @router.post("/miniapp/guides/{guide_id}/progress", response_model=GuidePublic)
-async def progress(guide_id: int, body: Progress, customer: CurrentCustomer, session: SessionDep, redis: RedisDep):
+async def progress(guide_id: RecordId, body: Progress, customer: CurrentCustomer, session: SessionDep, redis: RedisDep):
     """The page reports the step it shows (and `done` on the last)."""
     guide = await flows.do_report_progress(
         session, redis, customer_id=customer.id, guide_id=guide_id, step=body.step, done=body.done

@@ -179,7 +179,7 @@ async def _readable_conversation(session, agent: Agent, conversation_id: int) ->
 
 
 @router.get("/calls/{call_id}/ice", response_model=IceConfiguration)
-async def ice_configuration(call_id: int, party: CurrentParty, session: SessionDep, settings: SettingsDep):
+async def ice_configuration(call_id: RecordId, party: CurrentParty, session: SessionDep, settings: SettingsDep):
     """STUN/TURN for the party's peer connection (TURN credentials minted for this call, short-lived)."""
     call = await service.get_call(session, call_id)
     if party.role == "customer" or call.agent_id is not None:

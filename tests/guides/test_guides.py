@@ -29,7 +29,8 @@ async def test_the_agent_sees_the_customers_step_live(isolated_stack, emulator):
     assert card["payload"]["miniapp_path"] == f"pages/transfer/transfer?guide_id={guide_id}"
     assert card["payload"]["steps"] == STEPS
     token = console.http.headers["authorization"].split(" ", 1)[1]
-    async with connect(stack.app_url.replace("http://", "ws://") + f"/agents/ws?token={token}") as ws:
+    headers = {"Authorization": f"Bearer {token}"}  # a token never goes in a URL (the console uses a ticket)
+    async with connect(stack.app_url.replace("http://", "ws://") + "/agents/ws", additional_headers=headers) as ws:
         await asyncio.sleep(0.3)
         for step in (1, 2, 3):
             reported = await customer.http.post(f"/miniapp/guides/{guide_id}/progress", json={"step": step})

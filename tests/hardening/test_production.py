@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from api.channels.wechat_oa.crypto import signature
 from api.settings import DEV_OA_TOKEN, Settings
+from api.vault import new_master_key_entry
 
 REAL = dict(
     env="production",
@@ -23,6 +24,7 @@ REAL = dict(
     miniapp_app_secret="real-mp-secret",
     oa_token="a-real-token-of-the-bank",
     oa_encoding_aes_key="abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG",
+    vault_master_keys=new_master_key_entry("prod-1"),  # encryption at rest is required in production too
 )
 
 

@@ -39,7 +39,8 @@ def other_model(models_dir, current: str) -> str | None:
 async def agent_events(url: str, token: str):
     # No client keepalive: on a loaded box a late pong closed this socket (the console's own pings, below, keep
     # the agent online).
-    return await connect(url.replace("http://", "ws://") + f"/agents/ws?token={token}", ping_interval=None)
+    headers = {"Authorization": f"Bearer {token}"}  # a token never goes in a URL (the console uses a ticket)
+    return await connect(url.replace("http://", "ws://") + "/agents/ws", additional_headers=headers, ping_interval=None)
 
 
 async def next_event(ws, kind: str, timeout: float = 20.0, predicate=lambda event: True) -> dict:

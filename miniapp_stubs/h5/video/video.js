@@ -1,6 +1,6 @@
 // 云厅 video page: the recording notice and consent first, then one WebRTC connection to the backend,
 // which relays the agent's audio and video to us (and ours to them) and records both (双录).
-// Served at /h5/video/?conversation_id=…&token=…; all API calls are same-origin.
+// Served at /h5/video/?conversation_id=…&ticket=…; all API calls are same-origin.
 'use strict';
 
 const $ = (sel) => document.querySelector(sel);
@@ -177,7 +177,9 @@ async function listen(call) {
     for (const m of history.messages) S.lastId = Math.max(S.lastId, m.id);
   } catch (e) { /* the poll still works */ }
   const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
-  const ws = S.ws = new WebSocket(`${scheme}://${location.host}/miniapp/ws?token=${encodeURIComponent(S.token)}&after_id=${S.lastId}`);
+  let ticket;  // the socket takes a single-use ticket: the session token never goes in a URL
+  try { ticket = (await api('POST', '/miniapp/tickets', { purpose: 'socket' })).ticket; } catch (e) { return; }
+  const ws = S.ws = new WebSocket(`${scheme}://${location.host}/miniapp/ws?ticket=${encodeURIComponent(ticket)}&after_id=${S.lastId}`);
   ws.onmessage = (ev) => {
     let event;
     try { event = JSON.parse(ev.data); } catch (e) { return; }
