@@ -161,22 +161,23 @@ def run() -> int:
             model = train(give_up=lambda: supervisor.stopping)
             if model is None:
                 return 0
-            # Each replica as a deployment runs it: `api.studio.rasa_host` (blue/green model loads) in front of
-            # `rasa run`; the studio activates a model by loading it there. YUNTING_RASA_REPLICAS: that many on
-            # consecutive ports, balanced by the app (bot/nlu.py), each supervised on its own.
+            # YUNTING_RASA_REPLICAS: that many `rasa run` on consecutive ports, balanced by the app (bot/nlu.py),
+            # each supervised on its own. (A deployment fronts each with `api.studio.rasa_host` for blue/green
+            # loads across hosts, docs/deploy.md; on one machine the studio starts the new model beside it.)
             replicas = max(1, int(env.get("YUNTING_RASA_REPLICAS", "1")))
             urls = []
             for index in range(replicas):
-                port = str(rasa_port + index)
+                port = rasa_port + index
+                log_path = data_dir / ("rasa.log" if index == 0 else f"rasa-{index + 1}.log")
+                log_path.write_text("")
                 name = "rasa" if index == 0 else f"rasa-{index + 1}"
-                replica = [sys.executable, "-m", "api.studio.rasa_host", "--host", "127.0.0.1", "--port", port]
-                replica += ["--model", model.name, "--work-dir", str(data_dir / f"{name}-host")]
-                supervisor.add(name, lambda replica=replica: _spawn(replica, env))
+                supervisor.add(name, lambda port=port, log_path=log_path: start_rasa(model, port, log_path))
                 urls.append(f"http://127.0.0.1:{port}")
             env["YUNTING_RASA_URL"] = urls[0]
-            env["YUNTING_RASA_URLS"] = ",".join(urls)
-            say(f"Rasa NLU replicas starting on {env['YUNTING_RASA_URLS']}")
-            say("(loading the model takes ~30 s; Rasa's log: var/rasa-host/)")
+            if replicas > 1:
+                env["YUNTING_RASA_URLS"] = ",".join(urls)
+            say(f"Rasa NLU service starting on {', '.join(urls)}")
+            say("(loading the model takes ~30 s; log: var/rasa.log)")
         # Migrations are their own step; workers only check that the database is at them.
         if subprocess.run([sys.executable, "-m", "api.launcher", "migrate"], cwd=ROOT, env=env).returncode:
             say("migrations failed; nothing started")
