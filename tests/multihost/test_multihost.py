@@ -160,7 +160,7 @@ async def test_two_api_hosts_a_data_host_and_a_rasa_host(network, tmp_path):
     inbox = await agent_events(urls["api2"], login["token"])
     alive = asyncio.create_task(_console_pings(inbox))  # as the console does: an agent who went quiet is offline
     await agent_http.put("/agents/me/presence", json={"presence": "online"})
-    customer_ws = await customer.socket()
+    customer_ws = await customer.socket().__aenter__()  # closed at the end of the test, like the agent's
     await customer.say("转人工")
     assigned = await next_event(inbox, "assigned", timeout=30)
     conversation_id = assigned["conversation_id"]
