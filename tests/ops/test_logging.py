@@ -33,7 +33,7 @@ def uvicorn_app(tmp_path, redis_url, rasa_url, emulator_url):
             "YUNTING_WECHAT_API_BASE": emulator_url,
             "YUNTING_SECRET_KEY": "test-secret-" + "x" * 32,
             "YUNTING_VAULT_MASTER_KEYS": TEST_VAULT_MASTER_KEYS,
-            "YUNTING_MIGRATE_ON_START": "true",  # a test stack of its own: its one worker migrates (make migrate elsewhere)
+            "YUNTING_MIGRATE_ON_START": "true",  # its one worker migrates this fresh database
         }
         log_path = tmp_path / "uvicorn.log"
         with log_path.open("wb") as out:
