@@ -353,16 +353,17 @@ async def _answer_with_bot(
     context.remember(sender_kind=SenderKind.BOT, channel=conversation.current_channel, text=decision.reply)
     if decision.escalation is not None:
         escalation = await _escalate(session, conversation, context, decision.escalation, catalog)
+        # First the queue notice (the place, or plainly that nobody is online and the message option), then,
+        # when nobody is online or the wait is long, the other way: a booking.
+        notice = await _queue_notice(session, triage, escalation, on_video_page=video_tap)
+        context.remember(sender_kind=SenderKind.BOT, channel=conversation.current_channel, text=notice[0])
+        texts.append(notice)
         from api.appointments.service import booking_offer  # appointments import conversations: keep it lazy
 
         offer = await booking_offer(session, escalation, triage.avg_handle_s, triage.booking_offer_wait_minutes)
         if offer is not None:
             context.remember(sender_kind=SenderKind.BOT, channel=conversation.current_channel, text=offer[0])
             texts.append(offer)
-        # The queue notice is the last word: the place, or plainly that nobody is online (and the message option).
-        notice = await _queue_notice(session, triage, escalation, on_video_page=video_tap)
-        context.remember(sender_kind=SenderKind.BOT, channel=conversation.current_channel, text=notice[0])
-        texts.append(notice)
     replies = [
         Message(
             conversation_id=conversation.id,

@@ -38,6 +38,11 @@ def hours_file(tmp_path):
     return write
 
 
+def queue_notice(replies: list[dict]) -> str:
+    """The bot's queue notice among its replies (a booking offer may follow it: api/appointments)."""
+    return next(r["text"] for r in reversed(replies) if (r.get("payload") or {}).get("type") != "booking_invite")
+
+
 async def test_nobody_online_is_said_plainly_and_the_waiting_customer_is_never_left_in_silence(
     isolated_stack, emulator, hours_file
 ):
@@ -45,7 +50,7 @@ async def test_nobody_online_is_said_plainly_and_the_waiting_customer_is_never_l
     await agent(stack, skills=("loans",))  # online, but not in the customer's group: no estimate from them
     customer = await MiniappCustomer.login(stack.app_url, emulator)
     escalated = await customer.say("转人工")
-    notice = escalated["replies"][-1]["text"]
+    notice = queue_notice(escalated["replies"])
     assert "暂时没有客服在线" in notice and "留言" in notice and "预计等待" not in notice
     asked = await customer.say("还要等多久？")
     assert len(asked["replies"]) == 1 and "您是下一位" in asked["replies"][0]["text"]
@@ -62,7 +67,7 @@ async def test_nobody_online_is_said_plainly_and_the_waiting_customer_is_never_l
 async def test_outside_the_groups_service_hours_the_customer_is_told_the_hours(isolated_stack, emulator, hours_file):
     stack = isolated_stack(service_hours_file=hours_file(closed_today=True))
     customer = await MiniappCustomer.login(stack.app_url, emulator)
-    notice = (await customer.say("转人工"))["replies"][-1]["text"]
+    notice = queue_notice((await customer.say("转人工"))["replies"])
     assert "非服务时间" in notice and "08:00–22:00" in notice and "留言" in notice
     await customer.aclose()
 
