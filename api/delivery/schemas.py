@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from api.bounds import RecordId
+
 
 class DeliveryPublic(BaseModel):
     """Shown to the agent next to their message."""
@@ -24,7 +26,7 @@ class Receipts(BaseModel):
     """The page received (``delivered``) or showed (``read``) these messages."""
 
     status: Literal["delivered", "read"]
-    message_ids: list[int] = Field(min_length=1, max_length=100)
+    message_ids: list[RecordId] = Field(min_length=1, max_length=100)
 
 
 class ReceiptsResult(BaseModel):
