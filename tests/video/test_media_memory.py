@@ -3,11 +3,10 @@ first (within 10 %), with the same number of threads. Short calls, real media bo
 
 from __future__ import annotations
 
+import asyncio
 import os
 
 import pytest
-
-import asyncio
 
 from tests.video.clients import MediaParty
 from tests.video.support import (
