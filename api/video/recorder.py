@@ -345,7 +345,11 @@ def measure(path: Path) -> RecordingResult:
             result.durations_s = {kind: round(end - start, 3) for kind, (start, end) in spans.items()}
             result.duration_s = round(max((end for _, end in spans.values()), default=0.0), 3)
             if "audio" in spans and "video" in spans:
-                result.av_offset_s = round(result.durations_s["audio"] - result.durations_s["video"], 3)
+                # Video that starts after the audio waited for its first keyframe: that wait is counted as skipped
+                # frames and, past GAP_S, as a gap at 0 s; the A/V difference is what remains (a kind missing later).
+                lead = max(0.0, spans["video"][0] - spans["audio"][0])
+                audio_s, video_s = result.durations_s["audio"] - lead, result.durations_s["video"]
+                result.av_offset_s = round(audio_s - video_s, 3)
     except (av.FFmpegError, OSError, ValueError) as exc:
         result.status, result.error = "failed", f"does not demux: {exc}"
     return result
