@@ -55,6 +55,9 @@ except (OSError, AttributeError):
 
 # How long `closed` results are retried while Redis is away before they are given up (logged).
 EMIT_RETRY_S = 30.0
+# After the drain has closed and reported every call, how long the process may take to exit before it is
+# ended here: a library thread left running (a codec's worker) must not keep a drained worker alive.
+EXIT_GRACE_S = 10.0
 
 
 def check_media_address(address: str | None) -> str | None:
@@ -160,7 +163,10 @@ class MediaWorker:
                 log.warning("media worker %s: drain timeout, ending %d calls", self.worker_id, len(self.calls))
         await asyncio.gather(*(self.close_call(call_id, reason="server_shutdown") for call_id in list(self.calls)))
         if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=EMIT_RETRY_S + 5)
+            _, pending = await asyncio.wait(set(self._tasks), timeout=EMIT_RETRY_S + 5)
+            for task in pending:
+                log.warning("media worker %s: %s still running after the drain; cancelled", self.worker_id, task)
+                task.cancel()
 
     def spawn(self, coro) -> asyncio.Task:
         task = asyncio.create_task(coro)
@@ -359,6 +365,22 @@ async def serve(settings: Settings) -> None:
         await MediaWorker(settings, redis).run(stop)
     finally:
         await redis.aclose()
+        exit_within(EXIT_GRACE_S)
+
+
+def exit_within(seconds: float) -> None:
+    """Every call is closed and reported: if the interpreter hasn't exited `seconds` from now (a thread of a
+    library still running blocks asyncio's and Python's shutdown), name what is left and end the process."""
+
+    def stop_waiting() -> None:
+        left = [t.name for t in threading.enumerate() if t is not threading.current_thread() and t.is_alive()]
+        log.warning("media worker: exit blocked %.0f s after the drain by threads %s; exiting", seconds, left)
+        logging.shutdown()
+        os._exit(0)
+
+    timer = threading.Timer(seconds, stop_waiting)
+    timer.daemon = True
+    timer.start()
 
 
 def main() -> None:
