@@ -173,3 +173,79 @@ def oa_say(emulator_url: str, app_url: str, person: str, text: str) -> dict:
     )
     assert response.status_code == 200, response.text
     return response.json()
+
+
+def settings_environment(settings) -> dict[str, str]:
+    """`settings` as the YUNTING_ variables a process of the app reads them from (secrets revealed: test values)."""
+    env: dict[str, str] = {}
+    for name in type(settings).model_fields:
+        value = getattr(settings, name)
+        if value is None:
+            continue
+        if hasattr(value, "get_secret_value"):
+            value = value.get_secret_value()
+        if isinstance(value, bool):
+            text = "true" if value else "false"
+        elif isinstance(value, (list, dict, tuple)):
+            text = json.dumps(value)
+        else:
+            text = str(value)
+        env[f"YUNTING_{name.upper()}"] = text
+    return env
+
+
+class AppProcess:
+    """The app in a uvicorn process of its own, as `make run` serves it (bounded request heads, no proxy headers).
+    For tests whose client side must not share an interpreter with the app (see tests/hardening/test_fuzz.py)."""
+
+    def __init__(self, settings, log_path) -> None:
+        import os
+        import sys
+
+        from api.embedded import free_port
+        from api.launcher import ROOT
+
+        self.port, self.log_path = free_port(), log_path
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.command = [
+            sys.executable, "-m", "uvicorn", "--factory", "api.main:create_app", "--host", "127.0.0.1",
+            "--port", str(self.port), "--no-proxy-headers", "--http", "api.http_limits:BoundedHttpToolsProtocol",
+        ]  # fmt: skip
+        self.env = {**os.environ, "PYTHONPATH": str(ROOT), **settings_environment(settings)}
+        self.cwd = ROOT
+        self.process = None
+
+    def start(self, timeout_s: float = 120.0) -> str:
+        import subprocess
+        import time
+
+        with open(self.log_path, "wb") as out:
+            self.process = subprocess.Popen(
+                self.command, cwd=self.cwd, env=self.env, stdout=out, stderr=subprocess.STDOUT
+            )
+        deadline = time.monotonic() + timeout_s
+        while True:
+            assert self.process.poll() is None, f"the app exited:\n{self.log_text()}"
+            try:
+                if httpx.get(self.url + "/livez", timeout=2).status_code == 200:
+                    return self.url
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, f"the app did not start:\n{self.log_text()}"
+            time.sleep(0.3)
+
+    def log_text(self) -> str:
+        with open(self.log_path, "rb") as log:
+            return log.read()[-3000:].decode(errors="replace")
+
+    def stop(self) -> None:
+        import subprocess
+
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
