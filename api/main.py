@@ -46,6 +46,7 @@ from api.routing.loop import RoutingLoop
 from api.settings import Settings
 from api.studio.router import router as studio_router
 from api.studio.service import Studio
+from api.text_guard import TextGuard
 from api.timing import ServerTiming
 from api.vault import keyring_for
 from api.video.registry import CallRegistry
@@ -183,6 +184,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     # Document uploads have their own limit (the file's, plus the multipart envelope); the handler checks the file.
     upload_limit = settings.document_max_bytes + 64 * 1024
+    # Characters no field can hold (NUL, control characters, lone surrogates): 422 before any handler. Added
+    # first, so it runs inside the body-size limit and only ever buffers a bounded body.
+    app.add_middleware(TextGuard)
     app.add_middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES, larger={UPLOAD_PATH: upload_limit})
     app.add_middleware(HeaderLimits, max_bytes=settings.max_header_bytes, max_count=settings.max_header_count)
     if settings.server_timing:

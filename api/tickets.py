@@ -1,10 +1,10 @@
 """Single-use, short-lived tickets: what a URL carries instead of a session token.
 
-A WebSocket handshake from a browser can't set an Authorization header, and the video page is opened by a
-link; a session token there ends up in access logs, proxies and browser history. The client asks for a
-ticket with its token (an authenticated POST), then puts the ticket in the URL: it names who and what for,
-lives `ticket_ttl_s` (60 s), and is gone once used (Redis GETDEL), so a logged ticket is worth nothing.
-Only a hash of the ticket is stored.
+A WebSocket handshake from a browser can't set an Authorization header, and the video page and the advisor
+pages (booking, upload, guide) are opened by a link; a session token there ends up in access logs, proxies and
+browser history. The client asks for a ticket with its token (an authenticated POST), then puts the ticket in
+the URL: it names who and what for, lives `ticket_ttl_s` (60 s), and is gone once used (Redis GETDEL), so a
+logged ticket is worth nothing. Only a hash of the ticket is stored.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from redis.asyncio import Redis
 
 from api.errors import NotAuthenticated
 
-PURPOSES = ("socket", "video_page")
+PURPOSES = ("socket", "video_page", "advisor_page")
 
 
 def _key(ticket: str) -> str:
@@ -44,8 +44,9 @@ async def redeem(redis: Redis, ticket: str, *, kind: str, purpose: str) -> int:
 
 
 class TicketRequest(BaseModel):
-    purpose: Literal["socket", "video_page"] = Field(
-        description="socket: open /miniapp/ws or /agents/ws with ?ticket=; video_page: open /h5/video/?ticket="
+    purpose: Literal["socket", "video_page", "advisor_page"] = Field(
+        description="socket: open /miniapp/ws or /agents/ws with ?ticket=; video_page: open /h5/video/?ticket=; "
+        "advisor_page: open /h5/advisor/booking.html, upload.html or guide.html with ?ticket="
     )
 
 
@@ -56,3 +57,5 @@ class TicketPublic(BaseModel):
 
 class TicketRedeem(BaseModel):
     ticket: str = Field(min_length=1, max_length=128)
+    # The page says what it is: a ticket minted for one kind of page doesn't open another.
+    purpose: Literal["video_page", "advisor_page"] = "video_page"

@@ -16,6 +16,8 @@ from api.conversations.models import Escalation
 from api.errors import BadRequest
 from api.timeutil import utcnow
 
+# The cards carry the bare page: the client adds a single-use `advisor_page` ticket (POST /miniapp/tickets) when
+# it opens it, so no credential is ever stored in a message or sent in a URL (docs/security.md).
 BOOKING_PAGE = "/h5/advisor/booking.html"
 BOOKING_MINIAPP_PATH = "pages/booking/booking"
 BOOKING_LINK_TEXT = "点这里预约客户经理"
@@ -129,7 +131,7 @@ async def booking_offer(
 
 
 def booking_invite() -> dict:
-    """A link to the booking page (the mini-program page opens the same H5 page with the customer's token)."""
+    """A link to the booking page (the mini-program page opens the same H5 page with a single-use ticket)."""
     return {
         "type": "booking_invite",
         "url": BOOKING_PAGE,

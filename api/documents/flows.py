@@ -25,7 +25,7 @@ from api.realtime import agent_channel, publish
 from api.timeutil import utcnow
 
 log = logging.getLogger(__name__)
-UPLOAD_PAGE = "/h5/advisor/upload.html"
+UPLOAD_PAGE = "/h5/advisor/upload.html"  # bare: the client adds a single-use ticket when it opens it
 UPLOAD_MINIAPP_PATH = "pages/upload/upload"
 
 

@@ -16,7 +16,7 @@ from api.guides.schemas import GuidePublic
 from api.realtime import agent_channel, publish, publish_to_customer
 from api.timeutil import utcnow
 
-GUIDE_PAGE = "/h5/advisor/guide.html"
+GUIDE_PAGE = "/h5/advisor/guide.html"  # bare: the client adds a single-use ticket when it opens it
 PROGRESS_KEPT = 50  # the progress trail is bounded: the latest reports are what the agent needs
 
 

@@ -7,6 +7,7 @@ synchronous). The audit row joins the caller's unit of work.
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 from datetime import UTC, datetime
 
@@ -55,16 +56,16 @@ def _file_for(snap: Snapshot, intent: str, file: str | None) -> str:
     return examples[-1].file if examples else DEFAULT_NEW_FILE
 
 
-async def _write(studio, rel: str, base_version: str | None, change) -> str:
+async def _write(studio, rel: str, base_version: str | None, change, *, domain: bool = False) -> str:
     async with studio.files_lock():
-        return await asyncio.to_thread(studio.files.edit, rel, base_version, change)
+        return await asyncio.to_thread(functools.partial(studio.files.edit, domain=domain), rel, base_version, change)
 
 
 async def _declare_intent(studio, snap: Snapshot, intent: str) -> dict[str, str]:
     """A brand-new intent is added to domain.yml too (when there is one), so `rasa data validate` knows it."""
     if snap.domain_intents is None or intent in snap.domain_intents:
         return {}
-    version = await _write(studio, DOMAIN_FILE, None, nlu_files.declare_in_domain("intents", intent))
+    version = await _write(studio, DOMAIN_FILE, None, nlu_files.declare_in_domain("intents", intent), domain=True)
     return {DOMAIN_FILE: version}
 
 
@@ -186,7 +187,7 @@ async def delete_resource(
 
 
 async def declare_entity(studio, session: AsyncSession, agent: Agent, *, name: str) -> dict[str, str]:
-    version = await _write(studio, DOMAIN_FILE, None, nlu_files.declare_in_domain("entities", name))
+    version = await _write(studio, DOMAIN_FILE, None, nlu_files.declare_in_domain("entities", name), domain=True)
     _audit(session, agent, "entity_declare", f"entity:{name}", version=version)
     return {DOMAIN_FILE: version}
 
@@ -236,7 +237,7 @@ async def delete_intent(studio, session: AsyncSession, agent: Agent, *, intent: 
         versions[file] = await _write(studio, file, None, nlu_files.remove_intent(intent))
     if snap.domain_intents is not None and intent in snap.domain_intents:
         versions[DOMAIN_FILE] = await _write(
-            studio, DOMAIN_FILE, None, nlu_files.undeclare_in_domain("intents", intent)
+            studio, DOMAIN_FILE, None, nlu_files.undeclare_in_domain("intents", intent), domain=True
         )
     _audit(session, agent, "intent_delete", f"intent:{intent}", examples=len(examples), files=sorted(versions))
     return versions

@@ -96,6 +96,11 @@ class Snapshot:
         return {r.name for r in self.resources if r.kind in ("regex", "lookup")}
 
 
+# A file or folder name in UTF-8 (the file system's limit is 255 bytes; room left for the temporary name).
+MAX_NAME_BYTES = 100
+MAX_PATH_BYTES = 400
+
+
 class NluFiles:
     """The files under `root`: `config.yml`, an optional `domain.yml`, and `nlu/**/*.yml`."""
 
@@ -116,12 +121,22 @@ class NluFiles:
         """A data file's path; refuses anything outside `nlu/` that isn't YAML (no `..` tricks)."""
         if allow_domain and rel == DOMAIN_FILE:
             return self.root / DOMAIN_FILE
+        # Names the file system can't hold are refused here, not as an OSError where the file is written.
+        parts = [part.encode("utf-8", "surrogatepass") for part in rel.split("/")]
+        if sum(len(p) + 1 for p in parts) > MAX_PATH_BYTES or any(len(p) > MAX_NAME_BYTES for p in parts):
+            raise BadRequest(
+                f"file name too long (at most {MAX_NAME_BYTES} bytes a part, {MAX_PATH_BYTES} in all)",
+                code="bad_file",
+            )
         path = (self.root / rel).resolve()
         nlu = (self.root / "nlu").resolve()
         if not path.is_relative_to(nlu) or path.suffix not in (".yml", ".yaml") or path == nlu:
             raise BadRequest(
                 f"not a training data file: {rel!r} (files live under nlu/ and end in .yml)", code="bad_file"
             )
+        # A folder named like a file, or a path through a file (nlu/cards.yml/x.yml), can't be written either.
+        if path.is_dir() or any(p.exists() and not p.is_dir() for p in path.parents if p.is_relative_to(nlu)):
+            raise BadRequest(f"not a training data file: {rel!r} (a folder is in the way)", code="bad_file")
         return path
 
     def read_bytes(self, rel: str) -> bytes | None:
@@ -183,12 +198,16 @@ class NluFiles:
         return snap
 
     # ---- writing -------------------------------------------------------------------------------------
-    def edit(self, rel: str, base_version: str | None, change: Callable[[CommentedMap], None]) -> str:
+    def edit(
+        self, rel: str, base_version: str | None, change: Callable[[CommentedMap], None], *, domain: bool = False
+    ) -> str:
         """Apply `change` to the file's round-trip tree and write it back; returns the new version.
 
         `base_version=None` means "whatever is there now" (only for appends, which can't overwrite anyone).
+        `domain=True` only for the studio's own declarations in domain.yml: a file named by a request is a
+        training data file (an example or a synonym written into domain.yml would break it, and was a 500).
         """
-        path = self.resolve(rel, allow_domain=True)
+        path = self.resolve(rel, allow_domain=domain)
         raw = path.read_bytes() if path.exists() else None
         current = version_of(raw)
         if base_version is not None and base_version != current:

@@ -1,17 +1,21 @@
-"""Advisor services in a real browser: the customer's booking page (book, reschedule, cancel), the console's day
-view with case cards (the agent's and a supervisor's per group), and a held conversation's documents and live
+"""Advisor services in a real browser: the customer's booking page (book, reschedule, cancel), the pages opened
+with single-use tickets only (a used, expired or other page's ticket refused, no token in any URL), the console's
+day view with case cards (the agent's and a supervisor's per group), and a held conversation's documents and live
 guide progress in the console."""
 
 from __future__ import annotations
 
+import asyncio
 import struct
 import uuid
 import zlib
 
+import httpx
+
 from tests.advisors.support import ALL_WEEK, PASSWORD, agent, assign_advisor, eventually
 from tests.documents.test_documents import upload
 from tests.pages.test_console import screenshot, sign_in
-from tests.support import MiniappCustomer, create_agent
+from tests.support import MiniappCustomer, create_agent, new_person
 
 
 async def test_a_customer_books_reschedules_and_cancels_on_the_booking_page(browser_page, isolated_stack, emulator):
@@ -23,9 +27,9 @@ async def test_a_customer_books_reschedules_and_cancels_on_the_booking_page(brow
     await assign_advisor(supervisor, customer, advisor_id)
     page = browser_page
     await page.set_viewport_size({"width": 480, "height": 1000})
-    await page.goto(f"{stack.app_url}/h5/advisor/booking.html?token={customer.token}")
+    await page.goto(f"{stack.app_url}/h5/advisor/booking.html?ticket={await customer.ticket('advisor_page')}")
     await page.wait_for_selector("body[data-status=ready]")
-    assert "token=" not in page.url  # moved to sessionStorage at once
+    assert "ticket=" not in page.url and "token=" not in page.url  # the ticket leaves the address bar at once
     assert "您的专属客户经理" in await page.inner_text("#advisor")
     await page.click("#days .day-tab >> nth=1")  # tomorrow: a whole day of slots, whatever the time now
     slots = page.locator("#slots .slot")
@@ -57,6 +61,70 @@ async def test_a_customer_books_reschedules_and_cancels_on_the_booking_page(brow
     assert (await customer.http.get("/miniapp/appointments")).json()[0]["cancelled_by"] == "customer"
     for client in (advisor, supervisor, customer):
         await client.aclose()
+
+
+async def test_advisor_pages_open_with_a_ticket_once_and_never_a_token(browser_page, isolated_stack, emulator):
+    stack = isolated_stack(ticket_ttl_s=5)  # short, so the test can outlive one
+    customer = await MiniappCustomer.login(stack.app_url, emulator)
+    urls: list[str] = []
+    browser_page.context.on("request", lambda request: urls.append(request.url))
+    page = browser_page
+    ticket = await customer.ticket("advisor_page")
+    await page.goto(f"{stack.app_url}/h5/advisor/upload.html?ticket={ticket}")
+    await page.wait_for_selector("body[data-status=ready][data-sign-in=ok]")
+    assert "ticket=" not in page.url and "token=" not in page.url
+    kept = await page.evaluate("sessionStorage.getItem('yt-customer-token')")
+    assert kept and kept != customer.token  # a session of the page's own, in the tab only
+
+    others = await page.context.browser.new_context()  # tabs that share nothing kept by the first one
+    others.on("request", lambda request: urls.append(request.url))
+
+    async def refused(url: str) -> str:
+        tab = await others.new_page()
+        await tab.goto(url)
+        await tab.wait_for_selector("body[data-sign-in=refused]")
+        assert "token=" not in tab.url and "ticket=" not in tab.url
+        assert await tab.get_attribute("body", "data-status") != "ready"
+        assert await tab.evaluate("sessionStorage.getItem('yt-customer-token')") is None
+        text = await tab.inner_text("#error")
+        await tab.close()
+        return text
+
+    assert "链接已失效" in await refused(f"{stack.app_url}/h5/advisor/upload.html?ticket={ticket}")  # used
+    expired = await customer.ticket("advisor_page")
+    await asyncio.sleep(6)
+    assert "链接已失效" in await refused(f"{stack.app_url}/h5/advisor/guide.html?guide_id=1&ticket={expired}")
+    # Another page's ticket, and the session token itself, don't open the page.
+    await refused(f"{stack.app_url}/h5/advisor/booking.html?ticket={await customer.ticket('video_page')}")
+    with_token = f"{stack.app_url}/h5/advisor/booking.html?token={customer.token}"
+    assert "请从小程序或聊天页进入" in await refused(with_token)
+    async with httpx.AsyncClient(base_url=stack.app_url, timeout=60) as http:
+        video = await customer.ticket("video_page")
+        wrong = await http.post("/miniapp/tickets/redeem", json={"ticket": video, "purpose": "advisor_page"})
+        assert wrong.status_code == 401 and wrong.json()["error"]["code"] == "bad_ticket"
+    await others.close()
+    # Every request the pages made: a token only where the test itself put one.
+    assert [url for url in urls if customer.token in url] == [with_token]
+    assert not [url for url in urls if kept in url]
+    await customer.aclose()
+
+
+async def test_the_simulator_opens_the_upload_page_with_a_ticket(browser_page, app_url):
+    page = browser_page
+    await page.goto(app_url + "/simulator/")
+    await page.fill("#person", new_person())
+    await page.click("#login")
+    await page.wait_for_selector("body[data-status=ready]")
+    token = await page.evaluate("S.token")
+    urls: list[str] = []
+    page.context.on("request", lambda request: urls.append(request.url))
+    async with page.expect_popup() as popup:
+        await page.click("#upload")
+    upload = await popup.value
+    await upload.wait_for_selector("body[data-status=ready][data-sign-in=ok]")
+    assert "ticket=" not in upload.url
+    assert any("/h5/advisor/upload.html?ticket=" in url for url in urls)
+    assert token and not [url for url in urls if token in url or "token=" in url]
 
 
 async def test_the_console_shows_the_agents_day_with_case_cards(browser_page, isolated_stack, emulator):

@@ -49,7 +49,7 @@ def test_a_stale_version_is_refused_and_nothing_is_written(files):
 
 
 def test_paths_outside_the_data_files_are_refused(files):
-    for rel in ("../pyproject.toml", "config.yml", "nlu/../../x.yml", "nlu/notes.txt"):
+    for rel in ("../pyproject.toml", "config.yml", "nlu/../../x.yml", "nlu/notes.txt", "domain.yml"):
         with pytest.raises(Exception) as refused:
             files.edit(rel, None, nlu_files.add_example("greet", "x"))
         assert getattr(refused.value, "code", None) == "bad_file", rel

@@ -164,3 +164,29 @@ async def test_three_train_requests_at_once_start_one_training(tmp_path, setting
     finally:
         await client.aclose()
         stack.stop()
+
+
+async def test_file_names_that_cant_be_written_are_refused_and_nothing_changes(studio_stack, editor):
+    """domain.yml is not a training data file, a path through a file or a name the file system can't hold are
+    not either: 400 `bad_file` (each was a 500 from the fuzz), NUL a 422 from the text guard; nothing written."""
+    files = {p: digest(p) for p in studio_stack.data_dir.rglob("*.yml")}
+    versions = (await editor.http.get("/intents")).json()["versions"]
+    through_a_file = "nlu/chitchat.yml/more.yml"
+    for file, status in (
+        ("domain.yml", 400),
+        (through_a_file, 400),
+        ("nlu/" + "长" * 40 + ".yml", 400),  # 120 bytes in UTF-8
+        ("nlu/a\x00.yml", 422),
+    ):
+        answers = [
+            await editor.http.post("/intents/thanks/examples", json={"text": "多谢多谢", "file": file}),
+            await editor.http.put("/resources/synonym/credit", json={"examples": ["信用卡"], "file": file}),
+            await editor.http.delete(
+                "/resources/regex/card_last4", params={"file": file, "base_version": versions["nlu/entities.yml"]}
+            ),
+        ]
+        for answer in answers:
+            assert answer.status_code == status, (file, answer.text)
+            assert answer.json()["error"]["code"] == ("bad_file" if status == 400 else "bad_character")
+    assert {p: digest(p) for p in studio_stack.data_dir.rglob("*.yml")} == files
+    assert not (studio_stack.data_dir / through_a_file).exists()

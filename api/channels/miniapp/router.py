@@ -69,8 +69,8 @@ async def login(
 
 @router.post("/tickets", response_model=TicketPublic)
 async def mint_ticket(body: TicketRequest, customer: CurrentCustomer, redis: RedisDep, settings: SettingsDep):
-    """A single-use ticket (60 s) for a URL: the WebSocket (`/miniapp/ws?ticket=`) or the video page
-    (`/h5/video/?ticket=`); session tokens never go in URLs."""
+    """A single-use ticket (60 s) for a URL: the WebSocket (`/miniapp/ws?ticket=`), the video page
+    (`/h5/video/?ticket=`) or an advisor page (`/h5/advisor/booking.html?ticket=`…); session tokens never go in URLs."""
     ticket = await tickets.mint(
         redis, kind="customer", subject=customer.id, purpose=body.purpose, ttl_s=settings.ticket_ttl_s
     )
@@ -79,8 +79,9 @@ async def mint_ticket(body: TicketRequest, customer: CurrentCustomer, redis: Red
 
 @router.post("/tickets/redeem", response_model=LoginResponse)
 async def redeem_ticket(body: TicketRedeem, session: SessionDep, redis: RedisDep, settings: SettingsDep):
-    """The video page's sign-in: its `video_page` ticket (once) for a session token it keeps in memory."""
-    customer_id = await tickets.redeem(redis, body.ticket, kind="customer", purpose="video_page")
+    """A page's sign-in: its `video_page` or `advisor_page` ticket (once, `purpose` naming the page) for a session
+    token the page keeps in its tab."""
+    customer_id = await tickets.redeem(redis, body.ticket, kind="customer", purpose=body.purpose)
     customer = await session.get(Customer, customer_id)
     if customer is None:
         raise NotAuthenticated("unknown customer")

@@ -115,7 +115,7 @@ async function cancel(appointment) {
 async function join(appointment) {
   const joined = await api('POST', `/miniapp/appointments/${appointment.id}/join`);
   if (joined.url) {
-    sessionStorage.setItem('yunting_video_token', TOKEN); // the video page reads its token from there
+    sessionStorage.setItem('yunting_video_token', TOKEN); // same tab: the video page reads its session there
     location.href = joined.url;
     return;
   }
@@ -124,7 +124,7 @@ async function join(appointment) {
 }
 
 async function start() {
-  if (!TOKEN) throw new Error('请从小程序或聊天页进入预约。');
+  await signedIn();
   const advisor = await api('GET', '/miniapp/advisor');
   B.hasAdvisor = Boolean(advisor);
   $('#advisor').textContent = advisor ? `您的专属客户经理：${advisor.display_name}` : '您还没有专属客户经理，可以预约业务组的客户经理。';

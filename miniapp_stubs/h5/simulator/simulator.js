@@ -215,7 +215,7 @@ function openVideo(conversationId) {
 }
 
 // Advisor services (docs/advisor.md): a booking link, a document request, a guide card. The mini-program opens
-// the same H5 pages in a web-view; here they open in a new tab with the customer's token.
+// the same H5 pages in a web-view; here they open in a new tab with a single-use ticket (never the token).
 const ADVISOR_CARDS = {
   booking_invite: ['预约客户经理', () => openAdvisorPage('booking.html')],
   document_request: ['上传资料', (p) => openAdvisorPage(`upload.html?request_id=${p.request_id}`)],
@@ -234,7 +234,11 @@ function advisorCardButton(payload) {
 
 function openAdvisorPage(path) {
   const sep = path.includes('?') ? '&' : '?';
-  window.open(`/h5/advisor/${path}${sep}token=${encodeURIComponent(S.token)}`, '_blank');
+  // Opened at once (a pop-up must come from the click), then pointed at the page once the ticket is minted.
+  const tab = window.open('about:blank', '_blank');
+  api('POST', '/miniapp/tickets', { purpose: 'advisor_page' }).then((r) => {
+    if (tab) tab.location.href = `/h5/advisor/${path}${sep}ticket=${encodeURIComponent(r.ticket)}`;
+  }, (e) => { if (tab) tab.close(); showError(e); });
 }
 
 // The mini-program asks wx.requestSubscribeMessage before booking; here the person taps 允许 on the emulator.

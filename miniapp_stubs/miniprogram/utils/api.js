@@ -79,7 +79,7 @@ function getMessages(afterId) {
 }
 
 // POST /miniapp/tickets → { ticket, expires_in }: single-use (60 s), for a URL that can't carry a header
-// (the WebSocket, the video page's web-view). The session token itself never goes in a URL.
+// (the WebSocket, the video page's and the booking page's web-views). The session token itself never goes in a URL.
 function mintTicket(purpose) {
   return request('POST', '/miniapp/tickets', { purpose });
 }
