@@ -8,6 +8,7 @@ from enum import StrEnum
 from sqlalchemy import JSON, Column
 from sqlmodel import Field, SQLModel
 
+from api.defaults import empty_list
 from api.timeutil import utcnow
 
 
@@ -26,7 +27,7 @@ class Agent(SQLModel, table=True):
     display_name: str = Field(max_length=64)
     password_hash: str = Field(max_length=256)
     role: str = Field(default=AgentRole.AGENT, max_length=16)
-    skills: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    skills: list[str] = Field(default_factory=empty_list, sa_column=Column(JSON, nullable=False))
     capacity: int = 3
     # A video agent (视频坐席): has a camera and is trained for recorded calls; only they are rung and may answer.
     video_capable: bool = True

@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import JSON, BigInteger, Column
 from sqlmodel import Field, SQLModel
 
+from api.defaults import empty_dict
 from api.timeutil import utcnow
 
 
@@ -19,7 +20,7 @@ class AuditEvent(SQLModel, table=True):
     actor_id: int | None = None
     action: str = Field(max_length=64, index=True)
     subject: str = Field(max_length=128)
-    detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    detail: dict[str, Any] = Field(default_factory=empty_dict, sa_column=Column(JSON, nullable=False))
     created_at: datetime = Field(default_factory=utcnow, index=True)
     # Tamper evidence (api/audit/chain.py): the row's place in the chain, the previous row's hash and its own,
     # set when the unit of work commits.

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import JSON, Column, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
+from api.defaults import empty_dict, empty_list
 from api.timeutil import utcnow
 
 
@@ -38,10 +39,10 @@ class Conversation(SQLModel, table=True):
     customer_id: int = Field(foreign_key="customer.id", index=True)
     state: str = Field(default=ConversationState.BOT, max_length=16, index=True)
     current_channel: str = Field(max_length=16)
-    channel_path: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    channel_path: list[str] = Field(default_factory=empty_list, sa_column=Column(JSON, nullable=False))
     intent: str | None = Field(default=None, max_length=64)
     intent_confidence: float | None = None
-    slots: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    slots: dict[str, Any] = Field(default_factory=empty_dict, sa_column=Column(JSON, nullable=False))
     low_confidence_turns: int = 0
     agent_id: int | None = Field(default=None, foreign_key="agent.id", index=True)
     previous_conversation_id: int | None = Field(default=None, foreign_key="conversation.id")
@@ -87,7 +88,7 @@ class Escalation(SQLModel, table=True):
     skill_group: str = Field(default="general", max_length=32, index=True)
     priority: int = 0
     mode: str = Field(default="text", max_length=8)
-    handoff_card: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    handoff_card: dict[str, Any] = Field(default_factory=empty_dict, sa_column=Column(JSON, nullable=False))
     created_at: datetime = Field(default_factory=utcnow, index=True)
     claimed_by: int | None = Field(default=None, foreign_key="agent.id")
     claimed_at: datetime | None = None

@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import JSON, Column
 from sqlmodel import Field, SQLModel
 
+from api.defaults import empty_list
 from api.timeutil import utcnow
 
 
@@ -18,9 +19,9 @@ class Guide(SQLModel, table=True):
     agent_id: int = Field(foreign_key="agent.id")
     page: str = Field(max_length=128)  # the mini-program page path, e.g. pages/transfer/transfer
     title: str = Field(max_length=64)
-    steps: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    steps: list[str] = Field(default_factory=empty_list, sa_column=Column(JSON, nullable=False))
     current_step: int = 0  # 0 = not opened yet; 1..len(steps)
     state: str = Field(default="sent", max_length=16)  # sent, in_progress, done, stopped
-    progress: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    progress: list[dict[str, Any]] = Field(default_factory=empty_list, sa_column=Column(JSON, nullable=False))
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
+from api.defaults import empty_dict
 from api.timeutil import utcnow
 
 
@@ -73,8 +74,8 @@ class StudioJob(SQLModel, table=True):
     deployment: str = Field(max_length=64, index=True)
     kind: str = Field(max_length=16)
     status: str = Field(default=JobStatus.QUEUED, max_length=16, index=True)
-    params: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
-    result: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    params: dict[str, Any] = Field(default_factory=empty_dict, sa_column=Column(JSON, nullable=False))
+    result: dict[str, Any] = Field(default_factory=empty_dict, sa_column=Column(JSON, nullable=False))
     progress: float = 0.0
     stage: str = Field(default="queued", max_length=64)
     log_tail: str = Field(default="", sa_column=Column(Text, nullable=False))

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import JSON, BigInteger, Column, Text
 from sqlmodel import Field, SQLModel
 
+from api.defaults import empty_dict, empty_list
 from api.timeutil import utcnow
 
 
@@ -102,7 +103,7 @@ class Recording(SQLModel, table=True):
     has_audio: bool = False
     has_video: bool = False
     # Frames per kind: in (received), recorded, dropped (not written), in_file (demuxed back), durations_s.
-    frames: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    frames: dict[str, Any] = Field(default_factory=empty_dict, sa_column=Column(JSON, nullable=False))
     # What the file holds, stated (migration 0009): the codecs as received (never re-encoded), the video frames
     # received and written, every gap > 1 s ({kind, at_s, length_s}), audio length minus video length, whether
     # this party's media reached the other party transcoded, and every reason it is `degraded`, in words.
@@ -111,11 +112,11 @@ class Recording(SQLModel, table=True):
     frames_received: int | None = None
     frames_written: int | None = None
     gaps: list[dict[str, Any]] = Field(
-        default_factory=list, sa_column=Column(JSON, nullable=False, server_default="[]")
+        default_factory=empty_list, sa_column=Column(JSON, nullable=False, server_default="[]")
     )
     av_offset_s: float | None = None
     transcoded: bool = False
-    issues: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False, server_default="[]"))
+    issues: list[str] = Field(default_factory=empty_list, sa_column=Column(JSON, nullable=False, server_default="[]"))
 
 
 class CallEvent(SQLModel, table=True):
@@ -128,7 +129,7 @@ class CallEvent(SQLModel, table=True):
     kind: str = Field(max_length=32)
     actor_kind: str = Field(max_length=16)  # customer, agent, system
     actor_id: int | None = None
-    detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    detail: dict[str, Any] = Field(default_factory=empty_dict, sa_column=Column(JSON, nullable=False))
     created_at: datetime = Field(default_factory=utcnow)
 
 
@@ -159,10 +160,10 @@ class RepaymentPlan(SQLModel, table=True):
     conversation_id: int = Field(foreign_key="conversation.id", index=True)
     customer_id: int = Field(foreign_key="customer.id", index=True)
     agent_id: int = Field(foreign_key="agent.id")
-    terms: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    terms: dict[str, Any] = Field(default_factory=empty_dict, sa_column=Column(JSON, nullable=False))
     summary: str = Field(sa_column=Column(Text, nullable=False))
     state: str = Field(default="sent", max_length=16)  # sent, confirmed, declined
-    recording_ids: list[int] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    recording_ids: list[int] = Field(default_factory=empty_list, sa_column=Column(JSON, nullable=False))
     answer_offset_s: float | None = None  # where in the recordings the customer answered
     created_at: datetime = Field(default_factory=utcnow)
     answered_at: datetime | None = None
