@@ -7,7 +7,8 @@
 - **Replicas**: several Rasa URLs; each parse goes to the admitted replica with the fewest outstanding
   parses. A replica that fails (refused, reset, 5xx, an answer that isn't a parse) or times out is ejected
   at once (unless it is the last one admitted) and probed on `/status` in the background; it is
-  re-admitted when `/status` answers with a model. The replica set is an explicit input (`set_replicas`);
+  re-admitted when `/status` answers with a model; one that doesn't answer its first `/status` (still
+  loading) starts ejected the same way. The replica set is an explicit input (`set_replicas`);
   the studio's blue/green switch uses `use_base_url`.
 - **Parse cache** (`bot/nlu_cache.py`, optional): the same normalised text under the same model is
   answered from memory or Redis; the model id comes from each replica's `/status`, so a newly activated
@@ -178,7 +179,7 @@ class RasaClient:
             return
         for replica in replicas:
             if replica.model_id is None:  # learn its model now (the cache keys by it), not at the next refresh
-                self._background.add(task := loop.create_task(self._read_status(replica)))
+                self._background.add(task := loop.create_task(self._first_look(replica)))
                 task.add_done_callback(self._background.discard)
 
     def use_base_url(self, base_url: str) -> None:
@@ -365,6 +366,13 @@ class RasaClient:
         replica.checked_at = time.monotonic()
         return status
 
+    async def _first_look(self, replica: Replica) -> None:
+        """A replica is admitted on trust until its first `/status`: one that doesn't answer it (still loading
+        its model, or down) is ejected and probed like a failed one, so it takes no parse and isn't reported
+        admitted before it serves (unless it is the last one, which every parse still tries)."""
+        if await self._read_status(replica) is None:
+            self._eject(replica, "no answer to its first /status")
+
     async def refresh_models(self) -> None:
         """Read every admitted replica's model again (the cache keys by it). A slow `/status` ejects nothing:
         only parses judge a replica (under a burst, `/status` queues behind them)."""
@@ -390,7 +398,7 @@ class RasaClient:
 
     async def _refresh_loop(self) -> None:
         for replica in list(self.replicas):
-            await self._read_status(replica)
+            await self._first_look(replica)
         while True:
             await asyncio.sleep(REFRESH_S)
             try:

@@ -9,6 +9,7 @@ import json
 
 import pytest
 
+from api.embedded import free_port
 from bot.nlu import MAX_CONNECTIONS_PER_REPLICA, NluUnavailable, RasaClient
 
 
@@ -227,6 +228,32 @@ async def test_a_replica_that_goes_away_is_ejected_and_readmitted_once_its_statu
             assert client.replica_states()[0]["admitted"] is True
             await asyncio.gather(*(client.parse(f"v{i}") for i in range(10)))
             assert back.parses > 0
+        await client.aclose()
+
+
+async def test_a_replica_still_loading_at_start_takes_no_parse_and_is_admitted_once_it_serves():
+    steady = LocalServer()
+    async with steady as steady_url:
+        loading_port = free_port()  # nothing listens there yet: Rasa binds its port once its model is loaded
+        client = RasaClient([f"http://127.0.0.1:{loading_port}", steady_url], timeout_s=3)
+        await client.start()
+        for _ in range(50):
+            if not client.replica_states()[0]["admitted"]:
+                break
+            await asyncio.sleep(0.05)
+        assert [r["admitted"] for r in client.replica_states()] == [False, True]  # not reported as serving
+        assert client.replica_states()[0]["failures"] == 1
+        await asyncio.gather(*(client.parse(f"w{i}") for i in range(10)))
+        assert steady.parses == 10 and client.replica_states()[0]["failures"] == 1  # none was tried there
+        loaded = LocalServer(port=loading_port)
+        async with loaded:
+            for _ in range(50):
+                if client.replica_states()[0]["admitted"]:
+                    break
+                await asyncio.sleep(0.1)
+            assert client.replica_states()[0]["admitted"] is True
+            await asyncio.gather(*(client.parse(f"z{i}") for i in range(10)))
+            assert loaded.parses > 0
         await client.aclose()
 
 
