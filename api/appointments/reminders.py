@@ -120,6 +120,7 @@ async def record_attendance(session: AsyncSession, redis: Redis, settings: Setti
     now = utcnow()
     late = now - timedelta(minutes=settings.appointment_no_show_minutes)
     for appointment in await repository.past_unattended(session, before=late, limit=settings.appointment_sweep_batch):
+        assert appointment.id is not None
         if not await _claim(
             session,
             appointment.id,
@@ -142,6 +143,7 @@ async def record_attendance(session: AsyncSession, redis: Redis, settings: Setti
             {"type": "appointment_changed", "change": "no_show", "by": "system", "appointment_id": appointment.id},
         )
     for appointment in await repository.past_joined(session, now=now, limit=settings.appointment_sweep_batch):
+        assert appointment.id is not None
         await _claim(
             session,
             appointment.id,

@@ -75,6 +75,7 @@ async def do_receive_document(
     request = await _open_request(session, customer_id, request_id)
     stored = await store.put(data)
     conversation = await conversations.open_for_message(session, customer_id=customer_id, channel=channel)
+    assert conversation.id is not None
     document = Document(
         customer_id=customer_id,
         conversation_id=conversation.id,
@@ -155,6 +156,7 @@ class OaImageIntake:
         self.platform, self.store, self.triage, self.max_bytes = platform, store, triage, max_bytes
 
     async def __call__(self, session: AsyncSession, received: Received, media_id: str) -> Document | None:
+        assert received.conversation.id is not None
         if not media_id:
             return None
         try:
@@ -243,11 +245,13 @@ async def do_request_document(
     session: AsyncSession, delivery: Delivery, *, agent: Agent, conversation_id: int, what: str
 ) -> DocumentRequest:
     """The agent asks for a document: a request card the customer answers with an upload."""
+    assert agent.id is not None
     conversation = await session.get(Conversation, conversation_id)
     if conversation is None:
         raise ResourceNotFound("conversation not found")
     if conversation.agent_id != agent.id or conversation.state != ConversationState.WITH_AGENT:
         raise NotPermitted("claim the conversation before acting on it")
+    assert conversation.id is not None
     request = DocumentRequest(
         conversation_id=conversation.id, customer_id=conversation.customer_id, agent_id=agent.id, what=what.strip()
     )

@@ -59,7 +59,9 @@ async def rasa_status(url: str, timeout_s: float = 2.0) -> dict | None:
 
 async def serves(url: str, model_file: str) -> bool:
     status = await rasa_status(url)
-    return bool(status) and Path(str(status.get("model_file") or "")).name == model_file
+    if not status:
+        return False
+    return Path(str(status.get("model_file") or "")).name == model_file
 
 
 async def replica_host(url: str) -> dict | None:
@@ -333,7 +335,7 @@ class Activator:
         previous = await self.current()
         url = await self.instances.find_serving(model_file, also=(self.default_url,))
         started = url is None
-        if started:
+        if url is None:
             url = await self.instances.start(model_file, report)
         await report(progress=0.8, stage="switching", line=f"switching every API worker to {url}")
         state = {"url": url, "model_file": model_file, "version_id": version_id, "switched_at": time.time()}

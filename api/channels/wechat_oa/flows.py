@@ -78,6 +78,7 @@ async def do_acknowledge(
     payload: dict[str, Any] | None = None,
 ) -> Message:
     """The bot's short answer to something it doesn't parse (an image, a menu tap): stored, then delivered."""
+    assert received.conversation.id is not None
     reply = Message(
         conversation_id=received.conversation.id,
         customer_id=received.conversation.customer_id,
@@ -274,6 +275,7 @@ class OaChannel:
             received = await self._receive(session, customer_id, push, text="[菜单] 视频客服", kind="event")
             if not received.duplicate:
                 # The video page of the customer's current conversation: the agent sees everything so far.
+                assert received.conversation.id is not None
                 await do_acknowledge(
                     session,
                     self.triage.delivery,
