@@ -135,6 +135,7 @@ async def do_reschedule(
     if appointment.state != AppointmentState.BOOKED:
         raise Conflict("只有尚未开始的预约可以改期。", code="not_booked")
     agent = await session.get(Agent, appointment.agent_id)
+    assert agent is not None  # the appointment's foreign key
     starts_at = _utc(starts_at)
     slot = next((s for s in await service.free_slots(session, [agent], rules) if s.starts_at == starts_at), None)
     if slot is None:
@@ -210,6 +211,7 @@ async def do_join(
     if now > appointment.ends_at:
         raise Conflict("预约时间已过，请重新预约。", code="too_late")
     agent = await session.get(Agent, appointment.agent_id)
+    assert agent is not None  # the appointment's foreign key
     conversation = await conversations.open_for_message(session, customer_id=customer_id, channel="miniapp")
     appointment.state, appointment.joined_at = AppointmentState.JOINED, now
     appointment.conversation_id, appointment.updated_at = conversation.id, now
@@ -346,6 +348,7 @@ async def _tell(
     """The other side hears of it: the agent in the console, the customer on their pages (and, when the agent
     changed it, in their open conversation)."""
     agent = await session.get(Agent, appointment.agent_id)
+    assert agent is not None  # the appointment's foreign key
     public = AppointmentPublic.of(appointment, agent.display_name if agent else None).model_dump(mode="json")
     await publish(
         redis,

@@ -58,6 +58,7 @@ async def send_due_reminders(
         if not won:
             continue  # another worker has it
         appointment = await session.get(Appointment, appointment_id)
+        assert appointment is not None  # the conditional update above just matched it
         await session.refresh(appointment)
         outcome = await _remind(session, redis, platform, settings, appointment)
         appointment.reminder_state, appointment.reminded_at = outcome, utcnow()

@@ -178,6 +178,7 @@ async def _already_received(session: AsyncSession, channel: str, platform_msg_id
     if existing is None:
         return None
     conversation = await session.get(Conversation, existing.conversation_id)
+    assert conversation is not None  # the message's foreign key
     assert existing.id is not None
     replies = await service.list_replies_to(session, existing.id)
     return Received(existing, conversation, replies, duplicate=True)

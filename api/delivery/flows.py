@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -74,7 +74,8 @@ class DeliveryTracker:
 
     async def tick(self) -> int:
         """Act on the checks that are due (each taken by exactly one worker); returns how many were taken."""
-        due = await self.redis.zrangebyscore(DUE_KEY, "-inf", time.time(), start=0, num=DUE_BATCH)
+        # Members only (no scores), as str (decode_responses=True).
+        due = cast(list[str], await self.redis.zrangebyscore(DUE_KEY, "-inf", time.time(), start=0, num=DUE_BATCH))
         taken = 0
         for member in due:
             if await self.redis.zrem(DUE_KEY, member) != 1:

@@ -70,6 +70,7 @@ async def do_receive_document(
         if existing is not None and (existing.payload or {}).get("document_id"):
             document = await session.get(Document, existing.payload["document_id"])
             conversation = await session.get(Conversation, existing.conversation_id)
+            assert document is not None and conversation is not None  # the message's references
             return document, Received(existing, conversation, duplicate=True)
     found = check_content(data, max_bytes)
     request = await _open_request(session, customer_id, request_id)
@@ -190,6 +191,7 @@ class OaImageIntake:
         session.add(document)
         await session.flush()
         message = await session.get(Message, received.message.id)
+        assert message is not None  # received.message, stored
         message.payload = {**(message.payload or {}), "document_id": document.id, "kind": found.kind}
         if request is not None:
             request.state, request.fulfilled_at = "fulfilled", utcnow()
@@ -219,6 +221,7 @@ async def get_for_viewing(session: AsyncSession, *, agent: Agent, document_id: i
     if document is None:
         raise ResourceNotFound("document not found")
     conversation = await session.get(Conversation, document.conversation_id)
+    assert conversation is not None  # the document's foreign key
     holds = conversation.agent_id == agent.id and conversation.state == ConversationState.WITH_AGENT
     if not holds and agent.role not in ("supervisor", "admin"):
         raise NotPermitted("only the agent holding the conversation or a supervisor may open its documents")

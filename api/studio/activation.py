@@ -23,6 +23,7 @@ import subprocess
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import cast
 
 import httpx
 from redis.asyncio import Redis
@@ -157,7 +158,7 @@ class RasaInstances:
         self._children: dict[str, subprocess.Popen] = {}
 
     async def registry(self) -> dict[str, dict]:
-        raw = await self.redis.hgetall(instances_key(self.deployment))
+        raw = cast(dict[str, str], await self.redis.hgetall(instances_key(self.deployment)))  # decode_responses=True
         return {url: json.loads(info) for url, info in raw.items()}
 
     async def find_serving(self, model_file: str, *, also: tuple[str, ...] = ()) -> str | None:
