@@ -15,6 +15,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine as sa_create_engine
 from sqlalchemy import event, make_url, text
+from sqlalchemy.connectors.asyncio import AsyncAdapt_dbapi_connection
 from sqlalchemy.dialects.sqlite.aiosqlite import (
     AsyncAdapt_aiosqlite_connection,
     AsyncAdapt_aiosqlite_cursor,
@@ -61,11 +62,11 @@ class _OneHopSqliteCursor(AsyncAdapt_aiosqlite_cursor):
 
     __slots__ = ("_description", "_lastrowid", "_rowcount")
 
-    def __init__(self, adapt_connection: AsyncAdapt_aiosqlite_connection) -> None:
+    def __init__(self, adapt_connection: AsyncAdapt_dbapi_connection) -> None:
         self._adapt_connection = adapt_connection
         self._connection = adapt_connection._connection
-        self._cursor = None
-        self._soft_closed_memoized = {}
+        self._cursor = None  # type: ignore[assignment]  # no cursor kept: each statement opens and closes its own
+        self._soft_closed_memoized = {}  # type: ignore[assignment]  # only read (SQLAlchemy's is an immutabledict)
         self._rows = collections.deque()
         self._description = None
         self._lastrowid = -1
@@ -219,5 +220,6 @@ async def lock_for_write(session: AsyncSession) -> None:
     fails at once ("database is locked"): its snapshot is stale. A no-op write as the first statement
     waits for the lock instead (busy_timeout). PostgreSQL needs nothing of the kind.
     """
+    assert session.bind is not None  # every session here is made with the engine (unit_of_work)
     if session.bind.dialect.name == "sqlite":
-        await session.exec(text("UPDATE customer SET id = id WHERE 0"))
+        await (await session.connection()).execute(text("UPDATE customer SET id = id WHERE 0"))

@@ -126,6 +126,7 @@ async def current_agent(conn: HTTPConnection, session: SessionDep, settings: Set
     if agent is None or not agent.active:
         raise NotAuthenticated("unknown or disabled agent")
     # Any request is a sign of life; an online agent silent past the heartbeat TTL is set offline.
+    assert agent.id is not None
     await touch_agent(conn.app.state.redis, agent.id, settings.agent_heartbeat_ttl_s)
     return agent
 

@@ -145,6 +145,7 @@ def run() -> int:
 
             def start_redis() -> subprocess.Popen:
                 embedded_redis.start()
+                assert embedded_redis.process is not None  # start() set it
                 return embedded_redis.process
 
             supervisor.add("redis", start_redis)
@@ -167,12 +168,12 @@ def run() -> int:
             replicas = max(1, int(env.get("YUNTING_RASA_REPLICAS", "1")))
             urls = []
             for index in range(replicas):
-                port = rasa_port + index
+                replica_port = rasa_port + index
                 log_path = data_dir / ("rasa.log" if index == 0 else f"rasa-{index + 1}.log")
                 log_path.write_text("")
                 name = "rasa" if index == 0 else f"rasa-{index + 1}"
-                supervisor.add(name, lambda port=port, log_path=log_path: start_rasa(model, port, log_path))
-                urls.append(f"http://127.0.0.1:{port}")
+                supervisor.add(name, lambda port=replica_port, log_path=log_path: start_rasa(model, port, log_path))
+                urls.append(f"http://127.0.0.1:{replica_port}")
             env["YUNTING_RASA_URL"] = urls[0]
             if replicas > 1:
                 env["YUNTING_RASA_URLS"] = ",".join(urls)
@@ -222,7 +223,8 @@ def run() -> int:
             supervisor.run_until_stopped()
         return 0
     finally:
-        name = signal.Signals(supervisor.stop_signal).name if supervisor.stopping else "exit"
+        stop_signal = supervisor.stop_signal  # set once stopping
+        name = signal.Signals(stop_signal).name if stop_signal is not None else "exit"
         say(f"stopping ({name}) ...")
         supervisor.stop_all()
         say("stopped.")

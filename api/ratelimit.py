@@ -66,7 +66,11 @@ class RateLimiter:
 
     def __init__(self, redis: Redis, settings: Settings) -> None:
         storage = RedisStorage(
-            "async+redis://", implementation="redispy", connection_pool=redis.connection_pool, key_prefix="yt:limits"
+            "async+redis://",
+            implementation="redispy",
+            # limits types **options as scalars; its redispy storage passes them on to redis.asyncio, which takes a pool
+            connection_pool=redis.connection_pool,  # type: ignore[arg-type]
+            key_prefix="yt:limits",
         )
         self._window = MovingWindowRateLimiter(storage)
         self.rules = rules_from(settings)

@@ -68,7 +68,7 @@ class DeploymentRedis(Redis):
     def pubsub_numsub(self, *channels, **kwargs):
         return super().pubsub_numsub(*(self.channel_prefix + channel for channel in channels), **kwargs)
 
-    def pubsub(self, **kwargs) -> PubSub:
+    def pubsub(self, **kwargs) -> DeploymentPubSub:
         return DeploymentPubSub(
             self.channel_prefix, self.connection_pool, event_dispatcher=self._event_dispatcher, **kwargs
         )
@@ -189,6 +189,7 @@ class EventHub:
     @asynccontextmanager
     async def listen(self, *channels: str, kind: str) -> AsyncIterator[Subscription]:
         """Events of these channels for one socket, from the moment this returns (Redis confirmed)."""
+        assert self._pubsub is not None, "start() first"
         sub = Subscription(channels, kind, self.buffer)
         OPEN_SOCKETS.labels(kind).inc()
         try:
@@ -208,11 +209,11 @@ class EventHub:
         finally:
             OPEN_SOCKETS.labels(kind).dec()
             for channel in channels:
-                local = self._local.get(channel)
-                if local is None:
+                remaining = self._local.get(channel)
+                if remaining is None:
                     continue
-                local.discard(sub)
-                if not local:
+                remaining.discard(sub)
+                if not remaining:
                     del self._local[channel]
                     self._confirmed.pop(channel, None)
                     try:
@@ -221,6 +222,7 @@ class EventHub:
                         log.debug("unsubscribe of %s failed", channel, exc_info=True)
 
     async def _read(self) -> None:
+        assert self._pubsub is not None, "started by start()"
         backoff = 0.1
         while True:
             try:

@@ -108,6 +108,7 @@ class Supervisor:
                 child.restarts += 1
                 try:
                     self._start(child)
+                    assert child.process is not None  # _start set it
                     self.say(f"{child.name} restarted (pid {child.process.pid}, restart {child.restarts})")
                 except (OSError, RuntimeError) as exc:
                     child.process, child.restart_at = None, None
@@ -120,21 +121,21 @@ class Supervisor:
 
     def stop_all(self) -> None:
         """SIGTERM to each child's group (last started first), then SIGKILL to any group still there."""
-        running = [c for c in reversed(self.children) if c.process is not None]
-        for child in running:
-            _signal_group(child.process, signal.SIGTERM)
+        running = [(c, c.process) for c in reversed(self.children) if c.process is not None]
+        for _child, process in running:
+            _signal_group(process, signal.SIGTERM)
         deadline = time.monotonic() + self.stop_grace_s
-        for child in running:
+        for child, process in running:
             try:
-                child.process.wait(timeout=max(0.1, deadline - time.monotonic()))
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 self.say(f"{child.name} did not stop in {self.stop_grace_s:.0f} s: killing it")
-        for child in running:
-            _signal_group(child.process, signal.SIGKILL)  # the group's leftovers (or a child that hung)
+        for child, process in running:
+            _signal_group(process, signal.SIGKILL)  # the group's leftovers (or a child that hung)
             try:
-                child.process.wait(timeout=5)
+                process.wait(timeout=5)
             except subprocess.TimeoutExpired:
-                self.say(f"{child.name} (pid {child.process.pid}) did not die")
+                self.say(f"{child.name} (pid {process.pid}) did not die")
 
 
 def _signal_group(process: subprocess.Popen, signum: int) -> None:

@@ -323,7 +323,8 @@ def verify_sealed(
     path: Path, keyring: Keyring, *, sha256_plain: str | None = None, sha256_stored: str | None = None
 ) -> SealedFile:
     """Read the whole file, authenticate every chunk, and check the recorded digests when given."""
-    plain, stored, sizes, header = hashlib.sha256(), hashlib.sha256(), [0, 0], []
+    header: list[_Header] = []
+    plain, stored, sizes = hashlib.sha256(), hashlib.sha256(), [0, 0]
     for raw, chunk in _chunks(path, keyring, out_header=header):
         stored.update(raw)
         plain.update(chunk)

@@ -168,7 +168,7 @@ class RasaClient:
         if not wanted:
             raise ValueError("at least one Rasa URL is needed")
         kept = {r.url: r for r in self.replicas}
-        replicas = [kept.pop(url, None) or Replica(url) for url in wanted]
+        replicas = [kept.pop(url) if url in kept else Replica(url) for url in wanted]
         for gone in kept.values():
             if gone.probe is not None:
                 gone.probe.cancel()
@@ -321,6 +321,7 @@ class RasaClient:
             self._fresh = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(force_close=True), timeout=unbounded, skip_auto_headers=("User-Agent",)
             )
+        assert self._fresh is not None  # made with the pool
         return self._pool, self._fresh
 
     # -- ejection and re-admission ------------------------------------------------------------------

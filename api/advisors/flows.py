@@ -86,6 +86,8 @@ async def do_route_advisor_first(
 ) -> bool:
     """A freshly queued escalation goes to the customer's advisor (or their appointment's agent) when they are
     online: at once if they have room, else held for them for the group's wait. False: route to the group."""
+    assert conversation.id is not None
+    assert escalation.id is not None
     preferred = await service.preferred_agent(
         session, customer_id=conversation.customer_id, conversation_id=conversation.id
     )
@@ -114,6 +116,7 @@ async def do_route_advisor_first(
     held = service.advisor_card(agent, why, first_until=until, online=True)
     escalation.handoff_card = {**card, "advisor": held, "summary": f"{summary} {held['note']}。".strip()}
     await session.commit()
+    assert agent.id is not None
     await holds.hold(routing.redis, escalation.id, agent.id, until)
     await publish(routing.redis, agent_channel(agent.id), {"type": "queue_changed", "conversation_id": conversation.id})
     return True
@@ -126,17 +129,24 @@ async def sweep_held(session: AsyncSession, routing: RoutingEngine, delivery: De
     for escalation_id, agent_id, deadline in await holds.list_held(routing.redis, limit):
         escalation = await session.get(Escalation, escalation_id)
         conversation = await session.get(Conversation, escalation.conversation_id) if escalation else None
-        if escalation is None or escalation.claimed_by is not None or conversation.state != ConversationState.QUEUED:
+        if (
+            escalation is None
+            or escalation.claimed_by is not None
+            or conversation is None  # the escalation's foreign key says it exists
+            or conversation.state != ConversationState.QUEUED
+        ):
             await holds.take(routing.redis, escalation_id)
             continue
         agent = await session.get(Agent, agent_id)
         available = agent is not None and agent.active and agent.presence == "online"
+        assert escalation.id is not None
         if (
             available
-            and await routing.claim(escalation.id, escalation.skill_group, agent.id, must_be_queued=False) == "ok"
+            and await routing.claim(escalation.id, escalation.skill_group, agent_id, must_be_queued=False) == "ok"
         ):
+            assert agent is not None  # available
             if not await holds.take(routing.redis, escalation_id):
-                await routing.release(agent.id)  # someone claimed it by hand meanwhile
+                await routing.release(agent_id)  # someone claimed it by hand meanwhile
                 continue
             if not await do_assign_to(
                 session,
@@ -160,6 +170,7 @@ async def sweep_held(session: AsyncSession, routing: RoutingEngine, delivery: De
                 reason="wait_over" if available else "advisor_unavailable",
             )
             await session.commit()
+            assert escalation.id is not None
             await routing.enqueue(escalation.id, escalation.skill_group, escalation.priority, escalation.queued_at)
             await publish(routing.redis, AGENTS_CHANNEL, {"type": "queue_changed", "conversation_id": conversation.id})
             await do_assign_waiting(session, routing, delivery, escalation.skill_group)
@@ -168,6 +179,7 @@ async def sweep_held(session: AsyncSession, routing: RoutingEngine, delivery: De
 async def preferred_video_agent(session: AsyncSession, conversation: Conversation) -> int | None:
     """The agent a queued customer's video call rings first: their appointment's agent or advisor, if online
     and a video agent."""
+    assert conversation.id is not None
     preferred = await service.preferred_agent(
         session, customer_id=conversation.customer_id, conversation_id=conversation.id
     )

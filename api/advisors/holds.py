@@ -11,6 +11,7 @@ ordinary group routing, nothing is lost.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import cast
 
 from redis.asyncio import Redis
 
@@ -27,7 +28,8 @@ async def hold(redis: Redis, escalation_id: int, agent_id: int, until: datetime)
 
 async def list_held(redis: Redis, limit: int) -> list[tuple[int, int, datetime]]:
     """(escalation id, agent id, deadline), the earliest deadlines first; at most `limit`."""
-    rows = await redis.zrange(HELD_KEY, 0, limit - 1, withscores=True)
+    # (member, score) pairs; members as str (decode_responses=True)
+    rows = cast(list[tuple[str, float]], await redis.zrange(HELD_KEY, 0, limit - 1, withscores=True))
     if not rows:
         return []
     agents = await redis.hmget(HELD_AGENT_KEY, [member for member, _ in rows])

@@ -38,11 +38,13 @@ async def advisor_of(customer_id: RecordId, _: CurrentAgent, session: SessionDep
 @router.get("/agents/me/customers", response_model=list[AdvisorOfCustomer])
 async def my_customers(agent: CurrentAgent, session: SessionDep):
     """The customers this agent is the named advisor of."""
+    assert agent.id is not None
     return [await _public(session, a) for a in await repository.list_customers_of(session, agent.id)]
 
 
 @router.get("/miniapp/advisor", response_model=MyAdvisor | None)
 async def my_advisor(customer: CurrentCustomer, session: SessionDep):
+    assert customer.id is not None
     advisor = await repository.get_advisor(session, customer.id)
     if advisor is None:
         return None

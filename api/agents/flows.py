@@ -54,6 +54,7 @@ async def do_send_agent_reply(
 ) -> Message:
     """Store the agent's reply and deliver it on the customer's current channel."""
     conversation = await _held(session, agent, conversation_id)
+    assert conversation.id is not None
     reply = Message(
         conversation_id=conversation.id,
         customer_id=conversation.customer_id,
@@ -84,6 +85,7 @@ async def do_show_typing(session: AsyncSession, delivery: Delivery, *, agent: Ag
 async def do_add_note(session: AsyncSession, *, agent: Agent, conversation_id: int, text: str) -> Message:
     """An internal note: in the record and the console, never sent to the customer."""
     conversation = await get_for_agent(session, agent=agent, conversation_id=conversation_id)
+    assert conversation.id is not None
     note = Message(
         conversation_id=conversation.id,
         customer_id=conversation.customer_id,
@@ -111,7 +113,9 @@ async def do_transfer(
     to_agent_id: int | None,
 ) -> Conversation:
     """Hand the conversation to another group's queue (at its head) or straight to a named agent."""
+    assert agent.id is not None
     conversation = await _held(session, agent, conversation_id)
+    assert conversation.id is not None
     escalation = await _current_escalation(session, conversation.id)
     if to_agent_id is not None:
         return await _transfer_to_agent(session, routing, delivery, agent, conversation, to_agent_id)
@@ -144,6 +148,7 @@ async def do_transfer(
     )
     await session.commit()
     await routing.release(agent.id)
+    assert new.id is not None
     await routing.enqueue(new.id, new.skill_group, new.priority, new.queued_at)
     await delivery.deliver(conversation, [notice])
     await delivery.state_changed(conversation)
@@ -183,6 +188,7 @@ async def do_close(
     disposition: str,
 ) -> Conversation:
     """Close with a disposition; the customer's next message starts a new conversation with the bot."""
+    assert agent.id is not None
     if disposition not in DISPOSITIONS:
         raise BadRequest(f"disposition must be one of {', '.join(DISPOSITIONS)}", code="bad_disposition")
     conversation = await _held(session, agent, conversation_id)
@@ -253,6 +259,7 @@ async def do_assign_waiting_for_agent(
 
 
 def _system_message(conversation: Conversation, text: str, payload: dict | None = None) -> Message:
+    assert conversation.id is not None
     return Message(
         conversation_id=conversation.id,
         customer_id=conversation.customer_id,

@@ -34,7 +34,8 @@ async def today_figures(session: AsyncSession, *, tz: str, now: datetime) -> Tod
     conversations = (await session.exec(select(Conversation).where(col(Conversation.created_at) >= since))).all()
     escalations = (await session.exec(select(Escalation).where(col(Escalation.created_at) >= since))).all()
     escalated_ids = {e.conversation_id for e in escalations}
-    by_intent, escalated_by_intent = Counter(), Counter()
+    by_intent: Counter[str] = Counter()
+    escalated_by_intent: Counter[str] = Counter()
     for conversation in conversations:
         intent = conversation.intent or "none"  # e.g. straight to 转人工 before any business was named
         by_intent[intent] += 1

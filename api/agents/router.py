@@ -61,6 +61,7 @@ async def login(
     """Sign in; repeated wrong passwords slow down (429 with Retry-After), then lock the account (403
     `account_locked`) until a supervisor unlocks it."""
     agent = await signin.do_sign_in(session, limiter, username=body.username, password=body.password, client=client)
+    assert agent.id is not None
     token = issue_token(settings.signing_key(), kind="agent", subject=agent.id, ttl_s=settings.agent_session_ttl_s)
     return AgentSession(
         token=token,
@@ -72,6 +73,7 @@ async def login(
 @router.post("/tickets", response_model=TicketPublic)
 async def mint_ticket(agent: CurrentAgent, redis: RedisDep, settings: SettingsDep):
     """A single-use ticket (60 s) to open the live inbox: `/agents/ws?ticket=` (no token in the URL)."""
+    assert agent.id is not None
     ticket = await tickets.mint(redis, kind="agent", subject=agent.id, purpose="socket", ttl_s=settings.ticket_ttl_s)
     return TicketPublic(ticket=ticket, expires_in=settings.ticket_ttl_s)
 
@@ -123,6 +125,7 @@ async def held(agent: CurrentAgent, session: SessionDep):
     ).all()
     result = []
     for conversation in rows:
+        assert conversation.id is not None
         escalation = await conversations.get_latest_escalation(session, conversation.id)
         result.append(
             HeldConversation(
@@ -148,6 +151,7 @@ async def claim(
 async def read_conversation(conversation_id: RecordId, agent: CurrentAgent, session: SessionDep, settings: SettingsDep):
     """The handoff card and the whole transcript across channels, ID/card/phone numbers masked."""
     conversation = await flows.get_for_agent(session, agent=agent, conversation_id=conversation_id)
+    assert conversation.id is not None
     escalation = await conversations.get_latest_escalation(session, conversation.id)
     messages = await conversations.list_messages(session, conversation_id=conversation.id, include_internal=True)
     detail = ConversationDetail.of(conversation)
@@ -199,6 +203,7 @@ async def reply(
         session, delivery, agent=agent, conversation_id=conversation_id, text=body.text
     )
     # Where it got to while we delivered it (the console then follows it live: `delivery` events).
+    assert message.id is not None
     return _masked(message, await delivery_states.get_by_message(session, message.id))
 
 

@@ -32,6 +32,7 @@ async def do_sign_in(
         raise NotPermitted(LOCKED_MESSAGE, code="account_locked")
     await session.commit()  # the connection goes back to the pool while the hash is checked
     if await service.check_password(agent, password):
+        assert agent is not None  # check_password is False without one
         await limiter.clear("agent_login_failures", username)
         await limiter.clear("agent_login_lockout", username)
         audit(session, actor_kind="agent", actor_id=agent.id, action="agent_login", subject=f"agent:{agent.id}")

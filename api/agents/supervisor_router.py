@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
-from sqlmodel import func, select
+from sqlmodel import col, func, select
 
 from api.agents.models import Agent
 from api.agents.reports import today_figures
@@ -34,11 +34,11 @@ async def overview(_: Supervisor, session: SessionDep, settings: SettingsDep):
             await session.exec(
                 select(Conversation.agent_id, func.count())
                 .where(Conversation.state == ConversationState.WITH_AGENT)
-                .group_by(Conversation.agent_id)
+                .group_by(col(Conversation.agent_id))
             )
         ).all()
     )
-    agents = (await session.exec(select(Agent).where(Agent.active == True).order_by(Agent.id))).all()  # noqa: E712
+    agents = (await session.exec(select(Agent).where(Agent.active == True).order_by(col(Agent.id)))).all()  # noqa: E712
     return SupervisorOverview(
         queues=queues,
         agents=[

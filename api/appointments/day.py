@@ -18,7 +18,10 @@ from api.masking import mask_sensitive, mask_structure
 async def case_card(session: AsyncSession, appointment: Appointment) -> dict:
     """Who the customer is to us and what they came for last time (masked: the day view is not a reveal)."""
     latest = await conversations.get_latest(session, appointment.customer_id)
-    escalation = await conversations.get_latest_escalation(session, latest.id) if latest else None
+    escalation = None
+    if latest is not None:
+        assert latest.id is not None
+        escalation = await conversations.get_latest_escalation(session, latest.id)
     card = mask_structure(escalation.handoff_card) if escalation else {}
     documents = (
         await session.exec(

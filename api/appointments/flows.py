@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 from redis.asyncio import Redis
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import delete
+from sqlmodel import col, delete
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from api.agents.models import Agent
@@ -47,8 +47,9 @@ async def do_set_schedule(
     session: AsyncSession, *, actor: Agent, agent: Agent, periods: list[tuple[int, int, int]], slot_minutes: int
 ) -> None:
     """Replace an agent's weekly working periods (booked appointments stay: they were promised)."""
+    assert agent.id is not None
     service.check_periods(periods, slot_minutes)
-    await session.exec(delete(WorkSchedule).where(WorkSchedule.agent_id == agent.id))
+    await session.exec(delete(WorkSchedule).where(col(WorkSchedule.agent_id) == agent.id))
     session.add_all(
         WorkSchedule(agent_id=agent.id, weekday=weekday, start_minute=start, end_minute=end)
         for weekday, start, end in periods
@@ -134,6 +135,7 @@ async def do_reschedule(
     if appointment.state != AppointmentState.BOOKED:
         raise Conflict("只有尚未开始的预约可以改期。", code="not_booked")
     agent = await session.get(Agent, appointment.agent_id)
+    assert agent is not None  # the appointment's foreign key
     starts_at = _utc(starts_at)
     slot = next((s for s in await service.free_slots(session, [agent], rules) if s.starts_at == starts_at), None)
     if slot is None:
@@ -209,6 +211,7 @@ async def do_join(
     if now > appointment.ends_at:
         raise Conflict("预约时间已过，请重新预约。", code="too_late")
     agent = await session.get(Agent, appointment.agent_id)
+    assert agent is not None  # the appointment's foreign key
     conversation = await conversations.open_for_message(session, customer_id=customer_id, channel="miniapp")
     appointment.state, appointment.joined_at = AppointmentState.JOINED, now
     appointment.conversation_id, appointment.updated_at = conversation.id, now
@@ -230,6 +233,7 @@ async def do_join(
         await _requeue_for_appointment(session, triage, conversation, appointment, card_note, summary)
     elif conversation.state == ConversationState.BOT:
         context = await conversations.rebuild_context(session, conversation)
+        assert conversation.id is not None
         escalation = Escalation(
             conversation_id=conversation.id,
             reason="appointment",
@@ -253,6 +257,7 @@ async def do_join(
         session.add(escalation)
         conversation.state = ConversationState.QUEUED
     text = f"您已按预约进入，正在为您接通客户经理{agent.display_name}，请稍候。"
+    assert conversation.id is not None
     notice = Message(
         conversation_id=conversation.id,
         customer_id=customer_id,
@@ -284,6 +289,7 @@ async def do_join(
 async def _hand_over(session: AsyncSession, triage, conversation: Conversation, agent: Agent) -> None:
     """The customer is with another agent when their appointment starts: it moves to the appointment's agent
     if they have room (otherwise the current agent keeps it, and the card shows the appointment)."""
+    assert agent.id is not None
     from api.routing.flows import do_hand_over
 
     try:
@@ -308,11 +314,13 @@ async def _requeue_for_appointment(
 ) -> None:
     """A customer already waiting joins by appointment: their escalation leaves its queue (or hold) and is
     routed again, for the appointment's agent first, with the appointment on its card."""
+    assert conversation.id is not None
     from api.advisors import holds
 
     escalation = await conversations.get_open_escalation(session, conversation.id)
     if escalation is None:
         return
+    assert escalation.id is not None
     await holds.take(triage.routing.redis, escalation.id)
     await triage.routing.remove(escalation.id, escalation.skill_group)
     card = dict(escalation.handoff_card)
@@ -340,6 +348,7 @@ async def _tell(
     """The other side hears of it: the agent in the console, the customer on their pages (and, when the agent
     changed it, in their open conversation)."""
     agent = await session.get(Agent, appointment.agent_id)
+    assert agent is not None  # the appointment's foreign key
     public = AppointmentPublic.of(appointment, agent.display_name if agent else None).model_dump(mode="json")
     await publish(
         redis,
@@ -356,6 +365,7 @@ async def _tell(
         return
     words = {"rescheduled": "已改到", "cancelled": "已取消", "booked": "已预约"}[change]
     text = f"客户经理{agent.display_name}{words}您的预约：{local_text(appointment.starts_at, tz)}。"
+    assert conversation.id is not None
     message = Message(
         conversation_id=conversation.id,
         customer_id=conversation.customer_id,

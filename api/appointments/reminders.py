@@ -58,6 +58,7 @@ async def send_due_reminders(
         if not won:
             continue  # another worker has it
         appointment = await session.get(Appointment, appointment_id)
+        assert appointment is not None  # the conditional update above just matched it
         await session.refresh(appointment)
         outcome = await _remind(session, redis, platform, settings, appointment)
         appointment.reminder_state, appointment.reminded_at = outcome, utcnow()
@@ -120,6 +121,7 @@ async def record_attendance(session: AsyncSession, redis: Redis, settings: Setti
     now = utcnow()
     late = now - timedelta(minutes=settings.appointment_no_show_minutes)
     for appointment in await repository.past_unattended(session, before=late, limit=settings.appointment_sweep_batch):
+        assert appointment.id is not None
         if not await _claim(
             session,
             appointment.id,
@@ -142,6 +144,7 @@ async def record_attendance(session: AsyncSession, redis: Redis, settings: Setti
             {"type": "appointment_changed", "change": "no_show", "by": "system", "appointment_id": appointment.id},
         )
     for appointment in await repository.past_joined(session, now=now, limit=settings.appointment_sweep_batch):
+        assert appointment.id is not None
         await _claim(
             session,
             appointment.id,

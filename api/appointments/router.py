@@ -59,6 +59,7 @@ async def slots(
     group: str = Query("general", pattern=GROUP_PATTERN),
 ):
     """Free slots with the customer's advisor (`with=advisor`, when they have one) or any agent of a group."""
+    assert customer.id is not None
     advisor = await advisors.get_advisor(session, customer.id)
     rules = flows.rules_of(settings)
     if with_ == "advisor" and advisor is not None:
@@ -77,6 +78,7 @@ def _slots(found) -> list[SlotPublic]:
 @router.get("/miniapp/appointments", response_model=list[AppointmentPublic])
 async def my_appointments(customer: CurrentCustomer, session: SessionDep):
     """The customer's appointments from today on (cancelled ones too, so a change by the bank is visible)."""
+    assert customer.id is not None
     since = utcnow().replace(hour=0, minute=0, second=0, microsecond=0)
     rows = await repository.list_for_customer(session, customer.id, since=since)
     return [AppointmentPublic.of(a, await _agent_name(session, a.agent_id)) for a in rows]
@@ -86,6 +88,7 @@ async def my_appointments(customer: CurrentCustomer, session: SessionDep):
 async def book(
     body: BookRequest, customer: CurrentCustomer, session: SessionDep, redis: RedisDep, settings: SettingsDep
 ):
+    assert customer.id is not None
     advisor = await advisors.get_advisor(session, customer.id)
     if body.with_ == "advisor":
         if advisor is None:
@@ -120,6 +123,7 @@ async def reschedule(
     delivery: DeliveryDep,
     settings: SettingsDep,
 ):
+    assert customer.id is not None
     appointment = flows.check_owner(await session.get(Appointment, appointment_id), customer_id=customer.id)
     appointment = await flows.do_reschedule(
         session,
@@ -144,6 +148,7 @@ async def cancel(
     delivery: DeliveryDep,
     settings: SettingsDep,
 ):
+    assert customer.id is not None
     appointment = flows.check_owner(await session.get(Appointment, appointment_id), customer_id=customer.id)
     appointment = await flows.do_cancel(
         session,
@@ -168,6 +173,7 @@ async def join(
     settings: SettingsDep,
 ):
     """The one tap at the slot: queued for the appointment's agent first; a video appointment opens the video page."""
+    assert customer.id is not None
     appointment = flows.check_owner(await session.get(Appointment, appointment_id), customer_id=customer.id)
     conversation = await flows.do_join(
         session, redis, triage, settings, customer_id=customer.id, appointment=appointment
@@ -187,12 +193,14 @@ async def join(
 
 @router.get("/agents/me/schedule", response_model=SchedulePublic)
 async def my_schedule(agent: CurrentAgent, session: SessionDep, settings: SettingsDep):
+    assert agent.id is not None
     return await _schedule(session, settings, agent.id)
 
 
 @router.put("/agents/me/schedule", response_model=SchedulePublic)
 async def set_my_schedule(body: ScheduleUpdate, agent: CurrentAgent, session: SessionDep, settings: SettingsDep):
     """The agent's weekly working periods (in the bank's time zone): the slots customers can book."""
+    assert agent.id is not None
     await flows.do_set_schedule(
         session, actor=agent, agent=agent, periods=_periods(body), slot_minutes=settings.appointment_slot_minutes
     )
@@ -209,6 +217,7 @@ async def set_schedule(
     await flows.do_set_schedule(
         session, actor=supervisor, agent=agent, periods=_periods(body), slot_minutes=settings.appointment_slot_minutes
     )
+    assert agent.id is not None
     return await _schedule(session, settings, agent.id)
 
 
@@ -244,6 +253,7 @@ async def agent_book(
     settings: SettingsDep,
 ):
     """The agent books a slot of their own for the customer of a conversation they may read."""
+    assert agent.id is not None
     conversation = await get_for_agent(session, agent=agent, conversation_id=body.conversation_id)
     appointment = await flows.do_book(
         session,
@@ -272,6 +282,7 @@ async def agent_reschedule(
     delivery: DeliveryDep,
     settings: SettingsDep,
 ):
+    assert agent.id is not None
     appointment = flows.check_owner(await session.get(Appointment, appointment_id), agent=agent)
     appointment = await flows.do_reschedule(
         session,
@@ -296,6 +307,7 @@ async def agent_cancel(
     delivery: DeliveryDep,
     settings: SettingsDep,
 ):
+    assert agent.id is not None
     appointment = flows.check_owner(await session.get(Appointment, appointment_id), agent=agent)
     appointment = await flows.do_cancel(
         session,

@@ -21,6 +21,7 @@ from typing import Any
 
 from sqlalchemy import event, select, text
 from sqlalchemy.orm import Session
+from sqlmodel import col
 
 from api.audit.models import AuditEvent
 
@@ -84,12 +85,16 @@ def _lock_and_read_tail(session: Session) -> tuple[int, str]:
     if session.get_bind().dialect.name == "postgresql":
         session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": ADVISORY_LOCK_KEY})
     tail = session.execute(
-        select(AuditEvent.chain_seq, AuditEvent.row_hash)
-        .where(AuditEvent.chain_seq.is_not(None))
-        .order_by(AuditEvent.chain_seq.desc())
+        select(col(AuditEvent.chain_seq), col(AuditEvent.row_hash))
+        .where(col(AuditEvent.chain_seq).is_not(None))
+        .order_by(col(AuditEvent.chain_seq).desc())
         .limit(1)
     ).first()
-    return (0, GENESIS) if tail is None else (tail[0], tail[1])
+    if tail is None:
+        return (0, GENESIS)
+    seq, row_hash = tail
+    assert seq is not None and row_hash is not None  # only chained rows are read
+    return (seq, row_hash)
 
 
 @event.listens_for(Session, "before_flush")

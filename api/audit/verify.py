@@ -13,7 +13,7 @@ import argparse
 import sys
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, create_engine, func, select
+from sqlalchemy import Engine, create_engine, func, inspect, select
 
 from api.audit.chain import GENESIS, hash_of
 from api.audit.models import AuditEvent
@@ -42,7 +42,7 @@ class Verdict:
 
 def verify_chain(engine: Engine, *, expect_head: tuple[int, str] | None = None) -> Verdict:
     """Walk the chain in order, in batches (bounded memory), stopping at the first broken row."""
-    table = AuditEvent.__table__
+    table = inspect(AuditEvent).local_table
     seq, prev, rows, noted_seen = 0, GENESIS, 0, expect_head is None
     with engine.connect() as conn:
         outside = conn.execute(select(table.c.id).where(table.c.chain_seq.is_(None)).order_by(table.c.id).limit(1))
@@ -80,6 +80,7 @@ def verify_chain(engine: Engine, *, expect_head: tuple[int, str] | None = None) 
             total = conn.execute(select(func.count()).select_from(table)).scalar()
             return Verdict(False, rows, seq, prev, stray, None, f"it is outside the chain ({total} rows in the table)")
     if not noted_seen:
+        assert expect_head is not None  # noted_seen starts True without one
         return Verdict(False, rows, seq, prev, None, expect_head[0], "the noted head is no longer in the chain")
     return Verdict(True, rows, seq, prev)
 

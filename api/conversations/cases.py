@@ -39,6 +39,7 @@ async def list_recent_cases(
         if conversation.intent in SMALL_TALK or conversation.intent == "case_status":
             continue
         scenario = catalog.get(conversation.intent or "")
+        assert conversation.id is not None
         result.append(
             CaseSummary(
                 conversation_id=conversation.id,

@@ -123,6 +123,7 @@ async def do_receive_customer_message(
             context = await service.start_context(session, conversation, case_days=triage.case_days)
         else:
             context = await service.load_context(session, triage.store, conversation, case_days=triage.case_days)
+        assert conversation.id is not None
         inbound = Message(
             conversation_id=conversation.id,
             customer_id=customer_id,
@@ -177,6 +178,8 @@ async def _already_received(session: AsyncSession, channel: str, platform_msg_id
     if existing is None:
         return None
     conversation = await session.get(Conversation, existing.conversation_id)
+    assert conversation is not None  # the message's foreign key
+    assert existing.id is not None
     replies = await service.list_replies_to(session, existing.id)
     return Received(existing, conversation, replies, duplicate=True)
 
@@ -214,6 +217,7 @@ async def _answer_in_queue(
 async def do_route_escalation(session: AsyncSession, redis: Redis, triage: Triage, conversation: Conversation) -> None:
     """The bot (or a joined appointment) handed over: the customer's advisor first, else queue the escalation
     and try to give it to an agent now."""
+    assert conversation.id is not None
     from api.advisors.flows import do_route_advisor_first  # advisors import routing and video: keep it lazy
 
     escalation = await service.get_open_escalation(session, conversation.id)
@@ -230,6 +234,7 @@ async def do_route_escalation(session: AsyncSession, redis: Redis, triage: Triag
     ):
         await publish(redis, AGENTS_CHANNEL, {"type": "queue_changed", "conversation_id": conversation.id})
         return
+    assert escalation.id is not None
     await triage.routing.enqueue(escalation.id, escalation.skill_group, escalation.priority, escalation.queued_at)
     await publish(redis, AGENTS_CHANNEL, {"type": "queue_changed", "conversation_id": conversation.id})
     await do_assign_waiting(session, triage.routing, triage.delivery, escalation.skill_group)
@@ -326,6 +331,7 @@ async def _answer_with_bot(
     *,
     video_tap: bool = False,
 ) -> list[Message]:
+    assert conversation.id is not None
     catalog = load_catalog()
     replica = replica_label(getattr(triage.nlu, "base_url", None))
     started = time.perf_counter()
@@ -397,6 +403,7 @@ async def _escalate(
     order: EscalationOrder,
     catalog: dict,
 ) -> Escalation:
+    assert conversation.id is not None
     conversation.state = context.state = ConversationState.QUEUED
     conversation.low_confidence_turns = context.low_confidence_turns = 0
     escalation = Escalation(

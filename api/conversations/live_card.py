@@ -24,6 +24,7 @@ LAST_MESSAGES = 5
 async def live_card(
     session: AsyncSession, conversation: Conversation, escalation: Escalation, *, days: int
 ) -> dict[str, Any]:
+    assert conversation.id is not None
     snapshot = dict(escalation.handoff_card)
     context = await service.rebuild_context(session, conversation, case_days=days)
     order = EscalationOrder(

@@ -85,6 +85,7 @@ async def answer_in_queue(
 
     Questions about the wait and a repeated 「转人工」 are always answered; anything else gets at most one
     acknowledgement per customer per ``notice_interval_s`` (they are not left wondering, nor flooded)."""
+    assert conversation.id is not None
     escalation = await service.get_open_escalation(session, conversation.id)
     if escalation is None:
         return None

@@ -233,6 +233,7 @@ async def load_context(
     session: AsyncSession, store: ContextStore, conversation: Conversation, *, case_days: int = 30
 ) -> ConversationContext:
     """The Redis hot copy when present and current, otherwise rebuilt from SQL."""
+    assert conversation.id is not None
     context = await store.get(conversation.id)
     if context is None:
         return await rebuild_context(session, conversation, case_days=case_days)

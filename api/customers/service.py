@@ -47,6 +47,7 @@ async def _link_once(session: AsyncSession, channel: str, app_id: str, openid: s
         identity.last_seen_at = utcnow()
         identity.reachable = True
         customer = await session.get(Customer, identity.customer_id)
+        assert customer is not None  # the identity's foreign key
         if unionid and customer.unionid is None:
             customer.unionid = unionid
         return customer
@@ -57,6 +58,7 @@ async def _link_once(session: AsyncSession, channel: str, app_id: str, openid: s
         customer = Customer(unionid=unionid)
         session.add(customer)
         await session.flush()
+    assert customer.id is not None
     session.add(ChannelIdentity(channel=channel, app_id=app_id, openid=openid, customer_id=customer.id))
     await session.flush()
     return customer

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -65,6 +65,7 @@ class DeliveryTracker:
 
     async def start(self, conversation: Conversation, message: Message) -> None:
         """The message is committed and published to the customer's sockets: follow it from here."""
+        assert message.id is not None
         if await customer_connected(self.redis, message.customer_id):
             await self._change(message, DeliveryState.SENT, route=DeliveryRoute.MINIAPP)
             await self._due(message.id, self.settings.delivery_ack_timeout_s)
@@ -73,7 +74,8 @@ class DeliveryTracker:
 
     async def tick(self) -> int:
         """Act on the checks that are due (each taken by exactly one worker); returns how many were taken."""
-        due = await self.redis.zrangebyscore(DUE_KEY, "-inf", time.time(), start=0, num=DUE_BATCH)
+        # Members only (no scores), as str (decode_responses=True).
+        due = cast(list[str], await self.redis.zrangebyscore(DUE_KEY, "-inf", time.time(), start=0, num=DUE_BATCH))
         taken = 0
         for member in due:
             if await self.redis.zrem(DUE_KEY, member) != 1:
@@ -192,6 +194,7 @@ class DeliveryTracker:
         await self.redis.zadd(DUE_KEY, {str(message_id): time.time() + after_s})
 
     async def _change(self, message: Message, state: str, *, route: str | None = None, error: str | None = None):
+        assert message.id is not None
         async with unit_of_work(self.engine) as session:
             changed = await repository.advance(session, message.id, state, route=route, error=error)
             row = await repository.get_by_message(session, message.id) if changed else None

@@ -17,6 +17,7 @@ _FINAL = (DeliveryState.DELIVERED, DeliveryState.READ)
 
 def create(session: AsyncSession, message: Message) -> None:
     """A new agent message starts pending (added to the caller's transaction, committed with the message)."""
+    assert message.id is not None
     session.add(
         MessageDelivery(
             message_id=message.id,

@@ -70,11 +70,13 @@ async def do_receive_document(
         if existing is not None and (existing.payload or {}).get("document_id"):
             document = await session.get(Document, existing.payload["document_id"])
             conversation = await session.get(Conversation, existing.conversation_id)
+            assert document is not None and conversation is not None  # the message's references
             return document, Received(existing, conversation, duplicate=True)
     found = check_content(data, max_bytes)
     request = await _open_request(session, customer_id, request_id)
     stored = await store.put(data)
     conversation = await conversations.open_for_message(session, customer_id=customer_id, channel=channel)
+    assert conversation.id is not None
     document = Document(
         customer_id=customer_id,
         conversation_id=conversation.id,
@@ -155,6 +157,7 @@ class OaImageIntake:
         self.platform, self.store, self.triage, self.max_bytes = platform, store, triage, max_bytes
 
     async def __call__(self, session: AsyncSession, received: Received, media_id: str) -> Document | None:
+        assert received.conversation.id is not None
         if not media_id:
             return None
         try:
@@ -188,6 +191,7 @@ class OaImageIntake:
         session.add(document)
         await session.flush()
         message = await session.get(Message, received.message.id)
+        assert message is not None  # received.message, stored
         message.payload = {**(message.payload or {}), "document_id": document.id, "kind": found.kind}
         if request is not None:
             request.state, request.fulfilled_at = "fulfilled", utcnow()
@@ -217,6 +221,7 @@ async def get_for_viewing(session: AsyncSession, *, agent: Agent, document_id: i
     if document is None:
         raise ResourceNotFound("document not found")
     conversation = await session.get(Conversation, document.conversation_id)
+    assert conversation is not None  # the document's foreign key
     holds = conversation.agent_id == agent.id and conversation.state == ConversationState.WITH_AGENT
     if not holds and agent.role not in ("supervisor", "admin"):
         raise NotPermitted("only the agent holding the conversation or a supervisor may open its documents")
@@ -243,11 +248,13 @@ async def do_request_document(
     session: AsyncSession, delivery: Delivery, *, agent: Agent, conversation_id: int, what: str
 ) -> DocumentRequest:
     """The agent asks for a document: a request card the customer answers with an upload."""
+    assert agent.id is not None
     conversation = await session.get(Conversation, conversation_id)
     if conversation is None:
         raise ResourceNotFound("conversation not found")
     if conversation.agent_id != agent.id or conversation.state != ConversationState.WITH_AGENT:
         raise NotPermitted("claim the conversation before acting on it")
+    assert conversation.id is not None
     request = DocumentRequest(
         conversation_id=conversation.id, customer_id=conversation.customer_id, agent_id=agent.id, what=what.strip()
     )

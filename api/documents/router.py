@@ -44,6 +44,7 @@ async def upload(
     request_id: Annotated[RecordId | None, Form()] = None,
 ):
     """A photo or PDF into the customer's conversation (413 over the size limit, 422 for other content)."""
+    assert customer.id is not None
     data = await file.read(settings.document_max_bytes + 1)
     document, received = await flows.do_receive_document(
         session,

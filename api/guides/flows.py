@@ -30,6 +30,7 @@ async def do_send_guide(
     title: str,
     steps: list[str],
 ) -> Guide:
+    assert agent.id is not None
     conversation = await session.get(Conversation, conversation_id)
     if conversation is None:
         raise ResourceNotFound("conversation not found")
@@ -38,6 +39,7 @@ async def do_send_guide(
     steps = [step.strip()[:200] for step in steps if step.strip()]
     if not steps:
         raise BadRequest("a guide needs at least one step", code="no_steps")
+    assert conversation.id is not None
     guide = Guide(
         conversation_id=conversation.id,
         customer_id=conversation.customer_id,

@@ -48,12 +48,14 @@ async def stop(guide_id: RecordId, agent: CurrentAgent, session: SessionDep, red
 
 @router.get("/miniapp/guides/{guide_id}", response_model=GuidePublic)
 async def my_guide(guide_id: RecordId, customer: CurrentCustomer, session: SessionDep):
+    assert customer.id is not None
     return GuidePublic.of(await flows.get_for_customer(session, customer_id=customer.id, guide_id=guide_id))
 
 
 @router.post("/miniapp/guides/{guide_id}/progress", response_model=GuidePublic)
 async def progress(guide_id: RecordId, body: Progress, customer: CurrentCustomer, session: SessionDep, redis: RedisDep):
     """The page reports the step it shows (and `done` on the last)."""
+    assert customer.id is not None
     guide = await flows.do_report_progress(
         session, redis, customer_id=customer.id, guide_id=guide_id, step=body.step, done=body.done
     )

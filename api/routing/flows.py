@@ -42,7 +42,7 @@ async def ensure_built(session: AsyncSession, routing: RoutingEngine) -> None:
                 await session.exec(
                     select(Conversation.agent_id, func.count())
                     .where(Conversation.state == ConversationState.WITH_AGENT)
-                    .group_by(Conversation.agent_id)
+                    .group_by(col(Conversation.agent_id))
                 )
             ).all()
         )
@@ -62,6 +62,7 @@ async def ensure_built(session: AsyncSession, routing: RoutingEngine) -> None:
 
 def snapshot_of(agent: Agent) -> AgentSnapshot:
     """What Redis needs of an agent (its load is Redis's own counter)."""
+    assert agent.id is not None
     return AgentSnapshot(agent.id, list(agent.skills), agent.capacity, agent.presence, 0)
 
 
@@ -88,6 +89,7 @@ async def do_claim(
     session: AsyncSession, routing: RoutingEngine, delivery: Delivery, *, agent: Agent, conversation_id: int
 ) -> Conversation:
     """An agent takes a waiting conversation by hand; exactly one of several racing agents wins."""
+    assert agent.id is not None
     await ensure_built(session, routing)
     conversation = await session.get(Conversation, conversation_id)
     if conversation is None:
@@ -96,6 +98,7 @@ async def do_claim(
     if escalation is None or conversation.state != ConversationState.QUEUED:
         raise Conflict("this conversation is not waiting in the queue", code="not_queued")
     await routing.set_agent(snapshot_of(agent))
+    assert escalation.id is not None
     if await holds.take(routing.redis, escalation.id):
         # Held for the customer's advisor: a person may still take it by hand (or by answering its call).
         await routing.enqueue(escalation.id, escalation.skill_group, escalation.priority, escalation.queued_at)
@@ -123,6 +126,8 @@ async def do_assign_to(
     """Give one waiting escalation that sits in no group queue (held for an advisor) to `agent`: capacity is
     checked in Redis (unless the caller already claimed it), SQL's conditional update guards the rest.
     False if the agent is full or someone else took it."""
+    assert agent.id is not None
+    assert escalation.id is not None
     await ensure_built(session, routing)
     if not capacity_claimed and (
         await routing.claim(escalation.id, escalation.skill_group, agent.id, must_be_queued=False) != "ok"
@@ -139,6 +144,7 @@ async def do_take_over(
 ) -> None:
     """A video agent answers the call of a conversation held by an agent who can't do video: it moves to them,
     committed with whatever the caller has pending (their answer to the call), or rolled back with it."""
+    assert agent.id is not None
     await do_hand_over(
         session,
         routing,
@@ -167,14 +173,16 @@ async def do_hand_over(
 ) -> None:
     """Move a conversation an agent holds straight to `to_agent` (capacity checked in Redis), tell the customer,
     free the previous holder. `new_first_response`: the new agent has yet to answer (a transfer)."""
+    assert to_agent.id is not None
+    assert conversation.id is not None
     escalation = await _latest_escalation(session, conversation.id)
     previous = conversation.agent_id
     await ensure_built(session, routing)
     await routing.set_agent(snapshot_of(to_agent))
-    if (
-        escalation is None
-        or await routing.claim(escalation.id, escalation.skill_group, to_agent.id, must_be_queued=False) != "ok"
-    ):
+    if escalation is None:
+        raise Conflict(f"{to_agent.display_name} is at full capacity", code="agent_at_capacity")
+    assert escalation.id is not None
+    if await routing.claim(escalation.id, escalation.skill_group, to_agent.id, must_be_queued=False) != "ok":
         raise Conflict(f"{to_agent.display_name} is at full capacity", code="agent_at_capacity")
     now = utcnow()
     escalation.claimed_by, escalation.claimed_at = to_agent.id, now
@@ -219,6 +227,7 @@ async def do_requeue(
     session: AsyncSession, routing: RoutingEngine, delivery: Delivery, *, conversation: Conversation, reason: str
 ) -> None:
     """Put a conversation back at the head of its group's queue, history kept, and tell the customer."""
+    assert conversation.id is not None
     escalation = await _latest_escalation(session, conversation.id)
     agent_id = conversation.agent_id
     if escalation is None or conversation.state != ConversationState.WITH_AGENT:
@@ -254,6 +263,7 @@ async def do_requeue(
             agent_channel(agent_id),
             {"type": "conversation_removed", "conversation_id": conversation.id, "reason": reason},
         )
+    assert escalation.id is not None
     await routing.enqueue(escalation.id, escalation.skill_group, escalation.priority, escalation.queued_at)
     await delivery.deliver(conversation, [notice])
     await delivery.state_changed(conversation)
@@ -264,6 +274,7 @@ async def _record_assignment(
     session: AsyncSession, delivery: Delivery, escalation: Escalation, agent: Agent, *, how: str
 ) -> bool:
     """Write the assignment; the conditional update is SQL's own guard against a double claim."""
+    assert agent.id is not None
     now = utcnow()
     claimed = await session.exec(
         update(Escalation)
@@ -281,6 +292,7 @@ async def _record_assignment(
         queued_at = escalation.queued_at
         waited = (now - (queued_at if queued_at.tzinfo else queued_at.replace(tzinfo=UTC))).total_seconds()
         QUEUE_WAIT.labels(escalation.skill_group).observe(max(0.0, waited))
+    assert conversation.id is not None
     greeting = Message(
         conversation_id=conversation.id,
         customer_id=conversation.customer_id,

@@ -109,6 +109,7 @@ class RoutingLoop:
     async def _notice_silent_agents(self, session: AsyncSession) -> None:
         online = (await session.exec(select(Agent).where(Agent.presence == "online"))).all()
         for agent in online:
+            assert agent.id is not None
             if await self.routing.redis.exists(alive_key(agent.id)):
                 continue
             from api.agents.flows import do_set_presence  # agents.flows imports routing; keep the cycle lazy
@@ -133,12 +134,13 @@ class RoutingLoop:
         for (escalation, conversation), key, position, last in zip(waiting, keys, positions, told, strict=False):
             if last is None:
                 continue
-            last = int(last)
-            if position >= last or not (position == 1 or last - position >= max(3, math.ceil(last / 3))):
+            told_at = int(last)
+            if position >= told_at or not (position == 1 or told_at - position >= max(3, math.ceil(told_at / 3))):
                 continue
             await redis.set(key, position, ex=86400)
             online = await conversations.online_agents_in(session, escalation.skill_group)
             text = _move_words(position, online, self.settings.avg_handle_s)
+            assert conversation.id is not None
             notice = Message(
                 conversation_id=conversation.id,
                 customer_id=conversation.customer_id,

@@ -23,6 +23,7 @@ import subprocess
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import cast
 
 import httpx
 from redis.asyncio import Redis
@@ -59,7 +60,9 @@ async def rasa_status(url: str, timeout_s: float = 2.0) -> dict | None:
 
 async def serves(url: str, model_file: str) -> bool:
     status = await rasa_status(url)
-    return bool(status) and Path(str(status.get("model_file") or "")).name == model_file
+    if not status:
+        return False
+    return Path(str(status.get("model_file") or "")).name == model_file
 
 
 async def replica_host(url: str) -> dict | None:
@@ -155,7 +158,7 @@ class RasaInstances:
         self._children: dict[str, subprocess.Popen] = {}
 
     async def registry(self) -> dict[str, dict]:
-        raw = await self.redis.hgetall(instances_key(self.deployment))
+        raw = cast(dict[str, str], await self.redis.hgetall(instances_key(self.deployment)))  # decode_responses=True
         return {url: json.loads(info) for url, info in raw.items()}
 
     async def find_serving(self, model_file: str, *, also: tuple[str, ...] = ()) -> str | None:
@@ -333,7 +336,7 @@ class Activator:
         previous = await self.current()
         url = await self.instances.find_serving(model_file, also=(self.default_url,))
         started = url is None
-        if started:
+        if url is None:
             url = await self.instances.start(model_file, report)
         await report(progress=0.8, stage="switching", line=f"switching every API worker to {url}")
         state = {"url": url, "model_file": model_file, "version_id": version_id, "switched_at": time.time()}

@@ -7,6 +7,7 @@ import json
 import random
 from collections import Counter, defaultdict
 from pathlib import Path
+from typing import Any
 from xml.sax.saxutils import escape
 
 from ruamel.yaml import YAML
@@ -85,7 +86,7 @@ def metrics(rows: list[tuple[str, str, str]]) -> dict:
     total = len(rows)
     macro = sum(m["f1"] for m in per_intent.values()) / len(per_intent) if per_intent else 0.0
     weighted = sum(m["f1"] * m["support"] for m in per_intent.values()) / total if total else 0.0
-    confusions = sorted(
+    confusions: list[dict[str, Any]] = sorted(
         (
             {"intent": g, "predicted": p, "count": n, "examples": examples[(g, p)]}
             for (g, p), n in counts.items()

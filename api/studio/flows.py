@@ -7,6 +7,7 @@ import asyncio
 import shutil
 
 from sqlalchemy import update
+from sqlmodel import col
 
 from api.audit.models import audit
 from api.db import unit_of_work
@@ -111,7 +112,7 @@ async def do_activate(studio: service.Studio, ctx: JobContext) -> dict:
     switched = await studio.activator.switch_to(model_file, version_id, ctx.report)
     async with unit_of_work(studio.engine) as session:
         await session.exec(
-            update(ModelVersion).where(ModelVersion.deployment == studio.deployment).values(active=False)
+            update(ModelVersion).where(col(ModelVersion.deployment) == studio.deployment).values(active=False)
         )
         version = await service.get_version(session, deployment=studio.deployment, version_id=version_id)
         version.active, version.activated_at, version.activated_by = True, utcnow(), ctx.created_by

@@ -43,6 +43,7 @@ async def sync(session: AsyncSession, *, threshold: float) -> int:
     added = 0
     for message in (await session.exec(statement)).all():
         reason = InboxReason.FALLBACK if message.intent == FALLBACK_INTENT else InboxReason.LOW_CONFIDENCE
+        assert message.id is not None
         session.add(
             InboxItem(
                 message_id=message.id,
@@ -64,6 +65,7 @@ async def record_relabel(session: AsyncSession, *, message_id: int, intent: str)
         raise ResourceNotFound("no such customer message", code="message_not_found")
     item = (await session.exec(select(InboxItem).where(InboxItem.message_id == message_id))).first()
     if item is None:
+        assert message.id is not None
         item = InboxItem(
             message_id=message.id,
             text=mask_sensitive(message.text),

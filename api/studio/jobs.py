@@ -17,7 +17,7 @@ from typing import Any
 from redis.asyncio import Redis
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlmodel import select
+from sqlmodel import col, select
 
 from api.db import unit_of_work
 from api.studio.models import JobStatus, StudioJob
@@ -36,6 +36,7 @@ class JobContext:
 
     def __init__(self, engine: AsyncEngine, job: StudioJob) -> None:
         self.engine = engine
+        assert job.id is not None  # a job row read from SQL
         self.job_id: int = job.id
         self.params: dict[str, Any] = dict(job.params or {})
         self.created_by: int | None = job.created_by
@@ -70,7 +71,7 @@ class JobContext:
             **extra,
         }
         async with unit_of_work(self.engine) as session:
-            await session.exec(update(StudioJob).where(StudioJob.id == self.job_id).values(**values))
+            await session.exec(update(StudioJob).where(col(StudioJob.id) == self.job_id).values(**values))
 
 
 Handler = Callable[[JobContext], Awaitable[dict]]
@@ -132,14 +133,14 @@ class JobRunner:
                             StudioJob.kind == kind,
                             StudioJob.status == JobStatus.QUEUED,
                         )
-                        .order_by(StudioJob.id)
+                        .order_by(col(StudioJob.id))
                         .limit(1)
                     )
                 ).first()
                 if job is not None:
                     claimed = await session.exec(
                         update(StudioJob)
-                        .where(StudioJob.id == job.id, StudioJob.status == JobStatus.QUEUED)
+                        .where(col(StudioJob.id) == job.id, col(StudioJob.status) == JobStatus.QUEUED)
                         .values(status=JobStatus.RUNNING, started_at=utcnow(), heartbeat_at=utcnow(), stage="starting")
                     )
                     job = job if claimed.rowcount == 1 else None
@@ -204,9 +205,9 @@ class JobRunner:
             await session.exec(
                 update(StudioJob)
                 .where(
-                    StudioJob.deployment == self.deployment,
-                    StudioJob.status == JobStatus.RUNNING,
-                    StudioJob.heartbeat_at < cutoff,
+                    col(StudioJob.deployment) == self.deployment,
+                    col(StudioJob.status) == JobStatus.RUNNING,
+                    col(StudioJob.heartbeat_at) < cutoff,
                 )
                 .values(status=JobStatus.FAILED, finished_at=utcnow(), error="the API worker running it stopped")
             )

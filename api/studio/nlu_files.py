@@ -18,7 +18,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
 from ruamel.yaml import YAML
@@ -280,7 +280,8 @@ def _write_atomically(path: Path, data: bytes) -> None:
 
 # ---- changes: each takes the round-trip tree of one file ---------------------------------------------------
 def _items(doc: CommentedMap, key: str, name: str) -> list[CommentedMap]:
-    return [i for i in doc.get("nlu") or [] if isinstance(i, dict) and str(i.get(key)) == name]
+    # The round-trip loader makes every mapping of the tree a CommentedMap.
+    return [cast(CommentedMap, i) for i in doc.get("nlu") or [] if isinstance(i, dict) and str(i.get(key)) == name]
 
 
 def _texts(item: CommentedMap) -> list[str]:

@@ -48,6 +48,7 @@ class RasaReaderCheck:
             for attempt in (1, 2):  # a child that died since the last call is restarted once
                 try:
                     process = self._ensure_started()
+                    assert process.stdin is not None  # started with stdin=PIPE
                     process.stdin.write(request)
                     process.stdin.flush()
                     return json.loads(self._read_line(process, self.timeout_s))
@@ -87,6 +88,7 @@ class RasaReaderCheck:
 
     def _read_line(self, process: subprocess.Popen, timeout_s: float) -> bytes:
         deadline = time.monotonic() + timeout_s
+        assert process.stdout is not None  # started with stdout=PIPE
         fd = process.stdout.fileno()
         while b"\n" not in self._buffer:
             left = deadline - time.monotonic()
@@ -115,6 +117,7 @@ class RasaReaderCheck:
         except subprocess.TimeoutExpired:
             log.warning("the checker (pid %s) did not exit after SIGKILL", process.pid)
         for pipe in (process.stdin, process.stdout):
+            assert pipe is not None  # both are PIPE
             try:
                 pipe.close()
             except OSError:

@@ -357,6 +357,7 @@ async def accept_inbox_item(
     item_id: RecordId, body: InboxAccept, editor: Editor, studio: StudioDep, session: SessionDep
 ):
     """Add the (masked) message as an example of `intent`, and close the item."""
+    assert editor.id is not None
     item = await inbox.get_open(session, item_id)
     text = clean_text(mask_sensitive(item.text))  # the studio's one gate (a 422 leaves the item open)
     versions = await editing.add_example(studio, session, editor, intent=body.intent, text=text, file=body.file)
@@ -366,6 +367,7 @@ async def accept_inbox_item(
 
 @router.post("/inbox/{item_id}/dismiss", response_model=InboxItemOut)
 async def dismiss_inbox_item(item_id: RecordId, editor: Editor, session: SessionDep):
+    assert editor.id is not None
     item = await inbox.get_open(session, item_id)
     inbox.resolve(item, status=InboxStatus.DISMISSED, agent_id=editor.id)
     return InboxItemOut.of(item)

@@ -120,7 +120,7 @@ async def _run(command: str, settings: Settings) -> int:
                 statement = statement.where(col(Recording.key_id).is_not(None), Recording.key_id != keyring.current)
             else:
                 statement = statement.where(col(Recording.key_id).is_(None))
-            ids = [row.id for row in (await session.exec(statement.order_by(Recording.id))).all()]
+            ids = [row.id for row in (await session.exec(statement.order_by(col(Recording.id)))).all()]
         for recording_id in ids:
             async with unit_of_work(engine) as session:
                 row = await session.get(Recording, recording_id)

@@ -49,5 +49,5 @@ def create_app(apps: dict[str, tuple[str, str]] | None = None, clock: Clock | No
 
 async def _wechat_error(request: Request, exc: Exception) -> JSONResponse:
     # WeChat reports API failures in the body with HTTP 200.
-    assert isinstance(exc, WeChatError)  # noqa: S101 (emulator invariant)
+    assert isinstance(exc, WeChatError)  # emulator invariant
     return JSONResponse(exc.as_json())

@@ -61,7 +61,7 @@ def build_sim_app(world: EmulatorState) -> FastAPI:
 
 
 async def _sim_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, SimError)  # noqa: S101 (emulator invariant)
+    assert isinstance(exc, SimError)  # emulator invariant
     return JSONResponse({"detail": exc.detail}, status_code=exc.status)
 
 

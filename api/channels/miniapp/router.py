@@ -71,6 +71,7 @@ async def login(
 async def mint_ticket(body: TicketRequest, customer: CurrentCustomer, redis: RedisDep, settings: SettingsDep):
     """A single-use ticket (60 s) for a URL: the WebSocket (`/miniapp/ws?ticket=`), the video page
     (`/h5/video/?ticket=`) or an advisor page (`/h5/advisor/booking.html?ticket=`…); session tokens never go in URLs."""
+    assert customer.id is not None
     ticket = await tickets.mint(
         redis, kind="customer", subject=customer.id, purpose=body.purpose, ttl_s=settings.ticket_ttl_s
     )
@@ -96,6 +97,7 @@ async def send_message(
     body: SendMessage, customer: CurrentCustomer, session: SessionDep, redis: RedisDep, triage: TriageDep
 ):
     """Store the message and return the bot's answer (also pushed on the WebSocket)."""
+    assert customer.id is not None
     received = await do_receive_customer_message(
         session,
         redis,
@@ -120,6 +122,7 @@ async def send_message(
 async def current_history(customer: CurrentCustomer, session: SessionDep, after_id: AfterId = 0):
     """The transcript of the customer's current (or last) conversation, oldest first; agent replies they
     haven't seen yet (any conversation) in `waiting`, to show first."""
+    assert customer.id is not None
     waiting = [MessagePublic.of(m) for m in await delivery_states.list_unseen(session, customer.id)]
     conversation = await conversations.get_latest(session, customer.id)
     if conversation is None:
@@ -135,6 +138,7 @@ async def current_history(customer: CurrentCustomer, session: SessionDep, after_
 @router.post("/receipts", response_model=ReceiptsResult)
 async def receipts(body: Receipts, customer: CurrentCustomer, session: SessionDep, tracker: TrackerDep):
     """The page received (`delivered`) or showed (`read`) these messages; repeats change nothing."""
+    assert customer.id is not None
     changed = await tracker.confirmed(session, customer.id, body.message_ids, body.status)
     return ReceiptsResult(changed=changed)
 
@@ -142,6 +146,7 @@ async def receipts(body: Receipts, customer: CurrentCustomer, session: SessionDe
 @router.post("/subscriptions", response_model=GrantsResult)
 async def subscriptions(body: SubscribeResults, customer: CurrentCustomer, session: SessionDep, settings: SettingsDep):
     """What the customer answered `wx.requestSubscribeMessage`: each 允许 (accept) allows one subscribe message."""
+    assert customer.id is not None
     unknown = sorted(set(body.results) - {settings.miniapp_reply_template_id})
     if unknown:
         raise BadRequest(f"unknown subscribe-message template: {', '.join(unknown)}", code="unknown_template")
@@ -161,6 +166,7 @@ async def subscriptions(body: SubscribeResults, customer: CurrentCustomer, sessi
 async def conversation_history(
     conversation_id: RecordId, customer: CurrentCustomer, session: SessionDep, after_id: AfterId = 0
 ):
+    assert customer.id is not None
     conversation = await conversations.get_for_customer(
         session, customer_id=customer.id, conversation_id=conversation_id
     )
@@ -171,6 +177,7 @@ async def conversation_history(
 @router.post("/conversations/{conversation_id}/rating", response_model=ConversationBrief)
 async def rate(conversation_id: RecordId, body: Rating, customer: CurrentCustomer, session: SessionDep):
     """The customer's 1–5 rating of a closed conversation (CSAT); rating again replaces it."""
+    assert customer.id is not None
     conversation = await conversations.get_for_customer(
         session, customer_id=customer.id, conversation_id=conversation_id
     )

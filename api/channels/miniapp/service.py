@@ -45,6 +45,7 @@ async def login(
     audit(
         session, actor_kind="customer", actor_id=customer.id, action="miniapp_login", subject=f"customer:{customer.id}"
     )
+    assert customer.id is not None
     token = issue_token(
         settings.signing_key(), kind="customer", subject=customer.id, ttl_s=settings.customer_session_ttl_s
     )

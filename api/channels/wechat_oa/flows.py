@@ -21,7 +21,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 from redis.asyncio import Redis
 from sqlalchemy.exc import OperationalError
@@ -65,7 +65,7 @@ LINK_ATTEMPTS = 5
 # writing it out. A push already too old still gets a moment (a ready answer goes passively).
 WECHAT_DEADLINE_S, DEADLINE_MARGIN_S, MIN_BUDGET_S = 5.0, 0.5, 0.05
 
-Work = Callable[[AsyncSession, int], Awaitable[Received | None]]
+Work = Callable[[AsyncSession, int], Awaitable[Received]]
 
 
 async def do_acknowledge(
@@ -78,6 +78,7 @@ async def do_acknowledge(
     payload: dict[str, Any] | None = None,
 ) -> Message:
     """The bot's short answer to something it doesn't parse (an image, a menu tap): stored, then delivered."""
+    assert received.conversation.id is not None
     reply = Message(
         conversation_id=received.conversation.id,
         customer_id=received.conversation.customer_id,
@@ -274,6 +275,7 @@ class OaChannel:
             received = await self._receive(session, customer_id, push, text="[菜单] 视频客服", kind="event")
             if not received.duplicate:
                 # The video page of the customer's current conversation: the agent sees everything so far.
+                assert received.conversation.id is not None
                 await do_acknowledge(
                     session,
                     self.triage.delivery,
@@ -332,7 +334,7 @@ class OaChannel:
             return content
         if received is not None and received.duplicate:
             # WeChat retries only when it got no answer: give the passive answer it missed, if there was one.
-            return await self.redis.get(key)
+            return cast(str | None, await self.redis.get(key))  # decode_responses=True: str
         return None
 
     async def _run(self, window: PassiveWindow, push: Push, work: Work) -> Received | None:

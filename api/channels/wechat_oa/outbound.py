@@ -149,6 +149,7 @@ class OaOutbound:
         """An agent message for a customer who is not on the mini-program page (api/delivery): send it by
         customer-service message now, behind older waiting ones, or keep it for their next interaction.
         None when WeChat took it, else why not (``no_openid`` for a customer the account doesn't know)."""
+        assert message.id is not None
         try:
             async with self.redis.lock(f"yt:oa:out:{message.customer_id}", timeout=60, blocking_timeout=30):
                 async with unit_of_work(self.engine) as session:

@@ -36,9 +36,10 @@ async def get_identity_and_waiting(
     """The openid's identity, whether messages wait for its customer, and whether the customer's unionid is
     known (then there is nothing to retry): one query on every push."""
     waiting = exists().where(
-        OaPendingMessage.customer_id == ChannelIdentity.customer_id, OaPendingMessage.status == PendingStatus.PENDING
+        col(OaPendingMessage.customer_id) == ChannelIdentity.customer_id,
+        col(OaPendingMessage.status) == PendingStatus.PENDING,
     )
-    linked = exists().where(Customer.id == ChannelIdentity.customer_id, col(Customer.unionid).is_not(None))
+    linked = exists().where(col(Customer.id) == ChannelIdentity.customer_id, col(Customer.unionid).is_not(None))
     statement = select(ChannelIdentity, waiting.label("waiting"), linked.label("linked")).where(
         ChannelIdentity.channel == Channel.WECHAT_OA, ChannelIdentity.app_id == app_id, ChannelIdentity.openid == openid
     )
@@ -123,6 +124,7 @@ async def keep_pending(
     session: AsyncSession, message: Message, *, reason: str, status: str = PendingStatus.PENDING
 ) -> OaPendingMessage:
     """Record that ``message`` waits (or went elsewhere); once per message, later calls update it."""
+    assert message.id is not None
     pending = await get_pending(session, message.id)
     if pending is None:
         pending = OaPendingMessage(
