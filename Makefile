@@ -18,7 +18,7 @@ find_python = $(shell for c in python$(1) $$(pyenv root 2>/dev/null)/versions/$(
 PY311 := $(call find_python,3.11)
 PY310 := $(call find_python,3.10)
 
-.PHONY: help setup run migrate test lint train nlu-eval nlu-validate agent browser turn clean audit-verify
+.PHONY: help setup run migrate test lint typecheck train nlu-eval nlu-validate agent browser turn clean audit-verify
 
 help:
 	@echo "make run    - set up and run Yunting on the embedded defaults (prints the URLs)"
