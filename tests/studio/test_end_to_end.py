@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+import uuid
 
 import pytest
 
@@ -63,7 +64,9 @@ class Traffic:
 
     async def _talk(self, customer: MiniappCustomer) -> None:
         while not self._stop.is_set():
-            result = await customer.say("你好")
+            # A text of its own each time: a repeated "你好" is answered from the parse cache (bot/nlu_cache.py)
+            # and would never reach the Rasa instances being switched.
+            result = await customer.say(f"你好 {uuid.uuid4().hex[:4]}")
             self.sent += 1
             without_nlu = any(r["text"] == NLU_DOWN_REPLY for r in result["replies"])
             self.dropped += without_nlu
