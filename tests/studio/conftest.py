@@ -68,8 +68,15 @@ class StudioStack:
 def studio_stack(tmp_path_factory, settings_for, rasa_url):
     """A studio app for one test module; stopping it stops every Rasa it started and every job it runs."""
     # A generous NLU timeout: on a loaded 2-core machine a slow parse is not what the no-drop check is about.
+    # The per-customer message limit (30/minute) is lifted: the no-drop check's customers talk without pause,
+    # a load generator, not a customer; tests/hardening/test_rate_limits.py tests the limit on a stack of its own.
     stack = StudioStack(
-        settings_for, tmp_path_factory.mktemp("studio"), rasa_url, studio_train_epochs=40, nlu_timeout_s=15.0
+        settings_for,
+        tmp_path_factory.mktemp("studio"),
+        rasa_url,
+        studio_train_epochs=40,
+        nlu_timeout_s=15.0,
+        limit_messages_per_customer="100000/minute",
     )
     yield stack
     stack.stop()
