@@ -166,6 +166,8 @@ class Settings(BaseSettings):
     appointment_min_notice_minutes: int = 15
     appointment_reminder_minutes: int = 30
     appointment_reminder_template_id: str = "yt-appointment-reminder"
+    # A reminder claimed ("sending") this long ago by a worker that never finished is taken again.
+    appointment_reminder_lease_s: int = 120
     appointment_join_early_minutes: int = 10
     appointment_no_show_minutes: int = 15
     appointment_sweep_s: float = 5.0

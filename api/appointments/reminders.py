@@ -1,6 +1,8 @@
 """The appointment sweep's work: reminders before the slot (a WeChat subscribe message), no-shows and
 completed appointments after it. Bounded per tick; safe with several workers because every row is claimed
-by a conditional UPDATE (exactly one worker's update matches), not by reading first."""
+by a conditional UPDATE (exactly one worker's update matches), not by reading first. A reminder's claim is a
+lease (`appointment_reminder_lease_s`): if its worker dies while sending, another sends it after the lease —
+at least once, so rarely twice, never lost."""
 
 from __future__ import annotations
 
@@ -45,15 +47,19 @@ async def send_due_reminders(
     """Remind customers whose slot starts within `appointment_reminder_minutes`; returns the ids handled here."""
     now = utcnow()
     horizon = now + timedelta(minutes=settings.appointment_reminder_minutes)
+    stale_before = now - timedelta(seconds=settings.appointment_reminder_lease_s)
     handled = []
     for appointment_id in await repository.due_reminders(
-        session, now=now, horizon=horizon, limit=settings.appointment_sweep_batch
+        session, now=now, horizon=horizon, stale_before=stale_before, limit=settings.appointment_sweep_batch
     ):
+        # The claim is a lease (reminded_at holds when it was taken): a worker that dies mid-send doesn't leave
+        # the reminder in "sending" for ever; another takes it once the lease is over.
         won = await _claim(
             session,
             appointment_id,
-            where=(col(Appointment.reminder_state).is_(None), Appointment.state == AppointmentState.BOOKED),
+            where=(repository.reminder_claimable(stale_before), Appointment.state == AppointmentState.BOOKED),
             reminder_state="sending",
+            reminded_at=now,
         )
         if not won:
             continue  # another worker has it

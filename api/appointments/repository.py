@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import func
+from sqlalchemy import and_, func, or_
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -72,12 +72,22 @@ async def count_by_state(session: AsyncSession, customer_id: int) -> dict[str, i
     return dict((await session.exec(statement)).all())
 
 
-async def due_reminders(session: AsyncSession, *, now: datetime, horizon: datetime, limit: int) -> list[int]:
+def reminder_claimable(stale_before: datetime):
+    """Not yet reminded, or claimed by a worker whose lease ran out (it died while sending)."""
+    return or_(
+        col(Appointment.reminder_state).is_(None),
+        and_(col(Appointment.reminder_state) == "sending", col(Appointment.reminded_at) < stale_before),
+    )
+
+
+async def due_reminders(
+    session: AsyncSession, *, now: datetime, horizon: datetime, stale_before: datetime, limit: int
+) -> list[int]:
     statement = (
         select(Appointment.id)
         .where(
             Appointment.state == AppointmentState.BOOKED,
-            col(Appointment.reminder_state).is_(None),
+            reminder_claimable(stale_before),
             col(Appointment.starts_at) > now,
             col(Appointment.starts_at) <= horizon,
         )

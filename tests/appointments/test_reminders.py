@@ -56,6 +56,48 @@ async def test_each_customer_is_reminded_once_even_with_two_workers(isolated_sta
         await client.aclose()
 
 
+async def test_a_reminder_left_sending_by_a_dead_worker_is_sent_after_its_lease_and_a_live_claim_is_left_alone(
+    isolated_stack, emulator
+):
+    stack = isolated_stack(**SWEEP, appointment_reminder_lease_s=60)
+    agent_id, console = await agent(stack, name="advisor")
+    person = new_person()
+    customer = await MiniappCustomer.login(stack.app_url, emulator, person)
+    openid = emulator.identity(person)["openid"]
+    for _ in range(3):  # grants to spare: more than one send would go through
+        grant = {"appid": DEV_MINIAPP_APP_ID, "openid": openid, "template_id": TEMPLATE}
+        assert httpx.post(emulator.base_url + "/_sim/subscribe_grants", json=grant).status_code == 200
+    now = datetime.now(UTC)
+    engine = create_engine(stack.database_url.replace("+aiosqlite", ""))
+    insert = text(
+        "INSERT INTO appointment (customer_id, agent_id, skill_group, mode, topic, starts_at, ends_at, state,"
+        " holds_slot, booked_by, created_at, updated_at, reminder_state, reminded_at) VALUES (:c, :a, 'general',"
+        " 'video', :t, :s, :e, 'booked', true, 'customer', :n, :n, 'sending', :r)"
+    )
+    with engine.begin() as conn:
+        for topic, start, claimed in (
+            ("死掉的提醒", now + timedelta(hours=1), now - timedelta(minutes=5)),  # its worker died 5 min ago
+            ("正在发送", now + timedelta(hours=2), now),  # a live worker claimed it just now
+        ):
+            values = {"c": customer.customer_id, "a": agent_id, "t": topic, "s": start, "n": now, "r": claimed}
+            conn.execute(insert, {**values, "e": start + timedelta(minutes=30)})
+
+    async def reminder_states():
+        with engine.connect() as conn:
+            rows = conn.execute(text("SELECT reminder_state FROM appointment ORDER BY id")).all()
+        found = [r[0] for r in rows]
+        return found if found[0] != "sending" else None
+
+    assert await eventually(reminder_states) == ["sent", "sending"]
+    await _sleep(1.0)  # more sweeps: the live claim is still not taken
+    assert await reminder_states() == ["sent", "sending"]
+    sent = httpx.get(emulator.base_url + "/_sim/sent", params={"openid": openid, "api": "subscribe"}).json()["items"]
+    assert [item["body"]["data"]["thing1"]["value"] for item in sent] == ["死掉的提醒"]
+    engine.dispose()
+    await customer.aclose()
+    await console.aclose()
+
+
 async def test_a_missed_appointment_is_recorded_as_a_no_show(isolated_stack, emulator):
     stack = isolated_stack(**SWEEP, appointment_no_show_minutes=5)
     agent_id, console = await agent(stack, name="advisor")
