@@ -143,6 +143,12 @@ async def _run(command: str, settings: Settings) -> int:
             if command != "rewrap":
                 await remove_plain([path])
             changed += 1
+        if command == "rewrap":  # documents are sealed by the same vault: one rotation for both
+            from api.documents.rotation import rewrap_documents
+
+            documents_done, documents_failed = await rewrap_documents(engine, settings.documents_dir, keyring)
+            print(f"rewrap: {documents_done} documents done, {documents_failed} failed")
+            failed += documents_failed
     finally:
         await engine.dispose()
     print(f"{command}: {changed} recordings done, {failed} failed (current key: {keyring.current})")

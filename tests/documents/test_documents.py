@@ -6,13 +6,18 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import subprocess
+import sys
 import uuid
 
 import httpx
 from sqlalchemy import create_engine, text
 
+from api.launcher import ROOT
 from api.settings import DEV_OA_TOKEN
+from api.vault import Keyring, new_master_key_entry, open_sealed, sealed_key_id
 from tests.advisors.support import agent, eventually, held_ids
+from tests.conftest import TEST_VAULT_MASTER_KEYS
 from tests.support import MiniappCustomer, new_person
 
 JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + os.urandom(5000)
@@ -156,3 +161,46 @@ def test_the_emulator_serves_media_by_id_and_refuses_unknown_ones(emulator):
     ).json()["access_token"]
     unknown = httpx.get(emulator.base_url + "/cgi-bin/media/get", params={"access_token": token, "media_id": "nope"})
     assert unknown.json()["errcode"] == 40007
+
+
+async def test_key_rotation_rewraps_documents_with_the_recordings(isolated_stack, emulator, tmp_path):
+    """After a new master key goes first, the operators' `rewrap` moves every document's data key to it; the
+    row follows, and the content still opens (with the new key alone) to the same SHA-256."""
+    documents_dir = tmp_path / "documents"
+    stack = isolated_stack(document_max_bytes=LIMIT, documents_dir=documents_dir)
+    console, customer, _ = await _held_conversation(stack, emulator)
+    sent = await upload(customer, JPEG)
+    assert sent.status_code == 200, sent.text
+    document_id = sent.json()["document"]["id"]
+    rotated = new_master_key_entry("test-2") + "," + TEST_VAULT_MASTER_KEYS
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "YUNTING_ENV": "test",
+        "YUNTING_DATABASE_URL": stack.database_url,
+        "YUNTING_RECORDINGS_DIR": str(tmp_path / "recordings"),
+        "YUNTING_DOCUMENTS_DIR": str(documents_dir),
+        "YUNTING_VAULT_MASTER_KEYS": rotated,
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "api.video.sealing", "rewrap"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0 and "1 documents done, 0 failed" in done.stdout, (done.stdout, done.stderr)
+    engine = create_engine(stack.database_url.replace("+aiosqlite", ""))
+    with engine.connect() as conn:
+        key_id, stored, path, sha = conn.execute(
+            text("SELECT vault_key_id, stored_sha256, storage_path, sha256 FROM document WHERE id = :i"),
+            {"i": document_id},
+        ).one()
+    engine.dispose()
+    sealed = documents_dir / path
+    assert key_id == "test-2" and sealed_key_id(sealed) == "test-2"
+    assert stored == hashlib.sha256(sealed.read_bytes()).hexdigest()
+    only_new = Keyring.parse(rotated.split(",")[0])
+    assert b"".join(open_sealed(sealed, only_new, sha256_plain=sha, sha256_stored=stored)) == JPEG
+    again = subprocess.run(
+        [sys.executable, "-m", "api.video.sealing", "rewrap"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert again.returncode == 0 and "0 documents done" in again.stdout  # nothing left on the old key
+    for client in (console, customer):
+        await client.aclose()
