@@ -98,6 +98,9 @@ class ThreadedServer:
             lifespan="on",
             http=BoundedHttpToolsProtocol,
             proxy_headers=False,
+            # A client that keeps its connection (a socket a test left open) must not hold the shutdown: the app's
+            # lifespan (its loops) ends within a bound, before what it runs on (Redis, the database) goes.
+            timeout_graceful_shutdown=5,
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True, name=f"uvicorn:{self.port}")
@@ -118,3 +121,6 @@ class ThreadedServer:
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=10)
+        if self.thread.is_alive():  # still draining: stop waiting for connections, run the lifespan's shutdown
+            self.server.force_exit = True
+            self.thread.join(timeout=10)
