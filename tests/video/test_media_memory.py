@@ -35,7 +35,11 @@ async def one_call(customer, agent, conversation_id: int, worker) -> None:
         )
         assert (await agent.http.post(f"/video/calls/{call['id']}/hangup")).json()["state"] == "ended"
         recordings = await wait_for_recordings(agent, call["id"])
-        assert all(r["status"] == "complete" for r in recordings), recordings
+        # Each call leaves both recordings, finalized, with both kinds. Whether one is `degraded` is timing (a
+        # start delayed by a retransmitted DTLS flight once gave a 3.4 s gap at 0 s): tests/video/test_relay.py
+        # judges the evidence; this test is about memory.
+        assert len(recordings) == 2 and all(r["status"] in ("complete", "degraded") for r in recordings), recordings
+        assert all(r["has_video"] and r["has_audio"] for r in recordings), recordings
     finally:
         await customer_media.close()
         await agent_media.close()
