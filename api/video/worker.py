@@ -363,9 +363,9 @@ async def serve(settings: Settings) -> None:
         loop.add_signal_handler(signum, stop.set)
     try:
         await MediaWorker(settings, redis).run(stop)
+        exit_within(EXIT_GRACE_S)  # only after a clean drain: a failure keeps its own exit code
     finally:
         await redis.aclose()
-        exit_within(EXIT_GRACE_S)
 
 
 def exit_within(seconds: float) -> None:
