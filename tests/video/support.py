@@ -105,13 +105,17 @@ async def wait_until(predicate, timeout: float = 10.0, message: str = "condition
 
 
 def recording_file(recordings_dir, call_id: int, party: str):
-    """A recording as it decodes: the sealed file on disk decrypted (and verified) in memory, for av.open."""
+    """A recording as it decodes: the sealed file on disk (MP4 or WebM) decrypted and verified in memory."""
+    return decrypted(next(recordings_dir.rglob(f"call-{call_id}-{party}-*.sealed")))
+
+
+def decrypted(path):
+    """A sealed file's plaintext, every chunk authenticated, in memory (for av.open)."""
     import io
 
     from api.vault import Keyring, open_sealed
     from tests.conftest import TEST_VAULT_MASTER_KEYS
 
-    path = next(recordings_dir.rglob(f"call-{call_id}-{party}-*.mp4.sealed"))
     return io.BytesIO(b"".join(open_sealed(path, Keyring.parse(TEST_VAULT_MASTER_KEYS))))
 
 

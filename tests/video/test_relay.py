@@ -6,16 +6,14 @@ hole in it is `degraded`, not `complete`."""
 from __future__ import annotations
 
 import asyncio
-import io
 from pathlib import Path
 
 import av
 
-from api.vault import Keyring, open_sealed
 from api.video import codecs, encoded
-from tests.conftest import TEST_VAULT_MASTER_KEYS
 from tests.video.clients import COLOURS, MediaParty, PausingVideoTrack, ReplayVideoTrack, looks_like, make_clip
 from tests.video.support import (
+    decrypted,
     escalated_customer,
     request_call,
     video_agent,
@@ -54,14 +52,8 @@ def file_of(stack, recording: dict) -> Path:
     return path
 
 
-def plain_of(path: Path) -> io.BytesIO:
-    """The recording as it decodes: sealed at rest, so decrypted (and authenticated) in memory for av.open."""
-    assert path.name.endswith(".sealed"), path
-    return io.BytesIO(b"".join(open_sealed(path, Keyring.parse(TEST_VAULT_MASTER_KEYS))))
-
-
 def video_packets(path: Path) -> list[av.Packet]:
-    with av.open(plain_of(path)) as container:
+    with av.open(decrypted(path)) as container:
         return [bytes(p) for p in container.demux(video=0) if p.size]
 
 
@@ -128,7 +120,7 @@ async def test_h264_is_relayed_and_recorded_as_sent_and_a_receivers_keyframe_req
     assert len(stored) == mine["frames_written"] == frames["in_file"]["video"]
     assert sent - 3 <= mine["frames_received"] <= sent_total, (mine["frames_received"], sent, sent_total)
     assert_clip_in_file(clip, stored, lambda a, b: codecs.h264_nal_units(a) == avcc_units(b))
-    with av.open(plain_of(file_of(stack, mine))) as container:
+    with av.open(decrypted(file_of(stack, mine))) as container:
         assert container.streams.video[0].codec_context.name == "h264"
         assert (container.streams.video[0].codec_context.width, container.streams.video[0].codec_context.height) == (
             320,
