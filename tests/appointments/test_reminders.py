@@ -69,18 +69,14 @@ async def test_a_reminder_left_sending_by_a_dead_worker_is_sent_after_its_lease_
         assert httpx.post(emulator.base_url + "/_sim/subscribe_grants", json=grant).status_code == 200
     now = datetime.now(UTC)
     engine = create_engine(stack.database_url.replace("+aiosqlite", ""))
-    insert = text(
-        "INSERT INTO appointment (customer_id, agent_id, skill_group, mode, topic, starts_at, ends_at, state,"
-        " holds_slot, booked_by, created_at, updated_at, reminder_state, reminded_at) VALUES (:c, :a, 'general',"
-        " 'video', :t, :s, :e, 'booked', true, 'customer', :n, :n, 'sending', :r)"
-    )
     with engine.begin() as conn:
         for topic, start, claimed in (
             ("死掉的提醒", now + timedelta(hours=1), now - timedelta(minutes=5)),  # its worker died 5 min ago
             ("正在发送", now + timedelta(hours=2), now),  # a live worker claimed it just now
         ):
-            values = {"c": customer.customer_id, "a": agent_id, "t": topic, "s": start, "n": now, "r": claimed}
-            conn.execute(insert, {**values, "e": start + timedelta(minutes=30)})
+            _insert(
+                conn, customer.customer_id, agent_id, start, topic=topic, reminder_state="sending", reminded_at=claimed
+            )
 
     async def reminder_states():
         with engine.connect() as conn:
@@ -104,21 +100,13 @@ async def test_a_missed_appointment_is_recorded_as_a_no_show(isolated_stack, emu
     customer = await MiniappCustomer.login(stack.app_url, emulator)
     now = datetime.now(UTC)
     engine = create_engine(stack.database_url.replace("+aiosqlite", ""))
-    insert = text(
-        "INSERT INTO appointment (customer_id, agent_id, skill_group, mode, topic, starts_at, ends_at, state,"
-        " holds_slot, booked_by, created_at, updated_at) VALUES (:c, :a, 'general', 'video', '', :s, :e, :st, true,"
-        " 'customer', :s, :s)"
-    )
     with engine.begin() as conn:
         for start, state in (
             (now - timedelta(hours=1), "booked"),
             (now - timedelta(minutes=2), "booked"),
             (now - timedelta(hours=2), "joined"),
         ):
-            conn.execute(
-                insert,
-                {"c": customer.customer_id, "a": agent_id, "s": start, "e": start + timedelta(minutes=30), "st": state},
-            )
+            _insert(conn, customer.customer_id, agent_id, start, state=state)
 
     async def states():
         with engine.connect() as conn:
@@ -139,3 +127,24 @@ async def _sleep(seconds: float) -> None:
     import asyncio
 
     await asyncio.sleep(seconds)
+
+
+def _insert(conn, customer_id, agent_id, starts_at, *, state="booked", topic="", reminder_state=None, reminded_at=None):
+    """An appointment row as the sweep finds it (30 minutes long, video, with the group)."""
+    conn.execute(
+        text(
+            "INSERT INTO appointment (customer_id, agent_id, skill_group, mode, topic, starts_at, ends_at, state,"
+            " holds_slot, booked_by, created_at, updated_at, reminder_state, reminded_at) VALUES (:c, :a, 'general',"
+            " 'video', :t, :s, :e, :st, true, 'customer', :s, :s, :rs, :ra)"
+        ),
+        {
+            "c": customer_id,
+            "a": agent_id,
+            "t": topic,
+            "s": starts_at,
+            "e": starts_at + timedelta(minutes=30),
+            "st": state,
+            "rs": reminder_state,
+            "ra": reminded_at,
+        },
+    )
