@@ -4,10 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
 from tests.support import AgentConsole, MiniappCustomer, create_agent
 
 PASSWORD = "pw-123456"
+
+
+def local_day(starts_at: str, timezone: str) -> str:
+    """The bank's day (YYYY-MM-DD in `timezone`) an instant from the API falls on."""
+    instant = datetime.fromisoformat(starts_at)
+    instant = instant if instant.tzinfo else instant.replace(tzinfo=UTC)
+    return instant.astimezone(ZoneInfo(timezone)).date().isoformat()
+
+
 ALL_WEEK = [{"weekday": day, "start": "00:00", "end": "24:00"} for day in range(7)]
 
 

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import IntegrityError
 
-from tests.advisors.support import ALL_WEEK, agent, assign_advisor, eventually, held_ids
+from tests.advisors.support import ALL_WEEK, agent, assign_advisor, eventually, held_ids, local_day
 from tests.support import MiniappCustomer
 
 
@@ -168,7 +168,10 @@ async def test_joining_at_the_slot_goes_to_that_agent_first_and_rings_them_first
     assert card["appointment"]["topic"] == "面签" and card["reason"] == "appointment"
     again = await customer.http.post(f"/miniapp/appointments/{booked.json()['id']}/join")
     assert again.json()["conversation_id"] == conversation_id  # a second tap is the same conversation
-    day = (await advisor.http.get("/agents/appointments/day")).json()
+    # The appointment's own day in the bank's zone: near midnight the first slot is already tomorrow's.
+    timezone = (await advisor.http.get("/agents/appointments/day")).json()["timezone"]
+    its_day = local_day(booked.json()["starts_at"], timezone)
+    day = (await advisor.http.get("/agents/appointments/day", params={"day": its_day})).json()
     entries = day["agents"][0]["entries"]
     assert entries and entries[0]["appointment"]["state"] == "joined" and "case_card" in entries[0]
     for client in (customer, advisor, colleague):

@@ -15,7 +15,8 @@ const Advisor = {
   async started() {
     const supervisor = ['supervisor', 'admin'].includes(S.agent.role);
     $('#day-group').hidden = !supervisor;
-    $('#day-date').value = new Date().toLocaleDateString('sv-SE'); // YYYY-MM-DD, local
+    // Empty until the first load: the server's "today" is the bank's day, whatever the browser's clock zone says.
+    $('#day-date').value = '';
     if (supervisor) {
       const overview = await api('GET', '/supervisor/overview');
       $('#advisor-agent').replaceChildren(...overview.agents.filter((a) => a.role !== 'nlu_editor')
@@ -163,14 +164,18 @@ async function toggleDay() {
   if (!panel.hidden) await Promise.all([loadDay(), loadSchedule(), loadBookSlots()]);
 }
 
+let dayLoads = 0;
 async function loadDay() {
+  const mine = ++dayLoads;
   const day = $('#day-date').value;
   const group = $('#day-group').value;
   const query = day ? `day=${day}` : '';
   const data = group
     ? await api('GET', `/supervisor/appointments/day?group=${group}&${query}`)
     : await api('GET', `/agents/appointments/day?${query}`);
+  if (mine !== dayLoads) return; // a newer date or group was chosen while this one loaded: it draws, not this
   $('#day').dataset.date = data.date;
+  if (!day) $('#day-date').value = data.date;
   $('#day-agents').replaceChildren(...data.agents.map((a) => el('div', { className: 'agent-day', dataset: { agentId: a.agent_id } },
     el('h3', {}, `${a.display_name}（${PRESENCE_NAMES[a.presence] || a.presence}）· ${a.entries.length} 个预约`),
     ...(a.entries.length ? a.entries.map(appointmentCard) : [el('p', { className: 'case' }, '当天没有预约')]))));
