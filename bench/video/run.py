@@ -17,7 +17,8 @@ Method
 - For N concurrent calls: set them up one by one, warm up, then over a window count per call and
   direction the video frames sent, received by the server, forwarded, recorded, dropped by the recorder,
   and received at the far end; meanwhile the API's own requests are timed (a customer's chat message,
-  the page's poll of the call, the agent's identity check; 20 a second in turn). "No frame loss" = every
+  the page's poll of the call, the agent's identity check; 20 a second in turn) by `bench/video/probe.py`
+  in a process of its own, since this process's loop is busy with the clients' media. "No frame loss" = every
   call delivers ≥ 98 % of the frames sent, in both directions, end to end, and its recorder recorded
   ≥ 98 % of what arrived and dropped none.
 - Then every call is hung up (timed) and each recording checked: complete, audio + video, duration ≈
@@ -31,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import itertools
 import json
 import os
 import statistics
@@ -259,46 +259,31 @@ async def new_calls(server: Server, clip, fps: int, n: int) -> list[Call]:
 
 class Prober:
     """The API's own requests while the calls run, as the people in them make them: a chat message from the
-    customer, the page's poll of the call, the agent's identity check; one every `every_s`, timed."""
+    customer, the page's poll of the call, the agent's identity check; one every `every_s`, timed by
+    `bench/video/probe.py` in a process of its own (this process's loop is busy with the clients' media)."""
 
-    def __init__(self, calls: list[Call], every_s: float = 0.05) -> None:
-        self.calls, self.every_s = calls, every_s
-        self.latencies: dict[str, list[float]] = {"message": [], "poll": [], "identity": []}
-        self.errors = 0
-        self._task: asyncio.Task | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run())
-
-    async def stop(self) -> None:
-        self._task.cancel()
-        await asyncio.gather(self._task, return_exceptions=True)
-
-    async def _run(self) -> None:
-        for i in itertools.count():
-            call = self.calls[i % len(self.calls)]
-            kind = ("message", "poll", "identity")[i % 3]
-            started = time.monotonic()
-            if kind == "message":
-                body = {"text": f"在吗 {i}", "client_msg_id": uuid.uuid4().hex}
-                response = await call.customer_http.post("/miniapp/messages", json=body)
-            elif kind == "poll":
-                response = await call.customer_http.get(f"/video/calls/{call.id}")
-            else:
-                response = await call.agent_http.post(f"/video/calls/{call.id}/identity", json={"result": "verified"})
-            self.latencies[kind].append(time.monotonic() - started)
-            self.errors += response.status_code >= 400
-            await asyncio.sleep(max(0.0, self.every_s - (time.monotonic() - started)))
-
-    def summary(self) -> dict:
-        every = sorted(v for values in self.latencies.values() for v in values)
-        return {
-            "requests": len(every),
-            "errors": self.errors,
-            "p50_ms": round(percentile(every, 0.5) * 1000, 1),
-            "p99_ms": round(percentile(every, 0.99) * 1000, 1),
-            "max_ms": round(every[-1] * 1000, 1) if every else None,
+    def __init__(self, calls: list[Call], window_s: float, every_s: float = 0.05) -> None:
+        self.spec = {
+            "calls": [{"id": c.id, "customer": _party(c.customer_http), "agent": _party(c.agent_http)} for c in calls],
+            "every_s": every_s,
+            "window_s": window_s,
         }
+        self._process: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        command = [PY, str(ROOT / "bench/video/probe.py")]
+        self._process = await asyncio.create_subprocess_exec(
+            *command, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
+        )
+
+    async def result(self) -> dict:
+        assert self._process is not None
+        out, _ = await self._process.communicate(json.dumps(self.spec).encode())
+        return json.loads(out)
+
+
+def _party(http: httpx.AsyncClient) -> dict:
+    return {"url": str(http.base_url).rstrip("/"), "token": http.headers["Authorization"].removeprefix("Bearer ")}
 
 
 def percentile(ordered: list[float], q: float) -> float:
@@ -311,12 +296,11 @@ async def run_concurrent(mode: str, n: int, clip, fps: int, window: float, warmu
         for call in calls:
             await call.start()
         await asyncio.sleep(warmup)
-        prober = Prober(calls)
+        prober = Prober(calls, window)
         s0, c0, t0 = await server.stats(), [c.counters() for c in calls], time.monotonic()
         (api0, media0), driver0, machine0 = server.cpu_seconds(), time.process_time(), machine_busy_seconds()
-        prober.start()
-        await asyncio.sleep(window)
-        await prober.stop()
+        await prober.start()
+        api_latency = await prober.result()  # returns after the window
         s1, c1, t1 = await server.stats(), [c.counters() for c in calls], time.monotonic()
         (api1, media1), load = server.cpu_seconds(), os.getloadavg()
         elapsed = t1 - t0
@@ -370,7 +354,7 @@ async def run_concurrent(mode: str, n: int, clip, fps: int, window: float, warmu
         "recordings_ok": sum(r["ok"] for r in recordings) if mode == "record" else None,
         "recordings": len(recordings),
         "no_frame_loss": ok,
-        "api": prober.summary(),
+        "api": api_latency,
         "hangup_max_ms": round(max(hangups) * 1000, 1),
         "clients_cpu_cores": round(driver_cores, 3),
         "other_processes_cores": round(max(0.0, others_cores), 3),
