@@ -48,7 +48,13 @@ def stop(process: subprocess.Popen) -> None:
 def process(command: list[str], env: dict[str, str], log: Path, health: str):
     child = spawn(command, env, log)
     try:
-        if not wait_for(health, 600, accept=lambda body: '"status":"ok"' in body.replace(" ", "") or "ok" in body):
+        up = wait_for(
+            health,
+            600,
+            accept=lambda body: '"status":"ok"' in body.replace(" ", "") or "ok" in body,
+            give_up=lambda: child.poll() is not None,  # it exited: its log says why, no use waiting 10 minutes
+        )
+        if not up:
             raise SystemExit(f"{command[:4]} did not start; see {log}")
         yield child
     finally:
@@ -72,6 +78,11 @@ def yunting(rasa_urls: list[str], emulator_url: str, database_url: str | None, r
         "YUNTING_WECHAT_API_BASE": emulator_url,
         "YUNTING_SECRET_KEY": "bench-" + "k" * 32,
         "YUNTING_OA_ENCODING_AES_KEY": AES_KEY,
+        "YUNTING_MIGRATE_ON_START": "true",  # the bench's own scratch database
+        # Every simulated customer is 127.0.0.1 and each sends many turns a minute: the limits would answer 429
+        # to the bench rather than measure a turn.
+        "YUNTING_LIMIT_MINIAPP_LOGIN_PER_CLIENT": "100000/minute",
+        "YUNTING_LIMIT_MESSAGES_PER_CUSTOMER": "100000/minute",
     }
     env.update({k: v for k, v in (("YUNTING_DATABASE_URL", database_url), ("YUNTING_REDIS_URL", redis_url)) if v})
     url = f"http://127.0.0.1:{port}"

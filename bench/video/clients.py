@@ -47,7 +47,8 @@ def make_clip(
 
 
 class ReplayVideoTrack(MediaStreamTrack):
-    """Sends the clip's packets at `fps`, looping (each loop starts on a keyframe)."""
+    """Sends the clip's packets at `fps`, looping (each loop starts on a keyframe). Asked for a keyframe, it
+    skips ahead to the clip's next one, as a browser's encoder answers a PLI with a keyframe at once."""
 
     kind = "video"
 
@@ -55,7 +56,15 @@ class ReplayVideoTrack(MediaStreamTrack):
         super().__init__()
         self.clip, self.fps = clip, fps
         self.sent = 0
+        self.keyframes_requested = 0
         self._start: float | None = None
+        self._keyframes = [i for i, data in enumerate(clip) if not data[0] & 1]  # VP8: frame type bit 0 = key
+        self._skip = 0
+        self._keyframe_wanted = False
+
+    def request_keyframe(self) -> None:
+        self.keyframes_requested += 1
+        self._keyframe_wanted = True
 
     async def recv(self) -> av.Packet:
         if self.readyState != "live":
@@ -64,7 +73,13 @@ class ReplayVideoTrack(MediaStreamTrack):
             self._start = time.monotonic()
         else:
             await asyncio.sleep(max(0.0, self._start + self.sent / self.fps - time.monotonic()))
-        packet = av.Packet(self.clip[self.sent % len(self.clip)])
+        index = (self.sent + self._skip) % len(self.clip)
+        if self._keyframe_wanted:
+            self._keyframe_wanted = False
+            target = next((k for k in self._keyframes if k >= index), self._keyframes[0])
+            self._skip += (target - index) % len(self.clip)
+            index = target
+        packet = av.Packet(self.clip[index])
         packet.pts, packet.time_base = round(self.sent * 90000 / self.fps), VIDEO_TIME_BASE
         self.sent += 1
         return packet
@@ -90,7 +105,10 @@ class BenchParty:
     def __init__(self, clip: list[bytes], fps: int) -> None:
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.video = ReplayVideoTrack(clip, fps)
-        self.pc.addTrack(self.video)
+        sender = self.pc.addTrack(self.video)
+        # aiortc answers a PLI/FIR by calling the sender's `_send_keyframe`, which only reaches its own encoder;
+        # pre-encoded packets bypass it, so the clip is told instead (a private hook, in the bench only).
+        sender._send_keyframe = self.video.request_keyframe
         self.pc.addTrack(ToneAudioTrack())
         # The clip is VP8 and is sent as is: offer only VP8 (the server would otherwise pick H.264 for the call).
         vp8 = [c for c in RTCRtpSender.getCapabilities("video").codecs if c.mimeType in ("video/VP8", "video/rtx")]

@@ -173,6 +173,7 @@ class Call:
         self.agent = BenchParty(clip, fps)
         self.id = 0
         self.setup_connected = self.setup_first_frame = 0.0
+        self.setup_keyframe_requests = 0
         self.connected_at = 0.0
 
     async def start(self) -> None:
@@ -199,6 +200,7 @@ class Call:
         self.setup_connected = time.monotonic() - t0
         await asyncio.wait_for(self.agent.first_video.wait(), 30)
         self.setup_first_frame = time.monotonic() - t0
+        self.setup_keyframe_requests = self.customer.video.keyframes_requested  # PLI/FIR the server passed on
         self.connected_at = time.monotonic()
 
     def counters(self) -> dict:
@@ -360,6 +362,7 @@ async def run_concurrent(mode: str, n: int, clip, fps: int, window: float, warmu
         "other_processes_cores": round(max(0.0, others_cores), 3),
         "load_avg": [round(v, 2) for v in load],
         "setup_first_frame_s": [round(c.setup_first_frame, 3) for c in calls],
+        "setup_keyframe_requests": [c.setup_keyframe_requests for c in calls],
         "per_call": per_call,
         "recording_details": recordings,
     }
@@ -394,12 +397,13 @@ async def check_recordings(server: Server, calls: list[Call]) -> list[dict]:
 
 async def run_setup(n: int, clip, fps: int) -> dict:
     """Call setup on an idle server, one call at a time: offer → connected, offer → first frame."""
-    connected, first = [], []
+    connected, first, keyframe_requests = [], [], []
     async with Server("record") as server:
         for call in await new_calls(server, clip, fps, n):
             await call.start()
             connected.append(call.setup_connected)
             first.append(call.setup_first_frame)
+            keyframe_requests.append(call.setup_keyframe_requests)
             await asyncio.sleep(0.5)
             await call.hang_up()
             await call.customer_http.aclose()
@@ -414,7 +418,11 @@ async def run_setup(n: int, clip, fps: int) -> dict:
             "n": len(ordered),
         }
 
-    return {"offer_to_connected": summary(connected), "offer_to_first_frame": summary(first)}
+    return {
+        "offer_to_connected": summary(connected),
+        "offer_to_first_frame": summary(first),
+        "keyframe_requests_at_the_customer": keyframe_requests,
+    }
 
 
 async def main() -> None:
