@@ -69,9 +69,9 @@ class DeploymentRedis(Redis):
         return super().pubsub_numsub(*(self.channel_prefix + channel for channel in channels), **kwargs)
 
     def pubsub(self, **kwargs) -> DeploymentPubSub:
-        return DeploymentPubSub(
-            self.channel_prefix, self.connection_pool, event_dispatcher=self._event_dispatcher, **kwargs
-        )
+        # No `event_dispatcher`: PubSub makes its own; the client's (private) one only serves credential
+        # providers that re-authenticate connections, which a deployment here doesn't configure.
+        return DeploymentPubSub(self.channel_prefix, self.connection_pool, **kwargs)
 
 
 class DeploymentPubSub(PubSub):

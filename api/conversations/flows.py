@@ -13,8 +13,6 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
-from redis.asyncio.lock import Lock
-from redis.exceptions import LockError
 from sqlalchemy.exc import IntegrityError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -24,6 +22,7 @@ from api.conversations.delivery import Delivery
 from api.conversations.models import Conversation, ConversationState, Direction, Escalation, Message, SenderKind
 from api.conversations.queue_talk import answer_in_queue, place_words, standing_of
 from api.conversations.schemas import message_event
+from api.conversations.turn_lease import TurnLease
 from api.errors import UpstreamUnavailable
 from api.health.instruments import BOT_TURNS, NLU_ERRORS, NLU_SECONDS, replica_label
 from api.masking import mask_sensitive
@@ -273,13 +272,13 @@ async def customer_turn(
     logged, not turned into an error after the work is committed. What the turn `keep`s is written only if
     it ends without an error, as before the lock goes.
     """
-    lock = redis.lock(turn_key(customer_id), timeout=60, blocking_timeout=wait_s, sleep=0.05)
-    if not await lock.acquire(blocking=False):
+    lease = TurnLease(redis, turn_key(customer_id), lease_s=60)
+    if not await lease.try_acquire():
         answered = await before_waiting() if before_waiting is not None else None
         if answered is not None:
             yield Turn(answered=answered)
             return
-        if not await lock.acquire():
+        if not await lease.acquire(wait_s):
             raise UpstreamUnavailable(
                 "上一条消息还在处理中，请稍后重试（the previous message is still being handled, please retry shortly）",
                 code="customer_busy",
@@ -289,26 +288,22 @@ async def customer_turn(
     try:
         yield turn
     except BaseException:
-        await _release(lock, customer_id)
+        await _release(lease, customer_id)
         raise
     if turn.context is None:
-        await _release(lock, customer_id)
+        await _release(lease, customer_id)
         return
     store, context = turn.context
-    token = lock.local.token
     async with redis.pipeline(transaction=False) as pipe:
         store.put_in(pipe, context)
-        pipe.eval(Lock.LUA_RELEASE_SCRIPT, 1, lock.name, token)  # Lock.release's own script, in the same trip
+        lease.release_in(pipe)  # in the same round trip as the context write
         _, released = await pipe.execute()
-    lock.local.token = None
     if not released:
         log.warning("customer %s: the turn outlived its lock", customer_id)
 
 
-async def _release(lock: Lock, customer_id: int) -> None:
-    try:
-        await lock.release()
-    except LockError:
+async def _release(lease: TurnLease, customer_id: int) -> None:
+    if not await lease.release():
         log.warning("customer %s: the turn outlived its lock", customer_id)
 
 
