@@ -8,6 +8,7 @@ import fcntl
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
+from typing import Protocol
 
 from alembic import command
 from alembic.config import Config
@@ -26,6 +27,18 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from api.settings import sync_database_url
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+
+class _Row(Protocol):
+    @property
+    def id(self) -> int | None: ...
+
+
+def saved_id(row: _Row) -> int:
+    """The primary key of a row read from SQL or flushed (typed `int | None` because a new row has none yet)."""
+    if row.id is None:
+        raise ValueError(f"{type(row).__name__} has no id: it was never flushed")
+    return row.id
 
 
 def create_engine(url: str) -> AsyncEngine:

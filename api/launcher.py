@@ -8,6 +8,7 @@ then the API with uvicorn. Prints the URLs once healthy. A child that exits is r
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import os
 import shutil
@@ -172,7 +173,7 @@ def run() -> int:
                 log_path = data_dir / ("rasa.log" if index == 0 else f"rasa-{index + 1}.log")
                 log_path.write_text("")
                 name = "rasa" if index == 0 else f"rasa-{index + 1}"
-                supervisor.add(name, lambda port=replica_port, log_path=log_path: start_rasa(model, port, log_path))
+                supervisor.add(name, functools.partial(start_rasa, model, replica_port, log_path))
                 urls.append(f"http://127.0.0.1:{replica_port}")
             env["YUNTING_RASA_URL"] = urls[0]
             if replicas > 1:

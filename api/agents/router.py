@@ -31,6 +31,7 @@ from api.conversations import service as conversations
 from api.conversations.live_card import live_card
 from api.conversations.models import Conversation, ConversationState, Message, SenderKind
 from api.conversations.schemas import ConversationDetail, MessagePublic
+from api.db import saved_id
 from api.delivery import repository as delivery_states
 from api.delivery.models import MessageDelivery
 from api.delivery.schemas import DeliveryPublic
@@ -157,13 +158,13 @@ async def read_conversation(conversation_id: RecordId, agent: CurrentAgent, sess
     detail = ConversationDetail.of(conversation)
     detail.slots = mask_structure(detail.slots)
     deliveries = await delivery_states.list_for_messages(
-        session, [m.id for m in messages if m.sender_kind == SenderKind.AGENT]
+        session, [saved_id(m) for m in messages if m.sender_kind == SenderKind.AGENT]
     )
     card = await live_card(session, conversation, escalation, days=settings.case_memory_days) if escalation else None
     return ConversationForAgent(
         conversation=detail,
         handoff_card=mask_structure(card) if card else None,
-        messages=[_masked(m, deliveries.get(m.id)) for m in messages],
+        messages=[_masked(m, deliveries.get(saved_id(m))) for m in messages],
     )
 
 

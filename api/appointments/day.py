@@ -11,6 +11,7 @@ from api.appointments import repository
 from api.appointments.models import Appointment
 from api.appointments.schemas import AgentDay, AppointmentPublic, DayEntry
 from api.conversations import service as conversations
+from api.db import saved_id
 from api.documents.models import Document
 from api.masking import mask_sensitive, mask_structure
 
@@ -44,8 +45,8 @@ async def case_card(session: AsyncSession, appointment: Appointment) -> dict:
 
 
 async def agent_days(session: AsyncSession, agents: list[Agent], *, start, end) -> list[AgentDay]:
-    by_agent: dict[int, list[DayEntry]] = {agent.id: [] for agent in agents}
-    names = {agent.id: agent.display_name for agent in agents}
+    by_agent: dict[int, list[DayEntry]] = {saved_id(agent): [] for agent in agents}
+    names = {saved_id(agent): agent.display_name for agent in agents}
     for appointment in await repository.list_day(session, start=start, end=end, agent_ids=list(by_agent)):
         by_agent[appointment.agent_id].append(
             DayEntry(
@@ -55,7 +56,10 @@ async def agent_days(session: AsyncSession, agents: list[Agent], *, start, end) 
         )
     return [
         AgentDay(
-            agent_id=agent.id, display_name=agent.display_name, presence=agent.presence, entries=by_agent[agent.id]
+            agent_id=agent.id,
+            display_name=agent.display_name,
+            presence=agent.presence,
+            entries=by_agent[saved_id(agent)],
         )
         for agent in agents
     ]

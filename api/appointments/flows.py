@@ -20,6 +20,7 @@ from api.audit.models import audit
 from api.conversations import service as conversations
 from api.conversations.delivery import Delivery
 from api.conversations.models import Conversation, ConversationState, Direction, Escalation, Message, SenderKind
+from api.db import saved_id
 from api.errors import BadRequest, Conflict, NotPermitted, ResourceNotFound
 from api.realtime import agent_channel, publish, publish_to_customer
 from api.settings import Settings
@@ -278,7 +279,9 @@ async def do_join(
     await session.commit()
     await triage.delivery.deliver(conversation, [notice])
     await triage.delivery.state_changed(conversation)
-    await publish(redis, agent_channel(agent.id), {"type": "appointment_joined", "appointment_id": appointment.id})
+    await publish(
+        redis, agent_channel(saved_id(agent)), {"type": "appointment_joined", "appointment_id": appointment.id}
+    )
     if route:
         await do_route_escalation(session, redis, triage, conversation)
     elif hand_over and agent.presence == "online":

@@ -94,7 +94,7 @@ async def due_reminders(
         .order_by(col(Appointment.starts_at))
         .limit(limit)
     )
-    return list((await session.exec(statement)).all())
+    return [appointment_id for appointment_id in (await session.exec(statement)).all() if appointment_id is not None]
 
 
 async def past_unattended(session: AsyncSession, *, before: datetime, limit: int) -> list[Appointment]:

@@ -30,6 +30,7 @@ from api.appointments.schemas import (
     Slots,
 )
 from api.bounds import RecordId
+from api.db import saved_id
 from api.deps import (
     CurrentAgent,
     CurrentCustomer,
@@ -64,10 +65,10 @@ async def slots(
     rules = flows.rules_of(settings)
     if with_ == "advisor" and advisor is not None:
         found = await service.free_slots(session, [advisor], rules)
-        public = AdvisorPublic(agent_id=advisor.id, display_name=advisor.display_name)
-        return Slots(advisor=public, skill_group=None, timezone=settings.timezone, slots=_slots(found))
+        mine = AdvisorPublic(agent_id=saved_id(advisor), display_name=advisor.display_name)
+        return Slots(advisor=mine, skill_group=None, timezone=settings.timezone, slots=_slots(found))
     found = await service.free_slots(session, await repository.list_group_agents(session, group), rules)
-    public = AdvisorPublic(agent_id=advisor.id, display_name=advisor.display_name) if advisor else None
+    public = AdvisorPublic(agent_id=saved_id(advisor), display_name=advisor.display_name) if advisor else None
     return Slots(advisor=public, skill_group=group, timezone=settings.timezone, slots=_slots(found))
 
 

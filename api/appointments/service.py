@@ -13,6 +13,7 @@ from api.agents.models import Agent
 from api.appointments import repository
 from api.appointments.models import WorkSchedule
 from api.conversations.models import Escalation
+from api.db import saved_id
 from api.errors import BadRequest
 from api.timeutil import utcnow
 
@@ -87,7 +88,7 @@ async def free_slots(
 ) -> list[Slot]:
     """Bookable slots of these agents over the booking window, soonest first, each with who is free."""
     now = now or utcnow()
-    ids = [agent.id for agent in agents]
+    ids = [saved_id(agent) for agent in agents]
     if not ids:
         return []
     schedule = await repository.list_schedule(session, ids)

@@ -17,6 +17,7 @@ from api.conversations import service as conversations
 from api.conversations.delivery import Delivery
 from api.conversations.flows import Received, Triage, do_receive_customer_message
 from api.conversations.models import Conversation, ConversationState, Direction, Message, SenderKind
+from api.db import saved_id
 from api.documents.models import Document, DocumentRequest
 from api.documents.sniff import ACCEPTED, sniff
 from api.documents.storage import DocumentStore
@@ -67,8 +68,9 @@ async def do_receive_document(
         existing = await conversations.get_message_by_platform_id(
             session, channel=channel, platform_msg_id=platform_msg_id
         )
-        if existing is not None and (existing.payload or {}).get("document_id"):
-            document = await session.get(Document, existing.payload["document_id"])
+        document_id = (existing.payload or {}).get("document_id") if existing is not None else None
+        if existing is not None and document_id:
+            document = await session.get(Document, document_id)
             conversation = await session.get(Conversation, existing.conversation_id)
             assert document is not None and conversation is not None  # the message's references
             return document, Received(existing, conversation, duplicate=True)
@@ -105,7 +107,7 @@ async def do_receive_document(
         kind="document",
         payload={"type": "document", "document_id": document.id, "kind": found.kind, "size_bytes": stored.size},
     )
-    document.message_id, document.conversation_id = received.message.id, received.conversation.id
+    document.message_id, document.conversation_id = received.message.id, saved_id(received.conversation)
     if request is not None:
         request.state, request.fulfilled_at = "fulfilled", utcnow()
     audit(

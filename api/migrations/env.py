@@ -13,7 +13,10 @@ MIGRATION_LOCK_ID = 7_202_611
 
 
 def run_migrations_online() -> None:
-    engine = create_engine(config.get_main_option("sqlalchemy.url"), poolclass=pool.NullPool, hide_parameters=True)
+    url = config.get_main_option("sqlalchemy.url")
+    if url is None:
+        raise RuntimeError("alembic: sqlalchemy.url is not set (api.db.alembic_config sets it)")
+    engine = create_engine(url, poolclass=pool.NullPool, hide_parameters=True)
     with engine.connect() as connection:
         is_pg = connection.dialect.name == "postgresql"
         if is_pg:

@@ -17,6 +17,7 @@ from api.agents.models import Agent
 from api.audit.models import audit
 from api.conversations.delivery import Delivery
 from api.conversations.models import Conversation, ConversationState, Direction, Escalation, Message, SenderKind
+from api.db import saved_id
 from api.errors import Conflict, ResourceNotFound
 from api.health.instruments import QUEUE_WAIT
 from api.realtime import AGENTS_CHANNEL, agent_channel, publish
@@ -54,8 +55,11 @@ async def ensure_built(session: AsyncSession, routing: RoutingEngine) -> None:
             )
         ).all()
         await routing.rebuild(
-            [AgentSnapshot(a.id, list(a.skills), a.capacity, a.presence, int(loads.get(a.id, 0))) for a in agents],
-            [WaitingSnapshot(e.id, e.skill_group, e.priority, e.queued_at) for e in waiting],
+            [
+                AgentSnapshot(saved_id(a), list(a.skills), a.capacity, a.presence, int(loads.get(saved_id(a), 0)))
+                for a in agents
+            ],
+            [WaitingSnapshot(saved_id(e), e.skill_group, e.priority, e.queued_at) for e in waiting],
         )
         log.info("routing rebuilt from SQL: %d agents, %d waiting", len(agents), len(waiting))
 

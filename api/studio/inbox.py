@@ -35,7 +35,7 @@ async def sync(session: AsyncSession, *, threshold: float) -> int:
             Message.direction == Direction.IN,
             Message.sender_kind == SenderKind.CUSTOMER,
             col(Message.intent).is_not(None),
-            or_(Message.intent == FALLBACK_INTENT, col(Message.confidence) < threshold),
+            or_(col(Message.intent) == FALLBACK_INTENT, col(Message.confidence) < threshold),
         )
         .order_by(col(Message.id).desc())
         .limit(SYNC_BATCH)

@@ -328,7 +328,7 @@ async def request_activation(
     active = await get_active(session, deployment=studio.deployment)
     if active is not None and active.id == version.id:
         raise Conflict("this version is already active", code="already_active")
-    if not override and needs_override(version, active):
+    if not override and active is not None and needs_override(version, active):
         mine = "unknown" if version.macro_f1 is None else f"{version.macro_f1:.3f}"
         raise Conflict(
             f"macro-F1 {mine} is below the active version's {active.macro_f1:.3f}; "

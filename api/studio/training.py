@@ -71,7 +71,7 @@ class TrainOutcome:
     data_hash: str
     trained: bool  # False when a model for this exact data already existed
     duration_s: float
-    evaluation: dict | None = None
+    evaluation: dict  # macro-F1 and per intent on the held-out split (every training is evaluated)
     confusion_image: str | None = None
     warnings: list[Issue] = field(default_factory=list)
 
@@ -133,8 +133,9 @@ class Trainer:
             os.replace(partial, target)  # never a half-written model under the real name
         else:
             await report(progress=0.5, stage="training", line=f"{model_file} already exists for this data: reused")
-        outcome = TrainOutcome(model_file, key, trained, 0.0, warnings=[i for i in issues if i.severity != "error"])
-        outcome.evaluation = await self._evaluate(snapshot_dir, snap, key, report)
+        evaluation = await self._evaluate(snapshot_dir, snap, key, report)
+        warnings = [i for i in issues if i.severity != "error"]
+        outcome = TrainOutcome(model_file, key, trained, 0.0, evaluation, warnings=warnings)
         image = self.models_dir / "evaluations" / f"{model_file.removesuffix('.tar.gz')}.svg"
         image.parent.mkdir(parents=True, exist_ok=True)
         image.write_text(

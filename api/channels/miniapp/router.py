@@ -18,7 +18,7 @@ from api.conversations.flows import do_receive_customer_message
 from api.conversations.models import ConversationState
 from api.conversations.schemas import ConversationBrief, MessagePublic, message_event
 from api.customers.models import Channel, Customer
-from api.db import unit_of_work
+from api.db import saved_id, unit_of_work
 from api.delivery import repository as delivery_states
 from api.delivery.presence import socket_alive, socket_closed, socket_opened
 from api.delivery.schemas import GrantsResult, Receipts, ReceiptsResult, SubscribeResults
@@ -227,7 +227,7 @@ async def _replay(websocket: WebSocket, customer_id: int, after_id: int) -> int:
     async with unit_of_work(websocket.app.state.engine) as session:
         for message in await conversations.list_messages(session, customer_id=customer_id, after_id=after_id):
             await websocket.send_json(message_event(message))
-            last_id = message.id
+            last_id = saved_id(message)
     return last_id
 
 

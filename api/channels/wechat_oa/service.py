@@ -14,6 +14,7 @@ from api.channels.wechat_platform import WeChatApiError, WeChatPlatform
 from api.conversations.models import Direction, Message
 from api.customers import service as customers
 from api.customers.models import Channel, ChannelIdentity, Customer
+from api.db import saved_id
 from api.timeutil import utcnow
 
 log = logging.getLogger(__name__)
@@ -74,7 +75,7 @@ async def resolve_customer(
     customer = await customers.link_identity(
         session, channel=Channel.WECHAT_OA, app_id=app_id, openid=openid, unionid=unionid
     )
-    return customer.id
+    return saved_id(customer)
 
 
 async def _fetch_unionid(redis: Redis, platform: WeChatPlatform, *, app_id: str, openid: str) -> str | None:
