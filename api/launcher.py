@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import hashlib
 import os
 import shutil
 import signal
@@ -20,31 +19,12 @@ import urllib.request
 from pathlib import Path
 
 from api.embedded import EmbeddedRedis
+from api.paths import MODELS, NLU_DATA, RASA_BIN, RASA_ENV, ROOT, model_path, nlu_data_hash
 from api.supervisor import Supervisor, die_with_parent
-
-ROOT = Path(__file__).resolve().parent.parent
-NLU_DATA = ROOT / "nlu_data"
-MODELS = ROOT / "models"
-RASA_BIN = ROOT / ".venv-rasa" / "bin" / "rasa"
-RASA_REQUIREMENTS = ROOT / "requirements-rasa.txt"
-RASA_ENV = {"RASA_TELEMETRY_ENABLED": "false", "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONWARNINGS": "ignore"}
 
 
 def say(text: str) -> None:
     print(f"[yunting] {text}", flush=True)
-
-
-def nlu_data_hash() -> str:
-    """Content hash of the training data, the pipeline and the Rasa version: the model's cache key."""
-    digest = hashlib.sha256()
-    for path in sorted(p for p in NLU_DATA.rglob("*") if p.is_file()):
-        digest.update(path.relative_to(NLU_DATA).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
-    digest.update(RASA_REQUIREMENTS.read_bytes())
-    return digest.hexdigest()[:16]
-
-
-def model_path() -> Path:
-    return MODELS / f"nlu-{nlu_data_hash()}.tar.gz"
 
 
 def train(give_up=lambda: False) -> Path | None:

@@ -35,7 +35,8 @@ from websockets.asyncio.client import connect
 
 from api.db import migrate
 from api.embedded import ThreadedServer, free_port
-from api.launcher import ROOT, wait_for
+from api.launcher import wait_for
+from api.paths import ROOT
 from api.security import issue_token
 from api.settings import async_database_url, sync_database_url
 from api.wechat_emulator.app import create_app as create_emulator

@@ -52,7 +52,8 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from rasa_service import rasa_service
 
 from api.embedded import free_port
-from api.launcher import ROOT, wait_for
+from api.launcher import wait_for
+from api.paths import ROOT
 from api.settings import DEV_OA_APP_ID, DEV_OA_TOKEN
 
 TEXTS = [

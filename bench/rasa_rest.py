@@ -16,7 +16,8 @@ from pathlib import Path
 import yaml
 
 from api.embedded import free_port
-from api.launcher import NLU_DATA, RASA_BIN, RASA_ENV, ROOT, nlu_data_hash, wait_for
+from api.launcher import wait_for
+from api.paths import NLU_DATA, RASA_BIN, RASA_ENV, ROOT, nlu_data_hash
 from bot.scenarios import load_catalog
 
 MODELS = ROOT / "var" / "bench"

@@ -7,7 +7,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from api.embedded import free_port
-from api.launcher import model_path, rasa_ready, start_rasa, wait_for
+from api.launcher import rasa_ready, start_rasa, wait_for
+from api.paths import model_path
 
 
 @contextmanager

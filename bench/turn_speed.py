@@ -50,7 +50,8 @@ from rasa_service import rasa_service
 from turn_speed_parts import DEADLINE_S, Client, cpu_s, fresh_postgres, process, redis_server, stop, uvicorn, yunting
 
 from api.embedded import free_port
-from api.launcher import model_path, rasa_ready, start_rasa, wait_for
+from api.launcher import rasa_ready, start_rasa, wait_for
+from api.paths import model_path
 
 FREQUENT = [
     "你好",

@@ -20,7 +20,8 @@ import aiohttp
 from oa_safe_mode import AES_KEY, SafeMode
 
 from api.embedded import free_port
-from api.launcher import ROOT, wait_for
+from api.launcher import wait_for
+from api.paths import ROOT
 from api.settings import DEV_MINIAPP_APP_ID, DEV_OA_APP_ID
 
 DEADLINE_S = 5.0  # WeChat gives up on a push's connection after this long

@@ -21,8 +21,9 @@ from playwright.async_api import async_playwright
 from sqlalchemy import create_engine, text
 
 from api.embedded import EmbeddedRedis, ThreadedServer, free_port
-from api.launcher import RASA_BIN, RASA_ENV, ROOT, model_path, rasa_ready, wait_for
+from api.launcher import rasa_ready, wait_for
 from api.main import create_app
+from api.paths import RASA_BIN, RASA_ENV, ROOT, model_path
 from api.settings import Settings, async_database_url
 from api.vault import new_master_key_entry
 from api.wechat_emulator.app import create_app as create_emulator

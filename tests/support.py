@@ -203,7 +203,7 @@ class AppProcess:
         import sys
 
         from api.embedded import free_port
-        from api.launcher import ROOT
+        from api.paths import ROOT
 
         self.port, self.log_path = free_port(), log_path
         self.url = f"http://127.0.0.1:{self.port}"

@@ -34,7 +34,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
 from api.embedded import free_port
-from api.launcher import RASA_BIN, RASA_ENV, ROOT
+from api.paths import RASA_BIN, RASA_ENV, ROOT
 from api.proxies import in_networks, parse_networks, peer_address
 from api.settings import Settings
 from api.studio.activation import WARM_UP_TEXTS, serves

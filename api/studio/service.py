@@ -21,7 +21,7 @@ from api.agents.models import Agent
 from api.audit.models import audit
 from api.db import unit_of_work
 from api.errors import Conflict, ResourceNotFound
-from api.launcher import RASA_BIN, RASA_ENV, RASA_REQUIREMENTS
+from api.paths import RASA_BIN, RASA_ENV, RASA_REQUIREMENTS
 from api.settings import Settings
 from api.studio.activation import Activator, NluFollower, RasaInstances, configured_replicas, rasa_status, serves
 from api.studio.jobs import JobRunner

@@ -46,7 +46,7 @@ class RasaFailed(Exception):
 
 
 def data_hash(data_dir: Path, requirements: Path) -> str:
-    """The model's cache key; the same algorithm as `api.launcher.nlu_data_hash`, over any directory."""
+    """The model's cache key; the same algorithm as `api.paths.nlu_data_hash`, over any directory."""
     digest = hashlib.sha256()
     for path in sorted(p for p in data_dir.rglob("*") if p.is_file()):
         digest.update(path.relative_to(data_dir).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")

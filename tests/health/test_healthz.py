@@ -9,7 +9,8 @@ import sys
 import httpx
 
 from api.embedded import free_port
-from api.launcher import ROOT, wait_for
+from api.launcher import wait_for
+from api.paths import ROOT
 
 
 def test_healthz_names_every_dependency_when_all_are_up(app_url):

@@ -11,7 +11,8 @@ import sys
 import httpx
 
 from api.embedded import free_port
-from api.launcher import ROOT, wait_for
+from api.launcher import wait_for
+from api.paths import ROOT
 
 
 def _listening(port: int) -> bool:

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from api.launcher import ROOT, wait_for
+from api.launcher import wait_for
+from api.paths import ROOT
 
 PREFIX = "ytmh"
 

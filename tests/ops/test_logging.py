@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from api.embedded import free_port
-from api.launcher import ROOT
+from api.paths import ROOT
 from tests.conftest import TEST_VAULT_MASTER_KEYS, fresh_database
 
 

@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 
-from api.launcher import ROOT
+from api.paths import ROOT
 from api.realtime import DeploymentRedis
 from api.video import plane
 from api.video import worker as worker_module
