@@ -157,4 +157,5 @@ def on_keyframe_request(sender: RTCRtpSender, callback: Callable[[], None]) -> N
         original()
         callback()
 
-    sender._send_keyframe = heard
+    # A deliberate per-instance wrap of aiortc's private hook (see the module docstring); mypy forbids it.
+    sender._send_keyframe = heard  # type: ignore[method-assign]

@@ -61,9 +61,11 @@ async def do_request_call(
     client_ip: str | None,
 ) -> VideoCall:
     """The customer consented to recording: store the consent and open (or return) the conversation's call."""
+    assert customer.id is not None  # the signed-in customer, read from SQL
     if notice_version != service.NOTICE_VERSION:
         raise Conflict("the recording notice has changed: please read it again", code="notice_changed")
     conversation = await _conversation_for_call(session, registry, customer, conversation_id)
+    assert conversation.id is not None
     consent = CallConsent(
         customer_id=customer.id,
         conversation_id=conversation.id,
@@ -114,6 +116,8 @@ async def _conversation_for_call(
     session: AsyncSession, registry: CallRegistry, customer: Customer, conversation_id: int | None
 ) -> Conversation:
     """The conversation the call belongs to, escalated (queued or with an agent)."""
+    assert customer.id is not None
+    conversation: Conversation | None
     if conversation_id is not None:
         conversation = await conversations.get_for_customer(
             session, customer_id=customer.id, conversation_id=conversation_id
@@ -177,7 +181,7 @@ async def do_offer(
 async def do_refuse_for_capacity(session: AsyncSession, registry: CallRegistry, call: VideoCall) -> str:
     """No media worker has room: the call ends before it rings (never one we can't carry), the customer is
     told plainly in the chat and on the page, and a queued customer keeps their place. Returns the text."""
-    conversation = await session.get(Conversation, call.conversation_id)
+    conversation = await service.get_conversation(session, call)
     text = "视频客服线路已满，暂时无法接通视频。" + await _queue_text(session, conversation)
     if await service.transition(
         session, call, from_states=ACTIVE_STATES, state=CallState.FAILED, end_reason="no_capacity", ended_at=utcnow()
@@ -196,6 +200,7 @@ async def _queue_text(session: AsyncSession, conversation: Conversation) -> str:
     """Where a customer whose video didn't happen stands: still queued (and how far back), or still served."""
     if conversation.state != ConversationState.QUEUED:
         return "您可以继续在这里文字沟通，或稍后再点「视频客服」。"
+    assert conversation.id is not None
     escalation = await conversations.get_open_escalation(session, conversation.id)
     ahead = await conversations.queue_position(session, escalation) - 1 if escalation else 0
     return (
@@ -210,11 +215,14 @@ async def do_ring(session: AsyncSession, registry: CallRegistry, call: VideoCall
     agents, until `video_ring_timeout_s`."""
     now = utcnow()
     deadline = now + timedelta(seconds=registry.settings.video_ring_timeout_s)
-    conversation = await session.get(Conversation, call.conversation_id)
+    conversation = await service.get_conversation(session, call)
     # Rung alone if someone holds the conversation now (it may have been assigned since the request).
     holder = conversation.agent_id if conversation.state == ConversationState.WITH_AGENT else None
-    if holder is not None and not (await session.get(Agent, holder)).video_capable:
-        holder = None  # whoever of the group answers takes the conversation over
+    if holder is not None:
+        holding = await session.get(Agent, holder)
+        assert holding is not None  # `conversation.agent_id` is a foreign key, and agents are kept
+        if not holding.video_capable:
+            holder = None  # whoever of the group answers takes the conversation over
     if holder is None and conversation.state == ConversationState.QUEUED:
         from api.advisors.flows import preferred_video_agent  # advisors import video: keep it lazy
 
@@ -251,7 +259,8 @@ async def do_accept(session: AsyncSession, registry: CallRegistry, *, agent: Age
         raise Conflict("another agent answered this video call first", code="already_answered")
     if not agent.video_capable:
         raise NotPermitted("only video agents answer video calls", code="not_video_agent")
-    conversation = await session.get(Conversation, call.conversation_id)
+    conversation = await service.get_conversation(session, call)
+    assert conversation.id is not None
     held_by_me = conversation.state == ConversationState.WITH_AGENT and conversation.agent_id == agent.id
     take_over = conversation.state == ConversationState.WITH_AGENT and not held_by_me and call.rung_agent_id is None
     if not held_by_me:
@@ -301,6 +310,7 @@ async def do_connect(registry: CallRegistry, call_id: int, *, formats: dict[str,
         call = await session.get(VideoCall, call_id)
         if call is None or call.agent_id is None:
             return
+        assert call.id is not None
         now = utcnow()
         if not await service.transition(
             session,
@@ -311,8 +321,9 @@ async def do_connect(registry: CallRegistry, call_id: int, *, formats: dict[str,
             ring_deadline=None,
         ):
             return
-        conversation = await session.get(Conversation, call.conversation_id)
+        conversation = await service.get_conversation(session, call)
         agent = await session.get(Agent, call.agent_id)
+        assert agent is not None  # `video_call.agent_id` is a foreign key, and agents are kept
         rows = {
             role: Recording(
                 call_id=call.id,
@@ -386,7 +397,7 @@ async def do_end(
         duration_s=duration,
     ):
         return call
-    conversation = await session.get(Conversation, call.conversation_id)
+    conversation = await service.get_conversation(session, call)
     message = service.system_message(
         conversation, END_TEXTS[final].format(duration=service.format_duration(duration)), _payload(call)
     )
@@ -430,7 +441,7 @@ async def do_miss(registry: CallRegistry, call_id: int) -> None:
             ring_deadline=None,
         ):
             return
-        conversation = await session.get(Conversation, call.conversation_id)
+        conversation = await service.get_conversation(session, call)
         queued = conversation.state == ConversationState.QUEUED
         lead = "视频客服暂时都在忙，没能接听。" if queued else "客服暂时未能接听视频。"
         text = lead + await _queue_text(session, conversation)
@@ -508,7 +519,7 @@ async def finalize_recordings(registry: CallRegistry, call_id: int, results: dic
             if row.status != RecordingStatus.COMPLETE:
                 log.error("call %s: %s recording flagged: %s", call_id, row.party, row.error or "; ".join(row.issues))
         if rows:
-            call = await session.get(VideoCall, call_id)
+            call = await service.get_call(session, call_id)  # the rows' `call_id` is a foreign key: it is there
             service.add_event(session, call, "recordings_finalized", recordings={r.party: r.status for r in rows})
         await session.commit()
     await sealing.remove_plain(on_record)
@@ -568,5 +579,5 @@ async def _tell_agents(registry: CallRegistry, call: VideoCall, kind: str, **ext
         **extra,
     }
     await publish(registry.redis, AGENTS_CHANNEL, event)
-    for agent_id in {call.rung_agent_id, call.agent_id} - {None}:
+    for agent_id in {agent_id for agent_id in (call.rung_agent_id, call.agent_id) if agent_id is not None}:
         await publish(registry.redis, agent_channel(agent_id), event)

@@ -22,6 +22,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCRtpTransceiver, RTCSessionDescription, rtp
@@ -219,7 +220,7 @@ class CallMedia:
 
     def stats(self) -> dict[str, dict]:
         """Frames in, forwarded and recorded per party and kind (what the bench reads), and how they went."""
-        result = {}
+        result: dict[str, dict[str, Any]] = {}
         for role in ROLES:
             link, peer = self.links.get(role), self.links.get(other(role))
             recorder = self.recorders[role]

@@ -12,7 +12,6 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from api.agents.models import Agent
 from api.audit.models import audit
 from api.conversations import service as conversations
-from api.conversations.models import Conversation
 from api.customers.models import Customer
 from api.errors import Conflict, NotPermitted, ResourceNotFound
 from api.realtime import AGENTS_CHANNEL, agent_channel, publish, publish_to_customer
@@ -42,6 +41,7 @@ async def do_verify_identity(
 ) -> IdentityCheck:
     """The agent's face-to-face verdict; a verified identity is written onto the handoff card."""
     call = await _connected_call_of_agent(session, agent, call_id)
+    assert call.id is not None and agent.id is not None  # both read from SQL
     now = utcnow()
     check = IdentityCheck(
         call_id=call.id,
@@ -54,7 +54,7 @@ async def do_verify_identity(
     )
     session.add(check)
     await session.flush()
-    conversation = await session.get(Conversation, call.conversation_id)
+    conversation = await service.get_conversation(session, call)
     escalation = await conversations.get_latest_escalation(session, call.conversation_id)
     if escalation is not None and result == "verified":
         # A new dict: JSON columns only notice reassignment.
@@ -114,6 +114,7 @@ async def do_send_plan(
 ) -> RepaymentPlan:
     """The agent proposes a repayment plan in the call; the customer sees it on the video page to confirm."""
     call = await _connected_call_of_agent(session, agent, call_id)
+    assert call.id is not None and agent.id is not None  # both read from SQL
     plan = RepaymentPlan(
         call_id=call.id,
         conversation_id=call.conversation_id,
@@ -124,7 +125,7 @@ async def do_send_plan(
     )
     session.add(plan)
     await session.flush()
-    conversation = await session.get(Conversation, call.conversation_id)
+    conversation = await service.get_conversation(session, call)
     message = service.system_message(
         conversation,
         plan.summary + "请在视频页面确认。",
@@ -150,6 +151,7 @@ async def do_answer_plan(
     session: AsyncSession, registry: CallRegistry, *, customer: Customer, call_id: int, plan_id: int, accept: bool
 ) -> RepaymentPlan:
     """The customer confirms (or declines) on camera: stored with the call's recordings and the moment in them."""
+    assert customer.id is not None  # the signed-in customer, read from SQL
     call = await service.get_call(session, call_id)
     service.check_party(call, role="customer", party_id=customer.id)
     plan = await session.get(RepaymentPlan, plan_id)
@@ -162,8 +164,9 @@ async def do_answer_plan(
     now = utcnow()
     plan.state = "confirmed" if accept else "declined"
     plan.answered_at, plan.answer_offset_s = now, service.call_offset_s(call, now)
-    plan.recording_ids = [r.id for r in await service.list_recordings(session, call_id=call.id)]
-    conversation = await session.get(Conversation, call.conversation_id)
+    # Rows read from SQL: every id is there (the filter only narrows the type).
+    plan.recording_ids = [r.id for r in await service.list_recordings(session, call_id=call.id) if r.id is not None]
+    conversation = await service.get_conversation(session, call)
     text = (
         "您已确认还款方案，确认过程已随本次通话录像存证。" if accept else "您没有接受这个还款方案，客服会和您继续商量。"
     )

@@ -57,6 +57,12 @@ def reply_channel(api_worker_id: str) -> str:
     return f"yt:video:api:{api_worker_id}"
 
 
+def text(value: bytes | str) -> str:
+    """A Redis reply as text: the app's clients decode replies (`decode_responses=True`), redis-py types them
+    `bytes | str` all the same."""
+    return value.decode() if isinstance(value, bytes) else value
+
+
 @dataclasses.dataclass
 class Announcement:
     """What a media worker says about itself; the API places calls from these."""
@@ -80,7 +86,7 @@ class Announcement:
         return json.dumps(dataclasses.asdict(self))
 
     @classmethod
-    def loads(cls, raw: str) -> Announcement:
+    def loads(cls, raw: bytes | str) -> Announcement:
         data = json.loads(raw)
         return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data})
 

@@ -293,6 +293,7 @@ class PartyRecorder:
             for timeline in self._timelines.values():
                 timeline.close(end_s)
             result = await asyncio.to_thread(measure, self.path)
+            assert self.started_at is not None  # set by start() before the writer thread and the path
             result.started_at, result.ended_at = self.started_at, ended_at
             result.video_codec, result.audio_codec = self.codec.get("video"), self.codec.get("audio")
             result.content_type = codecs.container_for(result.video_codec)[1]

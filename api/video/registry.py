@@ -22,6 +22,7 @@ import uuid
 from datetime import timedelta
 
 from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
 from redis.exceptions import LockError, ResponseError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -62,15 +63,15 @@ class CallRegistry:
         self._loops: list[asyncio.Task] = []
         self._missing_since: dict[str, float] = {}
         self._in_flight = asyncio.Semaphore(MAX_EVENTS_IN_FLIGHT)
-        self._pubsub = None
+        self._pubsub: PubSub | None = None  # subscribed in __aenter__
 
     # --- lifecycle ---
 
     async def __aenter__(self) -> CallRegistry:
         self.recordings_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.recordings_dir.chmod(0o700)  # evidence: readable by the service user only
-        self._pubsub = self.redis.pubsub()
-        await self._pubsub.subscribe(plane.reply_channel(self.worker_id))
+        self._pubsub = pubsub = self.redis.pubsub()
+        await pubsub.subscribe(plane.reply_channel(self.worker_id))
         await self._ensure_group()
         self._loops = [
             asyncio.create_task(plane.forever(self._listen, 0.5, log), name="video-replies"),
@@ -86,10 +87,11 @@ class CallRegistry:
         await asyncio.gather(*self._loops, return_exceptions=True)
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=20)
-        try:
-            await self._pubsub.aclose()
-        except OSError:
-            pass
+        if self._pubsub is not None:
+            try:
+                await self._pubsub.aclose()
+            except OSError:
+                pass
 
     def spawn(self, coro) -> asyncio.Task:
         """Run background work that outlives the request; kept so shutdown can wait for it."""
@@ -106,7 +108,7 @@ class CallRegistry:
     # --- placement and signalling ---
 
     async def media_workers(self) -> list[plane.Announcement]:
-        ids = sorted(await self.redis.smembers(plane.WORKERS_KEY))
+        ids = sorted(plane.text(worker) for worker in await self.redis.smembers(plane.WORKERS_KEY))
         if not ids:
             return []
         raws = await self.redis.mget([plane.announce_key(worker) for worker in ids])
@@ -136,6 +138,10 @@ class CallRegistry:
     async def start_recording(self, call: VideoCall, paths: dict[str, str]) -> dict[str, str | None]:
         """Start each party's file (paths relative to the recordings directory); per role None or why not."""
         try:
+            if call.media_worker is None:  # never placed: nobody holds its media
+                raise UpstreamUnavailable(
+                    "the media server holding this call is not reachable", code="media_worker_unavailable"
+                )
             reply = await self._ask(call.media_worker, {"op": "record", "call_id": call.id, "paths": paths})
         except UpstreamUnavailable as exc:
             return {role: exc.message for role in paths}
@@ -143,6 +149,7 @@ class CallRegistry:
 
     async def teardown(self, call: VideoCall) -> None:
         """Close a finished call's media; its media worker sends the recordings' results back as an event."""
+        assert call.id is not None
         if call.media_worker is not None:
             await self._close(call.media_worker, call.id)
 
@@ -180,6 +187,8 @@ class CallRegistry:
         return reply
 
     async def _listen(self) -> None:
+        if self._pubsub is None:
+            raise RuntimeError("the video registry is not started (no reply subscription)")
         async for item in self._pubsub.listen():
             if item.get("type") != "message":
                 continue
@@ -187,7 +196,8 @@ class CallRegistry:
                 message = json.loads(item["data"])
             except (ValueError, TypeError):
                 continue
-            future = self._rpc.get(message.get("rid")) if isinstance(message, dict) else None
+            rid = message.get("rid") if isinstance(message, dict) else None
+            future = self._rpc.get(rid) if isinstance(rid, str) else None
             if future is not None and not future.done():
                 future.set_result(message)
 
@@ -210,7 +220,9 @@ class CallRegistry:
                 raise
             await self._ensure_group()  # Redis was flushed or restarted empty
             return
-        for _stream, entries in batches or []:
+        # The client's legacy reply shape (redis-py's default): [[stream, [(id, fields), ...]], ...], [] if none.
+        assert isinstance(batches, list)
+        for _stream, entries in batches:
             for entry_id, fields in entries:
                 await self._in_flight.acquire()
                 self.spawn(self._handle(entry_id, fields))
@@ -245,7 +257,7 @@ class CallRegistry:
             pending = await self.redis.xpending_range(
                 plane.EVENTS_STREAM, plane.EVENTS_GROUP, min=entry_id, max=entry_id, count=1
             )
-            if pending and pending[0]["times_delivered"] > MAX_DELIVERIES:
+            if pending and int(pending[0]["times_delivered"]) > MAX_DELIVERIES:
                 log.error("video event %s (%s) given up after %d tries", entry_id, fields, MAX_DELIVERIES)
                 await self.redis.xack(plane.EVENTS_STREAM, plane.EVENTS_GROUP, entry_id)
                 continue
@@ -276,11 +288,12 @@ class CallRegistry:
             for call_id, worker in owners.items():
                 if worker not in workers and await self._gone(worker):
                     await flows.do_orphan(self, call_id)
-            for worker in workers.values():  # media still held for a call that ended (a lost `close`)
-                for call_id in worker.calls:
-                    if owners.get(call_id) != worker.id:
-                        await self._close(worker.id, call_id)
-            for worker in set(await self.redis.smembers(plane.WORKERS_KEY)) - set(workers):
+            for announcement in workers.values():  # media still held for a call that ended (a lost `close`)
+                for call_id in announcement.calls:
+                    if owners.get(call_id) != announcement.id:
+                        await self._close(announcement.id, call_id)
+            listed = {plane.text(member) for member in await self.redis.smembers(plane.WORKERS_KEY)}
+            for worker in listed - set(workers):
                 if await self._gone(worker):
                     await self.redis.srem(plane.WORKERS_KEY, worker)
             await self._reclaim()

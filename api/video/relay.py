@@ -25,6 +25,7 @@ from fractions import Fraction
 import av
 from aiortc import RTCRtpReceiver
 from aiortc.codecs import get_decoder
+from aiortc.codecs.base import Decoder
 from aiortc.jitterbuffer import JitterFrame
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
@@ -91,7 +92,7 @@ class ForwardTrack(MediaStreamTrack):
         self._queue: deque[EncodedFrame] = deque()
         self._ready = asyncio.Event()
         self._need_keyframe = kind == "video"
-        self._decoder = None
+        self._decoder: tuple[str, Decoder] | None = None  # (the sender's mime, its decoder) while transcoding
         self._pending: deque = deque()  # decoded pictures not yet handed to the sender
         self._offset: int | None = None  # out timestamp = source timestamp + offset (continuous across rejoins)
         self._last_out: tuple[int, float] | None = None  # (timestamp, monotonic) of the last one sent

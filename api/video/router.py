@@ -72,6 +72,7 @@ async def current_party(conn: HTTPConnection, session: SessionDep, settings: Set
         if exc.message != "token is not valid here":
             raise
     agent = await current_agent(conn, session, settings)
+    assert agent.id is not None  # read from SQL
     return Party("agent", agent.id, agent)
 
 
@@ -138,10 +139,12 @@ async def list_calls(
 async def read_call(call_id: RecordId, party: CurrentParty, session: SessionDep):
     """The call; agents also get the handoff card, identity checks, plans, recordings and timeline."""
     call = await service.get_call(session, call_id)
+    assert call.id is not None
     if party.role == "customer":
         service.check_party(call, role="customer", party_id=party.id)
         return CallPublic.of(call)
     agent = party.agent
+    assert agent is not None  # `current_party` gives every agent party its agent
     if call.agent_id != agent.id:
         # The conversation's read rule (queued, held by this agent, or a supervisor's): being in the call's
         # skill group is not enough once someone else holds the conversation.
@@ -209,7 +212,7 @@ async def hangup(call_id: RecordId, party: CurrentParty, session: SessionDep, vi
     call = await service.get_call(session, call_id)
     if party.role == "customer" or call.agent_id is not None:
         service.check_party(call, role=party.role, party_id=party.id)
-    elif party.agent.role not in ("supervisor", "admin"):
+    elif party.agent is None or party.agent.role not in ("supervisor", "admin"):  # an agent party has its agent
         raise NotPermitted("answer the call before hanging it up")
     call = await flows.do_end(
         session, video, call_id=call_id, reason=f"{party.role}_hangup", actor_kind=party.role, actor_id=party.id
@@ -235,7 +238,9 @@ async def send_plan(call_id: RecordId, body: PlanTerms, agent: CurrentAgent, ses
 
 @router.get("/calls/{call_id}/plans", response_model=list[PlanPublic])
 async def list_plans(call_id: RecordId, customer: CurrentCustomer, session: SessionDep):
+    assert customer.id is not None  # read from SQL
     call = await service.get_call(session, call_id)
+    assert call.id is not None
     service.check_party(call, role="customer", party_id=customer.id)
     return [PlanPublic.model_validate(p, from_attributes=True) for p in await outcomes.list_plans(session, call.id)]
 

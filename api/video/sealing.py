@@ -124,6 +124,7 @@ async def _run(command: str, settings: Settings) -> int:
         for recording_id in ids:
             async with unit_of_work(engine) as session:
                 row = await session.get(Recording, recording_id)
+                assert row is not None  # listed above; recordings are kept
                 path = root / row.path
                 try:
                     if command == "rewrap":

@@ -12,6 +12,7 @@ import hmac
 import json
 import secrets
 import time
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -74,6 +75,13 @@ async def get_call(session: AsyncSession, call_id: int) -> VideoCall:
     return call
 
 
+async def get_conversation(session: AsyncSession, call: VideoCall) -> Conversation:
+    """The call's conversation (`video_call.conversation_id` is a foreign key, and conversations are kept)."""
+    conversation = await session.get(Conversation, call.conversation_id)
+    assert conversation is not None
+    return conversation
+
+
 def check_party(call: VideoCall, *, role: str, party_id: int) -> None:
     """Only the call's own customer, and the agent who answered it, act on its media (403 otherwise)."""
     if role == "customer" and call.customer_id != party_id:
@@ -94,7 +102,7 @@ async def get_active_for_conversation(session: AsyncSession, conversation_id: in
 
 
 async def list_calls(
-    session: AsyncSession, *, conversation_id: int | None = None, states: list[str] | None = None, limit: int = 50
+    session: AsyncSession, *, conversation_id: int | None = None, states: Sequence[str] | None = None, limit: int = 50
 ) -> list[VideoCall]:
     statement = select(VideoCall).order_by(col(VideoCall.id).desc()).limit(limit)
     if conversation_id is not None:
@@ -144,28 +152,41 @@ async def release_media_worker(session: AsyncSession, call: VideoCall, worker_id
     await session.commit()
 
 
+# The ids below are primary keys read from SQL (never NULL): `if ... is not None` only narrows their type.
+
+
 async def list_due_ringing(session: AsyncSession, now: datetime) -> list[int]:
-    statement = select(VideoCall.id).where(VideoCall.state == CallState.RINGING, col(VideoCall.ring_deadline) < now)
-    return list((await session.exec(statement)).all())
+    statement = select(col(VideoCall.id)).where(
+        col(VideoCall.state) == CallState.RINGING, col(VideoCall.ring_deadline) < now
+    )
+    return [call_id for call_id in (await session.exec(statement)).all() if call_id is not None]
 
 
 async def list_stale_requested(session: AsyncSession, before: datetime) -> list[int]:
-    statement = select(VideoCall.id).where(VideoCall.state == CallState.REQUESTED, col(VideoCall.created_at) < before)
-    return list((await session.exec(statement)).all())
+    statement = select(col(VideoCall.id)).where(
+        col(VideoCall.state) == CallState.REQUESTED, col(VideoCall.created_at) < before
+    )
+    return [call_id for call_id in (await session.exec(statement)).all() if call_id is not None]
 
 
 async def list_active_owners(session: AsyncSession) -> list[tuple[int, str]]:
-    statement = select(VideoCall.id, VideoCall.media_worker).where(
+    statement = select(col(VideoCall.id), col(VideoCall.media_worker)).where(
         col(VideoCall.state).in_(ACTIVE_STATES), col(VideoCall.media_worker).is_not(None)
     )
-    return [(call_id, worker) for call_id, worker in (await session.exec(statement)).all()]
+    return [
+        (call_id, worker)
+        for call_id, worker in (await session.exec(statement)).all()
+        if call_id is not None and worker is not None  # `media_worker IS NOT NULL` above
+    ]
 
 
 async def list_final_among(session: AsyncSession, call_ids: list[int]) -> list[int]:
     if not call_ids:
         return []
-    statement = select(VideoCall.id).where(col(VideoCall.id).in_(call_ids), col(VideoCall.state).not_in(ACTIVE_STATES))
-    return list((await session.exec(statement)).all())
+    statement = select(col(VideoCall.id)).where(
+        col(VideoCall.id).in_(call_ids), col(VideoCall.state).not_in(ACTIVE_STATES)
+    )
+    return [call_id for call_id in (await session.exec(statement)).all() if call_id is not None]
 
 
 def add_event(
@@ -177,6 +198,7 @@ def add_event(
     actor_id: int | None = None,
     **detail: Any,
 ) -> None:
+    assert call.id is not None  # flushed or read from SQL
     session.add(CallEvent(call_id=call.id, kind=kind, actor_kind=actor_kind, actor_id=actor_id, detail=detail))
 
 
@@ -187,6 +209,7 @@ async def list_events(session: AsyncSession, call_id: int) -> list[CallEvent]:
 
 def system_message(conversation: Conversation, text: str, payload: dict | None = None) -> Message:
     """A line in the transcript from the service itself (the call and its outcome)."""
+    assert conversation.id is not None  # read from SQL
     return Message(
         conversation_id=conversation.id,
         customer_id=conversation.customer_id,

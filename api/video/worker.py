@@ -26,7 +26,6 @@ import logging
 import os
 import signal
 import socket
-import sys
 import threading
 import time
 import uuid
@@ -34,10 +33,11 @@ from pathlib import Path
 
 from aiortc import RTCSessionDescription
 from redis.exceptions import RedisError
+from redis.typing import EncodableT, FieldT
 
 from api.errors import UpstreamUnavailable, YuntingError
 from api.masking import install_log_masking
-from api.realtime import DeploymentRedis
+from api.realtime import DeploymentPubSub, DeploymentRedis
 from api.settings import Settings
 from api.video import plane
 from api.video.media import CallMedia
@@ -47,6 +47,7 @@ log = logging.getLogger("yunting.media")
 
 # glibc's `malloc_trim`: frames and codec buffers freed by native threads stay in their malloc arenas
 # otherwise, and the worker's RSS ratchets up call after call (glibc only; elsewhere it is skipped).
+LIBC: ctypes.CDLL | None
 try:
     LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
     LIBC.malloc_trim.argtypes = [ctypes.c_size_t]
@@ -117,7 +118,7 @@ class MediaWorker:
         self._grace: dict[tuple[int, str], asyncio.Task] = {}
         self._tasks: set[asyncio.Task] = set()
         self._emptied = asyncio.Event()  # set when the last call goes (what a drain waits for)
-        self._pubsub = None
+        self._pubsub: DeploymentPubSub | None = None  # subscribed in run()
 
     # --- lifecycle ---
 
@@ -125,8 +126,8 @@ class MediaWorker:
         """Serve until `stop` is set (SIGTERM), then drain."""
         await start_executor_threads()
         self.recordings_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self._pubsub = self.redis.pubsub()
-        await self._pubsub.subscribe(plane.rpc_channel(self.worker_id))
+        self._pubsub = pubsub = self.redis.pubsub()
+        await pubsub.subscribe(plane.rpc_channel(self.worker_id))
         await self.announce()
         loops = [
             asyncio.create_task(plane.forever(self._listen, 0.5, log), name="media-rpc"),
@@ -143,7 +144,7 @@ class MediaWorker:
             try:
                 await self.redis.srem(plane.WORKERS_KEY, self.worker_id)
                 await self.redis.delete(plane.announce_key(self.worker_id))
-                await self._pubsub.aclose()
+                await pubsub.aclose()
             except (RedisError, OSError):
                 pass
 
@@ -304,7 +305,12 @@ class MediaWorker:
 
     async def emit(self, kind: str, call_id: int, **detail) -> None:
         """An event for the API (once, by one API worker); retried while Redis is briefly away."""
-        fields = {"kind": kind, "call_id": str(call_id), "worker": self.worker_id, "detail": json.dumps(detail)}
+        fields: dict[FieldT, EncodableT] = {
+            "kind": kind,
+            "call_id": str(call_id),
+            "worker": self.worker_id,
+            "detail": json.dumps(detail),
+        }
         deadline = time.monotonic() + EMIT_RETRY_S
         while True:
             try:
@@ -319,6 +325,8 @@ class MediaWorker:
     # --- requests from the API workers ---
 
     async def _listen(self) -> None:
+        if self._pubsub is None:
+            raise RuntimeError("the media worker is not started (no request subscription)")
         async for item in self._pubsub.listen():
             if item.get("type") != "message":
                 continue
@@ -357,6 +365,7 @@ async def serve(settings: Settings) -> None:
     if not settings.redis_url:
         raise SystemExit("the media worker needs YUNTING_REDIS_URL: the Redis of the API workers")
     redis = DeploymentRedis.from_url(settings.redis_url, decode_responses=True)
+    assert isinstance(redis, DeploymentRedis)  # redis-py types `from_url` as returning `Redis`; it builds `cls`
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -391,4 +400,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
