@@ -120,11 +120,11 @@ async def _start_dependencies(app: FastAPI, settings: Settings, stack: AsyncExit
     )
     app.state.wechat = WeChatPlatform(
         api_base=api_base,
-        redis_url=redis_url,
+        redis=app.state.redis,
         oa=(settings.oa_app_id, settings.oa_app_secret.get_secret_value()),
         miniapp=(settings.miniapp_app_id, settings.miniapp_app_secret.get_secret_value()),
     )
-    stack.callback(app.state.wechat.close)
+    stack.push_async_callback(app.state.wechat.aclose)
     app.state.wechat_api_base = api_base
     # Official account: the push handler, and its sender (passive / custom-send / pending) for outbound messages.
     app.state.wechat_oa = OaChannel(

@@ -75,3 +75,12 @@ def mask_structure(value):
     if isinstance(value, list):
         return [mask_structure(item) for item in value]
     return value
+
+
+def mask_logger(name: str) -> None:
+    """Mask a library's logger at the logger itself (once), so every handler sees masked records, a test's capture
+    included: httpx logs each request's full URL at INFO, and WeChat's take access_token and secret as query
+    parameters."""
+    logger = logging.getLogger(name)
+    if not any(isinstance(f, MaskingFilter) for f in logger.filters):
+        logger.addFilter(MaskingFilter())

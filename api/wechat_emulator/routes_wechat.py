@@ -1,7 +1,7 @@
 """The WeChat-side HTTP API, on WeChat's real paths and with WeChat's answers.
 
 Failures are ``{"errcode", "errmsg"}`` with HTTP 200, as WeChat does; bodies are parsed
-by hand because WeChat (and wechatpy, which sends no Content-Type) ignores the media type.
+by hand because WeChat ignores the media type (our client, like wechatpy, sends no Content-Type).
 """
 
 from __future__ import annotations

@@ -164,7 +164,9 @@ class OaChannel:
             age = time.time() - int(timestamp)
         except ValueError:
             return self.budget_s
-        return max(MIN_BUDGET_S, min(self.budget_s, WECHAT_DEADLINE_S - DEADLINE_MARGIN_S - max(0.0, age)))
+        # The floor gives an old push its moment, but never more than configured.
+        floor = min(MIN_BUDGET_S, self.budget_s)
+        return max(floor, min(self.budget_s, WECHAT_DEADLINE_S - DEADLINE_MARGIN_S - max(0.0, age)))
 
     async def _dispatch(self, push: Push, budget_s: float) -> str | None:
         if push.interaction is not None:

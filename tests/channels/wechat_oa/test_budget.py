@@ -25,6 +25,8 @@ def test_a_fresh_push_gets_the_configured_budget_less_at_most_the_timestamps_rou
     assert 3.5 - 0.05 <= budget <= 4.0
     assert oa.budget_for(str(int(now) + 30)) == 4.0  # a clock behind WeChat's: never more than configured
     assert channel(300).budget_for(str(int(now))) == 0.3
+    # Below the floor for old pushes too (tests' "every answer is late" app): what is configured, no more.
+    assert channel(1).budget_for(str(int(now))) == channel(1).budget_for(str(int(now) - 10)) == 0.001
 
 
 def test_a_push_that_waited_gets_what_is_left_of_wechats_five_seconds():
