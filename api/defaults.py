@@ -1,4 +1,4 @@
-"""Default factories for SQL table models' JSON columns.
+"""Default factories for SQL table models' JSON columns, and the config of API shapes sharing a table's fields.
 
 Plain Python functions on purpose, not the `list`/`dict` types: SQLModel asks pydantic for each default at every
 instantiation, pydantic reads the factory's signature each time (does it take the validated data?), and a
@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlmodel.main import SQLModelConfig
+
 
 def empty_list() -> list[Any]:
     return []
@@ -18,3 +20,9 @@ def empty_list() -> list[Any]:
 
 def empty_dict() -> dict[str, Any]:
     return {}
+
+
+PUBLIC_SHAPE = SQLModelConfig(json_schema_serialization_defaults_required=True)
+"""The config of an `XPublic(XBase)` response shape (SQLModel's "multiple models": `XBase` holds the fields the
+table `X` and the API share): a column's default is what a new row gets, so in the API's schema the field stays
+required (a response always carries it), as it was when the shape copied the columns."""

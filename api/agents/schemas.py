@@ -7,8 +7,10 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from api.agents.models import AgentBase
 from api.bounds import RecordId
 from api.conversations.schemas import ConversationDetail, MessagePublic
+from api.defaults import PUBLIC_SHAPE
 
 
 class AgentLogin(BaseModel):
@@ -16,15 +18,10 @@ class AgentLogin(BaseModel):
     password: str = Field(min_length=1, max_length=256)
 
 
-class AgentPublic(BaseModel):
+class AgentPublic(AgentBase):
+    model_config = PUBLIC_SHAPE
+
     id: int
-    username: str
-    display_name: str
-    role: str
-    skills: list[str]
-    capacity: int
-    presence: str
-    video_capable: bool
 
 
 class AgentSession(BaseModel):

@@ -32,10 +32,12 @@ class Direction(StrEnum):
     OUT = "out"
 
 
-class Conversation(SQLModel, table=True):
-    """One customer's case from first message to close, across channels."""
+class ConversationBase(SQLModel):
+    """The columns an agent sees as they are (`ConversationDetail`); the table adds its id and the rest.
 
-    id: int | None = Field(default=None, primary_key=True)
+    A field with `sa_column` holds one Column object: only one table model may inherit it.
+    """
+
     customer_id: int = Field(foreign_key="customer.id", index=True)
     state: str = Field(default=ConversationState.BOT, max_length=16, index=True)
     current_channel: str = Field(max_length=16)
@@ -43,39 +45,53 @@ class Conversation(SQLModel, table=True):
     intent: str | None = Field(default=None, max_length=64)
     intent_confidence: float | None = None
     slots: dict[str, Any] = Field(default_factory=empty_dict, sa_column=Column(JSON, nullable=False))
-    low_confidence_turns: int = 0
     agent_id: int | None = Field(default=None, foreign_key="agent.id", index=True)
     previous_conversation_id: int | None = Field(default=None, foreign_key="conversation.id")
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Conversation(ConversationBase, table=True):
+    """One customer's case from first message to close, across channels."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    low_confidence_turns: int = 0
     disposition: str | None = Field(default=None, max_length=64)
     csat: int | None = None
-    created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
     closed_at: datetime | None = None
 
 
-class Message(SQLModel, table=True):
+class MessageBase(SQLModel):
+    """The columns the API shows as they are (`MessagePublic`, its text masked for agents); the table adds the rest.
+
+    A field with `sa_column` holds one Column object: only one table model may inherit it.
+    """
+
+    conversation_id: int = Field(foreign_key="conversation.id", index=True)
+    channel: str = Field(max_length=16)
+    direction: str = Field(max_length=4)
+    sender_kind: str = Field(max_length=16)
+    # An agent's internal note: kept in the record, never delivered to the customer.
+    internal: bool = False
+    text: str = Field(sa_column=Column(Text, nullable=False))
+    # Structured content beside the text: a video invitation, an image, a mini-program card.
+    payload: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    created_at: datetime = Field(default_factory=utcnow, index=True)
+
+
+class Message(MessageBase, table=True):
     """Every inbound and outbound message; a platform id is unique per channel (dedup of retries)."""
 
     __table_args__ = (UniqueConstraint("channel", "platform_msg_id", name="uq_message_platform_id"),)
 
     id: int | None = Field(default=None, primary_key=True)
-    conversation_id: int = Field(foreign_key="conversation.id", index=True)
     customer_id: int = Field(foreign_key="customer.id", index=True)
-    channel: str = Field(max_length=16)
-    direction: str = Field(max_length=4)
-    sender_kind: str = Field(max_length=16)
     agent_id: int | None = Field(default=None, foreign_key="agent.id")
-    # An agent's internal note: kept in the record, never delivered to the customer.
-    internal: bool = False
     kind: str = Field(default="text", max_length=16)
-    text: str = Field(sa_column=Column(Text, nullable=False))
-    # Structured content beside the text: a video invitation, an image, a mini-program card.
-    payload: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     platform_msg_id: str | None = Field(default=None, max_length=128)
     in_reply_to: int | None = Field(default=None, foreign_key="message.id")
     intent: str | None = Field(default=None, max_length=64)
     confidence: float | None = None
-    created_at: datetime = Field(default_factory=utcnow, index=True)
 
 
 class Escalation(SQLModel, table=True):

@@ -7,19 +7,14 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from api.conversations.models import ConversationBase, MessageBase
+from api.defaults import PUBLIC_SHAPE
 from api.delivery.schemas import DeliveryPublic
 
 
-class MessagePublic(BaseModel):
+class MessagePublic(MessageBase):
     id: int
-    conversation_id: int
-    direction: str
-    sender_kind: str
-    text: str
-    channel: str
-    created_at: datetime
-    payload: dict[str, Any] | None = None
-    internal: bool = False
+    created_at: datetime  # required in the API's schema (`payload`, `internal` and `delivery` are optional)
     # An agent message's way to the customer (agent views only; see api/delivery).
     delivery: DeliveryPublic | None = None
 
@@ -37,18 +32,10 @@ class ConversationBrief(BaseModel):
         return cls(id=conversation.id, state=conversation.state)
 
 
-class ConversationDetail(BaseModel):
+class ConversationDetail(ConversationBase):
+    model_config = PUBLIC_SHAPE
+
     id: int
-    customer_id: int
-    state: str
-    current_channel: str
-    channel_path: list[str]
-    intent: str | None
-    intent_confidence: float | None
-    slots: dict[str, Any]
-    agent_id: int | None
-    previous_conversation_id: int | None
-    created_at: datetime
 
     @classmethod
     def of(cls, conversation) -> ConversationDetail:

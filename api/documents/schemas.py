@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from pydantic import BaseModel, Field
 
+from api.defaults import PUBLIC_SHAPE
+from api.documents.models import DocumentBase, DocumentRequestBase
 
-class DocumentPublic(BaseModel):
+
+class DocumentPublic(DocumentBase):
+    model_config = PUBLIC_SHAPE
+
     id: int
-    conversation_id: int
-    message_id: int | None
-    request_id: int | None
-    channel: str
-    kind: str
-    content_type: str
-    size_bytes: int
-    sha256: str
-    created_at: datetime
 
 
 class Uploaded(BaseModel):
@@ -30,10 +24,7 @@ class RequestCreate(BaseModel):
     what: str = Field(min_length=1, max_length=200, description="what the customer is asked to send")
 
 
-class RequestPublic(BaseModel):
+class RequestPublic(DocumentRequestBase):
+    model_config = PUBLIC_SHAPE
+
     id: int
-    conversation_id: int
-    what: str
-    state: str
-    created_at: datetime
-    fulfilled_at: datetime | None

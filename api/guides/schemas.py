@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
-
 from pydantic import BaseModel, Field
 
-from api.guides.models import Guide
+from api.defaults import PUBLIC_SHAPE
+from api.guides.models import Guide, GuideBase
 
 
 class GuideCreate(BaseModel):
@@ -21,16 +19,10 @@ class Progress(BaseModel):
     done: bool = False
 
 
-class GuidePublic(BaseModel):
+class GuidePublic(GuideBase):
+    model_config = PUBLIC_SHAPE
+
     id: int
-    conversation_id: int
-    page: str
-    title: str
-    steps: list[str]
-    current_step: int
-    state: str
-    progress: list[dict[str, Any]]
-    updated_at: datetime
 
     @classmethod
     def of(cls, guide: Guide) -> GuidePublic:
