@@ -123,4 +123,8 @@ class ThreadedServer:
         self.thread.join(timeout=10)
         if self.thread.is_alive():  # still draining: stop waiting for connections, run the lifespan's shutdown
             self.server.force_exit = True
-            self.thread.join(timeout=10)
+            # The lifespan's own bounds add up to ~25 s (the video registry lets in-flight call events finish for
+            # up to 20 s); a server still running after that would go on using what its owner stops next.
+            self.thread.join(timeout=50)
+        if self.thread.is_alive():
+            raise RuntimeError(f"the server on port {self.port} did not stop within 60 s (its lifespan hangs)")
