@@ -340,12 +340,20 @@ class RasaClient:
         if replica.probe is None or replica.probe.done():
             replica.probe = asyncio.get_running_loop().create_task(self._probe(replica), name="nlu-probe")
 
+    def _admit(self, replica: Replica) -> None:
+        replica.admitted = True
+        # One kept only as the last one standing that has never answered `/status` (still loading at start-up)
+        # isn't the last any more: it goes out until its own probe sees it serve.
+        for other in self.replicas:
+            if other is not replica and other.admitted and other.model_id is None:
+                self._eject(other, "no answer to its first /status yet")
+
     async def _probe(self, replica: Replica) -> None:
         delay = PROBE_FIRST_S
         while replica in self.replicas and not replica.admitted:
             await asyncio.sleep(delay)
             if await self._read_status(replica):
-                replica.admitted = True
+                self._admit(replica)
                 log.warning("NLU replica %s re-admitted (serves %s)", replica.url, replica.model_file)
                 return
             delay = min(delay * 2, PROBE_MAX_S)
@@ -388,7 +396,7 @@ class RasaClient:
             status = await self._read_status(replica)
             if status is not None:
                 if not replica.admitted:
-                    replica.admitted = True
+                    self._admit(replica)
                 return {**status, "replicas": self.replica_states()}
         raise NluUnavailable("no NLU replica answers /status")
 

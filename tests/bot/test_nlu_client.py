@@ -257,6 +257,36 @@ async def test_a_replica_still_loading_at_start_takes_no_parse_and_is_admitted_o
         await client.aclose()
 
 
+async def test_two_replicas_loading_at_start_the_first_that_serves_is_the_only_one_admitted():
+    # `make run` with two replicas: neither listens yet. The second is kept as the last one standing (every
+    # parse may still try it), but once the first serves, the one that never answered goes out until it does.
+    first_port, second_port = free_port(), free_port()
+    client = RasaClient([f"http://127.0.0.1:{first_port}", f"http://127.0.0.1:{second_port}"], timeout_s=3)
+    await client.start()
+    for _ in range(50):
+        if client.replica_states()[1]["failures"] >= 1:
+            break
+        await asyncio.sleep(0.05)
+    assert [r["admitted"] for r in client.replica_states()] == [False, True]  # the last one standing
+    first = LocalServer(port=first_port)
+    async with first:
+        for _ in range(60):
+            if client.replica_states()[0]["admitted"]:
+                break
+            await asyncio.sleep(0.1)
+        assert [r["admitted"] for r in client.replica_states()] == [True, False]
+        await asyncio.gather(*(client.parse(f"w{i}") for i in range(5)))
+        assert first.parses == 5
+        second = LocalServer(port=second_port)
+        async with second:
+            for _ in range(60):
+                if client.replica_states()[1]["admitted"]:
+                    break
+                await asyncio.sleep(0.1)
+            assert [r["admitted"] for r in client.replica_states()] == [True, True]
+    await client.aclose()
+
+
 async def test_a_replica_that_times_out_is_ejected_and_the_next_parse_goes_elsewhere():
     async def never(writer, text):
         await asyncio.sleep(10)
