@@ -18,7 +18,8 @@ find_python = $(shell for c in python$(1) $$(pyenv root 2>/dev/null)/versions/$(
 PY311 := $(call find_python,3.11)
 PY310 := $(call find_python,3.10)
 
-.PHONY: help setup run migrate test lint typecheck train nlu-eval nlu-validate agent browser turn clean audit-verify
+.PHONY: help setup run migrate test lint typecheck train nlu-eval nlu-validate agent browser turn clean audit-verify \
+	bench-video-deps
 
 help:
 	@echo "make run    - set up and run Yunting on the embedded defaults (prints the URLs)"
@@ -30,6 +31,7 @@ help:
 	@echo "make nlu-eval - validate nlu_data/ and run 5-fold cross-validation (writes docs/nlu-eval.md)"
 	@echo "make audit-verify - check the audit trail's hash chain (names the first broken row)"
 	@echo "make agent USERNAME=alice SKILLS=cards,general [ROLE=agent] - create a console user"
+	@echo "make bench-video-deps - Debian's GStreamer WebRTC for the video bench's cheap clients (--clients gst)"
 
 setup: $(VENV)/.installed $(RASA_VENV)/.installed
 
@@ -93,6 +95,22 @@ turn:
 	@command -v turnserver >/dev/null 2>&1 || { \
 		echo "[yunting] installing Debian's coturn for the TURN test ..."; \
 		apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq coturn >/dev/null; }
+
+# Debian's GStreamer (webrtcbin, libnice, DTLS/SRTP, RTP payloaders) and PyGObject for the video bench's cheap
+# call parties (`bench/video/run.py --clients gst`, run by Debian's /usr/bin/python3), and openssl for their
+# DTLS certificate. Bench only: not part of `make test` or CI.
+GST_BENCH_CHECK := import gi; gi.require_version("Gst", "1.0"); gi.require_version("GstWebRTC", "1.0"); \
+	gi.require_version("GstSdp", "1.0"); gi.require_version("GstApp", "1.0"); from gi.repository import Gst; \
+	Gst.init(None); missing = [e for e in ("webrtcbin", "nicesrc", "dtlssrtpdec", "rtpvp8pay", "rtpvp8depay", \
+	"rtpopuspay", "rtpopusdepay", "opusenc", "appsrc", "appsink", "fakesink") if not Gst.ElementFactory.find(e)]; \
+	assert not missing, missing
+bench-video-deps:
+	@{ command -v openssl >/dev/null 2>&1 && /usr/bin/python3 -c '$(GST_BENCH_CHECK)' >/dev/null 2>&1; } || { \
+		echo "[yunting] installing Debian's GStreamer WebRTC plugins and PyGObject for the video bench ..."; \
+		apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl python3-gi \
+			gir1.2-gstreamer-1.0 gir1.2-gst-plugins-base-1.0 gir1.2-gst-plugins-bad-1.0 gstreamer1.0-plugins-base \
+			gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-nice >/dev/null; }
+	@/usr/bin/python3 -c '$(GST_BENCH_CHECK)'
 
 lint: setup
 	@$(PY) -m ruff format --check .

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import fractions
+import json
+import struct
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -154,3 +157,198 @@ class BenchParty:
         for task in self._readers:
             task.cancel()
         await self.pc.close()
+
+
+def write_ivf(clip: list[bytes], path: Path, *, fps: int, width: int = 640, height: int = 480) -> Path:
+    """The clip's VP8 frames as an IVF file, for the GStreamer parties (`bench/video/gst_parties.py`)."""
+    with open(path, "wb") as out:
+        out.write(b"DKIF" + struct.pack("<HH4sHHIIII", 0, 32, b"VP80", width, height, fps, 1, len(clip), 0))
+        for index, frame in enumerate(clip):
+            out.write(struct.pack("<IQ", len(frame), index) + frame)
+    return path
+
+
+class AiortcClients:
+    """The parties as aiortc peers in this process (the default)."""
+
+    def __init__(self, clip: list[bytes], fps: int) -> None:
+        self.clip, self.fps = clip, fps
+
+    async def __aenter__(self) -> AiortcClients:
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        pass
+
+    def party(self) -> BenchParty:
+        return BenchParty(self.clip, self.fps)
+
+    async def refresh(self) -> None:
+        """The parties' counts are live attributes here: nothing to fetch."""
+
+    def pids(self) -> list[int]:
+        return []  # this process: the bench reads its own CPU time
+
+
+class _Counts:
+    def __init__(self) -> None:
+        self.sent = 0
+        self.keyframes_requested = 0
+
+
+class _PartyEvent(asyncio.Event):
+    """An asyncio.Event whose wait() fails at once when the party's connection has failed (rather than hang)."""
+
+    def __init__(self, failed: asyncio.Event, what: str) -> None:
+        super().__init__()
+        self._failed, self._what = failed, what
+
+    async def wait(self) -> bool:
+        waiters = [asyncio.ensure_future(super().wait()), asyncio.ensure_future(self._failed.wait())]
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+        if not self.is_set():
+            raise RuntimeError(f"GStreamer party's connection failed before {self._what}")
+        return True
+
+
+class GstParty:
+    """One side of a call, held in the GStreamer parties' process; the same face as BenchParty. Counts are as of
+    the last `GstClients.refresh()`."""
+
+    def __init__(self, clients: GstClients, number: int) -> None:
+        self.clients, self.number = clients, number
+        self.video = _Counts()
+        self.video_received = 0
+        self.audio_received = 0
+        self.state = "new"
+        self.failed = asyncio.Event()
+        self.connected = _PartyEvent(self.failed, "it connected")
+        self.first_video = _PartyEvent(self.failed, "its first frame")
+
+    async def negotiate(self, http, call_id: int) -> None:
+        offer = await self.clients.request("offer", party=self.number)
+        response = await http.post(f"/video/calls/{call_id}/offer", json={"sdp": offer["sdp"], "type": "offer"})
+        assert response.status_code == 200, response.text
+        await self.clients.request("answer", party=self.number, sdp=response.json()["sdp"])
+
+    def update(self, counts: dict) -> None:
+        self.video.sent, self.video.keyframes_requested = counts["video_sent"], counts["keyframes_requested"]
+        self.video_received, self.audio_received = counts["video_received"], counts["audio_received"]
+        self.state = counts["state"]
+
+    async def close(self) -> None:
+        await self.clients.request("close", party=self.number)
+
+
+class GstClients:
+    """The parties on GStreamer's webrtcbin, all in one process of Debian's Python (`bench/video/gst_parties.py`),
+    driven over line-based JSON; their media runs on GStreamer's C threads, not in this process."""
+
+    PYTHON = "/usr/bin/python3"  # Debian's, with PyGObject (python3-gi): `make bench-video-deps`
+
+    def __init__(self, clip: list[bytes], fps: int) -> None:
+        self.clip, self.fps = clip, fps
+        self.parties: dict[int, GstParty] = {}
+        self._process: asyncio.subprocess.Process | None = None
+        self._reader: asyncio.Task | None = None
+        self._pending: dict[int, asyncio.Future] = {}
+        self._next_req = 0
+        self._dir = Path(tempfile.mkdtemp(prefix="yt-bench-gst-"))
+        self._ready = asyncio.Event()
+
+    async def __aenter__(self) -> GstClients:
+        ivf = write_ivf(self.clip, self._dir / "clip.ivf", fps=self.fps)
+        script = Path(__file__).resolve().parent / "gst_parties.py"
+        self._stderr = open(self._dir / "gst_parties.log", "w")
+        self._process = await asyncio.create_subprocess_exec(
+            self.PYTHON,
+            str(script),
+            "--clip",
+            str(ivf),
+            "--fps",
+            str(self.fps),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=self._stderr,
+            limit=2**24,
+        )
+        self._reader = asyncio.ensure_future(self._read())
+        try:
+            await asyncio.wait_for(self._ready.wait(), 60)  # set by its "ready", or when it exits
+        except TimeoutError:
+            pass
+        if self._reader.done() or not self._ready.is_set():
+            if self._process.returncode is None:
+                self._process.kill()
+            await self._process.wait()
+            self._stderr.close()
+            log = (self._dir / "gst_parties.log").read_text()[-2000:]
+            raise RuntimeError(
+                f"GStreamer parties did not start (`make bench-video-deps` installs what they need); "
+                f"{self._dir / 'gst_parties.log'}:\n{log}"
+            )
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        assert self._process is not None
+        if self._process.returncode is None:
+            try:
+                await asyncio.wait_for(self.request("quit"), 30)
+                await asyncio.wait_for(self._process.wait(), 30)
+            except (TimeoutError, RuntimeError, OSError):  # OSError: it had gone (a broken pipe)
+                self._process.kill()
+                await self._process.wait()
+        if self._reader is not None:
+            self._reader.cancel()
+        self._stderr.close()
+        (self._dir / "clip.ivf").unlink(missing_ok=True)  # the log stays, as the server's do
+
+    async def _read(self) -> None:
+        assert self._process is not None and self._process.stdout is not None
+        while line := await self._process.stdout.readline():
+            message = json.loads(line)
+            if "req" in message:
+                future = self._pending.pop(message["req"], None)
+                if future is not None and not future.done():
+                    if "error" in message:
+                        future.set_exception(RuntimeError(f"GStreamer party: {message['error']}"))
+                    else:
+                        future.set_result(message)
+            elif message.get("event") == "ready":
+                self._ready.set()
+            elif (party := self.parties.get(message.get("party", -1))) is not None:
+                {"connected": party.connected, "first_video": party.first_video, "failed": party.failed}[
+                    message["event"]
+                ].set()
+        self._ready.set()  # the process ended: whoever waits for it to start learns so at once
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(RuntimeError(f"GStreamer parties exited; see {self._dir / 'gst_parties.log'}"))
+
+    async def request(self, op: str, **fields) -> dict:
+        assert self._process is not None and self._process.stdin is not None
+        if self._process.returncode is not None or (self._reader is not None and self._reader.done()):
+            raise RuntimeError(f"GStreamer parties exited; see {self._dir / 'gst_parties.log'}")
+        self._next_req += 1
+        future = asyncio.get_running_loop().create_future()
+        self._pending[self._next_req] = future
+        self._process.stdin.write((json.dumps({"req": self._next_req, "op": op, **fields}) + "\n").encode())
+        await self._process.stdin.drain()
+        return await future
+
+    def party(self) -> GstParty:
+        party = GstParty(self, len(self.parties))
+        self.parties[party.number] = party
+        return party
+
+    async def refresh(self) -> None:
+        counts = (await self.request("counts"))["parties"]
+        for number, values in counts.items():
+            self.parties[int(number)].update(values)
+
+    def pids(self) -> list[int]:
+        return [self._process.pid] if self._process is not None else []

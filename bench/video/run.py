@@ -11,6 +11,11 @@ Method
   measure the server: each sends a pre-encoded VP8 clip (640×480, 25 fps by default, ~800 kbit/s,
   panning textured picture, keyframe every second) packet by packet plus a live 48 kHz tone, and counts
   what it receives without decoding it (aiortc's decoder thread is swapped for a counter in this process).
+  Those Python peers cost about as much CPU as the server and saturate their one process at N ≥ 8; with
+  `--clients gst` the parties are GStreamer webrtcbin peers instead, all in one process of Debian's Python
+  (`bench/video/gst_parties.py`, media on GStreamer's C threads; `make bench-video-deps`): the same VP8 clip
+  (VP8 only, a keyframe on request) and a pre-encoded Opus tone, received frames counted after depayloading,
+  never decoded. Their process's CPU is added to the clients' column.
 - Every call goes through the real API: login, 转人工, consent, the customer's offer, ringing, the
   agent's accept and offer. Setup time = the agent's offer POST → the agent's connection `connected`,
   and → the first customer frame at the agent.
@@ -26,6 +31,7 @@ Method
 
     .venv/bin/python bench/video/run.py                        # N = 1 2 4 8 12, 2 media workers
     .venv/bin/python bench/video/run.py --calls 1 2 --setups record:2 relay:2 --window 15 --setup-calls 0
+    .venv/bin/python bench/video/run.py --clients gst --calls 1 2 8 --window 10   # the cheap clients
 """
 
 from __future__ import annotations
@@ -53,7 +59,9 @@ from api.db import create_engine, unit_of_work  # noqa: E402
 from api.embedded import EmbeddedRedis, ThreadedServer, free_port  # noqa: E402
 from api.video import plane  # noqa: E402
 from api.wechat_emulator.app import create_app as create_emulator  # noqa: E402
-from bench.video.clients import BenchParty, install_counting_decoder, make_clip  # noqa: E402
+from bench.video.clients import AiortcClients, GstClients, install_counting_decoder, make_clip  # noqa: E402
+
+CLIENTS = {"aiortc": AiortcClients, "gst": GstClients}
 
 PY = sys.executable
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -166,11 +174,11 @@ class Server:
 class Call:
     """One customer, one agent, one call through the API."""
 
-    def __init__(self, server: Server, clip, fps: int, http_customer, http_agent) -> None:
-        self.server, self.clip, self.fps = server, clip, fps
+    def __init__(self, server: Server, clients, http_customer, http_agent) -> None:
+        self.server, self.clients = server, clients
         self.customer_http, self.agent_http = http_customer, http_agent
-        self.customer = BenchParty(clip, fps)
-        self.agent = BenchParty(clip, fps)
+        self.customer = clients.party()
+        self.agent = clients.party()
         self.id = 0
         self.setup_connected = self.setup_first_frame = 0.0
         self.setup_keyframe_requests = 0
@@ -200,6 +208,7 @@ class Call:
         self.setup_connected = time.monotonic() - t0
         await asyncio.wait_for(self.agent.first_video.wait(), 30)
         self.setup_first_frame = time.monotonic() - t0
+        await self.clients.refresh()
         self.setup_keyframe_requests = self.customer.video.keyframes_requested  # PLI/FIR the server passed on
         self.connected_at = time.monotonic()
 
@@ -245,7 +254,7 @@ async def login_agent(server: Server, url: str) -> httpx.AsyncClient:
     return client
 
 
-async def new_calls(server: Server, clip, fps: int, n: int) -> list[Call]:
+async def new_calls(server: Server, clients, n: int) -> list[Call]:
     """Sign everyone in before any call starts. (On SQLite a login's savepoint read-then-write fails at once
     with "database is locked" if another connection commits in between, e.g. a finished call's recordings
     being finalized; PostgreSQL doesn't mind. Logging in up front keeps that out of the figures.)"""
@@ -255,7 +264,7 @@ async def new_calls(server: Server, clip, fps: int, n: int) -> list[Call]:
             # Several workers: call i's customer talks to worker i, its agent to the next one (no stickiness).
             customer_url, agent_url = server.urls[i % len(server.urls)], server.urls[(i + 1) % len(server.urls)]
             customer_http = await login_customer(server, http, customer_url)
-            calls.append(Call(server, clip, fps, customer_http, await login_agent(server, agent_url)))
+            calls.append(Call(server, clients, customer_http, await login_agent(server, agent_url)))
     return calls
 
 
@@ -292,24 +301,33 @@ def percentile(ordered: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
-async def run_concurrent(mode: str, n: int, clip, fps: int, window: float, warmup: float, media_workers: int) -> dict:
-    async with Server(mode, media_workers) as server:
-        calls = await new_calls(server, clip, fps, n)
+async def run_concurrent(
+    mode: str, n: int, clip, fps: int, window: float, warmup: float, media_workers: int, clients_kind: str = "aiortc"
+) -> dict:
+    async with Server(mode, media_workers) as server, CLIENTS[clients_kind](clip, fps) as clients:
+        calls = await new_calls(server, clients, n)
         for call in calls:
             await call.start()
         await asyncio.sleep(warmup)
         prober = Prober(calls, window)
-        s0, c0, t0 = await server.stats(), [c.counters() for c in calls], time.monotonic()
+        s0 = await server.stats()
+        await clients.refresh()
+        c0, t0 = [c.counters() for c in calls], time.monotonic()
         (api0, media0), driver0, machine0 = server.cpu_seconds(), time.process_time(), machine_busy_seconds()
+        # The clients' own processes, if any (the GStreamer parties): with this one, "the clients' CPU".
+        parties0 = sum(cpu_seconds(pid) for pid in clients.pids())
         await prober.start()
         api_latency = await prober.result()  # returns after the window
-        s1, c1, t1 = await server.stats(), [c.counters() for c in calls], time.monotonic()
+        s1 = await server.stats()
+        await clients.refresh()
+        c1, t1 = [c.counters() for c in calls], time.monotonic()
         (api1, media1), load = server.cpu_seconds(), os.getloadavg()
         elapsed = t1 - t0
+        parties_cores = (sum(cpu_seconds(pid) for pid in clients.pids()) - parties0) / elapsed
         driver_cores = (time.process_time() - driver0) / elapsed
         server_cores = (api1 - api0 + media1 - media0) / elapsed
         # Anything else running on the machine skews the figures: report how much there was.
-        others_cores = (machine_busy_seconds() - machine0) / elapsed - driver_cores - server_cores
+        others_cores = (machine_busy_seconds() - machine0) / elapsed - driver_cores - parties_cores - server_cores
         per_call = []
         for call, a, b in zip(calls, c0, c1, strict=False):
             m0, m1 = s0[str(call.id)]["media"], s1[str(call.id)]["media"]
@@ -358,7 +376,13 @@ async def run_concurrent(mode: str, n: int, clip, fps: int, window: float, warmu
         "no_frame_loss": ok,
         "api": api_latency,
         "hangup_max_ms": round(max(hangups) * 1000, 1),
-        "clients_cpu_cores": round(driver_cores, 3),
+        "clients": clients_kind,
+        "clients_cpu_cores": round(driver_cores + parties_cores, 3),
+        **(
+            {"clients_cpu_split": {"driver": round(driver_cores, 3), "gst": round(parties_cores, 3)}}
+            if clients.pids()
+            else {}
+        ),
         "other_processes_cores": round(max(0.0, others_cores), 3),
         "load_avg": [round(v, 2) for v in load],
         "setup_first_frame_s": [round(c.setup_first_frame, 3) for c in calls],
@@ -395,11 +419,11 @@ async def check_recordings(server: Server, calls: list[Call]) -> list[dict]:
     return results
 
 
-async def run_setup(n: int, clip, fps: int) -> dict:
+async def run_setup(n: int, clip, fps: int, clients_kind: str = "aiortc") -> dict:
     """Call setup on an idle server, one call at a time: offer → connected, offer → first frame."""
     connected, first, keyframe_requests = [], [], []
-    async with Server("record") as server:
-        for call in await new_calls(server, clip, fps, n):
+    async with Server("record") as server, CLIENTS[clients_kind](clip, fps) as clients:
+        for call in await new_calls(server, clients, n):
             await call.start()
             connected.append(call.setup_connected)
             first.append(call.setup_first_frame)
@@ -434,6 +458,13 @@ async def main() -> None:
         default=["record:2"],
         help="mode:media_workers to sweep; relay = the baseline without recording",
     )
+    parser.add_argument(
+        "--clients",
+        choices=sorted(CLIENTS),
+        default="aiortc",
+        help="the call parties: aiortc peers in this process, or GStreamer webrtcbin parties in a process of "
+        "Debian's Python (bench/video/gst_parties.py; make bench-video-deps)",
+    )
     parser.add_argument("--fps", type=int, default=25)
     parser.add_argument("--window", type=float, default=20.0)
     parser.add_argument("--warmup", type=float, default=5.0)
@@ -452,11 +483,15 @@ async def main() -> None:
             out.flush()
 
     if args.setup_calls:
-        report({"setup": await run_setup(args.setup_calls, clip, args.fps), "load_avg": os.getloadavg()})
+        timing = await run_setup(args.setup_calls, clip, args.fps, args.clients)
+        report({"setup": timing, "clients": args.clients, "load_avg": os.getloadavg()})
     for setup in args.setups:
         mode, media_workers = setup.split(":")
         for n in args.calls:
-            report(await run_concurrent(mode, n, clip, args.fps, args.window, args.warmup, int(media_workers)))
+            result = await run_concurrent(
+                mode, n, clip, args.fps, args.window, args.warmup, int(media_workers), args.clients
+            )
+            report(result)
 
 
 if __name__ == "__main__":
