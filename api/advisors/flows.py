@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
-from sqlmodel import col, select
+from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from api.advisors import holds, repository, service
@@ -195,20 +195,7 @@ async def sweep_call_preferences(
     """A call ringing only the customer's advisor moves on: to whoever took the conversation meanwhile (the
     group after the advisor's wait, or a claim), or to the whole group once the group's wait is over."""
     now = utcnow()
-    rows = (
-        await session.exec(
-            select(VideoCall, Conversation)
-            .join(Conversation, col(Conversation.id) == VideoCall.conversation_id)
-            .where(
-                VideoCall.state == CallState.RINGING,
-                col(VideoCall.agent_id).is_(None),
-                col(VideoCall.rung_agent_id).is_not(None),
-                col(Conversation.state).in_((ConversationState.QUEUED, ConversationState.WITH_AGENT)),
-            )
-            .limit(limit)
-        )
-    ).all()
-    for call, conversation in rows:
+    for call, conversation in await repository.calls_ringing_an_advisor(session, limit=limit):
         advisor = call.rung_agent_id
         if conversation.state == ConversationState.WITH_AGENT:
             if conversation.agent_id == advisor:

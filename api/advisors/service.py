@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from api.advisors import repository
 from api.agents.models import Agent
-from api.appointments.models import Appointment, AppointmentState
 
 
 def wait_for_group(waits_by_group: dict[str, int], default_s: int, group: str) -> int:
@@ -19,17 +17,7 @@ def wait_for_group(waits_by_group: dict[str, int], default_s: int, group: str) -
 
 async def preferred_agent(session: AsyncSession, *, customer_id: int, conversation_id: int) -> tuple[Agent, str] | None:
     """(agent, why): the agent of the appointment joined in this conversation, else the customer's advisor."""
-    statement = (
-        select(Agent)
-        .join(Appointment, col(Appointment.agent_id) == Agent.id)
-        .where(
-            Appointment.conversation_id == conversation_id,
-            Appointment.state == AppointmentState.JOINED,
-            col(Agent.active).is_(True),
-        )
-        .order_by(col(Appointment.id).desc())
-    )
-    agent = (await session.exec(statement)).first()
+    agent = await repository.appointment_agent(session, conversation_id)
     if agent is not None:
         return agent, "appointment"
     advisor = await repository.get_advisor(session, customer_id)

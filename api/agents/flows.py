@@ -3,11 +3,11 @@ Each writes, commits, then emits."""
 
 from __future__ import annotations
 
-from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from api.agents.models import Agent
 from api.audit.models import audit
+from api.conversations import repository as conversations
 from api.conversations.delivery import Delivery
 from api.conversations.models import Conversation, ConversationState, Direction, Escalation, Message, SenderKind
 from api.delivery import repository as delivery_states
@@ -42,13 +42,6 @@ async def _held(session: AsyncSession, agent: Agent, conversation_id: int) -> Co
     return conversation
 
 
-async def _current_escalation(session: AsyncSession, conversation_id: int) -> Escalation | None:
-    statement = (
-        select(Escalation).where(Escalation.conversation_id == conversation_id).order_by(col(Escalation.id).desc())
-    )
-    return (await session.exec(statement)).first()
-
-
 async def do_send_agent_reply(
     session: AsyncSession, delivery: Delivery, *, agent: Agent, conversation_id: int, text: str
 ) -> Message:
@@ -68,7 +61,7 @@ async def do_send_agent_reply(
     await session.flush()
     delivery_states.create(session, reply)  # pending until it reaches the customer, in the same commit
     now = conversation.updated_at = utcnow()
-    escalation = await _current_escalation(session, conversation.id)
+    escalation = await conversations.latest_escalation(session, conversation.id)
     if escalation is not None and escalation.first_response_at is None:
         escalation.first_response_at = now
     await session.commit()
@@ -116,7 +109,7 @@ async def do_transfer(
     assert agent.id is not None
     conversation = await _held(session, agent, conversation_id)
     assert conversation.id is not None
-    escalation = await _current_escalation(session, conversation.id)
+    escalation = await conversations.latest_escalation(session, conversation.id)
     if to_agent_id is not None:
         return await _transfer_to_agent(session, routing, delivery, agent, conversation, to_agent_id)
     if not to_group:
@@ -236,14 +229,8 @@ async def do_set_presence(
     await session.commit()
     await routing.set_agent(snapshot_of(agent))
     if presence == "offline":
-        held = (
-            await session.exec(
-                select(Conversation).where(
-                    Conversation.agent_id == agent.id, Conversation.state == ConversationState.WITH_AGENT
-                )
-            )
-        ).all()
-        for conversation in held:
+        assert agent.id is not None
+        for conversation in await conversations.held_by(session, agent.id):
             await do_requeue(session, routing, delivery, conversation=conversation, reason="agent_offline")
     if presence == "online":
         await do_assign_waiting_for_agent(session, routing, delivery, agent)

@@ -7,11 +7,10 @@ from collections import Counter
 from datetime import datetime, time
 from zoneinfo import ZoneInfo
 
-from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from api.agents.schemas import TodayFigures
-from api.conversations.models import Conversation, Escalation
+from api.conversations import repository
 
 
 def start_of_today(tz: str, now: datetime) -> datetime:
@@ -31,8 +30,8 @@ def percentile(values: list[float], q: float) -> float | None:
 async def today_figures(session: AsyncSession, *, tz: str, now: datetime) -> TodayFigures:
     """Containment, handoff rate by intent, waits, first response and CSAT since local midnight."""
     since = start_of_today(tz, now)
-    conversations = (await session.exec(select(Conversation).where(col(Conversation.created_at) >= since))).all()
-    escalations = (await session.exec(select(Escalation).where(col(Escalation.created_at) >= since))).all()
+    conversations = await repository.opened_since(session, since)
+    escalations = await repository.escalated_since(session, since)
     escalated_ids = {e.conversation_id for e in escalations}
     by_intent: Counter[str] = Counter()
     escalated_by_intent: Counter[str] = Counter()

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import yaml
 from fastapi import APIRouter
-from sqlmodel import col, select
 
 from api import tickets
 from api.agents import flows, signin
@@ -27,9 +26,9 @@ from api.agents.schemas import (
 )
 from api.audit.models import audit
 from api.bounds import RecordId
-from api.conversations import service as conversations
+from api.conversations import repository as conversations
 from api.conversations.live_card import live_card
-from api.conversations.models import Conversation, ConversationState, Message, SenderKind
+from api.conversations.models import Message, SenderKind
 from api.conversations.schemas import ConversationDetail, MessagePublic
 from api.db import saved_id
 from api.delivery import repository as delivery_states
@@ -97,7 +96,7 @@ async def set_presence(
 async def queue(agent: CurrentAgent, session: SessionDep, all_groups: bool = False):
     """Waiting conversations in the agent's skill groups (every group for supervisors who ask)."""
     groups = None if all_groups and agent.role in ("supervisor", "admin") else agent.skills
-    return [queue_item(e, c) for e, c in await conversations.list_queue(session, skill_groups=groups)]
+    return [queue_item(e, c) for e, c in await conversations.waiting_escalations(session, skill_groups=groups)]
 
 
 def queue_item(escalation, conversation) -> QueueItem:
@@ -117,17 +116,11 @@ def queue_item(escalation, conversation) -> QueueItem:
 @router.get("/me/conversations", response_model=list[HeldConversation])
 async def held(agent: CurrentAgent, session: SessionDep):
     """The conversations this agent holds now."""
-    rows = (
-        await session.exec(
-            select(Conversation)
-            .where(Conversation.agent_id == agent.id, Conversation.state == ConversationState.WITH_AGENT)
-            .order_by(col(Conversation.updated_at).desc())
-        )
-    ).all()
+    assert agent.id is not None
     result = []
-    for conversation in rows:
+    for conversation in await conversations.held_by(session, agent.id, newest_first=True):
         assert conversation.id is not None
-        escalation = await conversations.get_latest_escalation(session, conversation.id)
+        escalation = await conversations.latest_escalation(session, conversation.id)
         result.append(
             HeldConversation(
                 conversation_id=conversation.id,
@@ -153,7 +146,7 @@ async def read_conversation(conversation_id: RecordId, agent: CurrentAgent, sess
     """The handoff card and the whole transcript across channels, ID/card/phone numbers masked."""
     conversation = await flows.get_for_agent(session, agent=agent, conversation_id=conversation_id)
     assert conversation.id is not None
-    escalation = await conversations.get_latest_escalation(session, conversation.id)
+    escalation = await conversations.latest_escalation(session, conversation.id)
     messages = await conversations.list_messages(session, conversation_id=conversation.id, include_internal=True)
     detail = ConversationDetail.of(conversation)
     detail.slots = mask_structure(detail.slots)

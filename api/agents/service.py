@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from api.agents import repository
 from api.agents.models import Agent, AgentRole
 from api.errors import Conflict
 from api.security import hash_password, hash_password_async, verify_password_async
 
 SKILL_GROUPS = ("cards", "loans", "accounts", "wealth", "general")
-
-
-async def get_by_username(session: AsyncSession, username: str) -> Agent | None:
-    return (await session.exec(select(Agent).where(Agent.username == username))).first()
 
 
 async def create(
@@ -28,7 +24,7 @@ async def create(
     video_capable: bool = True,
 ) -> Agent:
     """A new agent with an argon2-hashed password."""
-    if await get_by_username(session, username) is not None:
+    if await repository.get_by_username(session, username) is not None:
         raise Conflict(f"agent {username!r} already exists", code="agent_exists")
     unknown = set(skills or ()) - set(SKILL_GROUPS)
     if unknown:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from api.agents import service
+from api.agents import repository, service
 from api.agents.models import Agent
 from api.audit.models import audit
 from api.errors import NotAuthenticated, NotPermitted, ResourceNotFound
@@ -27,7 +27,7 @@ async def do_sign_in(
     TooManyRequests otherwise."""
     await limiter.hit("agent_login_client", client)
     await limiter.check("agent_login_failures", username)
-    agent = await service.get_by_username(session, username)
+    agent = await repository.get_by_username(session, username)
     if agent is not None and agent.locked_at is not None:
         raise NotPermitted(LOCKED_MESSAGE, code="account_locked")
     await session.commit()  # the connection goes back to the pool while the hash is checked

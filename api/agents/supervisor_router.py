@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
-from sqlmodel import col, func, select
 
-from api.agents.models import Agent
+from api.agents import repository
 from api.agents.reports import today_figures
 from api.agents.router import queue_item
 from api.agents.schemas import AgentLoad, AgentPublic, GroupQueue, SupervisorOverview
 from api.agents.service import SKILL_GROUPS
 from api.agents.signin import do_unlock
 from api.bounds import RecordId
-from api.conversations import service as conversations
-from api.conversations.models import Conversation, ConversationState
+from api.conversations import repository as conversations
 from api.deps import LimiterDep, SessionDep, SettingsDep, Supervisor
 from api.timeutil import utcnow
 
@@ -23,22 +21,14 @@ router = APIRouter(prefix="/supervisor", tags=["supervisor"])
 @router.get("/overview", response_model=SupervisorOverview)
 async def overview(_: Supervisor, session: SessionDep, settings: SettingsDep):
     now = utcnow()
-    waiting = await conversations.list_queue(session)
+    waiting = await conversations.waiting_escalations(session)
     queues = []
     for group in SKILL_GROUPS:
         items = [queue_item(e, c) for e, c in waiting if e.skill_group == group]
         longest = max(((now - item.waiting_since).total_seconds() for item in items), default=0.0)
         queues.append(GroupQueue(skill_group=group, waiting=len(items), longest_wait_s=longest, items=items))
-    loads = dict(
-        (
-            await session.exec(
-                select(Conversation.agent_id, func.count())
-                .where(Conversation.state == ConversationState.WITH_AGENT)
-                .group_by(col(Conversation.agent_id))
-            )
-        ).all()
-    )
-    agents = (await session.exec(select(Agent).where(Agent.active == True).order_by(col(Agent.id)))).all()  # noqa: E712
+    loads = await conversations.held_count_by_agent(session)
+    agents = await repository.list_active(session)
     return SupervisorOverview(
         queues=queues,
         agents=[

@@ -2,33 +2,27 @@
 
 from __future__ import annotations
 
-from sqlalchemy import func
-from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from api.agents.models import Agent
 from api.appointments import repository
 from api.appointments.models import Appointment
 from api.appointments.schemas import AgentDay, AppointmentPublic, DayEntry
-from api.conversations import service as conversations
+from api.conversations import repository as conversations
 from api.db import saved_id
-from api.documents.models import Document
+from api.documents import repository as document_queries
 from api.masking import mask_sensitive, mask_structure
 
 
 async def case_card(session: AsyncSession, appointment: Appointment) -> dict:
     """Who the customer is to us and what they came for last time (masked: the day view is not a reveal)."""
-    latest = await conversations.get_latest(session, appointment.customer_id)
+    latest = await conversations.latest_conversation(session, appointment.customer_id)
     escalation = None
     if latest is not None:
         assert latest.id is not None
-        escalation = await conversations.get_latest_escalation(session, latest.id)
+        escalation = await conversations.latest_escalation(session, latest.id)
     card = mask_structure(escalation.handoff_card) if escalation else {}
-    documents = (
-        await session.exec(
-            select(func.count()).select_from(Document).where(Document.customer_id == appointment.customer_id)
-        )
-    ).one()
+    documents = await document_queries.count_for_customer(session, appointment.customer_id)
     history = await repository.count_by_state(session, appointment.customer_id)
     return {
         "customer_id": appointment.customer_id,

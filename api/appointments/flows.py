@@ -9,15 +9,15 @@ from zoneinfo import ZoneInfo
 
 from redis.asyncio import Redis
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import col, delete
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from api.agents.models import Agent
-from api.appointments import service
+from api.appointments import repository, service
 from api.appointments.models import Appointment, AppointmentState, WorkSchedule
 from api.appointments.schemas import AppointmentPublic
 from api.audit.models import audit
-from api.conversations import service as conversations
+from api.conversations import repository as conversations
+from api.conversations import service as conversation_service
 from api.conversations.delivery import Delivery
 from api.conversations.models import Conversation, ConversationState, Direction, Escalation, Message, SenderKind
 from api.db import saved_id
@@ -50,7 +50,7 @@ async def do_set_schedule(
     """Replace an agent's weekly working periods (booked appointments stay: they were promised)."""
     assert agent.id is not None
     service.check_periods(periods, slot_minutes)
-    await session.exec(delete(WorkSchedule).where(col(WorkSchedule.agent_id) == agent.id))
+    await repository.clear_schedule(session, agent.id)
     session.add_all(
         WorkSchedule(agent_id=agent.id, weekday=weekday, start_minute=start, end_minute=end)
         for weekday, start, end in periods
@@ -213,7 +213,7 @@ async def do_join(
         raise Conflict("预约时间已过，请重新预约。", code="too_late")
     agent = await session.get(Agent, appointment.agent_id)
     assert agent is not None  # the appointment's foreign key
-    conversation = await conversations.open_for_message(session, customer_id=customer_id, channel="miniapp")
+    conversation = await conversation_service.open_for_message(session, customer_id=customer_id, channel="miniapp")
     appointment.state, appointment.joined_at = AppointmentState.JOINED, now
     appointment.conversation_id, appointment.updated_at = conversation.id, now
     tz = ZoneInfo(settings.timezone)
@@ -233,7 +233,7 @@ async def do_join(
     if conversation.state == ConversationState.QUEUED:
         await _requeue_for_appointment(session, triage, conversation, appointment, card_note, summary)
     elif conversation.state == ConversationState.BOT:
-        context = await conversations.rebuild_context(session, conversation)
+        context = await conversation_service.rebuild_context(session, conversation)
         assert conversation.id is not None
         escalation = Escalation(
             conversation_id=conversation.id,
@@ -320,7 +320,7 @@ async def _requeue_for_appointment(
     assert conversation.id is not None
     from api.advisors import holds
 
-    escalation = await conversations.get_open_escalation(session, conversation.id)
+    escalation = await conversations.open_escalation(session, conversation.id)
     if escalation is None:
         return
     assert escalation.id is not None
@@ -363,7 +363,7 @@ async def _tell(
     )
     if by != "agent" or delivery is None:
         return
-    conversation = await conversations.get_open(session, appointment.customer_id)
+    conversation = await conversations.open_conversation(session, appointment.customer_id)
     if conversation is None:
         return
     words = {"rescheduled": "已改到", "cancelled": "已取消", "booked": "已预约"}[change]

@@ -11,8 +11,6 @@ from datetime import timedelta
 from zoneinfo import ZoneInfo
 
 from redis.asyncio import Redis
-from sqlalchemy import update
-from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from api.agents.models import Agent
@@ -21,7 +19,6 @@ from api.appointments.flows import local_text
 from api.appointments.models import Appointment, AppointmentState
 from api.audit.models import audit
 from api.channels.wechat_platform import WeChatApiError, WeChatPlatform
-from api.customers.models import Channel, ChannelIdentity
 from api.realtime import agent_channel, publish, publish_to_customer
 from api.settings import Settings
 from api.timeutil import utcnow
@@ -31,14 +28,9 @@ NO_GRANT = 43101  # the customer granted no subscribe message for this template
 
 
 async def _claim(session: AsyncSession, appointment_id: int, *, where, **values) -> bool:
-    result = await session.exec(
-        update(Appointment)
-        .where(col(Appointment.id) == appointment_id, *where)
-        .values(**values)
-        .execution_options(synchronize_session=False)
-    )
+    won = await repository.claim(session, appointment_id, where=where, **values)
     await session.commit()
-    return result.rowcount == 1
+    return won
 
 
 async def send_due_reminders(
@@ -90,15 +82,9 @@ async def _remind(
     await publish_to_customer(
         redis, appointment.customer_id, {"type": "appointment_reminder", "appointment_id": appointment.id}
     )
-    identity = (
-        await session.exec(
-            select(ChannelIdentity).where(
-                ChannelIdentity.customer_id == appointment.customer_id,
-                ChannelIdentity.channel == Channel.MINIAPP,
-                ChannelIdentity.app_id == settings.miniapp_app_id,
-            )
-        )
-    ).first()
+    identity = await repository.miniapp_identity(
+        session, customer_id=appointment.customer_id, app_id=settings.miniapp_app_id
+    )
     if identity is None:
         return "no_channel"
     body = {

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import and_, func, or_
-from sqlmodel import col, select
+from sqlalchemy import and_, func, or_, update
+from sqlmodel import col, delete, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from api.agents.models import Agent
 from api.appointments.models import Appointment, AppointmentState, WorkSchedule
+from api.customers.models import Channel, ChannelIdentity
 
 
 async def list_schedule(session: AsyncSession, agent_ids: list[int]) -> list[WorkSchedule]:
@@ -113,3 +114,28 @@ async def past_joined(session: AsyncSession, *, now: datetime, limit: int) -> li
         .limit(limit)
     )
     return list((await session.exec(statement)).all())
+
+
+async def claim(session: AsyncSession, appointment_id: int, *, where, **values) -> bool:
+    """Update the appointment only if `where` still holds; True for the one worker whose update matched."""
+    result = await session.exec(
+        update(Appointment)
+        .where(col(Appointment.id) == appointment_id, *where)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1
+
+
+async def clear_schedule(session: AsyncSession, agent_id: int) -> None:
+    await session.exec(delete(WorkSchedule).where(col(WorkSchedule.agent_id) == agent_id))
+
+
+async def miniapp_identity(session: AsyncSession, *, customer_id: int, app_id: str) -> ChannelIdentity | None:
+    """The customer's identity in our mini-program (where reminders are sent as subscribe messages)."""
+    statement = select(ChannelIdentity).where(
+        ChannelIdentity.customer_id == customer_id,
+        ChannelIdentity.channel == Channel.MINIAPP,
+        ChannelIdentity.app_id == app_id,
+    )
+    return (await session.exec(statement)).first()

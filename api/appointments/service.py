@@ -116,10 +116,11 @@ async def booking_offer(
     session: AsyncSession, escalation: Escalation, avg_handle_s: int, offer_wait_minutes: int
 ) -> tuple[str, dict] | None:
     """The bot's offer to book a time instead of waiting: when nobody of the group is online or the wait is long."""
-    from api.conversations import service as conversations
+    from api.agents import repository as agents
+    from api.conversations import repository as conversations
     from api.routing.loop import estimated_wait_minutes
 
-    online = await conversations.online_agents_in(session, escalation.skill_group)
+    online = await agents.count_online_in(session, escalation.skill_group)
     position = await conversations.queue_position(session, escalation)
     minutes = estimated_wait_minutes(position, online, avg_handle_s)
     if online and minutes < offer_wait_minutes:

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from api.conversations.models import Conversation, Escalation, Message, SenderKind
+from api.conversations import repository
 from api.masking import mask_sensitive
 from api.timeutil import utcnow
 from bot.cases import CaseSummary
@@ -23,19 +22,16 @@ async def list_recent_cases(
 ) -> list[CaseSummary]:
     """Newest first: earlier conversations with a business intent or a hand-over to a person."""
     since = utcnow() - timedelta(days=days)
-    escalated = select(Escalation.conversation_id).where(Escalation.conversation_id == Conversation.id).exists()
-    statement = (
-        select(Conversation)
-        .where(Conversation.customer_id == customer_id, col(Conversation.created_at) >= since)
-        .where((col(Conversation.intent).is_not(None)) | escalated)
-        .order_by(col(Conversation.id).desc())
-        .limit(MAX_CASES + 1)
+    conversations = await repository.recent_cases(
+        session,
+        customer_id=customer_id,
+        since=since,
+        limit=MAX_CASES + 1,
+        exclude_conversation_id=exclude_conversation_id,
     )
-    if exclude_conversation_id is not None:
-        statement = statement.where(col(Conversation.id) != exclude_conversation_id)
     catalog = load_catalog()
     result = []
-    for conversation in (await session.exec(statement)).all():
+    for conversation in conversations:
         if conversation.intent in SMALL_TALK or conversation.intent == "case_status":
             continue
         scenario = catalog.get(conversation.intent or "")
@@ -57,15 +53,5 @@ async def list_recent_cases(
 
 
 async def _agent_said(session: AsyncSession, conversation_id: int) -> str | None:
-    statement = (
-        select(Message.text)
-        .where(
-            Message.conversation_id == conversation_id,
-            Message.sender_kind == SenderKind.AGENT,
-            col(Message.internal).is_(False),
-        )
-        .order_by(col(Message.id).desc())
-        .limit(1)
-    )
-    text = (await session.exec(statement)).first()
+    text = await repository.last_agent_words(session, conversation_id)
     return mask_sensitive(text)[:AGENT_SAID_CHARS] if text else None

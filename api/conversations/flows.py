@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from api.audit.models import audit
-from api.conversations import service
+from api.conversations import repository, service
 from api.conversations.delivery import Delivery
 from api.conversations.models import Conversation, ConversationState, Direction, Escalation, Message, SenderKind
 from api.conversations.queue_talk import answer_in_queue, place_words, standing_of
@@ -173,13 +173,13 @@ async def _already_received(session: AsyncSession, channel: str, platform_msg_id
     """The message stored earlier under this platform id, with what was answered to it."""
     if not platform_msg_id:
         return None
-    existing = await service.get_message_by_platform_id(session, channel=channel, platform_msg_id=platform_msg_id)
+    existing = await repository.message_by_platform_id(session, channel=channel, platform_msg_id=platform_msg_id)
     if existing is None:
         return None
     conversation = await session.get(Conversation, existing.conversation_id)
     assert conversation is not None  # the message's foreign key
     assert existing.id is not None
-    replies = await service.list_replies_to(session, existing.id)
+    replies = await repository.replies_to(session, existing.id)
     return Received(existing, conversation, replies, duplicate=True)
 
 
@@ -219,7 +219,7 @@ async def do_route_escalation(session: AsyncSession, redis: Redis, triage: Triag
     assert conversation.id is not None
     from api.advisors.flows import do_route_advisor_first  # advisors import routing and video: keep it lazy
 
-    escalation = await service.get_open_escalation(session, conversation.id)
+    escalation = await repository.open_escalation(session, conversation.id)
     if escalation is None:
         return
     if await do_route_advisor_first(

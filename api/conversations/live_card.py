@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from api.conversations import service
-from api.conversations.models import Conversation, Escalation, Message
+from api.conversations import repository, service
+from api.conversations.models import Conversation, Escalation
 from bot.handoff import build_handoff_card
 from bot.policy import EscalationOrder
 from bot.scenarios import load_catalog
@@ -49,13 +48,7 @@ async def live_card(
 
 
 async def _last_messages(session: AsyncSession, conversation_id: int) -> list[dict[str, Any]]:
-    statement = (
-        select(Message)
-        .where(Message.conversation_id == conversation_id, col(Message.internal).is_(False))
-        .order_by(col(Message.id).desc())
-        .limit(LAST_MESSAGES)
-    )
-    rows = reversed((await session.exec(statement)).all())
+    rows = await repository.last_public_messages(session, conversation_id, limit=LAST_MESSAGES)
     return [
         {
             "sender_kind": m.sender_kind,

@@ -1,6 +1,6 @@
 """No silence in the queue: what a waiting customer is told, from the live queue.
 
-Their place comes from SQL (`service.queue_position`), the estimate only from the group's agents who are
+Their place comes from SQL (`repository.queue_position`), the estimate only from the group's agents who are
 online now; with nobody online — in or outside the group's service hours — the customer is told so plainly
 and that they can leave a message here, which an agent answers when one comes online (the answer then
 follows them: api/delivery).
@@ -16,7 +16,8 @@ from zoneinfo import ZoneInfo
 from redis.asyncio import Redis
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from api.conversations import service
+from api.agents import repository as agents
+from api.conversations import repository
 from api.conversations.models import Conversation, Direction, Escalation, Message, SenderKind
 from api.routing.loop import estimated_wait_minutes
 from bot.service_hours import ServiceHours
@@ -42,8 +43,8 @@ class Standing:
 async def standing_of(
     session: AsyncSession, escalation: Escalation, *, hours: ServiceHours, timezone: str, avg_handle_s: int
 ) -> Standing:
-    position = await service.queue_position(session, escalation)
-    online = await service.online_agents_in(session, escalation.skill_group)
+    position = await repository.queue_position(session, escalation)
+    online = await agents.count_online_in(session, escalation.skill_group)
     now = datetime.now(ZoneInfo(timezone))
     return Standing(
         position=position,
@@ -86,7 +87,7 @@ async def answer_in_queue(
     Questions about the wait and a repeated 「转人工」 are always answered; anything else gets at most one
     acknowledgement per customer per ``notice_interval_s`` (they are not left wondering, nor flooded)."""
     assert conversation.id is not None
-    escalation = await service.get_open_escalation(session, conversation.id)
+    escalation = await repository.open_escalation(session, conversation.id)
     if escalation is None:
         return None
     asked = bool(HOW_LONG.search(inbound.text) or ASK_HUMAN.search(inbound.text))

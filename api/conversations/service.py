@@ -1,35 +1,17 @@
-"""Conversation record work: opening, reading, the queue, and rebuilding the live context from SQL."""
+"""Conversation work: opening one for a message, and the live context rebuilt from SQL (queries: repository.py)."""
 
 from __future__ import annotations
 
-from sqlalchemy import case, func, or_
-from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from api.conversations import repository
 from api.conversations.cases import list_recent_cases
-from api.conversations.models import Conversation, ConversationState, Escalation, Message, SenderKind
+from api.conversations.models import Conversation, SenderKind
+from api.conversations.repository import OPEN_STATES
 from api.customers.models import Customer
 from api.errors import ResourceNotFound
 from api.timeutil import utcnow
 from bot.context import TRANSCRIPT_TAIL, ContextStore, ConversationContext, TranscriptLine
-
-OPEN_STATES = (ConversationState.BOT, ConversationState.QUEUED, ConversationState.WITH_AGENT)
-
-
-async def get_open(session: AsyncSession, customer_id: int) -> Conversation | None:
-    statement = (
-        select(Conversation)
-        .where(Conversation.customer_id == customer_id, col(Conversation.state).in_(OPEN_STATES))
-        .order_by(col(Conversation.id).desc())
-    )
-    return (await session.exec(statement)).first()
-
-
-async def get_latest(session: AsyncSession, customer_id: int) -> Conversation | None:
-    statement = (
-        select(Conversation).where(Conversation.customer_id == customer_id).order_by(col(Conversation.id).desc())
-    )
-    return (await session.exec(statement)).first()
 
 
 async def get_for_customer(session: AsyncSession, *, customer_id: int, conversation_id: int) -> Conversation:
@@ -54,14 +36,8 @@ async def open_or_start(
     session: AsyncSession, *, customer_id: int, channel: str, touch: bool = True
 ) -> tuple[Conversation, bool]:
     """`open_for_message`, and whether the conversation was started just now (it has no history yet)."""
-    # One read for both cases: the latest open conversation, else the latest one (the new one links to it).
-    is_open = case((col(Conversation.state).in_(OPEN_STATES), 0), else_=1)
-    statement = (
-        select(Conversation)
-        .where(Conversation.customer_id == customer_id)
-        .order_by(is_open, col(Conversation.id).desc())
-    )
-    conversation = (await session.exec(statement.limit(1))).first()
+    # The latest open conversation, else the latest one (the new one links to it).
+    conversation = await repository.open_else_latest_conversation(session, customer_id)
     if conversation is None or conversation.state not in OPEN_STATES:
         previous = conversation
         conversation = Conversation(
@@ -81,99 +57,13 @@ async def open_or_start(
     return conversation, False
 
 
-async def get_message_by_platform_id(session: AsyncSession, *, channel: str, platform_msg_id: str) -> Message | None:
-    statement = select(Message).where(Message.channel == channel, Message.platform_msg_id == platform_msg_id)
-    return (await session.exec(statement)).first()
-
-
-async def list_replies_to(session: AsyncSession, message_id: int) -> list[Message]:
-    statement = select(Message).where(Message.in_reply_to == message_id).order_by(col(Message.id))
-    return list((await session.exec(statement)).all())
-
-
-async def list_messages(
-    session: AsyncSession,
-    *,
-    conversation_id: int | None = None,
-    customer_id: int | None = None,
-    after_id: int = 0,
-    include_internal: bool = False,
-) -> list[Message]:
-    """Oldest first; by conversation, or everything of one customer. Internal notes only when asked."""
-    statement = select(Message).where(col(Message.id) > after_id).order_by(col(Message.id))
-    if not include_internal:
-        statement = statement.where(col(Message.internal).is_(False))
-    if conversation_id is not None:
-        statement = statement.where(Message.conversation_id == conversation_id)
-    if customer_id is not None:
-        statement = statement.where(Message.customer_id == customer_id)
-    return list((await session.exec(statement)).all())
-
-
-async def get_open_escalation(session: AsyncSession, conversation_id: int) -> Escalation | None:
-    statement = (
-        select(Escalation)
-        .where(Escalation.conversation_id == conversation_id, col(Escalation.claimed_by).is_(None))
-        .order_by(col(Escalation.id).desc())
-    )
-    return (await session.exec(statement)).first()
-
-
-def _queued_escalations():
-    return (
-        select(Escalation, Conversation)
-        .join(Conversation, col(Conversation.id) == Escalation.conversation_id)
-        .where(col(Escalation.claimed_by).is_(None), Conversation.state == ConversationState.QUEUED)
-    )
-
-
-async def list_queue(
-    session: AsyncSession, *, skill_groups: list[str] | None = None
-) -> list[tuple[Escalation, Conversation]]:
-    """Waiting escalations, most urgent first, then longest waiting."""
-    statement = _queued_escalations().order_by(
-        col(Escalation.priority).desc(), col(Escalation.queued_at), col(Escalation.id)
-    )
-    if skill_groups:
-        statement = statement.where(col(Escalation.skill_group).in_(skill_groups))
-    return list((await session.exec(statement)).all())
-
-
-async def queue_position(session: AsyncSession, escalation: Escalation) -> int:
-    """1-based place in its skill group's queue."""
-    ahead = (
-        select(func.count())
-        .select_from(Escalation)
-        .join(Conversation, col(Conversation.id) == Escalation.conversation_id)
-        .where(
-            col(Escalation.claimed_by).is_(None),
-            Conversation.state == ConversationState.QUEUED,
-            Escalation.skill_group == escalation.skill_group,
-            col(Escalation.id) != escalation.id,
-            or_(
-                col(Escalation.priority) > escalation.priority,
-                (col(Escalation.priority) == escalation.priority) & (col(Escalation.queued_at) < escalation.queued_at),
-                (col(Escalation.priority) == escalation.priority)
-                & (col(Escalation.queued_at) == escalation.queued_at)
-                & (col(Escalation.id) < escalation.id),
-            ),
-        )
-    )
-    return int((await session.exec(ahead)).one()) + 1
-
-
 async def rebuild_context(
     session: AsyncSession, conversation: Conversation, *, case_days: int = 30
 ) -> ConversationContext:
     """The live context from the SQL record alone (used when Redis lost it, and when a conversation starts)."""
     customer = await session.get(Customer, conversation.customer_id)
-    tail = (
-        select(Message)
-        .where(Message.conversation_id == conversation.id)
-        .order_by(col(Message.id).desc())
-        .limit(TRANSCRIPT_TAIL)
-    )
-    messages = list(reversed((await session.exec(tail)).all()))
+    assert conversation.id is not None
+    messages = await repository.transcript_tail(session, conversation.id, limit=TRANSCRIPT_TAIL)
     return ConversationContext(
         conversation_id=conversation.id,
         customer_id=conversation.customer_id,
@@ -195,12 +85,8 @@ async def rebuild_context(
 
 async def _identity_status(session: AsyncSession, conversation: Conversation, customer: Customer | None) -> str:
     """A face-to-face check in a video call outranks what WeChat tells us; it is on record, not only in Redis."""
-    from api.video.models import IdentityCheck  # conversations must not import video at module level (cycle)
-
-    verified = select(IdentityCheck.id).where(
-        IdentityCheck.conversation_id == conversation.id, IdentityCheck.result == "verified"
-    )
-    if (await session.exec(verified.limit(1))).first() is not None:
+    assert conversation.id is not None
+    if await repository.verified_by_video(session, conversation.id):
         return "verified_by_video"
     return "wechat_linked" if customer and customer.unionid else "openid_only"
 
@@ -241,18 +127,3 @@ async def load_context(
     context.current_channel = conversation.current_channel
     context.channel_path = list(conversation.channel_path)
     return context
-
-
-async def get_latest_escalation(session: AsyncSession, conversation_id: int) -> Escalation | None:
-    statement = (
-        select(Escalation).where(Escalation.conversation_id == conversation_id).order_by(col(Escalation.id).desc())
-    )
-    return (await session.exec(statement)).first()
-
-
-async def online_agents_in(session: AsyncSession, skill_group: str) -> int:
-    """How many agents are online with this skill (skills are a JSON list, so counted here)."""
-    from api.agents.models import Agent  # conversations must not import agents at module level (cycle)
-
-    agents = (await session.exec(select(Agent).where(Agent.presence == "online", Agent.active == True))).all()  # noqa: E712
-    return sum(1 for agent in agents if skill_group in agent.skills)

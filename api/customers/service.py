@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from api.customers import repository
 from api.customers.models import ChannelIdentity, Customer
 from api.db import lock_for_write
 from api.timeutil import utcnow
@@ -34,15 +34,7 @@ async def link_identity(
 
 
 async def _link_once(session: AsyncSession, channel: str, app_id: str, openid: str, unionid: str | None) -> Customer:
-    identity = (
-        await session.exec(
-            select(ChannelIdentity).where(
-                ChannelIdentity.channel == channel,
-                ChannelIdentity.app_id == app_id,
-                ChannelIdentity.openid == openid,
-            )
-        )
-    ).first()
+    identity = await repository.get_identity(session, channel=channel, app_id=app_id, openid=openid)
     if identity is not None:
         identity.last_seen_at = utcnow()
         identity.reachable = True
@@ -53,7 +45,7 @@ async def _link_once(session: AsyncSession, channel: str, app_id: str, openid: s
         return customer
     customer = None
     if unionid:
-        customer = (await session.exec(select(Customer).where(Customer.unionid == unionid))).first()
+        customer = await repository.get_by_unionid(session, unionid)
     if customer is None:
         customer = Customer(unionid=unionid)
         session.add(customer)

@@ -7,17 +7,18 @@ from __future__ import annotations
 import logging
 
 from redis.asyncio import Redis
-from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from api.agents.models import Agent
 from api.audit.models import audit
 from api.channels.wechat_platform import WeChatApiError, WeChatPlatform
-from api.conversations import service as conversations
+from api.conversations import repository as conversations
+from api.conversations import service as conversation_service
 from api.conversations.delivery import Delivery
 from api.conversations.flows import Received, Triage, do_receive_customer_message
 from api.conversations.models import Conversation, ConversationState, Direction, Message, SenderKind
 from api.db import saved_id
+from api.documents import repository
 from api.documents.models import Document, DocumentRequest
 from api.documents.sniff import ACCEPTED, sniff
 from api.documents.storage import DocumentStore
@@ -65,9 +66,7 @@ async def do_receive_document(
 ) -> tuple[Document, Received]:
     """Check, seal, record, then put a message in the customer's conversation (dedup on the platform id)."""
     if platform_msg_id:
-        existing = await conversations.get_message_by_platform_id(
-            session, channel=channel, platform_msg_id=platform_msg_id
-        )
+        existing = await conversations.message_by_platform_id(session, channel=channel, platform_msg_id=platform_msg_id)
         document_id = (existing.payload or {}).get("document_id") if existing is not None else None
         if existing is not None and document_id:
             document = await session.get(Document, document_id)
@@ -77,7 +76,7 @@ async def do_receive_document(
     found = check_content(data, max_bytes)
     request = await _open_request(session, customer_id, request_id)
     stored = await store.put(data)
-    conversation = await conversations.open_for_message(session, customer_id=customer_id, channel=channel)
+    conversation = await conversation_service.open_for_message(session, customer_id=customer_id, channel=channel)
     assert conversation.id is not None
     document = Document(
         customer_id=customer_id,
@@ -142,15 +141,6 @@ async def _open_request(session: AsyncSession, customer_id: int, request_id: int
     return request
 
 
-async def oldest_open_request(session: AsyncSession, customer_id: int) -> int | None:
-    statement = (
-        select(DocumentRequest.id)
-        .where(DocumentRequest.customer_id == customer_id, DocumentRequest.state == "open")
-        .order_by(col(DocumentRequest.id))
-    )
-    return (await session.exec(statement)).first()
-
-
 class OaImageIntake:
     """The official account's image messages: the picture is fetched through `/cgi-bin/media/get` (WeChat keeps
     it 3 days) and stored like an upload; it answers the customer's oldest open document request."""
@@ -172,7 +162,7 @@ class OaImageIntake:
             log.warning("official-account image of message %s refused (%s)", received.message.id, exc.code)
             return None
         customer_id = received.conversation.customer_id
-        request_id = await oldest_open_request(session, customer_id)
+        request_id = await repository.oldest_open_request(session, customer_id)
         request = await session.get(DocumentRequest, request_id) if request_id else None
         stored = await self.store.put(data)
         document = Document(
@@ -288,7 +278,7 @@ async def do_request_document(
         subject=f"conversation:{conversation.id}",
         request_id=request.id,
     )
-    escalation = await conversations.get_latest_escalation(session, conversation.id)
+    escalation = await conversations.latest_escalation(session, conversation.id)
     if escalation is not None and escalation.first_response_at is None:
         escalation.first_response_at = utcnow()
     await session.commit()

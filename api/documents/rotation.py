@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlmodel import col, select
 
 from api.db import unit_of_work
+from api.documents import repository
 from api.documents.models import Document
 from api.vault import Keyring, SealedFile, VaultError, rewrap_file, verify_sealed
 
@@ -30,8 +30,7 @@ def _rewrap_one(root: Path, storage_path: str, keyring: Keyring, sha256: str) ->
 async def rewrap_documents(engine: AsyncEngine, root: Path, keyring: Keyring) -> tuple[int, int]:
     """(done, failed): every document whose key isn't the current one, re-wrapped."""
     async with unit_of_work(engine) as session:
-        statement = select(Document.id).where(col(Document.vault_key_id) != keyring.current).order_by(col(Document.id))
-        ids = list((await session.exec(statement)).all())
+        ids = await repository.sealed_under_old_keys(session, keyring.current)
     done = failed = 0
     for document_id in ids:
         async with unit_of_work(engine) as session:

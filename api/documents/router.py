@@ -7,7 +7,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Form, UploadFile
 from fastapi.responses import StreamingResponse
-from sqlmodel import col, select
 
 from api.agents.flows import get_for_agent
 from api.bounds import RecordId
@@ -22,7 +21,7 @@ from api.deps import (
     SettingsDep,
     TriageDep,
 )
-from api.documents import flows
+from api.documents import flows, repository
 from api.documents.models import Document, DocumentRequest
 from api.documents.schemas import DocumentPublic, RequestCreate, RequestPublic, Uploaded
 from api.errors import ResourceNotFound
@@ -74,12 +73,7 @@ async def my_request(request_id: RecordId, customer: CurrentCustomer, session: S
 async def list_documents(conversation_id: RecordId, agent: CurrentAgent, session: SessionDep):
     """The conversation's documents (what they are, not their content)."""
     conversation = await get_for_agent(session, agent=agent, conversation_id=conversation_id)
-    rows = (
-        await session.exec(
-            select(Document).where(Document.conversation_id == conversation.id).order_by(col(Document.id))
-        )
-    ).all()
-    return [_public(d) for d in rows]
+    return [_public(d) for d in await repository.list_for_conversation(session, conversation.id)]
 
 
 @router.get("/agents/documents/{document_id}")
@@ -99,13 +93,7 @@ async def view(document_id: RecordId, agent: CurrentAgent, session: SessionDep, 
 @router.get("/agents/conversations/{conversation_id}/document-requests", response_model=list[RequestPublic])
 async def list_requests(conversation_id: RecordId, agent: CurrentAgent, session: SessionDep):
     conversation = await get_for_agent(session, agent=agent, conversation_id=conversation_id)
-    rows = (
-        await session.exec(
-            select(DocumentRequest)
-            .where(DocumentRequest.conversation_id == conversation.id)
-            .order_by(col(DocumentRequest.id))
-        )
-    ).all()
+    rows = await repository.requests_of_conversation(session, conversation.id)
     return [RequestPublic.model_validate(r, from_attributes=True) for r in rows]
 
 

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
-from sqlmodel import col, select
 
 from api.agents.flows import get_for_agent
 from api.bounds import RecordId
 from api.deps import CurrentAgent, CurrentCustomer, DeliveryDep, RedisDep, SessionDep
-from api.guides import flows
-from api.guides.models import Guide
+from api.guides import flows, repository
 from api.guides.schemas import GuideCreate, GuidePublic, Progress
 
 router = APIRouter(tags=["guides"])
@@ -35,10 +33,7 @@ async def send_guide(
 @router.get("/agents/conversations/{conversation_id}/guides", response_model=list[GuidePublic])
 async def list_guides(conversation_id: RecordId, agent: CurrentAgent, session: SessionDep):
     conversation = await get_for_agent(session, agent=agent, conversation_id=conversation_id)
-    rows = (
-        await session.exec(select(Guide).where(Guide.conversation_id == conversation.id).order_by(col(Guide.id)))
-    ).all()
-    return [GuidePublic.of(g) for g in rows]
+    return [GuidePublic.of(g) for g in await repository.list_for_conversation(session, conversation.id)]
 
 
 @router.post("/agents/guides/{guide_id}/stop", response_model=GuidePublic)

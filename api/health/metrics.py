@@ -25,7 +25,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from api.agents.models import Agent
 from api.agents.service import SKILL_GROUPS
-from api.conversations.service import list_queue
+from api.conversations.repository import waiting_escalations
 from api.timeutil import utcnow
 from api.video.models import ACTIVE_STATES, Recording, VideoCall
 
@@ -54,7 +54,7 @@ async def deployment_families(engine: AsyncEngine, redis, *, deployment: str) ->
     recordings = GaugeMetricFamily("yunting_recordings", "Call recordings, by status", labels=["status"])
     now = utcnow()
     async with AsyncSession(engine) as session:
-        queue = await list_queue(session)
+        queue = await waiting_escalations(session)
         for group in SKILL_GROUPS:
             mine = [e for e, _ in queue if e.skill_group == group]
             waiting.add_metric([group], len(mine))

@@ -8,19 +8,20 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 
-from sqlalchemy import func, update
-from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from api.advisors import holds
+from api.agents import repository as agents_repository
 from api.agents.models import Agent
 from api.audit.models import audit
+from api.conversations import repository as conversations
 from api.conversations.delivery import Delivery
 from api.conversations.models import Conversation, ConversationState, Direction, Escalation, Message, SenderKind
 from api.db import saved_id
 from api.errors import Conflict, ResourceNotFound
 from api.health.instruments import QUEUE_WAIT
 from api.realtime import AGENTS_CHANNEL, agent_channel, publish
+from api.routing import repository
 from api.routing.engine import AgentSnapshot, RoutingEngine, WaitingSnapshot
 from api.timeutil import utcnow
 
@@ -37,23 +38,9 @@ async def ensure_built(session: AsyncSession, routing: RoutingEngine) -> None:
     async with routing.redis.lock("yt:lock:routing-rebuild", timeout=30, blocking_timeout=30):
         if await routing.is_built():
             return
-        agents = (await session.exec(select(Agent).where(Agent.active == True))).all()  # noqa: E712
-        loads = dict(
-            (
-                await session.exec(
-                    select(Conversation.agent_id, func.count())
-                    .where(Conversation.state == ConversationState.WITH_AGENT)
-                    .group_by(col(Conversation.agent_id))
-                )
-            ).all()
-        )
-        waiting = (
-            await session.exec(
-                select(Escalation)
-                .join(Conversation, col(Conversation.id) == Escalation.conversation_id)
-                .where(col(Escalation.claimed_by).is_(None), Conversation.state == ConversationState.QUEUED)
-            )
-        ).all()
+        agents = await agents_repository.list_active(session)
+        loads = await conversations.held_count_by_agent(session)
+        waiting = await conversations.all_waiting_escalations(session)
         await routing.rebuild(
             [
                 AgentSnapshot(saved_id(a), list(a.skills), a.capacity, a.presence, int(loads.get(saved_id(a), 0)))
@@ -98,7 +85,7 @@ async def do_claim(
     conversation = await session.get(Conversation, conversation_id)
     if conversation is None:
         raise ResourceNotFound("conversation not found")
-    escalation = await _open_escalation(session, conversation_id)
+    escalation = await conversations.open_escalation(session, conversation_id)
     if escalation is None or conversation.state != ConversationState.QUEUED:
         raise Conflict("this conversation is not waiting in the queue", code="not_queued")
     await routing.set_agent(snapshot_of(agent))
@@ -179,7 +166,7 @@ async def do_hand_over(
     free the previous holder. `new_first_response`: the new agent has yet to answer (a transfer)."""
     assert to_agent.id is not None
     assert conversation.id is not None
-    escalation = await _latest_escalation(session, conversation.id)
+    escalation = await conversations.latest_escalation(session, conversation.id)
     previous = conversation.agent_id
     await ensure_built(session, routing)
     await routing.set_agent(snapshot_of(to_agent))
@@ -232,7 +219,7 @@ async def do_requeue(
 ) -> None:
     """Put a conversation back at the head of its group's queue, history kept, and tell the customer."""
     assert conversation.id is not None
-    escalation = await _latest_escalation(session, conversation.id)
+    escalation = await conversations.latest_escalation(session, conversation.id)
     agent_id = conversation.agent_id
     if escalation is None or conversation.state != ConversationState.WITH_AGENT:
         return
@@ -280,13 +267,9 @@ async def _record_assignment(
     """Write the assignment; the conditional update is SQL's own guard against a double claim."""
     assert agent.id is not None
     now = utcnow()
-    claimed = await session.exec(
-        update(Escalation)
-        .where(col(Escalation.id) == escalation.id, col(Escalation.claimed_by).is_(None))
-        .values(claimed_by=agent.id, claimed_at=now)
-    )
+    claimed = await repository.claim_escalation(session, escalation.id, agent_id=agent.id, now=now)
     conversation = await session.get(Conversation, escalation.conversation_id)
-    if claimed.rowcount != 1 or conversation is None or conversation.state != ConversationState.QUEUED:
+    if not claimed or conversation is None or conversation.state != ConversationState.QUEUED:
         await session.rollback()
         return False
     conversation.state = ConversationState.WITH_AGENT
@@ -313,19 +296,3 @@ async def _record_assignment(
     await publish(delivery.redis, agent_channel(agent.id), {"type": "assigned", "conversation_id": conversation.id})
     await publish(delivery.redis, AGENTS_CHANNEL, {"type": "queue_changed", "conversation_id": conversation.id})
     return True
-
-
-async def _open_escalation(session: AsyncSession, conversation_id: int) -> Escalation | None:
-    statement = (
-        select(Escalation)
-        .where(Escalation.conversation_id == conversation_id, col(Escalation.claimed_by).is_(None))
-        .order_by(col(Escalation.id).desc())
-    )
-    return (await session.exec(statement)).first()
-
-
-async def _latest_escalation(session: AsyncSession, conversation_id: int) -> Escalation | None:
-    statement = (
-        select(Escalation).where(Escalation.conversation_id == conversation_id).order_by(col(Escalation.id).desc())
-    )
-    return (await session.exec(statement)).first()

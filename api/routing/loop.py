@@ -12,14 +12,14 @@ from datetime import timedelta
 from redis.asyncio import Redis
 from redis.exceptions import LockError
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from api.agents.models import Agent
-from api.conversations import service as conversations
+from api.agents import repository as agents
+from api.conversations import repository as conversations
 from api.conversations.delivery import Delivery
-from api.conversations.models import Conversation, ConversationState, Direction, Escalation, Message, SenderKind
+from api.conversations.models import Direction, Message, SenderKind
 from api.db import unit_of_work
+from api.routing import repository
 from api.routing.engine import RoutingEngine
 from api.routing.flows import do_assign_waiting, do_requeue, ensure_built
 from api.settings import Settings
@@ -91,24 +91,11 @@ class RoutingLoop:
 
     async def _hand_back_unanswered(self, session: AsyncSession) -> None:
         deadline = utcnow() - timedelta(seconds=self.settings.agent_answer_timeout_s)
-        stale = (
-            await session.exec(
-                select(Conversation)
-                .join(Escalation, col(Escalation.conversation_id) == Conversation.id)
-                .where(
-                    Conversation.state == ConversationState.WITH_AGENT,
-                    col(Escalation.claimed_by) == Conversation.agent_id,
-                    col(Escalation.first_response_at).is_(None),
-                    col(Escalation.claimed_at) < deadline,
-                )
-            )
-        ).all()
-        for conversation in stale:
+        for conversation in await repository.unanswered_assignments(session, claimed_before=deadline):
             await do_requeue(session, self.routing, self.delivery, conversation=conversation, reason="answer_timeout")
 
     async def _notice_silent_agents(self, session: AsyncSession) -> None:
-        online = (await session.exec(select(Agent).where(Agent.presence == "online"))).all()
-        for agent in online:
+        for agent in await agents.list_online(session):
             assert agent.id is not None
             if await self.routing.redis.exists(alive_key(agent.id)):
                 continue
@@ -118,7 +105,7 @@ class RoutingLoop:
             await do_set_presence(session, self.routing, self.delivery, agent=agent, presence="offline")
 
     async def _tell_queue_moves(self, session: AsyncSession) -> None:
-        waiting = await conversations.list_queue(session)
+        waiting = await conversations.waiting_escalations(session)
         if not waiting:
             return
         redis = self.routing.redis
@@ -138,7 +125,7 @@ class RoutingLoop:
             if position >= told_at or not (position == 1 or told_at - position >= max(3, math.ceil(told_at / 3))):
                 continue
             await redis.set(key, position, ex=86400)
-            online = await conversations.online_agents_in(session, escalation.skill_group)
+            online = await agents.count_online_in(session, escalation.skill_group)
             text = _move_words(position, online, self.settings.avg_handle_s)
             assert conversation.id is not None
             notice = Message(

@@ -11,14 +11,13 @@ import functools
 import re
 from datetime import UTC, datetime
 
-from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from api.agents.models import Agent
-from api.audit.models import AuditEvent, audit
+from api.audit.models import audit
 from api.errors import BadRequest, Conflict, ResourceNotFound
 from api.masking import mask_sensitive
-from api.studio import nlu_files
+from api.studio import nlu_files, repository
 from api.studio.nlu_files import DOMAIN_FILE, Snapshot
 from api.studio.text_rules import clean_text
 
@@ -194,15 +193,8 @@ async def declare_entity(studio, session: AsyncSession, agent: Agent, *, name: s
 
 async def last_changes(session: AsyncSession) -> dict[str, tuple[datetime, str | None]]:
     """intent → (when, who) of its latest studio edit, from the audit trail."""
-    statement = (
-        select(AuditEvent, Agent.username)
-        .outerjoin(Agent, col(Agent.id) == col(AuditEvent.actor_id))
-        .where(col(AuditEvent.action).like("studio_%"), col(AuditEvent.subject).like("intent:%"))
-        .order_by(col(AuditEvent.id).desc())
-        .limit(5000)
-    )
     latest: dict[str, tuple[datetime, str | None]] = {}
-    for event, username in (await session.exec(statement)).all():
+    for event, username in await repository.intent_edits(session, limit=5000):
         latest.setdefault(event.subject.removeprefix("intent:"), (event.created_at, username))
     return latest
 

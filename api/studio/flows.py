@@ -6,14 +6,11 @@ from __future__ import annotations
 import asyncio
 import shutil
 
-from sqlalchemy import update
-from sqlmodel import col
-
 from api.audit.models import audit
 from api.db import unit_of_work
-from api.studio import service
+from api.studio import repository, service
 from api.studio.jobs import JobContext
-from api.studio.models import ModelVersion, VersionStatus
+from api.studio.models import VersionStatus
 from api.studio.training import TrainingRefused
 from api.timeutil import utcnow
 
@@ -111,9 +108,7 @@ async def do_activate(studio: service.Studio, ctx: JobContext) -> dict:
     await ctx.report(progress=0.02, stage="preparing", line=f"activating version {version_id} ({model_file})")
     switched = await studio.activator.switch_to(model_file, version_id, ctx.report)
     async with unit_of_work(studio.engine) as session:
-        await session.exec(
-            update(ModelVersion).where(col(ModelVersion.deployment) == studio.deployment).values(active=False)
-        )
+        await repository.deactivate_versions(session, studio.deployment)
         version = await service.get_version(session, deployment=studio.deployment, version_id=version_id)
         version.active, version.activated_at, version.activated_by = True, utcnow(), ctx.created_by
         action = "studio_restore" if ctx.params.get("restore") else "studio_activate"

@@ -8,13 +8,12 @@ phone numbers) before it is stored here, and so before it can become a training 
 
 from __future__ import annotations
 
-from sqlalchemy import or_
-from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from api.conversations.models import Direction, Message, SenderKind
 from api.errors import Conflict, ResourceNotFound
 from api.masking import mask_sensitive
+from api.studio import repository
 from api.studio.models import InboxItem, InboxReason, InboxStatus
 from api.timeutil import utcnow
 from bot.nlu import FALLBACK_INTENT
@@ -27,21 +26,8 @@ async def sync(session: AsyncSession, *, threshold: float) -> int:
 
     Callers hold the studio's inbox lock, so two workers never add the same message twice.
     """
-    statement = (
-        select(Message)
-        .outerjoin(InboxItem, col(InboxItem.message_id) == col(Message.id))
-        .where(
-            col(InboxItem.id).is_(None),
-            Message.direction == Direction.IN,
-            Message.sender_kind == SenderKind.CUSTOMER,
-            col(Message.intent).is_not(None),
-            or_(col(Message.intent) == FALLBACK_INTENT, col(Message.confidence) < threshold),
-        )
-        .order_by(col(Message.id).desc())
-        .limit(SYNC_BATCH)
-    )
     added = 0
-    for message in (await session.exec(statement)).all():
+    for message in await repository.poorly_understood_messages(session, threshold=threshold, limit=SYNC_BATCH):
         reason = InboxReason.FALLBACK if message.intent == FALLBACK_INTENT else InboxReason.LOW_CONFIDENCE
         assert message.id is not None
         session.add(
@@ -63,7 +49,7 @@ async def record_relabel(session: AsyncSession, *, message_id: int, intent: str)
     message = await session.get(Message, message_id)
     if message is None or message.direction != Direction.IN or message.sender_kind != SenderKind.CUSTOMER:
         raise ResourceNotFound("no such customer message", code="message_not_found")
-    item = (await session.exec(select(InboxItem).where(InboxItem.message_id == message_id))).first()
+    item = await repository.inbox_item_of_message(session, message_id)
     if item is None:
         assert message.id is not None
         item = InboxItem(
@@ -81,11 +67,8 @@ async def record_relabel(session: AsyncSession, *, message_id: int, intent: str)
 
 async def list_open(session: AsyncSession, *, limit: int = 500) -> dict[str, list[InboxItem]]:
     """Open items grouped by predicted intent (the fallback label is a group of its own), biggest group first."""
-    statement = (
-        select(InboxItem).where(InboxItem.status == InboxStatus.OPEN).order_by(col(InboxItem.id).desc()).limit(limit)
-    )
     groups: dict[str, list[InboxItem]] = {}
-    for item in (await session.exec(statement)).all():
+    for item in await repository.open_inbox_items(session, limit=limit):
         groups.setdefault(item.predicted_intent or FALLBACK_INTENT, []).append(item)
     return dict(sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0])))
 

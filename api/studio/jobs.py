@@ -15,11 +15,10 @@ from datetime import timedelta
 from typing import Any
 
 from redis.asyncio import Redis
-from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlmodel import col, select
 
 from api.db import unit_of_work
+from api.studio import repository
 from api.studio.models import JobStatus, StudioJob
 from api.timeutil import utcnow
 
@@ -71,7 +70,7 @@ class JobContext:
             **extra,
         }
         async with unit_of_work(self.engine) as session:
-            await session.exec(update(StudioJob).where(col(StudioJob.id) == self.job_id).values(**values))
+            await repository.update_job(session, self.job_id, **values)
 
 
 Handler = Callable[[JobContext], Awaitable[dict]]
@@ -125,25 +124,9 @@ class JobRunner:
             return
         try:
             async with unit_of_work(self.engine) as session:
-                job = (
-                    await session.exec(
-                        select(StudioJob)
-                        .where(
-                            StudioJob.deployment == self.deployment,
-                            StudioJob.kind == kind,
-                            StudioJob.status == JobStatus.QUEUED,
-                        )
-                        .order_by(col(StudioJob.id))
-                        .limit(1)
-                    )
-                ).first()
+                job = await repository.next_queued_job(session, deployment=self.deployment, kind=kind)
                 if job is not None:
-                    claimed = await session.exec(
-                        update(StudioJob)
-                        .where(col(StudioJob.id) == job.id, col(StudioJob.status) == JobStatus.QUEUED)
-                        .values(status=JobStatus.RUNNING, started_at=utcnow(), heartbeat_at=utcnow(), stage="starting")
-                    )
-                    job = job if claimed.rowcount == 1 else None
+                    job = job if await repository.claim_job(session, job.id) else None
         except BaseException:
             await lock.release()
             raise
@@ -202,12 +185,4 @@ class JobRunner:
         self._last_reap = now
         cutoff = utcnow() - timedelta(seconds=STALE_AFTER_S)
         async with unit_of_work(self.engine) as session:
-            await session.exec(
-                update(StudioJob)
-                .where(
-                    col(StudioJob.deployment) == self.deployment,
-                    col(StudioJob.status) == JobStatus.RUNNING,
-                    col(StudioJob.heartbeat_at) < cutoff,
-                )
-                .values(status=JobStatus.FAILED, finished_at=utcnow(), error="the API worker running it stopped")
-            )
+            await repository.fail_stale_jobs(session, deployment=self.deployment, heartbeat_before=cutoff)

@@ -18,6 +18,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from api.agents.models import Agent
 from api.audit.models import audit
+from api.conversations import repository as conversation_repo
 from api.conversations import service as conversations
 from api.conversations.flows import do_receive_customer_message
 from api.conversations.models import Conversation, ConversationState, Message
@@ -84,7 +85,7 @@ async def do_request_call(
         )
         await session.commit()
         return call
-    escalation = await conversations.get_latest_escalation(session, conversation.id)
+    escalation = await conversation_repo.latest_escalation(session, conversation.id)
     if escalation is not None and escalation.mode != "video":
         escalation.mode = "video"
         escalation.handoff_card = {**escalation.handoff_card, "mode": "video"}
@@ -123,7 +124,7 @@ async def _conversation_for_call(
             session, customer_id=customer.id, conversation_id=conversation_id
         )
     else:
-        conversation = await conversations.get_open(session, customer.id)
+        conversation = await conversation_repo.open_conversation(session, customer.id)
     if conversation is not None and conversation.state in (ConversationState.QUEUED, ConversationState.WITH_AGENT):
         return conversation
     # Still with the bot (or closed): the button means 「视频客服」, so we say it for the customer. The bot then
@@ -201,8 +202,8 @@ async def _queue_text(session: AsyncSession, conversation: Conversation) -> str:
     if conversation.state != ConversationState.QUEUED:
         return "您可以继续在这里文字沟通，或稍后再点「视频客服」。"
     assert conversation.id is not None
-    escalation = await conversations.get_open_escalation(session, conversation.id)
-    ahead = await conversations.queue_position(session, escalation) - 1 if escalation else 0
+    escalation = await conversation_repo.open_escalation(session, conversation.id)
+    ahead = await conversation_repo.queue_position(session, escalation) - 1 if escalation else 0
     return (
         "您仍在排队，位置已为您保留"
         + (f"（前面还有{ahead}位）" if ahead else "（您是下一位）")
@@ -289,7 +290,7 @@ async def do_accept(session: AsyncSession, registry: CallRegistry, *, agent: Age
         await do_claim(
             session, registry.triage.routing, registry.delivery, agent=agent, conversation_id=conversation.id
         )
-    escalation = await conversations.get_latest_escalation(session, conversation.id)
+    escalation = await conversation_repo.latest_escalation(session, conversation.id)
     if escalation is not None and escalation.first_response_at is None:
         escalation.first_response_at = now  # answering the call is answering the customer
     message = service.system_message(conversation, f"客服{agent.display_name}已接听，正在为您接通视频…", _payload(call))
@@ -543,7 +544,7 @@ def _payload(call: VideoCall) -> dict:
 
 
 async def _summary(session: AsyncSession, call: VideoCall) -> str:
-    escalation = await conversations.get_latest_escalation(session, call.conversation_id)
+    escalation = await conversation_repo.latest_escalation(session, call.conversation_id)
     return mask_sensitive(escalation.handoff_card.get("summary", "")) if escalation else ""  # to every agent
 
 

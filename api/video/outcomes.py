@@ -11,7 +11,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from api.agents.models import Agent
 from api.audit.models import audit
-from api.conversations import service as conversations
+from api.conversations import repository as conversation_repo
 from api.customers.models import Customer
 from api.errors import Conflict, NotPermitted, ResourceNotFound
 from api.realtime import AGENTS_CHANNEL, agent_channel, publish, publish_to_customer
@@ -55,7 +55,7 @@ async def do_verify_identity(
     session.add(check)
     await session.flush()
     conversation = await service.get_conversation(session, call)
-    escalation = await conversations.get_latest_escalation(session, call.conversation_id)
+    escalation = await conversation_repo.latest_escalation(session, call.conversation_id)
     if escalation is not None and result == "verified":
         # A new dict: JSON columns only notice reassignment.
         escalation.handoff_card = {

@@ -16,7 +16,7 @@ from api.agents import flows as agent_flows
 from api.agents.models import Agent
 from api.audit.models import audit
 from api.bounds import RecordId
-from api.conversations import service as conversations
+from api.conversations import repository as conversation_repo
 from api.deps import (
     ClientAddress,
     CurrentAgent,
@@ -149,7 +149,7 @@ async def read_call(call_id: RecordId, party: CurrentParty, session: SessionDep)
         # The conversation's read rule (queued, held by this agent, or a supervisor's): being in the call's
         # skill group is not enough once someone else holds the conversation.
         await _readable_conversation(session, agent, call.conversation_id)
-    escalation = await conversations.get_latest_escalation(session, call.conversation_id)
+    escalation = await conversation_repo.latest_escalation(session, call.conversation_id)
     # Masked like the rest of the console; clear text only through the audited reveal of a message.
     return CallForAgent(
         call=CallPublic.of(call),

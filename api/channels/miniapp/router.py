@@ -13,6 +13,7 @@ from api import tickets
 from api.bounds import AfterId, RecordId
 from api.channels.miniapp import service
 from api.channels.miniapp.schemas import History, LoginRequest, LoginResponse, Rating, SendMessage, SendResult
+from api.conversations import repository as conversation_repo
 from api.conversations import service as conversations
 from api.conversations.flows import do_receive_customer_message
 from api.conversations.models import ConversationState
@@ -124,10 +125,10 @@ async def current_history(customer: CurrentCustomer, session: SessionDep, after_
     haven't seen yet (any conversation) in `waiting`, to show first."""
     assert customer.id is not None
     waiting = [MessagePublic.of(m) for m in await delivery_states.list_unseen(session, customer.id)]
-    conversation = await conversations.get_latest(session, customer.id)
+    conversation = await conversation_repo.latest_conversation(session, customer.id)
     if conversation is None:
         return History(conversation=None, messages=[], waiting=waiting)
-    messages = await conversations.list_messages(session, conversation_id=conversation.id, after_id=after_id)
+    messages = await conversation_repo.list_messages(session, conversation_id=conversation.id, after_id=after_id)
     return History(
         conversation=ConversationBrief.of(conversation),
         messages=[MessagePublic.of(m) for m in messages],
@@ -170,7 +171,7 @@ async def conversation_history(
     conversation = await conversations.get_for_customer(
         session, customer_id=customer.id, conversation_id=conversation_id
     )
-    messages = await conversations.list_messages(session, conversation_id=conversation.id, after_id=after_id)
+    messages = await conversation_repo.list_messages(session, conversation_id=conversation.id, after_id=after_id)
     return History(conversation=ConversationBrief.of(conversation), messages=[MessagePublic.of(m) for m in messages])
 
 
@@ -225,7 +226,7 @@ async def _close(websocket: WebSocket, code: int) -> None:
 async def _replay(websocket: WebSocket, customer_id: int, after_id: int) -> int:
     last_id = after_id
     async with unit_of_work(websocket.app.state.engine) as session:
-        for message in await conversations.list_messages(session, customer_id=customer_id, after_id=after_id):
+        for message in await conversation_repo.list_messages(session, customer_id=customer_id, after_id=after_id):
             await websocket.send_json(message_event(message))
             last_id = saved_id(message)
     return last_id
