@@ -13,7 +13,7 @@ import uuid
 import httpx
 from sqlalchemy import create_engine, text
 
-from api.launcher import ROOT
+from api.paths import ROOT
 from api.settings import DEV_OA_TOKEN
 from api.vault import Keyring, new_master_key_entry, open_sealed, sealed_key_id
 from tests.advisors.support import agent, eventually, held_ids

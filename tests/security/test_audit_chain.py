@@ -16,7 +16,7 @@ from api.audit.models import AuditEvent, audit
 from api.audit.verify import verify_chain
 from api.db import create_engine as create_async_engine
 from api.db import migrate, unit_of_work
-from api.launcher import ROOT
+from api.paths import ROOT
 from api.settings import sync_database_url
 from tests.conftest import fresh_database
 

@@ -13,8 +13,8 @@ import httpx
 import pytest
 
 from api.embedded import ThreadedServer
-from api.launcher import NLU_DATA, ROOT
 from api.main import create_app
+from api.paths import NLU_DATA, ROOT
 from tests.support import create_agent
 
 EDITOR_PASSWORD = "pw-studio-123"

@@ -7,7 +7,7 @@ import shutil
 import pytest
 
 from api.errors import Conflict
-from api.launcher import NLU_DATA, RASA_REQUIREMENTS, nlu_data_hash
+from api.paths import NLU_DATA, RASA_REQUIREMENTS, nlu_data_hash
 from api.studio import nlu_files
 from api.studio.evaluation import metrics, stratified_split
 from api.studio.nlu_files import NluFiles, annotated_entities, plain_text

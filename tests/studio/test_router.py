@@ -9,7 +9,7 @@ import httpx
 from sqlalchemy import create_engine, select
 
 from api.conversations.models import Message
-from api.launcher import NLU_DATA
+from api.paths import NLU_DATA
 from api.settings import sync_database_url
 from tests.studio.conftest import EDITOR_PASSWORD, StudioClient
 from tests.support import MiniappCustomer, create_agent

@@ -10,7 +10,7 @@ import time
 import httpx
 from ruamel.yaml import YAML
 
-from api.launcher import NLU_DATA, RASA_BIN, RASA_ENV, RASA_REQUIREMENTS
+from api.paths import NLU_DATA, RASA_BIN, RASA_ENV, RASA_REQUIREMENTS
 from api.studio.nlu_files import NluFiles, plain_text
 from api.studio.training import Trainer
 from tests.studio.conftest import StudioClient, StudioStack

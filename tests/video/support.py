@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import redis
 
-from api.launcher import ROOT
+from api.paths import ROOT
 from api.video import plane
 from api.video.service import NOTICE_VERSION
 from tests.support import AgentConsole, MiniappCustomer, create_agent

@@ -20,7 +20,7 @@ from api.conversations.delivery import Delivery
 from api.conversations.flows import Triage
 from api.db import create_engine as create_async_engine
 from api.db import unit_of_work
-from api.launcher import ROOT
+from api.paths import ROOT
 from api.settings import Settings, async_database_url
 from api.timeutil import utcnow
 from api.vault import Keyring, new_master_key_entry, open_sealed, sealed_key_id
