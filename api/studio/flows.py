@@ -46,7 +46,7 @@ async def do_train(studio: service.Studio, ctx: JobContext) -> dict:
         for heavy in ("out", "eval"):
             shutil.rmtree(job_dir / heavy, ignore_errors=True)
     async with unit_of_work(studio.engine) as session:
-        version = await service.ensure_version(session, deployment=studio.deployment, model_file=outcome.model_file)
+        version = await repository.ensure_version(session, deployment=studio.deployment, model_file=outcome.model_file)
         if outcome.trained or version.source == "external":
             version.created_by, version.created_at = ctx.created_by, utcnow()
         version.data_hash, version.duration_s = outcome.data_hash, outcome.duration_s
@@ -81,7 +81,7 @@ async def _evaluate_existing(studio: service.Studio, ctx: JobContext, job_dir, m
     """The shipped model, evaluated like any version (its evaluation model is trained, not the model)."""
     evaluation, image = await studio.trainer.evaluate(job_dir / "data", model_file, ctx.report)
     async with unit_of_work(studio.engine) as session:
-        version = await service.ensure_version(session, deployment=studio.deployment, model_file=model_file)
+        version = await repository.ensure_version(session, deployment=studio.deployment, model_file=model_file)
         version.evaluation, version.macro_f1 = evaluation, evaluation["macro_f1"]
         version.confusion_image, version.status = image, VersionStatus.READY
         audit(
@@ -103,13 +103,13 @@ async def do_activate(studio: service.Studio, ctx: JobContext) -> dict:
     """Blue/green switch to the version, then mark it active in SQL (the record follows the fact)."""
     version_id = int(ctx.params["version_id"])
     async with unit_of_work(studio.engine) as session:
-        version = await service.get_version(session, deployment=studio.deployment, version_id=version_id)
+        version = await repository.get_version(session, deployment=studio.deployment, version_id=version_id)
         model_file = version.model_file
     await ctx.report(progress=0.02, stage="preparing", line=f"activating version {version_id} ({model_file})")
     switched = await studio.activator.switch_to(model_file, version_id, ctx.report)
     async with unit_of_work(studio.engine) as session:
         await repository.deactivate_versions(session, studio.deployment)
-        version = await service.get_version(session, deployment=studio.deployment, version_id=version_id)
+        version = await repository.get_version(session, deployment=studio.deployment, version_id=version_id)
         version.active, version.activated_at, version.activated_by = True, utcnow(), ctx.created_by
         action = "studio_restore" if ctx.params.get("restore") else "studio_activate"
         audit(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any
 
@@ -12,9 +13,12 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from api.agents.models import Agent
 from api.audit.models import AuditEvent
 from api.conversations.models import Direction, Message, SenderKind
-from api.studio.models import InboxItem, InboxStatus, JobStatus, ModelVersion, StudioJob
+from api.errors import ResourceNotFound
+from api.studio.models import InboxItem, InboxStatus, JobStatus, ModelVersion, StudioJob, VersionStatus
 from api.timeutil import utcnow
 from bot.nlu import FALLBACK_INTENT
+
+_MODEL_HASH = re.compile(r"nlu-([0-9a-f]+)\.tar\.gz$")
 
 
 async def poorly_understood_messages(session: AsyncSession, *, threshold: float, limit: int) -> list[Message]:
@@ -104,3 +108,70 @@ async def fail_stale_jobs(session: AsyncSession, *, deployment: str, heartbeat_b
 async def deactivate_versions(session: AsyncSession, deployment: str) -> None:
     """No version of the deployment is active (the caller then marks the one that is)."""
     await session.exec(update(ModelVersion).where(col(ModelVersion.deployment) == deployment).values(active=False))
+
+
+async def version_of_file(session: AsyncSession, *, deployment: str, model_file: str) -> ModelVersion | None:
+    statement = select(ModelVersion).where(ModelVersion.deployment == deployment, ModelVersion.model_file == model_file)
+    return (await session.exec(statement)).first()
+
+
+async def get_active(session: AsyncSession, *, deployment: str) -> ModelVersion | None:
+    statement = select(ModelVersion).where(ModelVersion.deployment == deployment, col(ModelVersion.active).is_(True))
+    return (await session.exec(statement)).first()
+
+
+async def get_version(session: AsyncSession, *, deployment: str, version_id: int) -> ModelVersion:
+    version = await session.get(ModelVersion, version_id)
+    if version is None or version.deployment != deployment:
+        raise ResourceNotFound("no such model version", code="version_not_found")
+    return version
+
+
+async def list_versions(session: AsyncSession, *, deployment: str) -> list[tuple[ModelVersion, str | None]]:
+    statement = (
+        select(ModelVersion, Agent.username)
+        .outerjoin(Agent, col(Agent.id) == col(ModelVersion.created_by))
+        .where(ModelVersion.deployment == deployment)
+        .order_by(col(ModelVersion.id).desc())
+    )
+    return list((await session.exec(statement)).all())
+
+
+async def ensure_version(session: AsyncSession, *, deployment: str, model_file: str) -> ModelVersion:
+    """The version row for a model file, creating an unevaluated one for a model the studio didn't train."""
+    version = await version_of_file(session, deployment=deployment, model_file=model_file)
+    if version is None:
+        match = _MODEL_HASH.search(model_file)
+        version = ModelVersion(
+            deployment=deployment,
+            model_file=model_file,
+            data_hash=match[1] if match else "",
+            source="external",
+            status=VersionStatus.UNEVALUATED,
+        )
+        session.add(version)
+        await session.flush()
+    return version
+
+
+async def busy(session: AsyncSession, *, deployment: str, kind: str) -> StudioJob | None:
+    statement = select(StudioJob).where(
+        StudioJob.deployment == deployment,
+        StudioJob.kind == kind,
+        col(StudioJob.status).in_((JobStatus.QUEUED, JobStatus.RUNNING)),
+    )
+    return (await session.exec(statement)).first()
+
+
+async def get_job(session: AsyncSession, *, deployment: str, job_id: int) -> StudioJob:
+    job = await session.get(StudioJob, job_id)
+    if job is None or job.deployment != deployment:
+        raise ResourceNotFound("no such job", code="job_not_found")
+    return job
+
+
+async def list_jobs(session: AsyncSession, *, deployment: str, limit: int = 20) -> list[StudioJob]:
+    statement = (
+        select(StudioJob).where(StudioJob.deployment == deployment).order_by(col(StudioJob.id).desc()).limit(limit)
+    )
+    return list((await session.exec(statement)).all())

@@ -15,7 +15,7 @@ from api.bounds import RecordId
 from api.deps import RedisDep, SessionDep, SettingsDep, require_role
 from api.errors import ResourceNotFound
 from api.masking import mask_sensitive
-from api.studio import editing, inbox, service
+from api.studio import editing, inbox, repository, service
 from api.studio.models import InboxStatus
 from api.studio.schemas import (
     ActivateRequest,
@@ -258,22 +258,22 @@ async def train(editor: Editor, studio: StudioDep, session: SessionDep):
 
 @router.get("/jobs", response_model=list[JobOut])
 async def list_jobs(_: Editor, studio: StudioDep, session: SessionDep):
-    return [JobOut.of(j) for j in await service.list_jobs(session, deployment=studio.deployment)]
+    return [JobOut.of(j) for j in await repository.list_jobs(session, deployment=studio.deployment)]
 
 
 @router.get("/jobs/{job_id}", response_model=JobOut)
 async def read_job(job_id: RecordId, _: Editor, studio: StudioDep, session: SessionDep):
-    return JobOut.of(await service.get_job(session, deployment=studio.deployment, job_id=job_id))
+    return JobOut.of(await repository.get_job(session, deployment=studio.deployment, job_id=job_id))
 
 
 @router.get("/versions", response_model=list[VersionOut])
 async def list_versions(_: Editor, studio: StudioDep, session: SessionDep):
-    return [version_out(v, who) for v, who in await service.list_versions(session, deployment=studio.deployment)]
+    return [version_out(v, who) for v, who in await repository.list_versions(session, deployment=studio.deployment)]
 
 
 @router.get("/versions/{version_id}", response_model=VersionDetail)
 async def read_version(version_id: RecordId, _: Editor, studio: StudioDep, session: SessionDep):
-    version = await service.get_version(session, deployment=studio.deployment, version_id=version_id)
+    version = await repository.get_version(session, deployment=studio.deployment, version_id=version_id)
     author = await session.get(Agent, version.created_by) if version.created_by else None
     return VersionDetail(
         **version_out(version, author.username if author else None).model_dump(), evaluation=version.evaluation
@@ -285,7 +285,7 @@ async def read_version(version_id: RecordId, _: Editor, studio: StudioDep, sessi
 )
 async def confusion_image(version_id: RecordId, _: Editor, studio: StudioDep, session: SessionDep):
     """The held-out confusion matrix: rows are the true intents, columns the predicted ones."""
-    version = await service.get_version(session, deployment=studio.deployment, version_id=version_id)
+    version = await repository.get_version(session, deployment=studio.deployment, version_id=version_id)
     if not version.confusion_image:
         raise ResourceNotFound("this version has no confusion matrix", code="no_confusion_image")
     try:
@@ -304,11 +304,11 @@ async def compare_versions(
     against: Annotated[RecordId | None, Query(description="default: the active version")] = None,
 ):
     """Intent by intent, this version's held-out metrics beside another's (the active one by default)."""
-    version = await service.get_version(session, deployment=studio.deployment, version_id=version_id)
+    version = await repository.get_version(session, deployment=studio.deployment, version_id=version_id)
     other = (
-        await service.get_version(session, deployment=studio.deployment, version_id=against)
+        await repository.get_version(session, deployment=studio.deployment, version_id=against)
         if against
-        else await service.get_active(session, deployment=studio.deployment)
+        else await repository.get_active(session, deployment=studio.deployment)
     )
     return compare(version, other)
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import re
 import shutil
 from functools import partial
 from pathlib import Path
@@ -14,18 +13,18 @@ from pathlib import Path
 from redis.asyncio import Redis
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from api.agents.models import Agent
 from api.audit.models import audit
 from api.db import unit_of_work
-from api.errors import Conflict, ResourceNotFound
+from api.errors import Conflict
 from api.paths import RASA_BIN, RASA_ENV, RASA_REQUIREMENTS
 from api.settings import Settings
+from api.studio import repository
 from api.studio.activation import Activator, NluFollower, RasaInstances, configured_replicas, rasa_status, serves
 from api.studio.jobs import JobRunner
-from api.studio.models import JobKind, JobStatus, ModelVersion, StudioJob, VersionStatus
+from api.studio.models import JobKind, StudioJob, VersionStatus
 from api.studio.nlu_files import NluFiles
 from api.studio.rasa_check import RasaReaderCheck
 from api.studio.training import Trainer, data_hash
@@ -35,7 +34,6 @@ from bot.scenarios import load_catalog
 
 log = logging.getLogger(__name__)
 CONVERGE_EVERY_S = 15.0
-_MODEL_HASH = re.compile(r"nlu-([0-9a-f]+)\.tar\.gz$")
 
 
 class Studio:
@@ -166,8 +164,8 @@ class Studio:
         base_model = Path(str(status["model_file"])).name
         try:
             async with unit_of_work(self.engine) as session:
-                base = await ensure_version(session, deployment=self.deployment, model_file=base_model)
-                active = await get_active(session, deployment=self.deployment)
+                base = await repository.ensure_version(session, deployment=self.deployment, model_file=base_model)
+                active = await repository.get_active(session, deployment=self.deployment)
                 if active is None:
                     base.active = True
                     return
@@ -176,7 +174,7 @@ class Studio:
                     return
                 if not await self.redis.set(f"yt:studio:{self.deployment}:restore", "1", nx=True, ex=300):
                     return  # another worker is on it
-                if await busy(session, deployment=self.deployment, kind=JobKind.ACTIVATE):
+                if await repository.busy(session, deployment=self.deployment, kind=JobKind.ACTIVATE):
                     return
                 session.add(
                     StudioJob(
@@ -201,13 +199,10 @@ class Studio:
             return
         current = await asyncio.to_thread(data_hash, self.files.root, RASA_REQUIREMENTS)
         async with unit_of_work(self.engine) as session:
-            statement = select(ModelVersion).where(
-                ModelVersion.deployment == self.deployment, ModelVersion.model_file == model_file
-            )
-            version = (await session.exec(statement)).first()
+            version = await repository.version_of_file(session, deployment=self.deployment, model_file=model_file)
             if version is None or version.status != VersionStatus.UNEVALUATED or version.data_hash != current:
                 return
-            if await busy(session, deployment=self.deployment, kind=JobKind.TRAIN):
+            if await repository.busy(session, deployment=self.deployment, kind=JobKind.TRAIN):
                 return
             if not await self.redis.set(f"yt:studio:{self.deployment}:evaluate:{model_file}", "1", nx=True, ex=3600):
                 return  # another process queued it
@@ -223,73 +218,9 @@ class Studio:
         self.runner.wake()
 
 
-# ---- record work: versions and jobs ----------------------------------------------------------------------------
-async def get_active(session: AsyncSession, *, deployment: str) -> ModelVersion | None:
-    statement = select(ModelVersion).where(ModelVersion.deployment == deployment, col(ModelVersion.active).is_(True))
-    return (await session.exec(statement)).first()
-
-
-async def get_version(session: AsyncSession, *, deployment: str, version_id: int) -> ModelVersion:
-    version = await session.get(ModelVersion, version_id)
-    if version is None or version.deployment != deployment:
-        raise ResourceNotFound("no such model version", code="version_not_found")
-    return version
-
-
-async def list_versions(session: AsyncSession, *, deployment: str) -> list[tuple[ModelVersion, str | None]]:
-    statement = (
-        select(ModelVersion, Agent.username)
-        .outerjoin(Agent, col(Agent.id) == col(ModelVersion.created_by))
-        .where(ModelVersion.deployment == deployment)
-        .order_by(col(ModelVersion.id).desc())
-    )
-    return list((await session.exec(statement)).all())
-
-
-async def ensure_version(session: AsyncSession, *, deployment: str, model_file: str) -> ModelVersion:
-    """The version row for a model file, creating an unevaluated one for a model the studio didn't train."""
-    statement = select(ModelVersion).where(ModelVersion.deployment == deployment, ModelVersion.model_file == model_file)
-    version = (await session.exec(statement)).first()
-    if version is None:
-        match = _MODEL_HASH.search(model_file)
-        version = ModelVersion(
-            deployment=deployment,
-            model_file=model_file,
-            data_hash=match[1] if match else "",
-            source="external",
-            status=VersionStatus.UNEVALUATED,
-        )
-        session.add(version)
-        await session.flush()
-    return version
-
-
-async def busy(session: AsyncSession, *, deployment: str, kind: str) -> StudioJob | None:
-    statement = select(StudioJob).where(
-        StudioJob.deployment == deployment,
-        StudioJob.kind == kind,
-        col(StudioJob.status).in_((JobStatus.QUEUED, JobStatus.RUNNING)),
-    )
-    return (await session.exec(statement)).first()
-
-
-async def get_job(session: AsyncSession, *, deployment: str, job_id: int) -> StudioJob:
-    job = await session.get(StudioJob, job_id)
-    if job is None or job.deployment != deployment:
-        raise ResourceNotFound("no such job", code="job_not_found")
-    return job
-
-
-async def list_jobs(session: AsyncSession, *, deployment: str, limit: int = 20) -> list[StudioJob]:
-    statement = (
-        select(StudioJob).where(StudioJob.deployment == deployment).order_by(col(StudioJob.id).desc()).limit(limit)
-    )
-    return list((await session.exec(statement)).all())
-
-
 async def request_training(studio: Studio, session: AsyncSession, agent: Agent) -> StudioJob:
     """Queue a training; one at a time (the machine has two cores, and two would only race)."""
-    running = await busy(session, deployment=studio.deployment, kind=JobKind.TRAIN)
+    running = await repository.busy(session, deployment=studio.deployment, kind=JobKind.TRAIN)
     if running is None:
         job = StudioJob(deployment=studio.deployment, kind=JobKind.TRAIN, created_by=agent.id)
         session.add(job)
@@ -299,7 +230,7 @@ async def request_training(studio: Studio, session: AsyncSession, agent: Agent) 
             await session.flush()
         except IntegrityError:
             await session.rollback()
-            running = await busy(session, deployment=studio.deployment, kind=JobKind.TRAIN)
+            running = await repository.busy(session, deployment=studio.deployment, kind=JobKind.TRAIN)
         else:
             audit(
                 session, actor_kind="agent", actor_id=agent.id, action="studio_train_requested", subject=f"job:{job.id}"
@@ -320,12 +251,12 @@ async def request_activation(
     Never ship a worse model by accident: a version whose held-out macro-F1 is below the active one's
     (or that has no evaluation, while the active one has) needs `override`.
     """
-    version = await get_version(session, deployment=studio.deployment, version_id=version_id)
+    version = await repository.get_version(session, deployment=studio.deployment, version_id=version_id)
     if not (studio.models_dir / version.model_file).exists():
         raise Conflict(f"the model file {version.model_file} is gone", code="model_missing")
     if version.status == VersionStatus.EVALUATING:
         raise Conflict("this version is still being evaluated", code="version_not_ready")
-    active = await get_active(session, deployment=studio.deployment)
+    active = await repository.get_active(session, deployment=studio.deployment)
     if active is not None and active.id == version.id:
         raise Conflict("this version is already active", code="already_active")
     if not override and active is not None and needs_override(version, active):
