@@ -8,6 +8,7 @@ quota, and keeps what can't go yet as pending — a sender never drops a message
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Protocol
@@ -21,7 +22,14 @@ from api.realtime import customer_channel, publish_many, publish_to_customer
 
 log = logging.getLogger(__name__)
 
-ChannelSender = Callable[[Conversation, Message], Awaitable[None]]
+
+class PassiveAnswer(Protocol):
+    """A push handler's HTTP answer still open for replies (the official account's passive reply)."""
+
+    def take(self, message: Message) -> bool: ...
+
+
+ChannelSender = Callable[[Conversation, Message, PassiveAnswer | None], Awaitable[None]]
 TypingSender = Callable[[Conversation], Awaitable[None]]
 
 
@@ -41,6 +49,15 @@ class Delivery:
         # Agent messages are followed (socket, then official account, subscribe message, pending) instead of
         # going only to the conversation's channel; wired at start-up.
         self.follower: Follower | None = None
+        # Set only on the view a push handler hands down (`answering`): its channel's sender may put replies there.
+        self.passive: PassiveAnswer | None = None
+
+    def answering(self, passive: PassiveAnswer) -> Delivery:
+        """This delivery for the work of one push whose HTTP answer can still carry replies: messages given to it
+        reach their channel's sender with `passive`, which may take them into that answer instead of sending."""
+        view = copy.copy(self)  # the same senders, follower and Redis
+        view.passive = passive
+        return view
 
     def register(self, channel: str, sender: ChannelSender) -> None:
         """The sender for messages whose channel is ``channel`` (one per channel)."""
@@ -74,7 +91,7 @@ class Delivery:
                 DELIVERIES.labels(message.channel, "published").inc()  # the channel is its sockets
                 continue
             try:
-                await sender(conversation, message)
+                await sender(conversation, message, self.passive)
             except Exception:
                 # The message is committed; one channel's failure must not fail the caller or the rest.
                 DELIVERIES.labels(message.channel, "failed").inc()

@@ -21,6 +21,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any, cast
 
 from redis.asyncio import Redis
@@ -32,7 +33,7 @@ from api.channels.wechat_oa import service
 from api.channels.wechat_oa.crypto import Keyring
 from api.channels.wechat_oa.envelope import EnvelopeCodec, Push, PushQuery
 from api.channels.wechat_oa.freshness import PushFreshness
-from api.channels.wechat_oa.outbound import CARD_KIND, OaOutbound, PassiveWindow, passive_window
+from api.channels.wechat_oa.outbound import CARD_KIND, OaOutbound, PassiveWindow
 from api.channels.wechat_oa.quota import ServiceWindows
 from api.channels.wechat_oa.xml import text_reply
 from api.channels.wechat_platform import WeChatPlatform
@@ -65,7 +66,8 @@ LINK_ATTEMPTS = 5
 # writing it out. A push already too old still gets a moment (a ready answer goes passively).
 WECHAT_DEADLINE_S, DEADLINE_MARGIN_S, MIN_BUDGET_S = 5.0, 0.5, 0.05
 
-Work = Callable[[AsyncSession, int], Awaitable[Received]]
+# A push's work: the session, the customer, and the triage whose delivery answers into the push's passive window.
+Work = Callable[[AsyncSession, int, Triage], Awaitable[Received]]
 
 
 async def do_acknowledge(
@@ -183,11 +185,11 @@ class OaChannel:
         """What to do with this push; None for types we only acknowledge with `success`."""
         if push.msg_type == "text":
             text = push.get("Content")[: self.max_text_chars]
-            return (lambda s, c: self._receive(s, c, push, text=text)) if text else None
+            return (lambda s, c, t: self._receive(s, c, t, push, text=text)) if text else None
         if push.msg_type == "voice":
             recognized = push.get("Recognition")[: self.max_text_chars]
             if recognized:
-                return lambda s, c: self._receive(s, c, push, text=recognized)
+                return lambda s, c, t: self._receive(s, c, t, push, text=recognized)
             return self._acknowledged(
                 push, "[语音]", VOICE_UNCLEAR, kind="voice", payload={"type": "voice", "media_id": push.get("MediaId")}
             )
@@ -216,7 +218,7 @@ class OaChannel:
         if push.event == "CLICK" and push.get("EventKey") == VIDEO_SERVICE_KEY:
             return self._video_card(push)
         if push.event == "CLICK":
-            return lambda s, c: self._receive(s, c, push, text=f"[菜单] {push.get('EventKey')}", kind="event")
+            return lambda s, c, t: self._receive(s, c, t, push, text=f"[菜单] {push.get('EventKey')}", kind="event")
         return None  # LOCATION, VIEW and whatever WeChat adds: acknowledged with `success`
 
     def _acknowledged(
@@ -231,12 +233,12 @@ class OaChannel:
     ) -> Work:
         """Store the push as ``text`` and answer ``answer`` (``answer_with_agent`` once a person has the case)."""
 
-        async def work(session: AsyncSession, customer_id: int) -> Received:
-            received = await self._receive(session, customer_id, push, text=text, kind=kind, payload=payload)
+        async def work(session: AsyncSession, customer_id: int, triage: Triage) -> Received:
+            received = await self._receive(session, customer_id, triage, push, text=text, kind=kind, payload=payload)
             if not received.duplicate:
                 with_agent = received.conversation.state != ConversationState.BOT
                 said = answer_with_agent if with_agent and answer_with_agent else answer
-                await do_acknowledge(session, self.triage.delivery, received, text=said)
+                await do_acknowledge(session, triage.delivery, received, text=said)
             return received
 
         return work
@@ -247,8 +249,8 @@ class OaChannel:
             return work
         intake = self.image_intake
 
-        async def with_image(session: AsyncSession, customer_id: int) -> Received:
-            received = await work(session, customer_id)
+        async def with_image(session: AsyncSession, customer_id: int, triage: Triage) -> Received:
+            received = await work(session, customer_id, triage)
             if not received.duplicate:
                 await intake(session, received, media_id)
             return received
@@ -256,14 +258,14 @@ class OaChannel:
         return with_image
 
     def _booking_card(self, push: Push) -> Work:
-        async def work(session: AsyncSession, customer_id: int) -> Received:
+        async def work(session: AsyncSession, customer_id: int, triage: Triage) -> Received:
             from api.appointments.service import booking_invite  # appointments import conversations: keep it lazy
 
-            received = await self._receive(session, customer_id, push, text="[菜单] 预约客户经理", kind="event")
+            received = await self._receive(session, customer_id, triage, push, text="[菜单] 预约客户经理", kind="event")
             if not received.duplicate:
                 await do_acknowledge(
                     session,
-                    self.triage.delivery,
+                    triage.delivery,
                     received,
                     text="预约客户经理：选一个方便的时间，客户经理按时视频或文字为您服务。",
                     payload=booking_invite(),
@@ -273,14 +275,14 @@ class OaChannel:
         return work
 
     def _video_card(self, push: Push) -> Work:
-        async def work(session: AsyncSession, customer_id: int) -> Received:
-            received = await self._receive(session, customer_id, push, text="[菜单] 视频客服", kind="event")
+        async def work(session: AsyncSession, customer_id: int, triage: Triage) -> Received:
+            received = await self._receive(session, customer_id, triage, push, text="[菜单] 视频客服", kind="event")
             if not received.duplicate:
                 # The video page of the customer's current conversation: the agent sees everything so far.
                 assert received.conversation.id is not None
                 await do_acknowledge(
                     session,
-                    self.triage.delivery,
+                    triage.delivery,
                     received,
                     text=VIDEO_CARD_TITLE,
                     kind=CARD_KIND,
@@ -294,6 +296,7 @@ class OaChannel:
         self,
         session: AsyncSession,
         customer_id: int,
+        triage: Triage,
         push: Push,
         *,
         text: str,
@@ -303,7 +306,7 @@ class OaChannel:
         return await do_receive_customer_message(
             session,
             self.redis,
-            self.triage,
+            triage,
             customer_id=customer_id,
             channel=Channel.WECHAT_OA,
             text=text,
@@ -340,7 +343,8 @@ class OaChannel:
         return None
 
     async def _run(self, window: PassiveWindow, push: Push, work: Work) -> Received | None:
-        passive_window.set(window)  # this task's context only: the sender sees it, nobody else does
+        # What this push's work delivers may go in its HTTP answer: the window travels with the triage it is given.
+        triage = replace(self.triage, delivery=self.triage.delivery.answering(window))
         async with unit_of_work(self.engine) as session:
             customer_id, waiting = await self._identify(session, push)
             if push.event == "subscribe":
@@ -350,7 +354,7 @@ class OaChannel:
             window.customer_id = customer_id
             if waiting and push.interaction is not None:
                 await self.outbound.flush_pending(customer_id)  # their window just opened: what waits goes first
-            return await work(session, customer_id)
+            return await work(session, customer_id, triage)
 
     async def _identify(self, session: AsyncSession, push: Push) -> tuple[int, bool]:
         """The customer behind the openid, and whether messages wait for them."""

@@ -3,8 +3,9 @@
 The channel's sender (`OaOutbound.deliver`, registered on `Delivery` for "wechat_oa") decides per message:
 
 1. **Passive**: while a push handler is still within its budget (the 5-second rule), replies to that
-   customer are collected in its `PassiveWindow` and go out in the HTTP answer. They are *not* also
-   sent by customer-service message: the window took them, so the sender stops there. Once the
+   customer are collected in its `PassiveWindow` and go out in the HTTP answer (the handler hands its work
+   a `Delivery` bound to the window, `Delivery.answering`: the window reaches this sender as an argument).
+   They are *not* also sent by customer-service message: the window took them, so the sender stops there. Once the
    handler's budget is over it closes the window, and anything delivered later goes to step 2.
 2. **Customer-service message** (`/cgi-bin/message/custom/send`) within the user's window and quota.
 3. **Pending**: what can't go (quota spent, 45015/45047, unsubscribed, WeChat unreachable) is kept in
@@ -18,7 +19,6 @@ import html
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from contextvars import ContextVar
 from typing import Any
 
 from redis.asyncio import Redis
@@ -29,6 +29,7 @@ from api.channels.wechat_oa import service
 from api.channels.wechat_oa.models import PendingStatus
 from api.channels.wechat_oa.quota import ServiceWindows
 from api.channels.wechat_platform import WeChatApiError, WeChatPlatform
+from api.conversations.delivery import PassiveAnswer
 from api.conversations.models import Conversation, Message
 from api.customers.models import ChannelIdentity
 from api.db import unit_of_work
@@ -61,10 +62,6 @@ class PassiveWindow:
         """The handler answers now: what was taken goes passively, anything later by custom-send."""
         self._open = False
         return self.messages
-
-
-# The push handler's window, visible to the sender inside the handler's task (and nowhere else).
-passive_window: ContextVar[PassiveWindow | None] = ContextVar("yunting_oa_passive_window", default=None)
 
 
 class OaOutbound:
@@ -120,12 +117,12 @@ class OaOutbound:
 
     # -- the sender -----------------------------------------------------------------------
 
-    async def deliver(self, conversation: Conversation, message: Message) -> None:
-        """Send one committed message to the customer on the official account (never raises)."""
+    async def deliver(self, conversation: Conversation, message: Message, passive: PassiveAnswer | None) -> None:
+        """Send one committed message to the customer on the official account (never raises); `passive`, the
+        open HTTP answer of the push being handled when there is one, may take it instead."""
         if message.internal:
             return
-        window = passive_window.get()
-        if window is not None and window.take(message):
+        if passive is not None and passive.take(message):
             DELIVERIES.labels("wechat_oa", "passive").inc()
             return  # it goes in the push handler's HTTP answer; custom-send would show it twice
         try:
