@@ -24,7 +24,7 @@ from api.errors import NotAuthenticated, NotPermitted
 from api.ratelimit import RateLimiter
 from api.realtime import EventHub
 from api.routing.engine import RoutingEngine
-from api.routing.loop import touch_agent
+from api.routing.service import touch_agent
 from api.security import read_token
 from api.settings import Settings
 from api.video.registry import CallRegistry

@@ -11,7 +11,7 @@ from api.agents.models import Agent
 from api.db import unit_of_work
 from api.deps import HubDep, RedisDep, SettingsDep, socket_bearer
 from api.realtime import AGENTS_CHANNEL, RESYNC, SubscriberOverflow, agent_channel
-from api.routing.loop import touch_agent
+from api.routing.service import touch_agent
 
 router = APIRouter(prefix="/agents", tags=["agents"])
 

@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 from sqlalchemy.exc import IntegrityError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from api.advisors import holds
 from api.agents.models import Agent
 from api.appointments import repository, service
 from api.appointments.models import Appointment, AppointmentState, WorkSchedule
@@ -19,10 +20,12 @@ from api.audit.models import audit
 from api.conversations import repository as conversations
 from api.conversations import service as conversation_service
 from api.conversations.delivery import Delivery
+from api.conversations.flows import do_route_escalation
 from api.conversations.models import Conversation, ConversationState, Direction, Escalation, Message, SenderKind
 from api.db import saved_id
 from api.errors import BadRequest, Conflict, NotPermitted, ResourceNotFound
 from api.realtime import agent_channel, publish, publish_to_customer
+from api.routing.flows import do_hand_over
 from api.settings import Settings
 from api.timeutil import utcnow
 
@@ -198,7 +201,6 @@ async def do_join(
 ) -> Conversation:
     """The customer's one tap at the slot: their conversation is queued for the appointment's agent first
     (advisor-first routing), with the appointment on the handoff card. A repeated tap returns the same."""
-    from api.conversations.flows import do_route_escalation  # conversations.flows imports this package lazily
 
     now = utcnow()
     if appointment.state == AppointmentState.JOINED and appointment.conversation_id:
@@ -293,7 +295,6 @@ async def _hand_over(session: AsyncSession, triage, conversation: Conversation, 
     """The customer is with another agent when their appointment starts: it moves to the appointment's agent
     if they have room (otherwise the current agent keeps it, and the card shows the appointment)."""
     assert agent.id is not None
-    from api.routing.flows import do_hand_over
 
     try:
         await do_hand_over(
@@ -318,7 +319,6 @@ async def _requeue_for_appointment(
     """A customer already waiting joins by appointment: their escalation leaves its queue (or hold) and is
     routed again, for the appointment's agent first, with the appointment on its card."""
     assert conversation.id is not None
-    from api.advisors import holds
 
     escalation = await conversations.open_escalation(session, conversation.id)
     if escalation is None:

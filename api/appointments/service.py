@@ -9,12 +9,15 @@ from zoneinfo import ZoneInfo
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from api.agents import repository as agent_records
 from api.agents.models import Agent
 from api.appointments import repository
 from api.appointments.models import WorkSchedule
+from api.conversations import repository as conversation_records
 from api.conversations.models import Escalation
 from api.db import saved_id
 from api.errors import BadRequest
+from api.routing.service import estimated_wait_minutes
 from api.timeutil import utcnow
 
 # The cards carry the bare page: the client adds a single-use `advisor_page` ticket (POST /miniapp/tickets) when
@@ -116,12 +119,8 @@ async def booking_offer(
     session: AsyncSession, escalation: Escalation, avg_handle_s: int, offer_wait_minutes: int
 ) -> tuple[str, dict] | None:
     """The bot's offer to book a time instead of waiting: when nobody of the group is online or the wait is long."""
-    from api.agents import repository as agents
-    from api.conversations import repository as conversations
-    from api.routing.loop import estimated_wait_minutes
-
-    online = await agents.count_online_in(session, escalation.skill_group)
-    position = await conversations.queue_position(session, escalation)
+    online = await agent_records.count_online_in(session, escalation.skill_group)
+    position = await conversation_records.queue_position(session, escalation)
     minutes = estimated_wait_minutes(position, online, avg_handle_s)
     if online and minutes < offer_wait_minutes:
         return None

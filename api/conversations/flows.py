@@ -16,6 +16,8 @@ from redis.asyncio import Redis
 from sqlalchemy.exc import IntegrityError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from api.advisors.flows import do_route_advisor_first
+from api.appointments.service import booking_offer
 from api.audit.models import audit
 from api.conversations import repository, service
 from api.conversations.delivery import Delivery
@@ -217,7 +219,6 @@ async def do_route_escalation(session: AsyncSession, redis: Redis, triage: Triag
     """The bot (or a joined appointment) handed over: the customer's advisor first, else queue the escalation
     and try to give it to an agent now."""
     assert conversation.id is not None
-    from api.advisors.flows import do_route_advisor_first  # advisors import routing and video: keep it lazy
 
     escalation = await repository.open_escalation(session, conversation.id)
     if escalation is None:
@@ -359,7 +360,6 @@ async def _answer_with_bot(
         notice = await _queue_notice(session, triage, escalation, on_video_page=video_tap)
         context.remember(sender_kind=SenderKind.BOT, channel=conversation.current_channel, text=notice[0])
         texts.append(notice)
-        from api.appointments.service import booking_offer  # appointments import conversations: keep it lazy
 
         offer = await booking_offer(session, escalation, triage.avg_handle_s, triage.booking_offer_wait_minutes)
         if offer is not None:

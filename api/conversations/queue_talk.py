@@ -19,7 +19,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from api.agents import repository as agents
 from api.conversations import repository
 from api.conversations.models import Conversation, Direction, Escalation, Message, SenderKind
-from api.routing.loop import estimated_wait_minutes
+from api.routing.service import estimated_wait_minutes
 from bot.service_hours import ServiceHours
 
 # 「还要等多久？」「排到第几了」「怎么还没人」: answered from the queue every time they are asked.

@@ -9,6 +9,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from api.conversations.models import Conversation, ConversationState, Escalation, Message, SenderKind
+from api.video.models import IdentityCheck
 
 OPEN_STATES = (ConversationState.BOT, ConversationState.QUEUED, ConversationState.WITH_AGENT)
 
@@ -152,7 +153,6 @@ async def last_agent_words(session: AsyncSession, conversation_id: int) -> str |
 
 async def verified_by_video(session: AsyncSession, conversation_id: int) -> bool:
     """A face-to-face identity check in one of the conversation's video calls succeeded."""
-    from api.video.models import IdentityCheck  # conversations must not import video at module level (cycle)
 
     verified = select(IdentityCheck.id).where(
         IdentityCheck.conversation_id == conversation_id, IdentityCheck.result == "verified"

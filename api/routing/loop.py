@@ -9,12 +9,13 @@ import logging
 import math
 from datetime import timedelta
 
-from redis.asyncio import Redis
 from redis.exceptions import LockError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from api.agents import repository as agents
+from api.agents.flows import do_set_presence
+from api.agents.service import SKILL_GROUPS
 from api.conversations import repository as conversations
 from api.conversations.delivery import Delivery
 from api.conversations.models import Direction, Message, SenderKind
@@ -22,27 +23,11 @@ from api.db import unit_of_work
 from api.routing import repository
 from api.routing.engine import RoutingEngine
 from api.routing.flows import do_assign_waiting, do_requeue, ensure_built
+from api.routing.service import alive_key, estimated_wait_minutes
 from api.settings import Settings
 from api.timeutil import utcnow
 
 log = logging.getLogger(__name__)
-SKILL_GROUPS = ("cards", "loans", "accounts", "wealth", "general")
-
-
-def alive_key(agent_id: int) -> str:
-    return f"yt:agent:{agent_id}:alive"
-
-
-async def touch_agent(redis: Redis, agent_id: int, ttl_s: int) -> None:
-    """An agent showed signs of life (a request, or a console WebSocket ping)."""
-    await redis.set(alive_key(agent_id), "1", ex=ttl_s)
-
-
-def estimated_wait_minutes(position: int, online_agents: int, avg_handle_s: int) -> int:
-    """A plain estimate: customers ahead shared among the group's online agents, times a typical handling time.
-    Callers give no estimate at all when nobody is online (see `api/conversations/queue_talk.py`)."""
-    rounds = math.ceil(position / max(online_agents, 1))
-    return max(1, math.ceil(rounds * avg_handle_s / 60))
 
 
 class RoutingLoop:
@@ -99,7 +84,6 @@ class RoutingLoop:
             assert agent.id is not None
             if await self.routing.redis.exists(alive_key(agent.id)):
                 continue
-            from api.agents.flows import do_set_presence  # agents.flows imports routing; keep the cycle lazy
 
             log.info("agent %s went silent: marking offline", agent.id)
             await do_set_presence(session, self.routing, self.delivery, agent=agent, presence="offline")

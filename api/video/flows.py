@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from api.advisors.flows import preferred_video_agent
 from api.agents.models import Agent
 from api.audit.models import audit
 from api.conversations import repository as conversation_repo
@@ -225,8 +226,6 @@ async def do_ring(session: AsyncSession, registry: CallRegistry, call: VideoCall
         if not holding.video_capable:
             holder = None  # whoever of the group answers takes the conversation over
     if holder is None and conversation.state == ConversationState.QUEUED:
-        from api.advisors.flows import preferred_video_agent  # advisors import video: keep it lazy
-
         # The customer's advisor (or appointment's agent) is rung first; the advisors' sweep rings the group later.
         holder = await preferred_video_agent(session, conversation)
     if not await service.transition(

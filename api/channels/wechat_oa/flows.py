@@ -29,6 +29,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from api.appointments.service import booking_invite
 from api.channels.wechat_oa import service
 from api.channels.wechat_oa.crypto import Keyring
 from api.channels.wechat_oa.envelope import EnvelopeCodec, Push, PushQuery
@@ -259,8 +260,6 @@ class OaChannel:
 
     def _booking_card(self, push: Push) -> Work:
         async def work(session: AsyncSession, customer_id: int, triage: Triage) -> Received:
-            from api.appointments.service import booking_invite  # appointments import conversations: keep it lazy
-
             received = await self._receive(session, customer_id, triage, push, text="[菜单] 预约客户经理", kind="event")
             if not received.duplicate:
                 await do_acknowledge(
