@@ -298,6 +298,8 @@ class WeChatPlatform:
 
 def _decoded(response: httpx.Response) -> Any:
     """The body as JSON, or None (a file). WeChat's JSON is sometimes not strict (control characters)."""
+    if response.content[:64].lstrip()[:1] not in (b"{", b"["):
+        return None  # a file (media/get): not decoded whole on the event loop only to fail
     try:
         return json.loads(response.content.decode("utf-8", "ignore"), strict=False)
     except ValueError:
@@ -308,7 +310,10 @@ def _checked(response: httpx.Response) -> Any:
     """The decoded body; WeChat's failures (HTTP 200 with a non-zero errcode) raised."""
     result = _decoded(response)
     if isinstance(result, dict) and "errcode" in result:
-        errcode = int(result["errcode"])
+        try:
+            errcode = int(result["errcode"])
+        except (TypeError, ValueError):
+            raise WeChatApiError(None, "WeChat answered an errcode that is not a number") from None
         if errcode != 0:
             raise WeChatApiError(errcode, str(result.get("errmsg", errcode)))
     return result
