@@ -180,15 +180,6 @@ async def list_active_owners(session: AsyncSession) -> list[tuple[int, str]]:
     ]
 
 
-async def list_final_among(session: AsyncSession, call_ids: list[int]) -> list[int]:
-    if not call_ids:
-        return []
-    statement = select(col(VideoCall.id)).where(
-        col(VideoCall.id).in_(call_ids), col(VideoCall.state).not_in(ACTIVE_STATES)
-    )
-    return [call_id for call_id in (await session.exec(statement)).all() if call_id is not None]
-
-
 def add_event(
     session: AsyncSession,
     call: VideoCall,
