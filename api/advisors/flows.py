@@ -21,6 +21,7 @@ from api.realtime import AGENTS_CHANNEL, agent_channel, publish
 from api.routing.engine import RoutingEngine
 from api.routing.flows import do_assign_to, do_assign_waiting
 from api.timeutil import utcnow
+from api.video import repository as video_repo
 from api.video import service as video_service
 from api.video.models import CallState, VideoCall
 
@@ -207,7 +208,7 @@ async def sweep_call_preferences(
             if call.ringing_at is None or call.ringing_at + timedelta(seconds=wait_s) > now:
                 continue
             rung = None
-        if not await video_service.transition(
+        if not await video_repo.transition(
             session,
             call,
             from_states=(CallState.RINGING,),

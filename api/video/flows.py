@@ -31,7 +31,7 @@ from api.masking import mask_sensitive
 from api.realtime import AGENTS_CHANNEL, agent_channel, publish, publish_to_customer
 from api.routing.flows import do_claim, do_take_over
 from api.timeutil import utcnow
-from api.video import sealing, service
+from api.video import repository, sealing, service
 from api.video.models import ACTIVE_STATES, FINAL_STATES, CallConsent, CallState, Recording, RecordingStatus, VideoCall
 from api.video.plane import NoMediaCapacity
 from api.video.recorder import RecordingResult, measure
@@ -78,7 +78,7 @@ async def do_request_call(
     )
     session.add(consent)
     await session.flush()
-    call = await service.get_active_for_conversation(session, conversation.id)
+    call = await repository.active_call(session, conversation.id)
     if call is not None:  # the page was reopened: same call, the newest consent
         call.consent_id = consent.id
         service.add_event(
@@ -185,7 +185,7 @@ async def do_refuse_for_capacity(session: AsyncSession, registry: CallRegistry, 
     told plainly in the chat and on the page, and a queued customer keeps their place. Returns the text."""
     conversation = await service.get_conversation(session, call)
     text = "视频客服线路已满，暂时无法接通视频。" + await _queue_text(session, conversation)
-    if await service.transition(
+    if await repository.transition(
         session, call, from_states=ACTIVE_STATES, state=CallState.FAILED, end_reason="no_capacity", ended_at=utcnow()
     ):
         message = service.system_message(conversation, text, _payload(call))
@@ -228,7 +228,7 @@ async def do_ring(session: AsyncSession, registry: CallRegistry, call: VideoCall
     if holder is None and conversation.state == ConversationState.QUEUED:
         # The customer's advisor (or appointment's agent) is rung first; the advisors' sweep rings the group later.
         holder = await preferred_video_agent(session, conversation)
-    if not await service.transition(
+    if not await repository.transition(
         session,
         call,
         from_states=(CallState.REQUESTED,),
@@ -272,7 +272,7 @@ async def do_accept(session: AsyncSession, registry: CallRegistry, *, agent: Age
         if call.skill_group not in agent.skills and agent.role not in SUPERVISORS:
             raise NotPermitted(f"this video call is for the {call.skill_group} group")
     now = utcnow()
-    won = await service.transition(
+    won = await repository.transition(
         session,
         call,
         from_states=(CallState.RINGING,),
@@ -312,7 +312,7 @@ async def do_connect(registry: CallRegistry, call_id: int, *, formats: dict[str,
             return
         assert call.id is not None
         now = utcnow()
-        if not await service.transition(
+        if not await repository.transition(
             session,
             call,
             from_states=(CallState.RINGING,),
@@ -386,7 +386,7 @@ async def do_end(
         final = CallState.FAILED
     now = utcnow()
     duration = round((now - call.connected_at).total_seconds(), 3) if call.connected_at else None
-    if not await service.transition(
+    if not await repository.transition(
         session,
         call,
         from_states=ACTIVE_STATES,
@@ -430,7 +430,7 @@ async def do_miss(registry: CallRegistry, call_id: int) -> None:
         if call.agent_id is not None:  # answered, but the agent's media never came up
             await do_end(session, registry, call_id=call_id, reason="connect_timeout")
             return
-        if not await service.transition(
+        if not await repository.transition(
             session,
             call,
             from_states=(CallState.RINGING,),
@@ -462,7 +462,7 @@ async def do_orphan(registry: CallRegistry, call_id: int) -> None:
     """The worker holding a call's media is gone: end it, and flag its recordings (kept as they are)."""
     async with unit_of_work(registry.engine) as session:
         call = await do_end(session, registry, call_id=call_id, reason="media_worker_lost")
-        for row in await service.list_recordings(session, call_id=call.id, status=RecordingStatus.RECORDING):
+        for row in await repository.list_recordings(session, call_id=call.id, status=RecordingStatus.RECORDING):
             path = service.resolve_recording(registry.recordings_dir, row.path)
             measured = await _measure_if_here(path)
             row.status, row.ended_at = RecordingStatus.UNFINALIZED, utcnow()
@@ -484,7 +484,7 @@ async def finalize_recordings(registry: CallRegistry, call_id: int, results: dic
     sealed = await sealing.seal_plain_files(registry.settings, plain)
     on_record: list = []  # plain files whose rows now point at their sealed copies
     async with unit_of_work(registry.engine) as session:
-        rows = await service.list_recordings(session, call_id=call_id, status=RecordingStatus.RECORDING)
+        rows = await repository.list_recordings(session, call_id=call_id, status=RecordingStatus.RECORDING)
         for row in rows:
             result = results.get(row.party)
             row.ended_at = result.ended_at if result else utcnow()

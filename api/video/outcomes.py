@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from api.agents.models import Agent
@@ -16,7 +15,7 @@ from api.customers.models import Customer
 from api.errors import Conflict, NotPermitted, ResourceNotFound
 from api.realtime import AGENTS_CHANNEL, agent_channel, publish, publish_to_customer
 from api.timeutil import utcnow
-from api.video import service
+from api.video import repository, service
 from api.video.flows import deliver_outcome, show_customer
 from api.video.models import CallState, IdentityCheck, RepaymentPlan, VideoCall
 from api.video.schemas import PlanPublic, PlanTerms
@@ -165,7 +164,7 @@ async def do_answer_plan(
     plan.state = "confirmed" if accept else "declined"
     plan.answered_at, plan.answer_offset_s = now, service.call_offset_s(call, now)
     # Rows read from SQL: every id is there (the filter only narrows the type).
-    plan.recording_ids = [r.id for r in await service.list_recordings(session, call_id=call.id) if r.id is not None]
+    plan.recording_ids = [r.id for r in await repository.list_recordings(session, call_id=call.id) if r.id is not None]
     conversation = await service.get_conversation(session, call)
     text = (
         "您已确认还款方案，确认过程已随本次通话录像存证。" if accept else "您没有接受这个还款方案，客服会和您继续商量。"
@@ -199,16 +198,6 @@ async def do_answer_plan(
     await publish(registry.redis, AGENTS_CHANNEL, event)
     await publish(registry.redis, agent_channel(plan.agent_id), event)
     return plan
-
-
-async def list_plans(session: AsyncSession, call_id: int) -> list[RepaymentPlan]:
-    statement = select(RepaymentPlan).where(RepaymentPlan.call_id == call_id).order_by(col(RepaymentPlan.id))
-    return list((await session.exec(statement)).all())
-
-
-async def list_identity_checks(session: AsyncSession, call_id: int) -> list[IdentityCheck]:
-    statement = select(IdentityCheck).where(IdentityCheck.call_id == call_id).order_by(col(IdentityCheck.id))
-    return list((await session.exec(statement)).all())
 
 
 def _public(plan: RepaymentPlan) -> dict:

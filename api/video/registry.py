@@ -32,7 +32,7 @@ from api.db import unit_of_work
 from api.errors import BadRequest, Conflict, NotPermitted, ResourceNotFound, UpstreamUnavailable
 from api.settings import Settings
 from api.timeutil import utcnow
-from api.video import flows, plane, service
+from api.video import flows, plane, repository, service
 from api.video.models import VideoCall
 
 log = logging.getLogger(__name__)
@@ -275,11 +275,11 @@ class CallRegistry:
             workers = {w.id: w for w in await self.media_workers()}
             now = utcnow()
             async with unit_of_work(self.engine) as session:
-                due = await service.list_due_ringing(session, now)
-                stale = await service.list_stale_requested(
+                due = await repository.ringing_past_deadline(session, now)
+                stale = await repository.requested_before(
                     session, now - timedelta(seconds=self.settings.video_ring_timeout_s)
                 )
-                owners = dict(await service.list_active_owners(session))
+                owners = dict(await repository.active_call_workers(session))
             for call_id in due:
                 await flows.do_miss(self, call_id)
             for call_id in stale:

@@ -33,7 +33,7 @@ from api.errors import BadRequest, NotAuthenticated, NotPermitted, ResourceNotFo
 from api.masking import mask_structure
 from api.security import read_token
 from api.vault import VaultError, keyring_for
-from api.video import flows, outcomes, sealing, service
+from api.video import flows, outcomes, repository, sealing, service
 from api.video.models import CallState
 from api.video.schemas import (
     CallEventPublic,
@@ -118,7 +118,7 @@ async def list_calls(
     (all of them, to whoever may read the conversation)."""
     if conversation_id is not None:
         await agent_flows.get_for_agent(session, agent=agent, conversation_id=conversation_id)
-    calls = await service.list_calls(session, conversation_id=conversation_id, states=state)
+    calls = await repository.list_calls(session, conversation_id=conversation_id, states=state)
     if agent.role in ("supervisor", "admin") or conversation_id is not None:
         return [CallPublic.of(c) for c in calls]
     return [
@@ -156,19 +156,19 @@ async def read_call(call_id: RecordId, party: CurrentParty, session: SessionDep)
         handoff_card=mask_structure(escalation.handoff_card) if escalation else None,
         identity_checks=[
             IdentityCheckPublic.model_validate(c, from_attributes=True).masked()
-            for c in await outcomes.list_identity_checks(session, call.id)
+            for c in await repository.list_identity_checks(session, call.id)
         ],
         plans=[
             PlanPublic.model_validate(p, from_attributes=True).masked()
-            for p in await outcomes.list_plans(session, call.id)
+            for p in await repository.list_plans(session, call.id)
         ],
         recordings=[
             RecordingPublic.model_validate(r, from_attributes=True)
-            for r in await service.list_recordings(session, call_id=call.id)
+            for r in await repository.list_recordings(session, call_id=call.id)
         ],
         events=[
             CallEventPublic.model_validate(e, from_attributes=True).masked()
-            for e in await service.list_events(session, call.id)
+            for e in await repository.list_events(session, call.id)
         ],
     )
 
@@ -242,7 +242,7 @@ async def list_plans(call_id: RecordId, customer: CurrentCustomer, session: Sess
     call = await service.get_call(session, call_id)
     assert call.id is not None
     service.check_party(call, role="customer", party_id=customer.id)
-    return [PlanPublic.model_validate(p, from_attributes=True) for p in await outcomes.list_plans(session, call.id)]
+    return [PlanPublic.model_validate(p, from_attributes=True) for p in await repository.list_plans(session, call.id)]
 
 
 @router.post("/calls/{call_id}/plans/{plan_id}/answer", response_model=PlanPublic)
@@ -270,7 +270,7 @@ async def list_recordings(
     limit: int = Query(100, ge=1, le=500),
 ):
     """Recordings for review (supervisors); the listing itself is audited."""
-    recordings = await service.list_recordings(
+    recordings = await repository.list_recordings(
         session, call_id=call_id, conversation_id=conversation_id, status=status, limit=limit
     )
     audit(

@@ -14,8 +14,6 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from sqlmodel import col, select
-
 from api.settings import Settings
 from api.vault import (
     Keyring,
@@ -28,6 +26,7 @@ from api.vault import (
     sealed_key_id,
     verify_sealed,
 )
+from api.video import repository
 from api.video.models import Recording, RecordingStatus
 
 log = logging.getLogger(__name__)
@@ -115,12 +114,10 @@ async def _run(command: str, settings: Settings) -> int:
     changed = failed = 0
     try:
         async with unit_of_work(engine) as session:
-            statement = select(Recording).where(col(Recording.status) != RecordingStatus.RECORDING)
             if command == "rewrap":
-                statement = statement.where(col(Recording.key_id).is_not(None), Recording.key_id != keyring.current)
+                ids = await repository.recordings_to_rewrap(session, current_key=keyring.current)
             else:
-                statement = statement.where(col(Recording.key_id).is_(None))
-            ids = [row.id for row in (await session.exec(statement.order_by(col(Recording.id)))).all()]
+                ids = await repository.recordings_left_plain(session)
         for recording_id in ids:
             async with unit_of_work(engine) as session:
                 row = await session.get(Recording, recording_id)

@@ -1,8 +1,5 @@
-"""Video call record work, no side effects outside the session: reads, guarded state changes, paths, texts.
-
-State changes are conditional UPDATEs (`WHERE state IN (...)`): of two workers racing to end, connect or
-answer the same call, exactly one wins, and the loser sees it did not.
-"""
+"""Video call logic around the queries (api/video/repository.py), no side effects outside the session: the
+recording notice, ICE configuration, who may act on a call, its events and transcript lines, recording paths."""
 
 from __future__ import annotations
 
@@ -12,19 +9,18 @@ import hmac
 import json
 import secrets
 import time
-from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import update
-from sqlmodel import col, select
+from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from api.conversations.models import Conversation, Direction, Message, SenderKind
 from api.errors import NotPermitted, ResourceNotFound
 from api.settings import Settings
-from api.video.models import ACTIVE_STATES, CallEvent, CallState, Recording, VideoCall
+from api.video import repository
+from api.video.models import ACTIVE_STATES, CallEvent, Recording, VideoCall
 
 # The recording notice (双录告知) the customer reads and accepts before any media starts. Changing the text
 # means a new version: a page showing the old one is refused, and each consent row names what was shown.
@@ -92,44 +88,10 @@ def check_party(call: VideoCall, *, role: str, party_id: int) -> None:
         raise NotPermitted("another agent answered this video call")
 
 
-async def get_active_for_conversation(session: AsyncSession, conversation_id: int) -> VideoCall | None:
-    statement = (
-        select(VideoCall)
-        .where(VideoCall.conversation_id == conversation_id, col(VideoCall.state).in_(ACTIVE_STATES))
-        .order_by(col(VideoCall.id).desc())
-    )
-    return (await session.exec(statement)).first()
-
-
-async def list_calls(
-    session: AsyncSession, *, conversation_id: int | None = None, states: Sequence[str] | None = None, limit: int = 50
-) -> list[VideoCall]:
-    statement = select(VideoCall).order_by(col(VideoCall.id).desc()).limit(limit)
-    if conversation_id is not None:
-        statement = statement.where(VideoCall.conversation_id == conversation_id)
-    if states:
-        statement = statement.where(col(VideoCall.state).in_(states))
-    return list((await session.exec(statement)).all())
-
-
-async def transition(
-    session: AsyncSession, call: VideoCall, *, from_states: tuple[str, ...], extra=(), **values: Any
-) -> bool:
-    """Change the call only if it is still in one of `from_states` (and `extra` holds); True if we did."""
-    result = await session.exec(
-        update(VideoCall)
-        .where(col(VideoCall.id) == call.id, col(VideoCall.state).in_(from_states), *extra)
-        .values(**values)
-        .execution_options(synchronize_session=False)
-    )
-    await session.refresh(call)
-    return result.rowcount == 1
-
-
 async def claim_media_worker(session: AsyncSession, call: VideoCall, worker_id: str) -> str:
     """The worker that holds the call's media: the first to take an offer for it; committed at once."""
     if call.media_worker is None:
-        await transition(
+        await repository.transition(
             session,
             call,
             from_states=ACTIVE_STATES,
@@ -142,7 +104,7 @@ async def claim_media_worker(session: AsyncSession, call: VideoCall, worker_id: 
 
 async def release_media_worker(session: AsyncSession, call: VideoCall, worker_id: str) -> None:
     """A media worker refused the call: undo its placement (only if it is still the one), committed at once."""
-    await transition(
+    await repository.transition(
         session,
         call,
         from_states=ACTIVE_STATES,
@@ -150,34 +112,6 @@ async def release_media_worker(session: AsyncSession, call: VideoCall, worker_id
         media_worker=None,
     )
     await session.commit()
-
-
-# The ids below are primary keys read from SQL (never NULL): `if ... is not None` only narrows their type.
-
-
-async def list_due_ringing(session: AsyncSession, now: datetime) -> list[int]:
-    statement = select(col(VideoCall.id)).where(
-        col(VideoCall.state) == CallState.RINGING, col(VideoCall.ring_deadline) < now
-    )
-    return [call_id for call_id in (await session.exec(statement)).all() if call_id is not None]
-
-
-async def list_stale_requested(session: AsyncSession, before: datetime) -> list[int]:
-    statement = select(col(VideoCall.id)).where(
-        col(VideoCall.state) == CallState.REQUESTED, col(VideoCall.created_at) < before
-    )
-    return [call_id for call_id in (await session.exec(statement)).all() if call_id is not None]
-
-
-async def list_active_owners(session: AsyncSession) -> list[tuple[int, str]]:
-    statement = select(col(VideoCall.id), col(VideoCall.media_worker)).where(
-        col(VideoCall.state).in_(ACTIVE_STATES), col(VideoCall.media_worker).is_not(None)
-    )
-    return [
-        (call_id, worker)
-        for call_id, worker in (await session.exec(statement)).all()
-        if call_id is not None and worker is not None  # `media_worker IS NOT NULL` above
-    ]
 
 
 def add_event(
@@ -191,11 +125,6 @@ def add_event(
 ) -> None:
     assert call.id is not None  # flushed or read from SQL
     session.add(CallEvent(call_id=call.id, kind=kind, actor_kind=actor_kind, actor_id=actor_id, detail=detail))
-
-
-async def list_events(session: AsyncSession, call_id: int) -> list[CallEvent]:
-    statement = select(CallEvent).where(CallEvent.call_id == call_id).order_by(col(CallEvent.id))
-    return list((await session.exec(statement)).all())
 
 
 def system_message(conversation: Conversation, text: str, payload: dict | None = None) -> Message:
@@ -239,24 +168,6 @@ def resolve_recording(root: Path, relpath: str) -> Path:
     if not path.is_relative_to(root):
         raise ResourceNotFound("recording file not found")
     return path
-
-
-async def list_recordings(
-    session: AsyncSession,
-    *,
-    call_id: int | None = None,
-    conversation_id: int | None = None,
-    status: str | None = None,
-    limit: int = 100,
-) -> list[Recording]:
-    statement = select(Recording).order_by(col(Recording.id).desc()).limit(limit)
-    if call_id is not None:
-        statement = statement.where(Recording.call_id == call_id)
-    if conversation_id is not None:
-        statement = statement.where(Recording.conversation_id == conversation_id)
-    if status is not None:
-        statement = statement.where(Recording.status == status)
-    return list((await session.exec(statement)).all())
 
 
 async def get_recording(session: AsyncSession, recording_id: int) -> Recording:
