@@ -25,6 +25,7 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from api.channels.wechat_oa import repository as oa_repo
 from api.channels.wechat_oa import service as oa_service
 from api.channels.wechat_oa.models import PendingStatus
 from api.channels.wechat_platform import WeChatApiError, WeChatPlatform
@@ -100,7 +101,7 @@ class DeliveryTracker:
             if await repository.advance(session, message_id, state, route=DeliveryRoute.MINIAPP):
                 changed.append(row)
             # Seen on the page: the official account must not send it again at the next interaction.
-            pending = await oa_service.get_pending(session, message_id)
+            pending = await oa_repo.get_pending(session, message_id)
             if pending is not None and pending.status == PendingStatus.PENDING:
                 oa_service.mark_delivered(pending, PendingStatus.MINIAPP)
         await session.commit()

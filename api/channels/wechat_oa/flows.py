@@ -30,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from api.appointments.service import booking_invite
-from api.channels.wechat_oa import service
+from api.channels.wechat_oa import repository, service
 from api.channels.wechat_oa.crypto import Keyring
 from api.channels.wechat_oa.envelope import EnvelopeCodec, Push, PushQuery
 from api.channels.wechat_oa.freshness import PushFreshness
@@ -357,13 +357,15 @@ class OaChannel:
 
     async def _identify(self, session: AsyncSession, push: Push) -> tuple[int, bool]:
         """The customer behind the openid, and whether messages wait for them."""
-        known, waiting, linked = await service.get_identity_and_waiting(session, app_id=self.app_id, openid=push.openid)
+        known, waiting, linked = await repository.get_identity_and_waiting(
+            session, app_id=self.app_id, openid=push.openid
+        )
         if known is not None:
             if not linked:  # a Redis round trip on every push only for openids still without their unionid
                 await service.retry_unionid(session, self.redis, self.platform, app_id=self.app_id, identity=known)
             return known.customer_id, waiting
         customer_id = await self._link(session, push)
-        return customer_id, await service.has_pending(session, customer_id)
+        return customer_id, await repository.has_pending(session, customer_id)
 
     async def _link(self, session: AsyncSession, push: Push) -> int:
         """First sight of an openid: link it to a customer (asking user/info once), committed."""

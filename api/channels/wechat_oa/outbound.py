@@ -25,7 +25,7 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from api.channels.wechat_oa import service
+from api.channels.wechat_oa import repository, service
 from api.channels.wechat_oa.models import PendingStatus
 from api.channels.wechat_oa.quota import ServiceWindows
 from api.channels.wechat_platform import WeChatApiError, WeChatPlatform
@@ -128,7 +128,7 @@ class OaOutbound:
         try:
             async with self.redis.lock(f"yt:oa:out:{message.customer_id}", timeout=60, blocking_timeout=30):
                 async with unit_of_work(self.engine) as session:
-                    target = await service.get_identity_of_customer(
+                    target = await repository.get_identity_of_customer(
                         session, app_id=self.app_id, customer_id=message.customer_id
                     )
                     # Older waiting messages go first; if they can't, this one waits behind them.
@@ -150,13 +150,13 @@ class OaOutbound:
         try:
             async with self.redis.lock(f"yt:oa:out:{message.customer_id}", timeout=60, blocking_timeout=30):
                 async with unit_of_work(self.engine) as session:
-                    target = await service.get_identity_of_customer(
+                    target = await repository.get_identity_of_customer(
                         session, app_id=self.app_id, customer_id=message.customer_id
                     )
                     if target is None:
                         return "no_openid"
                     still_waiting = await self._flush(session, target, message.customer_id)
-                    earlier = await service.get_pending(session, message.id)
+                    earlier = await repository.get_pending(session, message.id)
                     if earlier is not None:  # a later round: the flush just tried it, in its turn
                         return None if earlier.status == PendingStatus.SENT else earlier.reason
                     if still_waiting:
@@ -174,12 +174,12 @@ class OaOutbound:
     async def flush_pending(self, customer_id: int) -> None:
         """At the customer's interaction: send what was waiting (their window just opened).
 
-        The caller checked that something waits (`service.has_pending`); it is listed again under the lock.
+        The caller checked that something waits (`repository.has_pending`); it is listed again under the lock.
         """
         try:
             async with self.redis.lock(f"yt:oa:out:{customer_id}", timeout=60, blocking_timeout=30):
                 async with unit_of_work(self.engine) as session:
-                    target = await service.get_identity_of_customer(
+                    target = await repository.get_identity_of_customer(
                         session, app_id=self.app_id, customer_id=customer_id
                     )
                     await self._flush(session, target, customer_id)
@@ -204,7 +204,7 @@ class OaOutbound:
     async def show_agent_typing(self, conversation: Conversation) -> None:
         """ "Typing…" while an agent writes: at most once per 15 s window (it lasts 15 s), within the 30 s rule."""
         async with unit_of_work(self.engine) as session:
-            target = await service.get_identity_of_customer(
+            target = await repository.get_identity_of_customer(
                 session, app_id=self.app_id, customer_id=conversation.customer_id
             )
         if target is not None:
@@ -241,9 +241,9 @@ class OaOutbound:
 
     async def _flush(self, session: AsyncSession, target: ChannelIdentity | None, customer_id: int) -> int:
         """Send waiting messages in order; stop at the first that can't go. Returns how many still wait."""
-        waiting = await service.list_pending(session, customer_id)
+        waiting = await repository.list_pending(session, customer_id)
         for index, (pending, message) in enumerate(waiting):
-            if await service.seen_on_miniapp(session, message):
+            if await repository.seen_on_miniapp(session, message):
                 service.mark_delivered(pending, PendingStatus.MINIAPP)
                 continue
             reason = await self._send(target, message)
