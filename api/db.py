@@ -3,8 +3,11 @@ that a worker's database is at them."""
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import fcntl
+import sqlite3
+import weakref
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
@@ -50,11 +53,13 @@ def create_engine(url: str) -> AsyncEngine:
     if url.startswith("sqlite"):
         # hide_parameters: an SQL error in a log never carries the statement's values (customer text).
         engine = create_async_engine(url, connect_args={"timeout": 30}, hide_parameters=True)
+        gate = SqliteWriteGate(wait_s=30.0)  # the engine's connections write one at a time, in arrival order
 
         @event.listens_for(engine.sync_engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record) -> None:  # pragma: no cover - driver hook
             if type(dbapi_conn) is AsyncAdapt_aiosqlite_connection and sqlalchemy.__version__ == SQLITE_HOOK_SQLALCHEMY:
                 dbapi_conn.__class__ = _OneHopSqliteConnection
+                _WRITE_GATES[dbapi_conn._connection] = gate
             cursor = dbapi_conn.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
             # In WAL mode NORMAL syncs at checkpoints, not at every commit: a commit survives the app crashing,
@@ -67,6 +72,59 @@ def create_engine(url: str) -> AsyncEngine:
 
         return engine
     return create_async_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10, hide_parameters=True)
+
+
+class SqliteWriteGate:
+    """This process's SQLite writers, one at a time and first come first served.
+
+    SQLite has one writer per database; the others wait in its busy handler, which sleeps and retries (up to
+    100 ms a try) instead of queueing: under 16 concurrent turns a writer could lose the race for a second
+    while the lock was free most of that time (docs/benchmarks.md, "the write gate": the embedded p99). A
+    connection takes the gate as its statement opens a write transaction and gives it back at the commit or
+    rollback; the busy handler still arbitrates between processes. A wait past `wait_s` is SQLite's own
+    "database is locked", as the busy timeout gave before.
+    """
+
+    def __init__(self, wait_s: float) -> None:
+        self.wait_s = wait_s
+        self.holder: object | None = None
+        self._held: asyncio.Lock | None = None
+        self._locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
+
+    def _lock(self) -> asyncio.Lock:
+        loop = asyncio.get_running_loop()
+        lock = self._locks.get(loop)
+        if lock is None:
+            lock = self._locks[loop] = asyncio.Lock()
+        return lock
+
+    async def enter(self, holder: object) -> None:
+        lock = self._lock()
+        try:
+            async with asyncio.timeout(self.wait_s):
+                await lock.acquire()
+        except TimeoutError:
+            raise sqlite3.OperationalError("database is locked") from None
+        self.holder, self._held = holder, lock
+
+    def leave(self, holder: object) -> None:
+        if self.holder is holder and self._held is not None:
+            lock, self.holder, self._held = self._held, None, None
+            lock.release()
+
+
+# aiosqlite connection → its engine's write gate (set as the connection is made, gone with it)
+_WRITE_GATES: weakref.WeakKeyDictionary[object, SqliteWriteGate] = weakref.WeakKeyDictionary()
+_WRITES = ("INSERT", "UPDATE", "DELETE", "REPLAC")
+
+
+def _in_transaction(driver) -> bool:
+    return driver._connection is not None and driver._connection.in_transaction
+
+
+def _opens_write(driver, operation: str) -> bool:
+    """This statement will make sqlite3 begin a write transaction (it begins one before DML only)."""
+    return operation.lstrip()[:6].upper() in _WRITES and not _in_transaction(driver)
 
 
 class _OneHopSqliteCursor(AsyncAdapt_aiosqlite_cursor):
@@ -141,8 +199,15 @@ class _OneHopSqliteCursor(AsyncAdapt_aiosqlite_cursor):
             finally:
                 cursor.close()
 
-        async with self._adapt_connection._execute_mutex:
-            self._description, rows, self._lastrowid, self._rowcount = await driver._execute(in_thread)
+        gate = _WRITE_GATES.get(driver)
+        if gate is not None and gate.holder is not driver and _opens_write(driver, operation):
+            await gate.enter(driver)
+        try:
+            async with self._adapt_connection._execute_mutex:
+                self._description, rows, self._lastrowid, self._rowcount = await driver._execute(in_thread)
+        finally:
+            if gate is not None and gate.holder is driver and not _in_transaction(driver):
+                gate.leave(driver)  # the statement failed before its transaction began
         self._rows = collections.deque(rows)
 
 
@@ -157,16 +222,40 @@ class _OneHopSqliteConnection(AsyncAdapt_aiosqlite_connection):
     _cursor_cls = _OneHopSqliteCursor
 
     def _nothing_open(self) -> bool:
-        driver = self._connection._connection
-        return driver is not None and not driver.in_transaction
+        return self._connection._connection is not None and not _in_transaction(self._connection)
 
     def rollback(self) -> None:
-        if not self._nothing_open():
-            super().rollback()
+        try:
+            if not self._nothing_open():
+                super().rollback()
+        finally:
+            self._leave_gate()
 
     def commit(self) -> None:
-        if not self._nothing_open():
-            super().commit()
+        try:
+            if not self._nothing_open():
+                super().commit()
+        finally:
+            self._leave_gate()
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self._leave_gate()
+
+    def terminate(self) -> None:
+        try:
+            super().terminate()
+        finally:
+            self._leave_gate()
+
+    def _leave_gate(self) -> None:
+        """The transaction ended (or the connection went): the next writer of this process may begin."""
+        driver = self._connection
+        gate = _WRITE_GATES.get(driver)
+        if gate is not None and gate.holder is driver and not _in_transaction(driver):
+            gate.leave(driver)
 
 
 def alembic_config(async_url: str) -> Config:
