@@ -6,6 +6,7 @@ so ordering holds and a retried message is seen as a duplicate, never processed 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -43,6 +44,39 @@ log = logging.getLogger(__name__)
 
 NLU_DOWN_REPLY = "抱歉，智能客服暂时无法回答，您的留言已保存，正在为您转接人工客服，请稍候。"
 VIDEO_HINT = "请点击下方「视频客服」按钮，一键与客服视频办理。"
+
+
+class EarlyParse:
+    """A text's parse, asked for as soon as the text is known: Rasa works while the turn waits for the
+    customer's lock, stores the message and loads its context, instead of after all that. The message is still
+    durable before its parse is used (or written in the same transaction as its answer when the parse was
+    already back, so there is no NLU call it could be lost in). Owned by the turn: `close` cancels it when the
+    turn ends without it (a retry answered from the record, a photo); an NLU error stays in it until read."""
+
+    def __init__(self, nlu: RasaClient, text: str) -> None:
+        self.task: asyncio.Task[NluParse] = asyncio.ensure_future(self._timed(nlu, text))
+        self.task.add_done_callback(_read_outcome)
+
+    @staticmethod
+    async def _timed(nlu: RasaClient, text: str) -> NluParse:
+        started = time.perf_counter()
+        parse = await nlu.parse(text)
+        NLU_SECONDS.labels(replica_label(getattr(nlu, "base_url", None))).observe(time.perf_counter() - started)
+        return parse
+
+    def ready(self) -> bool:
+        return self.task.done()
+
+    async def result(self) -> NluParse:
+        return await self.task
+
+    def close(self) -> None:
+        self.task.cancel()  # nothing if it finished
+
+
+def _read_outcome(task: asyncio.Task) -> None:
+    if not task.cancelled():
+        task.exception()  # read here, so an unused failure is not reported as never retrieved
 
 
 @dataclass
@@ -91,6 +125,7 @@ async def do_receive_customer_message(
     kind: str = "text",
     payload: dict | None = None,
     video_tap: bool = False,
+    early: EarlyParse | None = None,
 ) -> Received:
     """Store a customer's message, let the bot or the agent have it, and return what was answered.
 
@@ -98,8 +133,32 @@ async def do_receive_customer_message(
     channel acknowledges them itself. A queued customer's text is answered from the queue (queue_talk.py).
     ``video_tap``: the customer tapped 视频客服 and is on the video page already: it is a video request
     whatever the NLU would say, and nobody tells them to tap the button they just tapped.
+    ``early``: the text's parse, started by the channel before it identified the customer (else started here).
     """
+    if early is None and kind == "text" and not video_tap:
+        early = EarlyParse(triage.nlu, text)
+    try:
+        return await _receive(
+            session, redis, triage, customer_id, channel, text, platform_msg_id, kind, payload, video_tap, early
+        )
+    finally:
+        if early is not None:
+            early.close()
 
+
+async def _receive(
+    session: AsyncSession,
+    redis: Redis,
+    triage: Triage,
+    customer_id: int,
+    channel: str,
+    text: str,
+    platform_msg_id: str | None,
+    kind: str,
+    payload: dict | None,
+    video_tap: bool,
+    early: EarlyParse | None,
+) -> Received:
     async def before_waiting() -> Received | None:
         # Another message of this customer holds the turn (in a retry storm, this very one): a retry already
         # answered is answered from the record at once, and the request's SQL connection goes back to the pool
@@ -138,10 +197,12 @@ async def do_receive_customer_message(
         )
         session.add(inbound)
         context.remember(sender_kind=SenderKind.CUSTOMER, channel=channel, text=text)
-        # The message is safe in SQL before anything else can fail. A retry of one already stored is told by the
-        # unique platform id as it is written (no lookup before every message; retries are the rare case).
+        # The message is safe in SQL before anything else can fail: committed before the NLU call, or, when the
+        # parse is back already (a cached text), written with its answer in one transaction. A retry of one
+        # already stored is told by the unique platform id as it is written (no lookup before every message).
+        together = bot_answers and (video_tap or (early is not None and early.ready()))
         try:
-            await session.commit()
+            await (session.flush() if together else session.commit())
         except IntegrityError:
             await session.rollback()
             duplicate = await _already_received(session, channel, platform_msg_id)
@@ -150,15 +211,17 @@ async def do_receive_customer_message(
             return duplicate
         await _tell_agents(redis, conversation, inbound)
         if not bot_answers:
-            if kind == "text" and conversation.state != ConversationState.CLOSED:
-                await _note_details(triage, conversation, context, inbound)
+            if early is not None and conversation.state != ConversationState.CLOSED:
+                await _note_details(early, conversation, context)
             answer = await _answer_in_queue(session, redis, triage, conversation, inbound, kind)
             if answer is not None:
                 context.remember(sender_kind=SenderKind.BOT, channel=conversation.current_channel, text=answer.text)
             await session.commit()
             turn.keep(triage.store, context)
         else:
-            replies = await _answer_with_bot(session, triage, conversation, context, inbound, video_tap=video_tap)
+            replies = await _answer_with_bot(
+                session, triage, conversation, context, inbound, early=early, video_tap=video_tap
+            )
             await session.commit()
             turn.keep(triage.store, context)
     if not bot_answers:
@@ -185,13 +248,11 @@ async def _already_received(session: AsyncSession, channel: str, platform_msg_id
     return Received(existing, conversation, replies, duplicate=True)
 
 
-async def _note_details(
-    triage: Triage, conversation: Conversation, context: ConversationContext, inbound: Message
-) -> None:
+async def _note_details(early: EarlyParse, conversation: Conversation, context: ConversationContext) -> None:
     """After the hand-over the bot no longer answers, but details the customer gives (a card number, a date)
     still reach the record, so the agent's live card shows them (best effort: no NLU, no details)."""
     try:
-        parse = await triage.nlu.parse(inbound.text)
+        parse = await early.result()
     except NluUnavailable:
         return
     if parse.entities:
@@ -325,16 +386,19 @@ async def _answer_with_bot(
     context: ConversationContext,
     inbound: Message,
     *,
+    early: EarlyParse | None,
     video_tap: bool = False,
 ) -> list[Message]:
     assert conversation.id is not None
     catalog = load_catalog()
     replica = replica_label(getattr(triage.nlu, "base_url", None))
-    started = time.perf_counter()
     try:
         # The tap is the request: no NLU guess can make it mean anything else.
-        parse = NluParse(inbound.text, "request_video", 1.0) if video_tap else await triage.nlu.parse(inbound.text)
-        NLU_SECONDS.labels(replica).observe(time.perf_counter() - started)
+        if video_tap:
+            parse = NluParse(inbound.text, "request_video", 1.0)
+        else:
+            assert early is not None  # every text the bot answers has its parse asked for
+            parse = await early.result()
         decision = decide(context, parse, catalog, threshold=triage.threshold)
         inbound.intent, inbound.confidence = parse.intent, parse.confidence
         BOT_TURNS.labels("escalated" if decision.escalation is not None else "answered").inc()

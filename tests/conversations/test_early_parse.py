@@ -1,0 +1,37 @@
+"""The parse is asked for as the text arrives: Rasa works while the message waits for the customer's turn."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+
+from tests.support import MiniappCustomer
+
+
+def parses_done(metrics: str) -> float:
+    """How many NLU parses this app process finished (every replica)."""
+    return sum(float(v) for v in re.findall(r"^yunting_nlu_request_seconds_count\{[^}]*\} (\S+)$", metrics, re.M))
+
+
+async def test_the_parse_runs_while_the_message_waits_for_the_customers_turn(app_url, emulator, redis_client):
+    customer = await MiniappCustomer.login(app_url, emulator)
+    try:
+        # Another message of this customer holds the turn (as a slow turn on another worker would).
+        lock = f"yt:lock:customer:{customer.customer_id}"
+        assert redis_client.set(lock, "another-turn", px=30_000, nx=True)
+        before = parses_done((await customer.http.get("/metrics")).text)
+        # A text nobody sent before: no cache can answer it, Rasa must be asked.
+        said = asyncio.create_task(customer.say(f"新卡怎么激活（编号{uuid.uuid4().hex[:8]}）"))
+        async with asyncio.timeout(4):  # within the 5 s a message waits for its turn
+            while parses_done((await customer.http.get("/metrics")).text) == before:
+                await asyncio.sleep(0.05)
+        assert not said.done(), "the message was answered while its customer's turn was held"
+        redis_client.delete(lock)
+        result = await said
+        assert result["replies"]
+        history = await customer.history()
+        assert history["messages"][0]["text"].startswith("新卡怎么激活")
+    finally:
+        redis_client.delete(f"yt:lock:customer:{customer.customer_id}")
+        await customer.aclose()
