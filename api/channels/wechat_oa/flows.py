@@ -39,7 +39,7 @@ from api.channels.wechat_oa.quota import ServiceWindows
 from api.channels.wechat_oa.xml import text_reply
 from api.channels.wechat_platform import WeChatPlatform
 from api.conversations.delivery import Delivery
-from api.conversations.flows import Received, Triage, do_receive_customer_message, video_invite
+from api.conversations.flows import EarlyParse, Received, Triage, do_receive_customer_message, video_invite
 from api.conversations.models import ConversationState, Direction, Message, SenderKind
 from api.customers.models import Channel
 from api.db import unit_of_work
@@ -186,11 +186,11 @@ class OaChannel:
         """What to do with this push; None for types we only acknowledge with `success`."""
         if push.msg_type == "text":
             text = push.get("Content")[: self.max_text_chars]
-            return (lambda s, c, t: self._receive(s, c, t, push, text=text)) if text else None
+            return self._text(push, text) if text else None
         if push.msg_type == "voice":
             recognized = push.get("Recognition")[: self.max_text_chars]
             if recognized:
-                return lambda s, c, t: self._receive(s, c, t, push, text=recognized)
+                return self._text(push, recognized)
             return self._acknowledged(
                 push, "[语音]", VOICE_UNCLEAR, kind="voice", payload={"type": "voice", "media_id": push.get("MediaId")}
             )
@@ -221,6 +221,12 @@ class OaChannel:
         if push.event == "CLICK":
             return lambda s, c, t: self._receive(s, c, t, push, text=f"[菜单] {push.get('EventKey')}", kind="event")
         return None  # LOCATION, VIEW and whatever WeChat adds: acknowledged with `success`
+
+    def _text(self, push: Push, text: str) -> Work:
+        """A text for the bot. Its parse starts now, while the openid is looked up (on first contact, WeChat's
+        user/info too); work that never runs leaves it to finish on its own within the NLU timeout."""
+        early = EarlyParse(self.triage.nlu, text)
+        return lambda s, c, t: self._receive(s, c, t, push, text=text, early=early)
 
     def _acknowledged(
         self,
@@ -301,6 +307,7 @@ class OaChannel:
         text: str,
         kind: str = "text",
         payload: dict[str, Any] | None = None,
+        early: EarlyParse | None = None,
     ) -> Received:
         return await do_receive_customer_message(
             session,
@@ -312,6 +319,7 @@ class OaChannel:
             platform_msg_id=push.dedup_key,
             kind=kind,
             payload=payload,
+            early=early,
         )
 
     # -- the 5-second rule ----------------------------------------------------------------
