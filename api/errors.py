@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 
@@ -94,6 +95,14 @@ def install_error_handlers(app: FastAPI) -> None:
             status_code=exc.status_code,
             headers={"Retry-After": str(retry_after)},
         )
+
+    @app.exception_handler(DBAPIError)
+    async def _database(_: Request, exc: DBAPIError) -> JSONResponse:
+        if not exc.connection_invalidated:
+            raise exc  # a bug or a constraint: the server error it is, logged as one
+        # The database connection broke under the request (a restart, a failover): the pool starts afresh.
+        body = _body("database_unavailable", "the record is briefly unavailable, please retry", retry_after=1)
+        return JSONResponse(body, status_code=503, headers={"Retry-After": "1"})
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
