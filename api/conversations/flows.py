@@ -67,6 +67,11 @@ class EarlyParse:
     def ready(self) -> bool:
         return self.task.done()
 
+    def known(self) -> NluParse | None:
+        """The parse, if it is back and succeeded."""
+        task = self.task
+        return task.result() if task.done() and not task.cancelled() and task.exception() is None else None
+
     async def result(self) -> NluParse:
         return await self.task
 
@@ -201,6 +206,9 @@ async def _receive(
         # parse is back already (a cached text), written with its answer in one transaction. A retry of one
         # already stored is told by the unique platform id as it is written (no lookup before every message).
         together = bot_answers and (video_tap or (early is not None and early.ready()))
+        known = early.known() if together and early is not None and not video_tap else None
+        if known is not None:  # written with the message: no UPDATE of it when the answer is added
+            inbound.intent, inbound.confidence = known.intent, known.confidence
         try:
             await (session.flush() if together else session.commit())
         except IntegrityError:
