@@ -353,27 +353,30 @@ class OaChannel:
         # What this push's work delivers may go in its HTTP answer: the window travels with the triage it is given.
         triage = replace(self.triage, delivery=self.triage.delivery.answering(window))
         async with unit_of_work(self.engine) as session:
-            customer_id, waiting = await self._identify(session, push)
+            customer_id, waiting, wrote = await self._identify(session, push)
             if push.event == "subscribe":
                 await service.set_reachable(session, app_id=self.app_id, openid=push.openid, reachable=True)
-            # Settle the identity before waiting on the customer's lock (don't hold a write transaction).
-            await session.commit()
+                wrote = True
+            if wrote:
+                # Settle the identity before waiting on the customer's lock (don't hold a write transaction). A
+                # known, linked openid only read: its transaction goes on into the turn (two round trips fewer).
+                await session.commit()
             window.customer_id = customer_id
             if waiting and push.interaction is not None:
                 await self.outbound.flush_pending(customer_id)  # their window just opened: what waits goes first
             return await work(session, customer_id, triage)
 
-    async def _identify(self, session: AsyncSession, push: Push) -> tuple[int, bool]:
-        """The customer behind the openid, and whether messages wait for them."""
+    async def _identify(self, session: AsyncSession, push: Push) -> tuple[int, bool, bool]:
+        """The customer behind the openid, whether messages wait for them, and whether this may have written."""
         known, waiting, linked = await repository.get_identity_and_waiting(
             session, app_id=self.app_id, openid=push.openid
         )
         if known is not None:
             if not linked:  # a Redis round trip on every push only for openids still without their unionid
                 await service.retry_unionid(session, self.redis, self.platform, app_id=self.app_id, identity=known)
-            return known.customer_id, waiting
+            return known.customer_id, waiting, not linked
         customer_id = await self._link(session, push)
-        return customer_id, await repository.has_pending(session, customer_id)
+        return customer_id, await repository.has_pending(session, customer_id), True
 
     async def _link(self, session: AsyncSession, push: Push) -> int:
         """First sight of an openid: link it to a customer (asking user/info once), committed."""
