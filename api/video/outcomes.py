@@ -16,9 +16,9 @@ from api.errors import Conflict, NotPermitted, ResourceNotFound
 from api.realtime import AGENTS_CHANNEL, agent_channel, publish, publish_to_customer
 from api.timeutil import utcnow
 from api.video import repository, service
-from api.video.flows import deliver_outcome, show_customer
 from api.video.models import CallState, IdentityCheck, RepaymentPlan, VideoCall
 from api.video.schemas import PlanPublic, PlanTerms
+from api.video.telling import deliver_outcome, show_customer
 
 if TYPE_CHECKING:
     from api.video.registry import CallRegistry

@@ -32,7 +32,7 @@ from api.db import unit_of_work
 from api.errors import BadRequest, Conflict, NotPermitted, ResourceNotFound, UpstreamUnavailable
 from api.settings import Settings
 from api.timeutil import utcnow
-from api.video import flows, plane, repository, service
+from api.video import ending, flows, plane, repository, service
 from api.video.models import VideoCall
 
 log = logging.getLogger(__name__)
@@ -235,13 +235,13 @@ class CallRegistry:
                 await flows.do_connect(self, call_id, formats=detail.get("formats", {}))
             elif kind == "dropped":
                 async with unit_of_work(self.engine) as session:
-                    await flows.do_end(session, self, call_id=call_id, reason=f"{detail['role']}_dropped")
+                    await ending.do_end(session, self, call_id=call_id, reason=f"{detail['role']}_dropped")
             elif kind == "closed":
                 if detail.get("reason"):  # the media worker ended it (drain): the call's end first
                     async with unit_of_work(self.engine) as session:
-                        await flows.do_end(session, self, call_id=call_id, reason=detail["reason"])
+                        await ending.do_end(session, self, call_id=call_id, reason=detail["reason"])
                 results = {role: plane.result_from_wire(r) for role, r in (detail.get("results") or {}).items()}
-                await flows.finalize_recordings(self, call_id, results)
+                await ending.finalize_recordings(self, call_id, results)
             await self.redis.xack(plane.EVENTS_STREAM, plane.EVENTS_GROUP, entry_id)
         except Exception:  # not acknowledged: taken over again after RECLAIM_IDLE_MS
             log.exception("video event %s (%s) failed; it will be retried", entry_id, fields.get("kind"))
@@ -281,13 +281,13 @@ class CallRegistry:
                 )
                 owners = dict(await repository.active_call_workers(session))
             for call_id in due:
-                await flows.do_miss(self, call_id)
+                await ending.do_miss(self, call_id)
             for call_id in stale:
                 async with unit_of_work(self.engine) as session:
-                    await flows.do_end(session, self, call_id=call_id, reason="no_media")
+                    await ending.do_end(session, self, call_id=call_id, reason="no_media")
             for call_id, worker in owners.items():
                 if worker not in workers and await self._gone(worker):
-                    await flows.do_orphan(self, call_id)
+                    await ending.do_orphan(self, call_id)
             for announcement in workers.values():  # media still held for a call that ended (a lost `close`)
                 for call_id in announcement.calls:
                     if owners.get(call_id) != announcement.id:

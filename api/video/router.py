@@ -33,7 +33,7 @@ from api.errors import BadRequest, NotAuthenticated, NotPermitted, ResourceNotFo
 from api.masking import mask_structure
 from api.security import read_token
 from api.vault import VaultError, keyring_for
-from api.video import flows, outcomes, repository, sealing, service
+from api.video import ending, flows, outcomes, repository, sealing, service
 from api.video.models import CallState
 from api.video.schemas import (
     CallEventPublic,
@@ -214,7 +214,7 @@ async def hangup(call_id: RecordId, party: CurrentParty, session: SessionDep, vi
         service.check_party(call, role=party.role, party_id=party.id)
     elif party.agent is None or party.agent.role not in ("supervisor", "admin"):  # an agent party has its agent
         raise NotPermitted("answer the call before hanging it up")
-    call = await flows.do_end(
+    call = await ending.do_end(
         session, video, call_id=call_id, reason=f"{party.role}_hangup", actor_kind=party.role, actor_id=party.id
     )
     return CallPublic.of(call)

@@ -24,7 +24,7 @@ from api.paths import ROOT
 from api.settings import Settings, async_database_url
 from api.timeutil import utcnow
 from api.vault import Keyring, new_master_key_entry, open_sealed, sealed_key_id
-from api.video import flows
+from api.video import ending
 from api.video.models import Recording, VideoCall
 from api.video.recorder import MP4_OPTIONS, create_private_file
 from api.video.registry import CallRegistry
@@ -76,7 +76,7 @@ async def test_a_call_whose_worker_died_is_ended_and_its_recording_flagged_not_l
     triage = Triage(nlu=None, store=None, threshold=0.5, delivery=Delivery(redis), routing=None)
     registry = CallRegistry(engine=engine, redis=redis, triage=triage, settings=settings)
     try:
-        await flows.do_orphan(registry, call["id"])
+        await ending.do_orphan(registry, call["id"])
     finally:
         await redis.aclose()
         await engine.dispose()
