@@ -1,16 +1,12 @@
 """State changes with side effects (`do_*`): they write, commit, then emit real-time events.
 
-A customer's messages are handled one at a time across all API workers (a Redis lock per customer),
+A customer's messages are handled one at a time across all API workers (a lease per customer, turns.py),
 so ordering holds and a retried message is seen as a duplicate, never processed twice.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
-from collections.abc import Awaitable, Callable
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
@@ -25,9 +21,8 @@ from api.conversations.delivery import Delivery
 from api.conversations.models import Conversation, ConversationState, Direction, Escalation, Message, SenderKind
 from api.conversations.queue_talk import answer_in_queue, place_words, standing_of
 from api.conversations.schemas import message_event
-from api.conversations.turn_lease import TurnLease
-from api.errors import UpstreamUnavailable
-from api.health.instruments import BOT_TURNS, NLU_ERRORS, NLU_SECONDS, replica_label
+from api.conversations.turns import EarlyParse, customer_turn
+from api.health.instruments import BOT_TURNS, NLU_ERRORS, replica_label
 from api.masking import mask_sensitive
 from api.realtime import AGENTS_CHANNEL, agent_channel, publish
 from api.routing.engine import RoutingEngine
@@ -44,44 +39,6 @@ log = logging.getLogger(__name__)
 
 NLU_DOWN_REPLY = "抱歉，智能客服暂时无法回答，您的留言已保存，正在为您转接人工客服，请稍候。"
 VIDEO_HINT = "请点击下方「视频客服」按钮，一键与客服视频办理。"
-
-
-class EarlyParse:
-    """A text's parse, asked for as soon as the text is known: Rasa works while the turn waits for the
-    customer's lock, stores the message and loads its context, instead of after all that. The message is still
-    durable before its parse is used (or written in the same transaction as its answer when the parse was
-    already back, so there is no NLU call it could be lost in). Owned by the turn: `close` cancels it when the
-    turn ends without it (a retry answered from the record, a photo); an NLU error stays in it until read."""
-
-    def __init__(self, nlu: RasaClient, text: str) -> None:
-        self.task: asyncio.Task[NluParse] = asyncio.ensure_future(self._timed(nlu, text))
-        self.task.add_done_callback(_read_outcome)
-
-    @staticmethod
-    async def _timed(nlu: RasaClient, text: str) -> NluParse:
-        started = time.perf_counter()
-        parse = await nlu.parse(text)
-        NLU_SECONDS.labels(replica_label(getattr(nlu, "base_url", None))).observe(time.perf_counter() - started)
-        return parse
-
-    def ready(self) -> bool:
-        return self.task.done()
-
-    def known(self) -> NluParse | None:
-        """The parse, if it is back and succeeded."""
-        task = self.task
-        return task.result() if task.done() and not task.cancelled() and task.exception() is None else None
-
-    async def result(self) -> NluParse:
-        return await self.task
-
-    def close(self) -> None:
-        self.task.cancel()  # nothing if it finished
-
-
-def _read_outcome(task: asyncio.Task) -> None:
-    if not task.cancelled():
-        task.exception()  # read here, so an unused failure is not reported as never retrieved
 
 
 @dataclass
@@ -307,74 +264,6 @@ async def do_route_escalation(session: AsyncSession, redis: Redis, triage: Triag
     await triage.routing.enqueue(escalation.id, escalation.skill_group, escalation.priority, escalation.queued_at)
     await publish(redis, AGENTS_CHANNEL, {"type": "queue_changed", "conversation_id": conversation.id})
     await do_assign_waiting(session, triage.routing, triage.delivery, escalation.skill_group)
-
-
-@dataclass
-class Turn:
-    """What a customer's turn leaves in Redis: written just before the lock is released, in the same round trip."""
-
-    context: tuple[ContextStore, ConversationContext] | None = None
-    # Set when the message was answered from the record while the turn was taken (no turn was held then).
-    answered: Received | None = None
-
-    def keep(self, store: ContextStore, context: ConversationContext) -> None:
-        """The context's hot copy, saved as the turn ends (before the next message of the customer can read it)."""
-        self.context = (store, context)
-
-
-def turn_key(customer_id: int) -> str:
-    return f"yt:lock:customer:{customer_id}"
-
-
-@asynccontextmanager
-async def customer_turn(
-    redis: Redis,
-    customer_id: int,
-    wait_s: float = 5.0,
-    before_waiting: Callable[[], Awaitable[Received | None]] | None = None,
-):
-    """One message of a customer at a time, across every worker.
-
-    The free turn is taken at once (no lookup on the fast path). When another message holds it,
-    `before_waiting` runs first: it may answer from the record (then the body gets `turn.answered` and no
-    turn is held) and hands the SQL connection back. Not getting the turn within `wait_s` is a clear
-    "busy, retry shortly" (a retry is deduplicated); losing the lock's expiry during a very slow turn is
-    logged, not turned into an error after the work is committed. What the turn `keep`s is written only if
-    it ends without an error, as before the lock goes.
-    """
-    lease = TurnLease(redis, turn_key(customer_id), lease_s=60)
-    if not await lease.try_acquire():
-        answered = await before_waiting() if before_waiting is not None else None
-        if answered is not None:
-            yield Turn(answered=answered)
-            return
-        if not await lease.acquire(wait_s):
-            raise UpstreamUnavailable(
-                "上一条消息还在处理中，请稍后重试（the previous message is still being handled, please retry shortly）",
-                code="customer_busy",
-                retry_after=1,
-            )
-    turn = Turn()
-    try:
-        yield turn
-    except BaseException:
-        await _release(lease, customer_id)
-        raise
-    if turn.context is None:
-        await _release(lease, customer_id)
-        return
-    store, context = turn.context
-    async with redis.pipeline(transaction=False) as pipe:
-        store.put_in(pipe, context)
-        lease.release_in(pipe)  # in the same round trip as the context write
-        _, released = await pipe.execute()
-    if not released:
-        log.warning("customer %s: the turn outlived its lock", customer_id)
-
-
-async def _release(lease: TurnLease, customer_id: int) -> None:
-    if not await lease.release():
-        log.warning("customer %s: the turn outlived its lock", customer_id)
 
 
 async def _tell_agents(redis: Redis, conversation: Conversation, inbound: Message) -> None:

@@ -1,0 +1,131 @@
+"""A customer's turn: one message of a customer at a time across every worker (a lease in Redis), what the turn
+leaves in Redis as it ends, and the text's parse, asked for as the message arrives."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from redis.asyncio import Redis
+
+from api.conversations.turn_lease import TurnLease
+from api.errors import UpstreamUnavailable
+from api.health.instruments import NLU_SECONDS, replica_label
+from bot.context import ContextStore, ConversationContext
+from bot.nlu import NluParse, RasaClient
+
+log = logging.getLogger(__name__)
+
+# What answers a message from the record while its turn is held elsewhere (flows.Received).
+Answered = TypeVar("Answered")
+
+
+class EarlyParse:
+    """A text's parse, asked for as soon as the text is known: Rasa works while the turn waits for the
+    customer's lock, stores the message and loads its context, instead of after all that. The message is still
+    durable before its parse is used (or written in the same transaction as its answer when the parse was
+    already back, so there is no NLU call it could be lost in). Owned by the turn: `close` cancels it when the
+    turn ends without it (a retry answered from the record, a photo); an NLU error stays in it until read."""
+
+    def __init__(self, nlu: RasaClient, text: str) -> None:
+        self.task: asyncio.Task[NluParse] = asyncio.ensure_future(self._timed(nlu, text))
+        self.task.add_done_callback(_read_outcome)
+
+    @staticmethod
+    async def _timed(nlu: RasaClient, text: str) -> NluParse:
+        started = time.perf_counter()
+        parse = await nlu.parse(text)
+        NLU_SECONDS.labels(replica_label(getattr(nlu, "base_url", None))).observe(time.perf_counter() - started)
+        return parse
+
+    def ready(self) -> bool:
+        return self.task.done()
+
+    def known(self) -> NluParse | None:
+        """The parse, if it is back and succeeded."""
+        task = self.task
+        return task.result() if task.done() and not task.cancelled() and task.exception() is None else None
+
+    async def result(self) -> NluParse:
+        return await self.task
+
+    def close(self) -> None:
+        self.task.cancel()  # nothing if it finished
+
+
+def _read_outcome(task: asyncio.Task) -> None:
+    if not task.cancelled():
+        task.exception()  # read here, so an unused failure is not reported as never retrieved
+
+
+@dataclass
+class Turn(Generic[Answered]):
+    """What a customer's turn leaves in Redis: written just before the lock is released, in the same round trip."""
+
+    context: tuple[ContextStore, ConversationContext] | None = None
+    # Set when the message was answered from the record while the turn was taken (no turn was held then).
+    answered: Answered | None = None
+
+    def keep(self, store: ContextStore, context: ConversationContext) -> None:
+        """The context's hot copy, saved as the turn ends (before the next message of the customer can read it)."""
+        self.context = (store, context)
+
+
+def turn_key(customer_id: int) -> str:
+    return f"yt:lock:customer:{customer_id}"
+
+
+@asynccontextmanager
+async def customer_turn(
+    redis: Redis,
+    customer_id: int,
+    wait_s: float = 5.0,
+    before_waiting: Callable[[], Awaitable[Answered | None]] | None = None,
+) -> AsyncIterator[Turn[Answered]]:
+    """One message of a customer at a time, across every worker.
+
+    The free turn is taken at once (no lookup on the fast path). When another message holds it,
+    `before_waiting` runs first: it may answer from the record (then the body gets `turn.answered` and no
+    turn is held) and hands the SQL connection back. Not getting the turn within `wait_s` is a clear
+    "busy, retry shortly" (a retry is deduplicated); losing the lock's expiry during a very slow turn is
+    logged, not turned into an error after the work is committed. What the turn `keep`s is written only if
+    it ends without an error, as before the lock goes.
+    """
+    lease = TurnLease(redis, turn_key(customer_id), lease_s=60)
+    if not await lease.try_acquire():
+        answered = await before_waiting() if before_waiting is not None else None
+        if answered is not None:
+            yield Turn[Answered](answered=answered)
+            return
+        if not await lease.acquire(wait_s):
+            raise UpstreamUnavailable(
+                "上一条消息还在处理中，请稍后重试（the previous message is still being handled, please retry shortly）",
+                code="customer_busy",
+                retry_after=1,
+            )
+    turn = Turn[Answered]()
+    try:
+        yield turn
+    except BaseException:
+        await _release(lease, customer_id)
+        raise
+    if turn.context is None:
+        await _release(lease, customer_id)
+        return
+    store, context = turn.context
+    async with redis.pipeline(transaction=False) as pipe:
+        store.put_in(pipe, context)
+        lease.release_in(pipe)  # in the same round trip as the context write
+        _, released = await pipe.execute()
+    if not released:
+        log.warning("customer %s: the turn outlived its lock", customer_id)
+
+
+async def _release(lease: TurnLease, customer_id: int) -> None:
+    if not await lease.release():
+        log.warning("customer %s: the turn outlived its lock", customer_id)
