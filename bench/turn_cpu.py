@@ -1,0 +1,127 @@
+"""Where a bot turn's CPU goes: Yunting's CPU per turn, read from /proc, and optionally a py-spy profile of it.
+
+The rate goals of issue 17 are a CPU budget: on one host the app's worker, Rasa and the client share the
+cores, so every millisecond of the app's CPU per turn is taken from the parse. This drives one kind of turn
+(`mp`: `POST /miniapp/messages`; `oa`: a safe-mode push) at `--senders` concurrent senders, three turns per
+new customer as `bench/turn_speed.py` does, and prints the app's and the emulator's CPU milliseconds per turn
+(and Rasa's, when `--rasa-pid` is given). With `--py-spy FILE` the app is sampled through the timed run
+(`py-spy record --format raw`; fold it with `flamegraph.pl`, or read the top frames with `--top`).
+
+    .venv/bin/python bench/turn_cpu.py --rasa-url http://127.0.0.1:5105 [--kind mp|oa] [--texts unique|mix]
+        [--turns 600] [--senders 16] [--database-url postgresql://…] [--redis-url redis://…] [--py-spy out.txt]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+from turn_speed import TURNS, people, run_level, texts
+from turn_speed_parts import Client, cpu_s, fresh_postgres, process, redis_server, yunting
+
+from api.embedded import free_port
+
+
+async def drive(opts, app_url: str, app_pid: int, emulator_url: str, emulator_pid: int) -> None:
+    connector = aiohttp.TCPConnector(limit=256, keepalive_timeout=3)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as http:
+        client = Client(http, emulator_url)
+        if opts.kind == "mp":
+            make = lambda: client.mp_customer(app_url)  # noqa: E731
+            turn = lambda text, who: client.mp(app_url, text, who)  # noqa: E731
+        else:
+            make = client.oa_person
+            turn = lambda text, who: client.oa(app_url, text, who)  # noqa: E731
+        warm_who, warm_prepare = people(make, opts.senders, 60)
+        await warm_prepare()
+        await run_level(opts.senders, texts(opts.texts, 60), turn, warm_who)
+        who_for, prepare = people(make, opts.senders, opts.turns)
+        await prepare()
+        items = texts(opts.texts, opts.turns)
+        spy = None
+        if opts.py_spy:
+            spy = subprocess.Popen(
+                [shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy"), "record", "--format", "raw",
+                 "--rate", "200", "--pid", str(app_pid), "--output", opts.py_spy, "--nonblocking"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+            time.sleep(1.0)
+        pids = {"app": app_pid, "emulator": emulator_pid, **({"rasa": opts.rasa_pid} if opts.rasa_pid else {})}
+        before = {name: cpu_s(pid) for name, pid in pids.items()} | servers_cpu()
+        latencies, wall, _ = await run_level(opts.senders, items, turn, who_for)
+        after = {name: cpu_s(pid) for name, pid in pids.items()} | servers_cpu()
+        if spy is not None:
+            spy.send_signal(2)
+            spy.wait(timeout=60)
+        latencies.sort()
+        print(
+            f"{opts.kind} {opts.texts} x{len(latencies)} at {opts.senders} senders: {len(latencies) / wall:.1f}/s, "
+            f"p50 {latencies[len(latencies) // 2] * 1000:.1f} ms, "
+            f"p99 {latencies[int(0.99 * len(latencies))] * 1000:.1f} ms; "
+            + ", ".join(
+                f"{name} {(after[name] - before[name]) / len(latencies) * 1000:.2f} ms CPU/turn" for name in after
+            )
+            + f"; load {Path('/proc/loadavg').read_text().split()[0]}",
+            flush=True,
+        )
+        if client.late:
+            print(f"  late pushes: {len(client.late)}")
+
+
+def servers_cpu() -> dict[str, float]:
+    """CPU seconds so far of every PostgreSQL and Redis server process on this machine (0 if none)."""
+    totals = {"postgres": 0.0, "redis": 0.0}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            name = (proc / "comm").read_text().strip()
+            if name.startswith(("postgres", "redis-server")):
+                totals["postgres" if name.startswith("postgres") else "redis"] += cpu_s(int(proc.name))
+        except (OSError, ValueError):
+            continue  # gone meanwhile
+    return totals
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rasa-url", required=True)
+    parser.add_argument("--rasa-pid", type=int, default=0)
+    parser.add_argument("--kind", choices=("mp", "oa"), default="mp")
+    parser.add_argument("--texts", choices=("unique", "mix"), default="unique")
+    parser.add_argument("--turns", type=int, default=600)
+    parser.add_argument("--senders", type=int, default=16)
+    parser.add_argument("--database-url")
+    parser.add_argument("--redis-url")
+    parser.add_argument("--py-spy", help="write py-spy's raw samples of the app here")
+    opts = parser.parse_args()
+    opts.turns -= opts.turns % TURNS
+    data = Path(tempfile.mkdtemp(prefix="yt-bench-cpu-"))
+    emulator_port = free_port()
+    emulator_url = f"http://127.0.0.1:{emulator_port}"
+    emulator = [sys.executable, "-m", "api.wechat_emulator", "--port", str(emulator_port), "--log-level", "warning"]
+    with process(emulator, dict(os.environ), data / "emulator.log", emulator_url + "/_sim/health") as emu:
+        database_url = fresh_postgres(opts.database_url) if opts.database_url else None
+        with redis_server(opts.redis_url) if database_url else _no_redis() as redis_url:
+            with yunting([opts.rasa_url], emulator_url, database_url, redis_url) as (app_url, app_pid):
+                asyncio.run(drive(opts, app_url, app_pid, emulator_url, emu.pid))
+
+
+class _no_redis:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+if __name__ == "__main__":
+    main()
