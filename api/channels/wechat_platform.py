@@ -24,6 +24,7 @@ import httpx
 from redis.asyncio import Redis
 from redis.exceptions import LockError, RedisError
 
+from api.errors import PayloadTooLarge
 from api.health.instruments import WECHAT_ERRORS
 from api.masking import mask_logger
 
@@ -227,10 +228,12 @@ class WeChatPlatform:
             raise WeChatApiError(None, "user/info answered no JSON object")
         return result
 
-    async def get_media(self, media_id: str) -> tuple[bytes, str]:
+    async def get_media(self, media_id: str, max_bytes: int) -> tuple[bytes, str]:
         """`/cgi-bin/media/get` on the official account: a user's image (temporary media, kept 3 days by WeChat).
-        The bytes and the declared content type (not trusted: the caller checks the content itself)."""
-        response = await self._call(self.oa, "GET", "media/get", params={"media_id": media_id})
+        The bytes and the declared content type (not trusted: the caller checks the content itself). A file over
+        `max_bytes` is refused as it streams in (`MediaTooLarge`), never held whole."""
+        params = {"media_id": media_id}
+        response = await self._call(self.oa, "GET", "media/get", params=params, max_bytes=max_bytes)
         if _decoded(response) is not None:  # WeChat answered JSON without an errcode
             raise WeChatApiError(None, "media/get answered no file")
         return response.content, response.headers.get("content-type", "")
@@ -245,11 +248,12 @@ class WeChatPlatform:
         *,
         params: dict[str, str] | None = None,
         body: dict[str, Any] | None = None,
+        max_bytes: int | None = None,
     ) -> httpx.Response:
         """A `cgi-bin/` API with the app's token; WeChat's errors and network trouble as `WeChatApiError`,
         counted under ``endpoint``."""
         try:
-            return await self._with_token(app, method, "cgi-bin/" + endpoint, params or {}, body)
+            return await self._with_token(app, method, "cgi-bin/" + endpoint, params or {}, body, max_bytes)
         except WeChatApiError as exc:
             WECHAT_ERRORS.labels(endpoint, _label(exc.errcode)).inc()
             raise
@@ -258,13 +262,20 @@ class WeChatPlatform:
             raise WeChatApiError(None, exc.__class__.__name__) from exc
 
     async def _with_token(
-        self, app: WeChatApp, method: str, path: str, params: dict[str, str], body: dict[str, Any] | None
+        self,
+        app: WeChatApp,
+        method: str,
+        path: str,
+        params: dict[str, str],
+        body: dict[str, Any] | None,
+        max_bytes: int | None = None,
     ) -> httpx.Response:
         fetch = functools.partial(self._fetch_token, app)
         token = await self.tokens.get(app.appid, fetch)
         refreshes = 0
         while True:
-            response = await self._send(method, path, params={**params, "access_token": token}, body=body)
+            query = {**params, "access_token": token}
+            response = await self._send(method, path, params=query, body=body, max_bytes=max_bytes)
             try:
                 _checked(response)
             except WeChatApiError as exc:
@@ -285,15 +296,47 @@ class WeChatPlatform:
         return result
 
     async def _send(
-        self, method: str, path: str, *, params: dict[str, str], body: dict[str, Any] | None = None
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, str],
+        body: dict[str, Any] | None = None,
+        max_bytes: int | None = None,
     ) -> httpx.Response:
         # As wechatpy sent it: UTF-8 JSON with Chinese unescaped (WeChat shows \uXXXX literally), no Content-Type.
         content = None if body is None else json.dumps(body, ensure_ascii=False).encode("utf-8")
-        response = await self._http.request(method, self.root + path, params=params, content=content)
-        if response.is_error:
-            # Not raise_for_status(): its message carries the URL, token included.
-            raise WeChatApiError(None, f"HTTP {response.status_code}")
-        return response
+        async with self._http.stream(method, self.root + path, params=params, content=content) as response:
+            if response.is_error:
+                # Not raise_for_status(): its message carries the URL, token included.
+                raise WeChatApiError(None, f"HTTP {response.status_code}")
+            if max_bytes is None:
+                await response.aread()
+                return response
+            return await _read_at_most(response, max_bytes)
+
+
+class MediaTooLarge(PayloadTooLarge):
+    """WeChat's file is over what the caller accepts: refused as it came in, not read whole."""
+
+    code = "media_too_large"
+
+
+async def _read_at_most(response: httpx.Response, max_bytes: int) -> httpx.Response:
+    """The streamed body, up to `max_bytes` (a longer one raises `MediaTooLarge` with at most a chunk over
+    read); the answer comes back as a response with its content."""
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_bytes:
+        raise MediaTooLarge(f"the file is {int(declared)} bytes, over {max_bytes}")
+    chunks, size = [], 0
+    async for chunk in response.aiter_bytes():  # decoded: a compressed body is bounded by what it expands to
+        size += len(chunk)
+        if size > max_bytes:
+            raise MediaTooLarge(f"the file is over {max_bytes} bytes")
+        chunks.append(chunk)
+    dropped = ("content-encoding", "content-length")  # the content below is decoded, its length its own
+    headers = [(k, v) for k, v in response.headers.multi_items() if k.lower() not in dropped]
+    return httpx.Response(response.status_code, headers=headers, content=b"".join(chunks), request=response.request)
 
 
 def _decoded(response: httpx.Response) -> Any:

@@ -153,7 +153,7 @@ class OaImageIntake:
         if not media_id:
             return None
         try:
-            data, _declared = await self.platform.get_media(media_id)
+            data, _declared = await self.platform.get_media(media_id, self.max_bytes)
             found = check_content(data, self.max_bytes)
         except WeChatApiError as exc:
             log.warning("official-account image of message %s not fetched (%s)", received.message.id, exc.errcode)

@@ -14,7 +14,7 @@ import pytest
 import redis
 from redis.asyncio import Redis as AsyncRedis
 
-from api.channels.wechat_platform import WeChatApiError, WeChatPlatform
+from api.channels.wechat_platform import MediaTooLarge, WeChatApiError, WeChatPlatform
 from api.embedded import ThreadedServer
 from api.wechat_emulator.app import create_app as create_emulator
 
@@ -218,3 +218,23 @@ async def test_no_token_or_secret_in_any_log_line(sim, token_emulator, redis_url
     logged = "\n".join(records.lines)
     assert "/cgi-bin/user/info" in logged and "access_token=***" in logged  # httpx's lines were captured, masked
     assert not [secret for secret in secrets if secret in logged]
+
+
+async def test_a_media_file_over_the_callers_limit_is_refused_as_it_streams_in(redis_url):
+    app = create_emulator({OA: (OA_SECRET, "oa"), MP: (MP_SECRET, "miniapp")})
+    server = ThreadedServer(app)
+    base = server.start()
+    try:
+        picture = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 400  # ~100 KB
+        media_id = app.state.wechat.media.add(OA, picture, "image/jpeg")
+        client = platform(base, redis_url)
+        data, content_type = await client.get_media(media_id, max_bytes=len(picture))
+        assert data == picture and content_type == "image/jpeg"
+        with pytest.raises(MediaTooLarge) as refused:
+            await client.get_media(media_id, max_bytes=len(picture) - 1)
+        assert refused.value.status_code == 413 and refused.value.code == "media_too_large"
+        with pytest.raises(WeChatApiError) as unknown:  # an unknown id is still WeChat's JSON error
+            await client.get_media("no-such-media", max_bytes=1000)
+        assert unknown.value.errcode == 40007
+    finally:
+        server.stop()
