@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from sqlalchemy import func
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -27,3 +28,9 @@ async def count_online_in(session: AsyncSession, skill_group: str) -> int:
     statement = select(Agent).where(Agent.presence == "online", Agent.active == True)  # noqa: E712
     agents = (await session.exec(statement)).all()
     return sum(1 for agent in agents if skill_group in agent.skills)
+
+
+async def count_online(session: AsyncSession) -> int:
+    """Active agents whose presence is online (the metrics' gauge)."""
+    statement = select(func.count()).select_from(Agent).where(col(Agent.active).is_(True), Agent.presence == "online")
+    return (await session.exec(statement)).one()

@@ -18,16 +18,15 @@ from collections.abc import Iterator
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
-from sqlalchemy import func
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from api.agents.models import Agent
+from api.agents import repository as agent_repo
 from api.agents.service import SKILL_GROUPS
 from api.conversations.repository import waiting_escalations
 from api.timeutil import utcnow
-from api.video.models import ACTIVE_STATES, Recording, VideoCall
+from api.video import repository as video_repo
+from api.video.models import ACTIVE_STATES
 
 
 def process_registry() -> CollectorRegistry:
@@ -59,30 +58,11 @@ async def deployment_families(engine: AsyncEngine, redis, *, deployment: str) ->
             mine = [e for e, _ in queue if e.skill_group == group]
             waiting.add_metric([group], len(mine))
             longest.add_metric([group], max(((now - e.queued_at).total_seconds() for e in mine), default=0.0))
-        online.add_metric(
-            [],
-            (
-                await session.exec(
-                    select(func.count())
-                    .select_from(Agent)
-                    .where(col(Agent.active).is_(True), Agent.presence == "online")
-                )
-            ).one(),
-        )
-        by_state = dict(
-            (
-                await session.exec(
-                    select(VideoCall.state, func.count())
-                    .where(col(VideoCall.state).in_(ACTIVE_STATES))
-                    .group_by(VideoCall.state)
-                )
-            ).all()
-        )
+        online.add_metric([], await agent_repo.count_online(session))
+        by_state = await video_repo.live_calls_by_state(session)
         for state in ACTIVE_STATES:
             calls.add_metric([str(state)], by_state.get(state, 0))
-        for status, count in (
-            await session.exec(select(Recording.status, func.count()).group_by(Recording.status))
-        ).all():
+        for status, count in await video_repo.recordings_by_status(session):
             recordings.add_metric([status], count)
     workers = GaugeMetricFamily("yunting_nlu_workers", "API workers following this deployment's NLU (studio)")
     workers.add_metric([], await redis.hlen(f"yt:nlu:{deployment}:workers"))

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import func, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -147,3 +147,19 @@ async def list_plans(session: AsyncSession, call_id: int) -> list[RepaymentPlan]
 async def list_identity_checks(session: AsyncSession, call_id: int) -> list[IdentityCheck]:
     statement = select(IdentityCheck).where(IdentityCheck.call_id == call_id).order_by(col(IdentityCheck.id))
     return list((await session.exec(statement)).all())
+
+
+async def live_calls_by_state(session: AsyncSession) -> dict[CallState, int]:
+    """How many calls are under way in each active state (states with none are absent)."""
+    statement = (
+        select(VideoCall.state, func.count())
+        .where(col(VideoCall.state).in_(ACTIVE_STATES))
+        .group_by(col(VideoCall.state))
+    )
+    return {CallState(state): count for state, count in (await session.exec(statement)).all()}
+
+
+async def recordings_by_status(session: AsyncSession) -> list[tuple[str, int]]:
+    """How many recordings there are of each status."""
+    statement = select(Recording.status, func.count()).group_by(col(Recording.status))
+    return [(str(status), count) for status, count in (await session.exec(statement)).all()]
