@@ -99,28 +99,7 @@ async def do_receive_customer_message(
     """
     if early is None and kind == "text" and not video_tap:
         early = EarlyParse(triage.nlu, text)
-    try:
-        return await _receive(
-            session, redis, triage, customer_id, channel, text, platform_msg_id, kind, payload, video_tap, early
-        )
-    finally:
-        if early is not None:
-            early.close()
 
-
-async def _receive(
-    session: AsyncSession,
-    redis: Redis,
-    triage: Triage,
-    customer_id: int,
-    channel: str,
-    text: str,
-    platform_msg_id: str | None,
-    kind: str,
-    payload: dict | None,
-    video_tap: bool,
-    early: EarlyParse | None,
-) -> Received:
     async def before_waiting() -> Received | None:
         # Another message of this customer holds the turn (in a retry storm, this very one): a retry already
         # answered is answered from the record at once, and the request's SQL connection goes back to the pool

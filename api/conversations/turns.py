@@ -29,8 +29,8 @@ class EarlyParse:
     """A text's parse, asked for as soon as the text is known: Rasa works while the turn waits for the
     customer's lock, stores the message and loads its context, instead of after all that. The message is still
     durable before its parse is used (or written in the same transaction as its answer when the parse was
-    already back, so there is no NLU call it could be lost in). Owned by the turn: `close` cancels it when the
-    turn ends without it (a retry answered from the record, a photo); an NLU error stays in it until read."""
+    already back, so there is no NLU call it could be lost in). One nobody reads (a retry answered from the
+    record, a turn that failed) ends on its own within the NLU client's timeout; a callback reads its error."""
 
     def __init__(self, nlu: RasaClient, text: str) -> None:
         self.task: asyncio.Task[NluParse] = asyncio.ensure_future(self._timed(nlu, text))
@@ -53,9 +53,6 @@ class EarlyParse:
 
     async def result(self) -> NluParse:
         return await self.task
-
-    def close(self) -> None:
-        self.task.cancel()  # nothing if it finished
 
 
 def _read_outcome(task: asyncio.Task) -> None:
