@@ -120,7 +120,7 @@ class SqliteWriteGate:
 
     SQLite has one writer per database; the others wait in its busy handler, which sleeps and retries (up to
     100 ms a try) instead of queueing: under 16 concurrent turns a writer could lose the race for a second
-    while the lock was free most of that time (docs/benchmarks.md, "the write gate": the embedded p99). A
+    while the lock was free most of that time (docs/benchmarks.md, "Round 3": the embedded p99). A
     connection takes the gate as its statement opens a write transaction and gives it back at the commit or
     rollback; the busy handler still arbitrates between processes. A wait past `wait_s` is SQLite's own
     "database is locked", as the busy timeout gave before.

@@ -111,7 +111,7 @@ def main() -> None:
     with process(emulator, dict(os.environ), data / "emulator.log", emulator_url + "/_sim/health") as emu:
         database_url = fresh_postgres(opts.database_url) if opts.database_url else None
         with redis_server(opts.redis_url) if database_url else _no_redis() as redis_url:
-            with yunting([opts.rasa_url], emulator_url, database_url, redis_url) as (app_url, app_pid):
+            with yunting([opts.rasa_url], emulator_url, database_url, redis_url) as (app_url, app_pid, _):
                 asyncio.run(drive(opts, app_url, app_pid, emulator_url, emu.pid))
 
 

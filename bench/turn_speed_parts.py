@@ -88,8 +88,11 @@ def yunting(rasa_urls: list[str], emulator_url: str, database_url: str | None, r
     env.update({k: v for k, v in (("YUNTING_DATABASE_URL", database_url), ("YUNTING_REDIS_URL", redis_url)) if v})
     url = f"http://127.0.0.1:{port}"
     command = uvicorn("api.main:create_app", port, "--factory")
+    # The record, for the bench's own reads after a run (a synchronous SQLAlchemy URL).
+    record = database_url.replace("postgresql://", "postgresql+psycopg://", 1) if database_url else None
+    record = record or f"sqlite:///{data_dir / 'yunting.sqlite3'}"
     with process(command, env, data_dir / "app.log", url + "/healthz") as child:
-        yield url, child.pid
+        yield url, child.pid, record
 
 
 @contextmanager
@@ -141,7 +144,8 @@ class Client:
         self.http, self.emulator_url = http, emulator_url
         self.crypto = SafeMode(AES_KEY, DEV_OA_APP_ID)
         self.msg_ids = itertools.count(int(time.time() * 1000) * 1000)
-        self.late: list[tuple[str, float]] = []  # (openid, seconds) of pushes answered after the passive budget
+        # (openid, seconds, MsgId) of pushes answered `success` late: after the passive budget, or past 5 s
+        self.late: list[tuple[str, float, str]] = []
 
     async def post_json(self, url: str, body: dict, headers: dict | None = None) -> dict | list:
         async with self.http.post(url, json=body, headers=headers) as response:
@@ -175,7 +179,8 @@ class Client:
             self.emulator_url + "/_sim/interactions", {"appid": DEV_OA_APP_ID, "openid": openid, "kind": "message"}
         )
         started = time.perf_counter()
-        params, body = self.crypto.request(openid, text, next(self.msg_ids))
+        msg_id = next(self.msg_ids)
+        params, body = self.crypto.request(openid, text, msg_id)
         headers = {"Content-Type": "text/xml"}
         try:
             async with asyncio.timeout(DEADLINE_S):
@@ -183,13 +188,13 @@ class Client:
                     reply = await response.text()
                     assert response.status == 200, reply
         except TimeoutError:
-            self.late.append((openid, DEADLINE_S))
+            self.late.append((openid, DEADLINE_S, str(msg_id)))
             return time.perf_counter() - started
         elapsed = time.perf_counter() - started
         if reply.strip() != "success":
             self.crypto.open_reply(reply, openid)
-        elif elapsed >= 1.0:  # `success` this late is the budget running out, not "nothing to say"
-            self.late.append((openid, elapsed))
+        elif elapsed >= 1.0:  # `success` this late: the budget ran out, or there was nothing to say (the record tells)
+            self.late.append((openid, elapsed, str(msg_id)))
         return elapsed
 
     async def mp_customer(self, app_url: str) -> str:
@@ -214,6 +219,26 @@ class Client:
         params = {"appid": DEV_OA_APP_ID, "api": "custom"}
         async with self.http.get(self.emulator_url + "/_sim/sent", params=params) as response:
             return Counter(item["openid"] for item in (await response.json())["items"])
+
+
+def replies_per_push(record_url: str, msg_ids: list[str]) -> dict[str, int]:
+    """How many answers the app stored for each of these official-account pushes (by MsgId). None is a push
+    the app stays quiet on by design (a queued customer's message within the notice interval)."""
+    if not msg_ids:
+        return {}
+    from sqlalchemy import bindparam, create_engine, text
+
+    query = text(
+        "SELECT m.platform_msg_id, count(r.id) FROM message m LEFT JOIN message r ON r.in_reply_to = m.id"
+        " WHERE m.channel = 'wechat_oa' AND m.direction = 'in' AND m.platform_msg_id IN :ids"
+        " GROUP BY m.platform_msg_id"
+    ).bindparams(bindparam("ids", expanding=True))
+    engine = create_engine(record_url)
+    try:
+        with engine.connect() as conn:
+            return {str(msg_id): int(count) for msg_id, count in conn.execute(query, {"ids": msg_ids})}
+    finally:
+        engine.dispose()
 
 
 def cpu_s(pid: int) -> float:
