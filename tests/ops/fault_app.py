@@ -25,6 +25,7 @@ def create_app():
     async def sql(request: Request) -> None:
         said = (await request.json())["text"]  # customer text, as a message would bring it
         async with request.app.state.engine.connect() as conn:
-            await conn.execute(text("SELECT CAST(:value AS INTEGER)"), {"value": said})
+            # A table that isn't there fails on SQLite and PostgreSQL alike (SQLite casts any text to 0).
+            await conn.execute(text("SELECT CAST(:value AS INTEGER) FROM no_such_table"), {"value": said})
 
     return app
