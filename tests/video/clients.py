@@ -78,13 +78,22 @@ class ToneAudioTrack(MediaStreamTrack):
 
 
 def make_clip(
-    codec: str, colour: tuple[int, int, int], *, seconds: int = 4, fps: int = 15, width: int = 320, height: int = 240
+    codec: str,
+    colour: tuple[int, int, int],
+    *,
+    seconds: int = 4,
+    fps: int = 15,
+    width: int = 320,
+    height: int = 240,
+    keyframe_every: int | None = None,
 ) -> list[bytes]:
-    """Pre-encoded numbered frames in `codec` ("h264" or "vp8"), a keyframe every second: what a replayed
-    sender sends, byte for byte, so a test can find those exact bytes in the recording."""
+    """Pre-encoded numbered frames in `codec` ("h264" or "vp8"), a keyframe every `keyframe_every` frames (a
+    second by default): what a replayed sender sends, byte for byte, so a test can find those exact bytes in the
+    recording. A replayed clip can't answer a keyframe request, so a call's test that wants its recording to
+    start without a gap uses short groups, as a browser answering the request at once would."""
     encoder = av.CodecContext.create("libx264" if codec == "h264" else "libvpx", "w")
     encoder.width, encoder.height, encoder.pix_fmt = width, height, "yuv420p"
-    encoder.time_base, encoder.gop_size = fractions.Fraction(1, fps), fps
+    encoder.time_base, encoder.gop_size = fractions.Fraction(1, fps), keyframe_every or fps
     if codec == "h264":
         encoder.profile, encoder.options = "Baseline", {"tune": "zerolatency", "preset": "veryfast"}
     else:
