@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 import uuid
@@ -73,6 +74,7 @@ async def test_a_seen_nonce_is_refused_but_wechats_own_resend_is_answered(app_ur
         query, body = plain_push(timestamp=now, nonce=nonce)
         first = await http.post("/wechat/oa", params=query, content=body)
         assert first.status_code == 200, first.text
+        await asyncio.sleep(1.1)  # WeChat retries seconds later: the answer is the first one, down to CreateTime
         resend = await http.post("/wechat/oa", params=query, content=body)  # WeChat's retry: the same request
         assert resend.status_code == 200 and resend.text == first.text
         query, other = plain_push(timestamp=now, nonce=nonce, text="转账")  # a new push under a used nonce

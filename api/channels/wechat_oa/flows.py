@@ -34,7 +34,7 @@ from api.channels.wechat_oa import repository, service
 from api.channels.wechat_oa.crypto import Keyring
 from api.channels.wechat_oa.envelope import EnvelopeCodec, Push, PushQuery
 from api.channels.wechat_oa.freshness import PushFreshness
-from api.channels.wechat_oa.outbound import CARD_KIND, OaOutbound, PassiveWindow
+from api.channels.wechat_oa.outbound import CARD_KIND, OaOutbound, PassiveReply, PassiveWindow
 from api.channels.wechat_oa.quota import ServiceWindows
 from api.channels.wechat_oa.xml import text_reply
 from api.channels.wechat_platform import WeChatPlatform
@@ -67,6 +67,7 @@ LINK_ATTEMPTS = 5
 # WeChat drops a push's connection after 5 s; a passive answer must be on its way before that, with a margin for
 # writing it out. A push already too old still gets a moment (a ready answer goes passively).
 WECHAT_DEADLINE_S, DEADLINE_MARGIN_S, MIN_BUDGET_S = 5.0, 0.5, 0.05
+
 
 # A push's work: the session, the customer, and the triage whose delivery answers into the push's passive window.
 Work = Callable[[AsyncSession, int, Triage], Awaitable[Received]]
@@ -146,10 +147,12 @@ class OaChannel:
         await self.freshness.check(query, body)  # after the signature: only signed pushes get remembered
         push = envelope.push
         log.debug("push %s/%s from an openid", push.msg_type, push.event or "-")
-        content = await self._dispatch(push, self.budget_for(query.timestamp))
-        if content is None:
+        answer = await self._dispatch(push, self.budget_for(query.timestamp))
+        if answer is None:
             return SUCCESS
-        reply = text_reply(to_user=push.openid, from_user=push.to_user, content=content, create_time=int(time.time()))
+        reply = text_reply(
+            to_user=push.openid, from_user=push.to_user, content=answer.content, create_time=answer.create_time
+        )
         return self.codec.seal(envelope, reply)
 
     async def aclose(self) -> None:
@@ -172,7 +175,7 @@ class OaChannel:
         floor = min(MIN_BUDGET_S, self.budget_s)
         return max(floor, min(self.budget_s, WECHAT_DEADLINE_S - DEADLINE_MARGIN_S - max(0.0, age)))
 
-    async def _dispatch(self, push: Push, budget_s: float) -> str | None:
+    async def _dispatch(self, push: Push, budget_s: float) -> PassiveReply | None:
         if push.interaction is not None:
             # The window opens when the user acts, whatever we answer; a retry doesn't reopen it.
             await self.windows.open(push.openid, push.interaction, interaction=push.dedup_key)
@@ -325,7 +328,7 @@ class OaChannel:
 
     # -- the 5-second rule ----------------------------------------------------------------
 
-    async def _within_budget(self, push: Push, work: Work, budget_s: float) -> str | None:
+    async def _within_budget(self, push: Push, work: Work, budget_s: float) -> PassiveReply | None:
         window = PassiveWindow()
         task = self._spawn(self._run(window, push, work))
         received: Received | None = None
@@ -341,13 +344,13 @@ class OaChannel:
         messages = window.close()
         key = f"yt:oa:passive:{self.app_id}:{push.dedup_key}"
         if messages:
-            content = "\n\n".join(self.outbound.as_text(message) for message in messages)
+            answer = PassiveReply("\n\n".join(self.outbound.as_text(message) for message in messages), int(time.time()))
             # Remembered for a retry (WeChat retries only after 5 s without an answer): after the answer, not before.
-            self._spawn(self.redis.set(key, content, ex=PASSIVE_MEMORY_S))
-            return content
+            self._spawn(self.redis.set(key, answer.dumps(), ex=PASSIVE_MEMORY_S))
+            return answer
         if received is not None and received.duplicate:
             # WeChat retries only when it got no answer: give the passive answer it missed, if there was one.
-            return cast(str | None, await self.redis.get(key))  # decode_responses=True: str
+            return PassiveReply.loads(cast(str | None, await self.redis.get(key)))  # decode_responses=True: str
         return None
 
     async def _run(self, window: PassiveWindow, push: Push, work: Work) -> Received | None:

@@ -19,6 +19,7 @@ import html
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
@@ -62,6 +63,22 @@ class PassiveWindow:
         """The handler answers now: what was taken goes passively, anything later by custom-send."""
         self._open = False
         return self.messages
+
+
+@dataclass(frozen=True)
+class PassiveReply:
+    """A push's passive answer as first given: a retry gets the same reply, down to its `CreateTime`."""
+
+    content: str
+    create_time: int
+
+    def dumps(self) -> str:
+        return f"{self.create_time}:{self.content}"
+
+    @classmethod
+    def loads(cls, stored: str | None) -> PassiveReply | None:
+        created, _, content = (stored or "").partition(":")
+        return cls(content, int(created)) if created.isdigit() and content else None
 
 
 class OaOutbound:
