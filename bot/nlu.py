@@ -10,6 +10,9 @@
   re-admitted when `/status` answers with a model; one that doesn't answer its first `/status` (still
   loading) starts ejected the same way. The replica set is an explicit input (`set_replicas`);
   the studio's blue/green switch uses `use_base_url`.
+- **One parse per text in flight**: identical texts that arrive while the first is still with Rasa wait for
+  its answer instead of sending their own (a retry storm, a flood of the same words, one customer's duplicates
+  each parsing early); each waiter keeps its own time bound and may be cancelled without the others.
 - **Parse cache** (`bot/nlu_cache.py`, optional): the same normalised text under the same model is
   answered from memory or Redis; the model id comes from each replica's `/status`, so a newly activated
   model starts with an empty cache.
@@ -147,6 +150,7 @@ class RasaClient:
         self.cache_hits = self.cache_misses = 0
         self._background: set[asyncio.Task] = set()
         self._refresher: asyncio.Task | None = None
+        self._flights: dict[str, asyncio.Task[NluParse]] = {}  # normalised text -> its parse in flight
 
     # -- the replica set ----------------------------------------------------------------------------
 
@@ -206,6 +210,26 @@ class RasaClient:
     async def parse(self, text: str) -> NluParse:
         started = time.perf_counter()
         text = normalise(text)
+        try:
+            flight = self._flights.get(text)
+            if flight is None:
+                flight = asyncio.get_running_loop().create_task(self._bounded_parse(text), name="nlu-parse")
+                self._flights[text] = flight
+                flight.add_done_callback(lambda done: self._landed(text, done))
+            # Shielded: a caller that gives up (its request cancelled) leaves the parse to the others waiting on it.
+            return await asyncio.shield(flight)
+        finally:
+            timings = nlu_timings.get()
+            if timings is not None:
+                timings.append(time.perf_counter() - started)
+
+    def _landed(self, text: str, flight: asyncio.Task[NluParse]) -> None:
+        if self._flights.get(text) is flight:
+            del self._flights[text]
+        if not flight.cancelled():
+            flight.exception()  # read: with every waiter gone, a failure is not "never retrieved"
+
+    async def _bounded_parse(self, text: str) -> NluParse:
         asking: list[Replica] = []  # the replica this call waits on, if any, when the time is up
         try:
             async with asyncio.timeout(self.timeout_s):
@@ -214,10 +238,6 @@ class RasaClient:
             if asking:
                 self._eject(asking[0], "timed out")
             raise NluUnavailable("NLU service failed: timed out") from exc
-        finally:
-            timings = nlu_timings.get()
-            if timings is not None:
-                timings.append(time.perf_counter() - started)
 
     async def _parse(self, text: str, asking: list[Replica]) -> NluParse:
         cache = self.cache if self.cache is not None and self.cache.accepts(text) else None
@@ -416,7 +436,11 @@ class RasaClient:
                 log.debug("NLU model refresh failed", exc_info=True)
 
     async def aclose(self) -> None:
-        tasks = [t for t in (self._refresher, *self._background, *(r.probe for r in self.replicas)) if t is not None]
+        tasks = [
+            t
+            for t in (self._refresher, *self._background, *self._flights.values(), *(r.probe for r in self.replicas))
+            if t is not None
+        ]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

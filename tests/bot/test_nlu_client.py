@@ -185,6 +185,51 @@ async def test_a_failing_nlu_service_is_nlu_unavailable_within_the_timeout(kind)
         await client.aclose()
 
 
+async def test_identical_texts_in_flight_are_sent_once_and_each_waiter_gets_the_answer():
+    """A retry storm or a flood of the same words: one parse per text while it is with Rasa, not one per request."""
+    gate = asyncio.Event()
+
+    async def held(writer, text):
+        await gate.wait()
+        return await server.answer(writer, text)
+
+    server = LocalServer(held)
+    async with server as url:
+        client = RasaClient(url, timeout_s=5)
+        same = [asyncio.create_task(client.parse("我的信用卡丢了")) for _ in range(20)]
+        same.append(asyncio.create_task(client.parse("  我的信用卡丢了 ")))  # the same once normalised
+        other = [asyncio.create_task(client.parse(f"other {i}")) for i in range(3)]
+        await asyncio.sleep(0.2)
+        assert server.parses == 4  # one for the repeated text, one for each other text
+        same[0].cancel()  # a waiter that gives up takes nobody's answer with it
+        gate.set()
+        answers = await asyncio.gather(*same[1:], *other)
+        assert same[0].cancelled()
+        assert {a.text for a in answers[:20]} == {"我的信用卡丢了"} and len(answers) == 23
+        assert (await client.parse("我的信用卡丢了")).intent == "greet" and server.parses == 5  # landed: asked again
+        await client.aclose()
+
+
+async def test_a_failed_parse_in_flight_fails_each_waiter_and_the_next_one_asks_again():
+    answers = iter(["fail", "ok"])
+
+    async def respond(writer, text):
+        await asyncio.sleep(0.1)
+        if next(answers) == "fail":
+            writer.write(plain(b'{"error": "boom"}', "500 Internal Server Error"))
+            await writer.drain()
+            return True
+        return await server.answer(writer, text)
+
+    server = LocalServer(respond)
+    async with server as url:
+        client = RasaClient(url, timeout_s=2)
+        failed = await asyncio.gather(*(client.parse("x") for _ in range(5)), return_exceptions=True)
+        assert all(isinstance(f, NluUnavailable) for f in failed) and server.parses == 1
+        assert (await client.parse("x")).intent == "greet" and server.parses == 2
+        await client.aclose()
+
+
 async def test_parses_go_to_the_replica_with_fewer_outstanding():
     async def slow(writer, text):
         await asyncio.sleep(0.3)
