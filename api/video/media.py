@@ -239,10 +239,11 @@ class CallMedia:
                 }
         return result
 
-    async def close(self) -> dict[str, RecordingResult | None]:
+    async def close(self, *, ended_at: float | None = None) -> dict[str, RecordingResult | None]:
         """Stop recording (files closed within a second, then measured), then close both connections."""
         self.closing = True
-        results = dict(zip(ROLES, await asyncio.gather(*(self.recorders[r].stop() for r in ROLES)), strict=False))
+        stops = (self.recorders[r].stop(ended_at=ended_at) for r in ROLES)
+        results = dict(zip(ROLES, await asyncio.gather(*stops), strict=False))
         for role, result in results.items():
             peer = self.links.get(other(role))
             if result is not None and peer is not None:

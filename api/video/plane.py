@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +55,20 @@ def rpc_channel(worker_id: str) -> str:
 
 def reply_channel(api_worker_id: str) -> str:
     return f"yt:video:api:{api_worker_id}"
+
+
+def epoch_s(moment: datetime | None) -> float | None:
+    """A moment on the wire: epoch seconds (a naive datetime, as SQLite gives it back, is UTC)."""
+    if moment is None:
+        return None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+
+
+def float_or_none(value: Any) -> float | None:
+    try:
+        return None if value is None else float(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def text(value: bytes | str) -> str:

@@ -101,7 +101,7 @@ class PartyRecorder:
         self.started_at: datetime | None = None
         self.error: str | None = None
         self.codec: dict[str, str] = {}  # per kind, fixed when the recording starts
-        self._t0 = 0.0
+        self._t0 = self._t0_epoch = 0.0
         self._timelines: dict[str, evidence.KindTimeline] = {}
         self._waiting_keyframe = True
         self._video_started = False  # the first video keyframe has been taken into the file
@@ -157,7 +157,7 @@ class PartyRecorder:
                 raise RuntimeError(f"{self.codec.get('video')} can't go into a {suffix} file as received")
             loop = asyncio.get_running_loop()
             self._opened = loop.create_future()
-            self._t0, self.started_at = time.monotonic(), utcnow()
+            self._t0, self._t0_epoch, self.started_at = time.monotonic(), time.time(), utcnow()
             self._timelines = {kind: evidence.KindTimeline(kind, CLOCKS[kind]) for kind in self.sources}
             self._waiting_keyframe = "video" in self.sources
             self._thread = threading.Thread(
@@ -274,8 +274,10 @@ class PartyRecorder:
 
     # --- stopping ---
 
-    async def stop(self) -> RecordingResult | None:
-        """Stop taking frames, close the file (within `STOP_WITHIN_S`), measure and judge it. None if never started."""
+    async def stop(self, *, ended_at: float | None = None) -> RecordingResult | None:
+        """Stop taking frames, close the file (within `STOP_WITHIN_S`), measure and judge it. None if never started.
+        `ended_at` (epoch seconds): when the call ended, if that was earlier than now; the silence after it (this
+        stop came late: a busy worker) is not a gap in the recording."""
         async with self._lifecycle:
             for source in self.sources.values():
                 source.subscribers.discard(self._on_frame)
@@ -283,7 +285,9 @@ class PartyRecorder:
             if thread is None or self.path is None:
                 return None
             end_s = time.monotonic() - self._t0
-            ended_at = utcnow()
+            if ended_at is not None:
+                end_s = min(end_s, max(0.0, ended_at - self._t0_epoch))
+            closed_at = utcnow()
             self._queue.put(_STOP)
             await asyncio.to_thread(thread.join, STOP_WITHIN_S)
             if thread.is_alive():  # the disk is slow: what's left is counted as not written, the file closed
@@ -294,7 +298,7 @@ class PartyRecorder:
                 timeline.close(end_s)
             result = await asyncio.to_thread(measure, self.path)
             assert self.started_at is not None  # set by start() before the writer thread and the path
-            result.started_at, result.ended_at = self.started_at, ended_at
+            result.started_at, result.ended_at = self.started_at, closed_at
             result.video_codec, result.audio_codec = self.codec.get("video"), self.codec.get("audio")
             result.content_type = codecs.container_for(result.video_codec)[1]
             result.frames_in, result.frames_recorded = dict(self.frames_in), dict(self.frames_recorded)

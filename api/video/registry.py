@@ -19,7 +19,7 @@ import os
 import socket
 import time
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
@@ -151,10 +151,13 @@ class CallRegistry:
         """Close a finished call's media; its media worker sends the recordings' results back as an event."""
         assert call.id is not None
         if call.media_worker is not None:
-            await self._close(call.media_worker, call.id)
+            await self._close(call.media_worker, call.id, ended_at=call.ended_at)
 
-    async def _close(self, worker: str, call_id: int) -> None:
-        await self.redis.publish(plane.rpc_channel(worker), json.dumps({"op": "close", "call_id": call_id}))
+    async def _close(self, worker: str, call_id: int, *, ended_at: datetime | None = None) -> None:
+        # The moment the call ended goes along: a worker that hears it late still ends the files' timelines there
+        # (the parties stopped sending then), not at the moment it got round to it.
+        message = {"op": "close", "call_id": call_id, "ended_at": plane.epoch_s(ended_at)}
+        await self.redis.publish(plane.rpc_channel(worker), json.dumps(message))
 
     async def stats(self) -> dict:
         """Frames in, forwarded and recorded per live call, from every media worker (the bench reads this)."""

@@ -259,8 +259,9 @@ class MediaWorker:
             {role: resolve_recording(self.recordings_dir, relpath) for role, relpath in paths.items()}
         )
 
-    async def close_call(self, call_id: int, reason: str | None = None) -> None:
-        """Close a call's media; its recordings' results go to the API as a `closed` event."""
+    async def close_call(self, call_id: int, reason: str | None = None, *, ended_at: float | None = None) -> None:
+        """Close a call's media; its recordings' results go to the API as a `closed` event. `ended_at`: when the
+        call ended (epoch seconds), if the API decided it."""
         media = self.calls.get(call_id)
         if media is None or media.closing:  # closing already (a repeated `close`, or the drain)
             return
@@ -268,7 +269,7 @@ class MediaWorker:
             self._grace.pop(key).cancel()
         self._connected.discard(call_id)
         try:
-            results = await media.close()
+            results = await media.close(ended_at=ended_at)
         finally:
             self._forget(call_id)
         wire = {role: plane.result_to_wire(result) for role, result in results.items()}
@@ -336,7 +337,9 @@ class MediaWorker:
             except (ValueError, KeyError, TypeError):
                 continue
             if op == "close":
-                self.spawn(self.close_call(int(message["call_id"])))
+                self.spawn(
+                    self.close_call(int(message["call_id"]), ended_at=plane.float_or_none(message.get("ended_at")))
+                )
             elif op in ("offer", "record", "stats"):
                 self.spawn(self._serve(message))
 

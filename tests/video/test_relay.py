@@ -6,6 +6,8 @@ hole in it is `degraded`, not `complete`."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 from pathlib import Path
 
 import av
@@ -190,3 +192,29 @@ async def test_a_recording_with_a_frozen_camera_is_degraded_with_the_gap_and_lis
     listed = await supervisor.http.get("/video/recordings", params={"call_id": call_id, "status": "degraded"})
     assert [r["party"] for r in listed.json()] == ["customer"]
     await supervisor.aclose()
+
+
+async def test_a_media_worker_that_hears_the_hang_up_late_adds_no_silent_tail_to_the_recordings(video_stack, emulator):
+    """The parties stop sending as the call ends; a busy media worker may get to the `close` seconds later. The
+    silence after the hang-up is not the call's, so it is no gap (before, both files were judged degraded)."""
+    stack = video_stack(video_peer_grace_s=10)  # the parties' own closing doesn't end the call first
+    customer_media, agent_media = MediaParty("customer", **SMALL), MediaParty("agent", **SMALL)
+    customer, agent, call_id = await connect_call(stack, emulator, customer_media, agent_media)
+    await wait_until(lambda: len(agent_media.received) > 20 and len(customer_media.received) > 20, 15, "relayed")
+    await asyncio.sleep(1)
+    await customer_media.close()
+    await agent_media.close()
+    await asyncio.sleep(0.3)  # the worker has every frame sent
+    worker = stack.media[0].process
+    os.kill(worker.pid, signal.SIGSTOP)  # busy: it hears the hang-up only 2 s after it was made
+    try:
+        assert (await customer.http.post(f"/video/calls/{call_id}/hangup")).status_code == 200
+        await asyncio.sleep(2)
+    finally:
+        os.kill(worker.pid, signal.SIGCONT)
+    recordings = {r["party"]: r for r in await wait_for_recordings(agent, call_id)}
+    for party, recording in recordings.items():
+        assert recording["status"] == "complete", (party, recording["issues"], recording["gaps"])
+        assert recording["has_audio"] and recording["has_video"], party
+    for client in (customer, agent):
+        await client.aclose()
