@@ -112,12 +112,24 @@ async def socket_bearer(websocket, settings: Settings, *, kind: str) -> int | No
         return None
 
 
-async def current_customer(conn: HTTPConnection, session: SessionDep, settings: SettingsDep) -> Customer:
-    customer_id = read_token(settings.signing_key(), bearer_token(conn), kind="customer")
+async def token_customer_id(conn: HTTPConnection, settings: SettingsDep) -> int:
+    """The customer a valid bearer token names (no lookup: what limits and early work key by)."""
+    return read_token(settings.signing_key(), bearer_token(conn), kind="customer")
+
+
+CurrentCustomerId = Annotated[int, Depends(token_customer_id)]
+
+
+async def existing_customer(session: AsyncSession, customer_id: int) -> Customer:
+    """The token's customer row; a token for a customer that no longer exists is a 401."""
     customer = await session.get(Customer, customer_id)
     if customer is None:
         raise NotAuthenticated("unknown customer")
     return customer
+
+
+async def current_customer(customer_id: CurrentCustomerId, session: SessionDep) -> Customer:
+    return await existing_customer(session, customer_id)
 
 
 async def current_agent(conn: HTTPConnection, session: SessionDep, settings: SettingsDep) -> Agent:
@@ -162,12 +174,13 @@ async def get_video(conn: HTTPConnection) -> CallRegistry:
 VideoDep = Annotated[CallRegistry, Depends(get_video)]
 
 
-async def limit_customer_messages(customer: CurrentCustomer, limiter: LimiterDep) -> None:
-    await limiter.hit("messages", customer.id)
+# Keyed by the token's customer, before their row is read: the message path starts its parse in between.
+async def limit_customer_messages(customer_id: CurrentCustomerId, limiter: LimiterDep) -> None:
+    await limiter.hit("messages", customer_id)
 
 
-async def limit_video_calls(customer: CurrentCustomer, limiter: LimiterDep) -> None:
-    await limiter.hit("video_calls", customer.id)
+async def limit_video_calls(customer_id: CurrentCustomerId, limiter: LimiterDep) -> None:
+    await limiter.hit("video_calls", customer_id)
 
 
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})

@@ -18,6 +18,7 @@ from api.conversations import service as conversations
 from api.conversations.flows import do_receive_customer_message
 from api.conversations.models import ConversationState
 from api.conversations.schemas import ConversationBrief, MessagePublic, message_event
+from api.conversations.turns import EarlyParse
 from api.customers.models import Channel, Customer
 from api.db import saved_id, unit_of_work
 from api.delivery import repository as delivery_states
@@ -26,6 +27,7 @@ from api.delivery.schemas import GrantsResult, Receipts, ReceiptsResult, Subscri
 from api.deps import (
     ClientAddress,
     CurrentCustomer,
+    CurrentCustomerId,
     CustomerMessageLimit,
     HubDep,
     LimiterDep,
@@ -35,6 +37,7 @@ from api.deps import (
     TrackerDep,
     TriageDep,
     WeChatDep,
+    existing_customer,
     socket_bearer,
 )
 from api.errors import BadRequest, Conflict, NotAuthenticated
@@ -95,18 +98,21 @@ async def redeem_ticket(body: TicketRedeem, session: SessionDep, redis: RedisDep
 
 @router.post("/messages", response_model=SendResult, dependencies=[CustomerMessageLimit])
 async def send_message(
-    body: SendMessage, customer: CurrentCustomer, session: SessionDep, redis: RedisDep, triage: TriageDep
+    body: SendMessage, customer_id: CurrentCustomerId, session: SessionDep, redis: RedisDep, triage: TriageDep
 ):
     """Store the message and return the bot's answer (also pushed on the WebSocket)."""
-    assert customer.id is not None
+    # The token is valid and the limiter passed: Rasa starts on the text while the customer's row is read.
+    early = EarlyParse(triage.nlu, body.text)
+    await existing_customer(session, customer_id)
     received = await do_receive_customer_message(
         session,
         redis,
         triage,
-        customer_id=customer.id,
+        customer_id=customer_id,
         channel=Channel.MINIAPP,
         text=body.text,
-        platform_msg_id=f"{customer.id}:{body.client_msg_id}",
+        platform_msg_id=f"{customer_id}:{body.client_msg_id}",
+        early=early,
     )
     result = SendResult(
         message=MessagePublic.of(received.message),

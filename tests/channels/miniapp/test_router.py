@@ -134,3 +134,15 @@ async def test_many_customers_logging_in_at_once_all_get_in(app_url, emulator):
         responses = await asyncio.gather(*(http.post("/miniapp/login", json={"code": code}) for code in codes))
     assert [r.status_code for r in responses] == [200] * 12
     assert len({r.json()["customer_id"] for r in responses}) == 12
+
+
+async def test_a_valid_token_for_a_customer_who_no_longer_exists_is_refused(app_url):
+    """The message path starts its parse once the token checks out, before the customer's row is read: a token
+    whose customer is gone still gets a 401."""
+    from api.security import issue_token
+
+    token = issue_token(b"test-secret-" + b"x" * 32, kind="customer", subject=10**9, ttl_s=60)
+    async with httpx.AsyncClient(base_url=app_url, headers={"Authorization": f"Bearer {token}"}) as http:
+        sent = await http.post("/miniapp/messages", json={"text": "我的信用卡丢了", "client_msg_id": "gone-0001"})
+        assert sent.status_code == 401 and sent.json()["error"]["message"] == "unknown customer", sent.text
+        assert (await http.get("/miniapp/messages")).status_code == 401
