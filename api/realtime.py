@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.asyncio.client import PubSub
+from redis.asyncio.client import Pipeline, PubSub
 
 from api.health.instruments import OPEN_SOCKETS
 
@@ -36,11 +36,16 @@ async def publish_many(redis: Redis, events: list[tuple[str, dict[str, Any]]]) -
     if len(events) == 1:
         await publish(redis, *events[0])
         return
-    prefix = redis.channel_prefix if isinstance(redis, DeploymentRedis) else ""
     async with redis.pipeline(transaction=False) as pipe:
-        for channel, event in events:
-            pipe.publish(prefix + channel, json.dumps(event, ensure_ascii=False, default=str))
+        publish_in(pipe, redis, events)
         await pipe.execute()
+
+
+def publish_in(pipe: Pipeline, redis: Redis, events: list[tuple[str, dict[str, Any]]]) -> None:
+    """Queue events on a pipeline of ``redis`` (with its deployment's prefix), to go with its other commands."""
+    prefix = redis.channel_prefix if isinstance(redis, DeploymentRedis) else ""
+    for channel, event in events:
+        pipe.publish(prefix + channel, json.dumps(event, ensure_ascii=False, default=str))
 
 
 async def publish_to_customer(redis: Redis, customer_id: int, event: dict[str, Any]) -> None:

@@ -63,21 +63,36 @@ class Delivery:
         """The sender for messages whose channel is ``channel`` (one per channel)."""
         self.senders[channel] = sender
 
+    @staticmethod
+    def events(
+        conversation: Conversation, messages: list[Message], *, state_changed: bool = False
+    ) -> list[tuple[str, dict]]:
+        """What `deliver` publishes to the customer's sockets for these messages (and the new state)."""
+        channel = customer_channel(conversation.customer_id)
+        events = [(channel, message_event(message)) for message in messages if not message.internal]
+        if state_changed:
+            events.append((channel, conversation_event(conversation)))
+        return events
+
     async def deliver(
-        self, conversation: Conversation, messages: list[Message], *, state_changed: bool = False
+        self,
+        conversation: Conversation,
+        messages: list[Message],
+        *,
+        state_changed: bool = False,
+        published: bool = False,
     ) -> None:
         """Publish each message to the customer's sockets, then hand it to its channel's sender, in order.
 
         The events (and, with ``state_changed``, the conversation's new state) go out in one round trip
         before the first sender runs: a sender that can't deliver checks whether a live socket showed it.
+        ``published``: the caller sent `events` already (a customer's turn, with the round trip that ends it).
         Agent messages are followed to wherever the customer is (``follower``) instead."""
         shown = [message for message in messages if not message.internal]  # an agent's note stays in the record
-        channel = customer_channel(conversation.customer_id)
-        events = [(channel, message_event(message)) for message in shown]
-        if state_changed:
-            events.append((channel, conversation_event(conversation)))
-        if events:
-            await publish_many(self.redis, events)
+        if not published:
+            events = self.events(conversation, messages, state_changed=state_changed)
+            if events:
+                await publish_many(self.redis, events)
         for message in shown:
             if self.follower is not None and message.sender_kind == SenderKind.AGENT:
                 try:

@@ -162,17 +162,21 @@ async def do_receive_customer_message(
                 context.remember(sender_kind=SenderKind.BOT, channel=conversation.current_channel, text=answer.text)
             await session.commit()
             turn.keep(triage.store, context)
+            if answer is not None:
+                turn.announce(triage.delivery.events(conversation, [answer]))
         else:
             replies = await _answer_with_bot(
                 session, triage, conversation, context, inbound, early=early, video_tap=video_tap
             )
             await session.commit()
             turn.keep(triage.store, context)
+            # Published as the turn ends, with its context and lock: one round trip for the three.
+            turn.announce(triage.delivery.events(conversation, replies, state_changed=True))
     if not bot_answers:
         if answer is not None:
-            await triage.delivery.deliver(conversation, [answer])
+            await triage.delivery.deliver(conversation, [answer], published=True)
         return Received(inbound, conversation, [answer] if answer is not None else [])
-    await triage.delivery.deliver(conversation, replies, state_changed=True)
+    await triage.delivery.deliver(conversation, replies, state_changed=True, published=True)
     if conversation.state == ConversationState.QUEUED:
         await do_route_escalation(session, redis, triage, conversation)
     return Received(inbound, conversation, replies)

@@ -8,7 +8,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from redis.asyncio import Redis
@@ -16,6 +16,7 @@ from redis.asyncio import Redis
 from api.conversations.turn_lease import TurnLease
 from api.errors import UpstreamUnavailable
 from api.health.instruments import NLU_SECONDS, replica_label
+from api.realtime import publish_in
 from bot.context import ContextStore, ConversationContext
 from bot.nlu import NluParse, RasaClient
 
@@ -67,10 +68,15 @@ class Turn(Generic[Answered]):
     context: tuple[ContextStore, ConversationContext] | None = None
     # Set when the message was answered from the record while the turn was taken (no turn was held then).
     answered: Answered | None = None
+    events: list[tuple[str, dict]] = field(default_factory=list)
 
     def keep(self, store: ContextStore, context: ConversationContext) -> None:
         """The context's hot copy, saved as the turn ends (before the next message of the customer can read it)."""
         self.context = (store, context)
+
+    def announce(self, events: list[tuple[str, dict]]) -> None:
+        """Events of what the turn committed, published as it ends (in the same round trip as the context)."""
+        self.events.extend(events)
 
 
 def turn_key(customer_id: int) -> str:
@@ -111,14 +117,16 @@ async def customer_turn(
     except BaseException:
         await _release(lease, customer_id)
         raise
-    if turn.context is None:
+    if turn.context is None and not turn.events:
         await _release(lease, customer_id)
         return
-    store, context = turn.context
     async with redis.pipeline(transaction=False) as pipe:
-        store.put_in(pipe, context)
-        lease.release_in(pipe)  # in the same round trip as the context write
-        _, released = await pipe.execute()
+        if turn.context is not None:
+            store, context = turn.context
+            store.put_in(pipe, context)
+        publish_in(pipe, redis, turn.events)
+        lease.release_in(pipe)  # in the same round trip as the context write and the events
+        *_, released = await pipe.execute()
     if not released:
         log.warning("customer %s: the turn outlived its lock", customer_id)
 

@@ -1,11 +1,14 @@
-"""The parse is asked for as the text arrives: Rasa works while the message waits for the customer's turn."""
+"""The parse is asked for as the text arrives: Rasa works while the message waits for the customer's turn; the
+turn's events go out as it ends."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import uuid
 
+from api.realtime import DeploymentRedis, customer_channel
 from tests.support import MiniappCustomer
 
 
@@ -34,4 +37,30 @@ async def test_the_parse_runs_while_the_message_waits_for_the_customers_turn(app
         assert history["messages"][0]["text"].startswith("新卡怎么激活")
     finally:
         redis_client.delete(f"yt:lock:customer:{customer.customer_id}")
+        await customer.aclose()
+
+
+async def test_a_turns_answer_and_new_state_reach_the_customers_sockets_once_each_in_order(
+    app_url, emulator, redis_url
+):
+    """The turn's events go out with the round trip that ends it (its context and lock), not a second time."""
+    customer = await MiniappCustomer.login(app_url, emulator)
+    listener = DeploymentRedis.from_url(redis_url, decode_responses=True)
+    pubsub = listener.pubsub()
+    await pubsub.subscribe(customer_channel(customer.customer_id))
+    try:
+        result = await customer.say(f"信用卡账单多少钱（{uuid.uuid4().hex[:6]}）")
+        heard = []
+        deadline = asyncio.get_running_loop().time() + 1.0  # a second more: anything published twice arrives
+        while asyncio.get_running_loop().time() < deadline:
+            item = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.1)
+            if item is not None:
+                heard.append(json.loads(item["data"]))
+        assert [e["type"] for e in heard] == ["message"] * len(result["replies"]) + ["conversation"], heard
+        assert [e["message"]["id"] for e in heard[:-1]] == [r["id"] for r in result["replies"]]
+        assert heard[-1]["conversation"]["state"] == result["conversation"]["state"]
+        assert not await listener.exists(f"yt:lock:customer:{customer.customer_id}")  # the turn is over
+    finally:
+        await pubsub.aclose()
+        await listener.aclose()
         await customer.aclose()
