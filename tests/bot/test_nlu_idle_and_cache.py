@@ -5,6 +5,7 @@ parse, entities included, and a switch to another model is not answered from the
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 from redis.asyncio import Redis
 
@@ -20,14 +21,16 @@ NLU_DOWN = "暂时无法回答"
 
 class ClosingProxy:
     """A TCP proxy in front of the real Rasa that can do what a server's keep-alive timeout does (close every
-    idle connection), or what its race does (take the next request on an old connection and close it)."""
+    idle connection), or what its race does (take the next request on an old connection and close it). It
+    counts the parses asked for and can hold each one `parse_delay_s` (a slow Rasa)."""
 
-    def __init__(self, target_url: str) -> None:
+    def __init__(self, target_url: str, *, parse_delay_s: float = 0.0) -> None:
         host, port = target_url.removeprefix("http://").split(":")
         self.target = (host, int(port.rstrip("/")))
         self.idle: set[asyncio.StreamWriter] = set()
         self.old: set[asyncio.StreamWriter] = set()
-        self.connections = 0
+        self.connections = self.parses = 0
+        self.parse_delay_s = parse_delay_s
 
     async def __aenter__(self) -> str:
         self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
@@ -60,6 +63,9 @@ class ClosingProxy:
                 if writer in self.old:
                     break  # closed just as the request arrived: no answer
                 self.idle.discard(writer)
+                if b"POST /model/parse" in data:
+                    self.parses += 1
+                    await asyncio.sleep(self.parse_delay_s)
                 upstream_writer.write(data)
                 await upstream_writer.drain()
         except ConnectionError:
@@ -102,6 +108,26 @@ async def test_after_rasa_closed_the_idle_connections_the_next_message_gets_the_
             assert NLU_DOWN not in result["replies"][0]["text"]
             assert result["conversation"]["state"] == "bot"
         finally:
+            server.stop()
+
+
+async def test_a_retry_storm_of_one_message_costs_rasa_one_parse(settings_for, emulator, rasa_url):
+    """Twenty copies of one message at once (a client retrying on a bad network): each starts its parse before it
+    knows it is a copy; they share one request to Rasa, and all get the one stored answer."""
+    proxy = ClosingProxy(rasa_url, parse_delay_s=0.3)  # every copy arrives while the first parse is out
+    async with proxy as proxy_url:
+        server = ThreadedServer(create_app(settings_for(rasa_url=proxy_url, nlu_parse_cache=False)))
+        app_url = server.start()
+        customer = await MiniappCustomer.login(app_url, emulator)
+        try:
+            text = f"新卡怎么激活（{uuid.uuid4().hex[:6]}）"
+            results = await asyncio.gather(*(customer.say(text, client_msg_id="storm-000001") for _ in range(20)))
+            assert len({r["message"]["id"] for r in results}) == 1
+            assert sum(not r["duplicate"] for r in results) == 1
+            assert {r["replies"][0]["id"] for r in results} == {results[0]["replies"][0]["id"]}
+            assert proxy.parses == 1, proxy.parses
+        finally:
+            await customer.aclose()
             server.stop()
 
 
