@@ -6,9 +6,13 @@ cores, so every millisecond of the app's CPU per turn is taken from the parse. T
 new customer as `bench/turn_speed.py` does, and prints the app's and the emulator's CPU milliseconds per turn
 (and Rasa's, when `--rasa-pid` is given). With `--py-spy FILE` the app is sampled through the timed run
 (`py-spy record --format raw`; fold it with `flamegraph.pl`, or read the top frames with `--top`).
+With `--outside-parse` the app runs with `YUNTING_SERVER_TIMING` and the bench also prints the median of each
+turn's time in the app outside its parse (`Server-Timing`: app − nlu): at one sender, the app's own part of a
+turn's latency, without Rasa's run-to-run drift.
 
     .venv/bin/python bench/turn_cpu.py --rasa-url http://127.0.0.1:5105 [--kind mp|oa] [--texts unique|mix]
         [--turns 600] [--senders 16] [--database-url postgresql://…] [--redis-url redis://…] [--py-spy out.txt]
+        [--outside-parse]
 """
 
 from __future__ import annotations
@@ -56,6 +60,7 @@ async def drive(opts, app_url: str, app_pid: int, emulator_url: str, emulator_pi
             time.sleep(1.0)
         pids = {"app": app_pid, "emulator": emulator_pid, **({"rasa": opts.rasa_pid} if opts.rasa_pid else {})}
         before = {name: cpu_s(pid) for name, pid in pids.items()} | servers_cpu()
+        client.outside_parse.clear()  # the timed run's turns only
         latencies, wall, _ = await run_level(opts.senders, items, turn, who_for)
         after = {name: cpu_s(pid) for name, pid in pids.items()} | servers_cpu()
         if spy is not None:
@@ -72,6 +77,14 @@ async def drive(opts, app_url: str, app_pid: int, emulator_url: str, emulator_pi
             + f"; load {Path('/proc/loadavg').read_text().split()[0]}",
             flush=True,
         )
+        if client.outside_parse:
+            outside = sorted(client.outside_parse)
+            p50, p99 = outside[len(outside) // 2], outside[int(0.99 * len(outside))]
+            print(
+                f"  outside the parse (Server-Timing app − nlu), {len(outside)} turns: "
+                f"p50 {p50 * 1000:.2f} ms, p99 {p99 * 1000:.2f} ms",
+                flush=True,
+            )
         if client.late:
             print(f"  late pushes: {len(client.late)}")
 
@@ -102,7 +115,10 @@ def main() -> None:
     parser.add_argument("--database-url")
     parser.add_argument("--redis-url")
     parser.add_argument("--py-spy", help="write py-spy's raw samples of the app here")
+    parser.add_argument("--outside-parse", action="store_true", help="also the app's time outside the parse")
     opts = parser.parse_args()
+    if opts.outside_parse:
+        os.environ["YUNTING_SERVER_TIMING"] = "true"  # the app's environment is this one's (turn_speed_parts)
     opts.turns -= opts.turns % TURNS
     data = Path(tempfile.mkdtemp(prefix="yt-bench-cpu-"))
     emulator_port = free_port()

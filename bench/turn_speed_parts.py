@@ -146,11 +146,24 @@ class Client:
         self.msg_ids = itertools.count(int(time.time() * 1000) * 1000)
         # (openid, seconds, MsgId) of pushes answered `success` late: after the passive budget, or past 5 s
         self.late: list[tuple[str, float, str]] = []
+        # Seconds of each bot turn the app spent outside its parse (`Server-Timing`: app − nlu), when the app
+        # sends the header (YUNTING_SERVER_TIMING) and the turn asked for a parse.
+        self.outside_parse: list[float] = []
+
+    def note_timing(self, response: aiohttp.ClientResponse) -> None:
+        header = response.headers.get("server-timing")
+        if not header:
+            return
+        spans = dict(part.strip().split(";dur=") for part in header.split(","))
+        app, nlu = float(spans["app"]) / 1000, float(spans["nlu"]) / 1000
+        if nlu > 0:
+            self.outside_parse.append(app - nlu)
 
     async def post_json(self, url: str, body: dict, headers: dict | None = None) -> dict | list:
         async with self.http.post(url, json=body, headers=headers) as response:
             if response.status >= 400:
                 raise RuntimeError(f"{url}: HTTP {response.status} {await response.text()}")
+            self.note_timing(response)
             return await response.json()
 
     async def parse(self, url: str, text: str, _who: str) -> float:
@@ -187,6 +200,7 @@ class Client:
                 async with self.http.post(url + "/wechat/oa", params=params, data=body, headers=headers) as response:
                     reply = await response.text()
                     assert response.status == 200, reply
+                    self.note_timing(response)
         except TimeoutError:
             self.late.append((openid, DEADLINE_S, str(msg_id)))
             return time.perf_counter() - started
