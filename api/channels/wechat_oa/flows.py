@@ -176,6 +176,7 @@ class OaChannel:
         return max(floor, min(self.budget_s, WECHAT_DEADLINE_S - DEADLINE_MARGIN_S - max(0.0, age)))
 
     async def _dispatch(self, push: Push, budget_s: float) -> PassiveReply | None:
+        work = self._work_for(push)  # a text's parse starts here, before the window's round trip
         if push.interaction is not None:
             # The window opens when the user acts, whatever we answer; a retry doesn't reopen it.
             await self.windows.open(push.openid, push.interaction, interaction=push.dedup_key)
@@ -183,7 +184,6 @@ class OaChannel:
             async with unit_of_work(self.engine) as session:
                 await service.set_reachable(session, app_id=self.app_id, openid=push.openid, reachable=False)
             return None
-        work = self._work_for(push)
         return None if work is None else await self._within_budget(push, work, budget_s)
 
     def _work_for(self, push: Push) -> Work | None:
