@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 from sqlmodel import col
 
 from api.audit.models import AuditEvent
+from api.timeutil import as_utc
 
 GENESIS = "0" * 64
 # pg_advisory_xact_lock key: the first 8 bytes of SHA-256("yunting.audit_chain"), as a signed bigint.
@@ -42,8 +43,7 @@ def canonical(
     created_at: datetime,
 ) -> bytes:
     """The bytes a row's hash covers; the same whichever database and driver stored and read it."""
-    if created_at.tzinfo is None:  # SQLite hands back naive UTC
-        created_at = created_at.replace(tzinfo=UTC)
+    created_at = as_utc(created_at)  # SQLite hands back naive UTC
     return json.dumps(
         {
             "seq": chain_seq,

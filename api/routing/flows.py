@@ -23,7 +23,7 @@ from api.health.instruments import QUEUE_WAIT
 from api.realtime import AGENTS_CHANNEL, agent_channel, publish
 from api.routing import repository
 from api.routing.engine import AgentSnapshot, RoutingEngine, WaitingSnapshot
-from api.timeutil import utcnow
+from api.timeutil import as_utc, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -276,8 +276,7 @@ async def _record_assignment(
     conversation.agent_id = agent.id
     conversation.updated_at = now
     if escalation.queued_at.year > HEAD_OF_QUEUE.year:  # a requeued customer's wait is not known here
-        queued_at = escalation.queued_at
-        waited = (now - (queued_at if queued_at.tzinfo else queued_at.replace(tzinfo=UTC))).total_seconds()
+        waited = (now - as_utc(escalation.queued_at)).total_seconds()
         QUEUE_WAIT.labels(escalation.skill_group).observe(max(0.0, waited))
     assert conversation.id is not None
     greeting = Message(

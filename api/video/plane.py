@@ -18,13 +18,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from redis.exceptions import RedisError
 
 from api.errors import UpstreamUnavailable
+from api.timeutil import as_utc
 from api.video.recorder import RecordingResult
 
 WORKERS_KEY = "yt:video:media-workers"
@@ -58,10 +59,8 @@ def reply_channel(api_worker_id: str) -> str:
 
 
 def epoch_s(moment: datetime | None) -> float | None:
-    """A moment on the wire: epoch seconds (a naive datetime, as SQLite gives it back, is UTC)."""
-    if moment is None:
-        return None
-    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+    """A moment on the wire: epoch seconds."""
+    return None if moment is None else as_utc(moment).timestamp()
 
 
 def float_or_none(value: Any) -> float | None:
