@@ -101,7 +101,7 @@ class PartyRecorder:
         self.started_at: datetime | None = None
         self.error: str | None = None
         self.codec: dict[str, str] = {}  # per kind, fixed when the recording starts
-        self._t0 = self._t0_epoch = 0.0
+        self._t0 = 0.0
         self._timelines: dict[str, evidence.KindTimeline] = {}
         self._waiting_keyframe = True
         self._video_started = False  # the first video keyframe has been taken into the file
@@ -157,7 +157,7 @@ class PartyRecorder:
                 raise RuntimeError(f"{self.codec.get('video')} can't go into a {suffix} file as received")
             loop = asyncio.get_running_loop()
             self._opened = loop.create_future()
-            self._t0, self._t0_epoch, self.started_at = time.monotonic(), time.time(), utcnow()
+            self._t0, self.started_at = time.monotonic(), utcnow()
             self._timelines = {kind: evidence.KindTimeline(kind, CLOCKS[kind]) for kind in self.sources}
             self._waiting_keyframe = "video" in self.sources
             self._thread = threading.Thread(
@@ -284,9 +284,10 @@ class PartyRecorder:
             thread = self._thread
             if thread is None or self.path is None:
                 return None
+            assert self.started_at is not None  # set by start() with the writer thread
             end_s = time.monotonic() - self._t0
             if ended_at is not None:
-                end_s = min(end_s, max(0.0, ended_at - self._t0_epoch))
+                end_s = min(end_s, max(0.0, ended_at - self.started_at.timestamp()))
             closed_at = utcnow()
             self._queue.put(_STOP)
             await asyncio.to_thread(thread.join, STOP_WITHIN_S)
@@ -297,7 +298,6 @@ class PartyRecorder:
             for timeline in self._timelines.values():
                 timeline.close(end_s)
             result = await asyncio.to_thread(measure, self.path)
-            assert self.started_at is not None  # set by start() before the writer thread and the path
             result.started_at, result.ended_at = self.started_at, closed_at
             result.video_codec, result.audio_codec = self.codec.get("video"), self.codec.get("audio")
             result.content_type = codecs.container_for(result.video_codec)[1]
