@@ -68,7 +68,6 @@ LINK_ATTEMPTS = 5
 # writing it out. A push already too old still gets a moment (a ready answer goes passively).
 WECHAT_DEADLINE_S, DEADLINE_MARGIN_S, MIN_BUDGET_S = 5.0, 0.5, 0.05
 
-
 # A push's work: the session, the customer, and the triage whose delivery answers into the push's passive window.
 Work = Callable[[AsyncSession, int, Triage], Awaitable[Received]]
 
