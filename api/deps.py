@@ -120,16 +120,12 @@ async def token_customer_id(conn: HTTPConnection, settings: SettingsDep) -> int:
 CurrentCustomerId = Annotated[int, Depends(token_customer_id)]
 
 
-async def existing_customer(session: AsyncSession, customer_id: int) -> Customer:
+async def current_customer(customer_id: CurrentCustomerId, session: SessionDep) -> Customer:
     """The token's customer row; a token for a customer that no longer exists is a 401."""
     customer = await session.get(Customer, customer_id)
     if customer is None:
         raise NotAuthenticated("unknown customer")
     return customer
-
-
-async def current_customer(customer_id: CurrentCustomerId, session: SessionDep) -> Customer:
-    return await existing_customer(session, customer_id)
 
 
 async def current_agent(conn: HTTPConnection, session: SessionDep, settings: SettingsDep) -> Agent:

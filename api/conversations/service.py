@@ -9,7 +9,7 @@ from api.conversations.cases import list_recent_cases
 from api.conversations.models import Conversation, SenderKind
 from api.conversations.repository import OPEN_STATES
 from api.customers.models import Customer
-from api.errors import ResourceNotFound
+from api.errors import NotAuthenticated, ResourceNotFound
 from api.timeutil import utcnow
 from bot.context import TRANSCRIPT_TAIL, ContextStore, ConversationContext, TranscriptLine
 
@@ -38,6 +38,10 @@ async def open_or_start(
     """`open_for_message`, and whether the conversation was started just now (it has no history yet)."""
     # The latest open conversation, else the latest one (the new one links to it).
     conversation = await repository.open_else_latest_conversation(session, customer_id)
+    # A conversation proves its customer (a foreign key; customers are never deleted), so only a customer without
+    # one is looked up: the message paths read no customer row on a later turn. A token for one that is gone: 401.
+    if conversation is None and await session.get(Customer, customer_id) is None:
+        raise NotAuthenticated("unknown customer")
     if conversation is None or conversation.state not in OPEN_STATES:
         previous = conversation
         conversation = Conversation(

@@ -37,7 +37,6 @@ from api.deps import (
     TrackerDep,
     TriageDep,
     WeChatDep,
-    existing_customer,
     socket_bearer,
 )
 from api.errors import BadRequest, Conflict, NotAuthenticated
@@ -101,9 +100,9 @@ async def send_message(
     body: SendMessage, customer_id: CurrentCustomerId, session: SessionDep, redis: RedisDep, triage: TriageDep
 ):
     """Store the message and return the bot's answer (also pushed on the WebSocket)."""
-    # The token is valid and the limiter passed: Rasa starts on the text while the customer's row is read.
+    # The token is valid and the limiter passed: Rasa starts on the text while the turn opens (which reads the
+    # customer's row only for a customer with no conversation yet: a token whose customer is gone is still a 401).
     early = EarlyParse(triage.nlu, body.text)
-    await existing_customer(session, customer_id)
     received = await do_receive_customer_message(
         session,
         redis,
