@@ -113,15 +113,15 @@ async def do_receive_customer_message(
     async with customer_turn(redis, customer_id, triage.turn_wait_s, before_waiting) as turn:
         if turn.answered is not None:
             return turn.answered
-        conversation, started = await service.open_or_start(
+        conversation, started_for = await service.open_or_start(
             session, customer_id=customer_id, channel=channel, touch=False
         )
         bot_answers = conversation.state == ConversationState.BOT and kind == "text"
         if not bot_answers:
             # Otherwise the bot's answer sets it, in the second write: one UPDATE of the row per message, not two.
             conversation.updated_at = utcnow()
-        if started:
-            context = await service.start_context(session, conversation, case_days=triage.case_days)
+        if started_for is not None:
+            context = await service.start_context(session, conversation, started_for, case_days=triage.case_days)
         else:
             context = await service.load_context(session, triage.store, conversation, case_days=triage.case_days)
         assert conversation.id is not None

@@ -34,15 +34,17 @@ async def open_for_message(
 
 async def open_or_start(
     session: AsyncSession, *, customer_id: int, channel: str, touch: bool = True
-) -> tuple[Conversation, bool]:
-    """`open_for_message`, and whether the conversation was started just now (it has no history yet)."""
+) -> tuple[Conversation, Customer | None]:
+    """`open_for_message`, and the customer when the conversation was started just now (it has no history yet;
+    `start_context` reads the row it was started with)."""
     # The latest open conversation, else the latest one (the new one links to it).
     conversation = await repository.open_else_latest_conversation(session, customer_id)
-    # A conversation proves its customer (a foreign key; customers are never deleted), so only a customer without
-    # one is looked up: the message paths read no customer row on a later turn. A token for one that is gone: 401.
-    if conversation is None and await session.get(Customer, customer_id) is None:
-        raise NotAuthenticated("unknown customer")
     if conversation is None or conversation.state not in OPEN_STATES:
+        # A conversation proves its customer (a foreign key; customers are never deleted), so a later turn reads
+        # no customer row: only a conversation's start does. A token whose customer is gone gets a 401 here.
+        customer = await session.get(Customer, customer_id)
+        if customer is None:
+            raise NotAuthenticated("unknown customer")
         previous = conversation
         conversation = Conversation(
             customer_id=customer_id,
@@ -52,13 +54,13 @@ async def open_or_start(
         )
         session.add(conversation)
         await session.flush()
-        return conversation, True
+        return conversation, customer
     if conversation.current_channel != channel:
         conversation.current_channel = channel
         conversation.channel_path = [*conversation.channel_path, channel]
     if touch:
         conversation.updated_at = utcnow()
-    return conversation, False
+    return conversation, None
 
 
 async def rebuild_context(
@@ -96,12 +98,11 @@ async def _identity_status(session: AsyncSession, conversation: Conversation, cu
 
 
 async def start_context(
-    session: AsyncSession, conversation: Conversation, *, case_days: int = 30
+    session: AsyncSession, conversation: Conversation, customer: Customer, *, case_days: int = 30
 ) -> ConversationContext:
-    """The context of a conversation started just now: what `rebuild_context` would find (no messages, no
-    identity check yet) without asking for it — the customer row is usually in the session already. The
-    customer's recent cases are read: a new conversation is where a follow-up about one usually starts."""
-    customer = await session.get(Customer, conversation.customer_id)
+    """The context of a conversation started just now (for `customer`, read as it started): what
+    `rebuild_context` would find (no messages, no identity check yet) without asking for it. The customer's
+    recent cases are read: a new conversation is where a follow-up about one usually starts."""
     return ConversationContext(
         conversation_id=conversation.id,
         customer_id=conversation.customer_id,
@@ -112,7 +113,7 @@ async def start_context(
         confidence=conversation.intent_confidence,
         slots=dict(conversation.slots),
         low_confidence_turns=conversation.low_confidence_turns,
-        identity_status="wechat_linked" if customer and customer.unionid else "openid_only",
+        identity_status="wechat_linked" if customer.unionid else "openid_only",
         recent_cases=await list_recent_cases(
             session, customer_id=conversation.customer_id, days=case_days, exclude_conversation_id=conversation.id
         ),

@@ -378,11 +378,12 @@ class OaChannel:
             if not linked:  # a Redis round trip on every push only for openids still without their unionid
                 await service.retry_unionid(session, self.redis, self.platform, app_id=self.app_id, identity=known)
             return known.customer_id, waiting, not linked
-        customer_id = await self._link(session, push)
-        return customer_id, await repository.has_pending(session, customer_id), True
+        customer_id, waiting = await self._link(session, push)
+        return customer_id, waiting, True
 
-    async def _link(self, session: AsyncSession, push: Push) -> int:
-        """First sight of an openid: link it to a customer (asking user/info once), committed."""
+    async def _link(self, session: AsyncSession, push: Push) -> tuple[int, bool]:
+        """First sight of an openid: link it to a customer (asking user/info once), committed; and whether messages
+        wait for that customer (read in the link's transaction: no second one just for it)."""
         # One worker links; WeChat's concurrent retries of the same first message wait here and then find
         # the link, instead of racing to create a customer.
         async with self.redis.lock(f"yt:oa:identify:{self.app_id}:{push.openid}", timeout=30, blocking_timeout=20):
@@ -391,8 +392,9 @@ class OaChannel:
                     customer_id = await service.resolve_customer(
                         session, self.redis, self.platform, app_id=self.app_id, openid=push.openid
                     )
+                    waiting = await repository.has_pending(session, customer_id)
                     await session.commit()
-                    return customer_id
+                    return customer_id, waiting
                 except OperationalError:
                     # SQLite refuses to write in a transaction that read before another writer committed
                     # ("database is locked" at once, no busy wait): nothing is written yet, so try again.
