@@ -8,7 +8,7 @@ new customer as `bench/turn_speed.py` does, and prints the app's and the emulato
 (`py-spy record --format raw`; fold it with `flamegraph.pl`, or read the top frames with `--top`).
 With `--outside-parse` the app runs with `YUNTING_SERVER_TIMING` and the bench also prints the median of each
 turn's time in the app outside its parse (`Server-Timing`: app − nlu): at one sender, the app's own part of a
-turn's latency, without Rasa's run-to-run drift.
+turn's latency, without Rasa's run-to-run drift (and the median of the first contacts' alone).
 
     .venv/bin/python bench/turn_cpu.py --rasa-url http://127.0.0.1:5105 [--kind mp|oa] [--texts unique|mix]
         [--turns 600] [--senders 16] [--database-url postgresql://…] [--redis-url redis://…] [--py-spy out.txt]
@@ -80,9 +80,15 @@ async def drive(opts, app_url: str, app_pid: int, emulator_url: str, emulator_pi
         if client.outside_parse:
             outside = sorted(client.outside_parse)
             p50, p99 = outside[len(outside) // 2], outside[int(0.99 * len(outside))]
+            # One sender, every turn timed: the list is in turn order, and each person's first turn is a first
+            # contact (a new customer; on the official account, WeChat's user/info too).
+            first = (
+                sorted(client.outside_parse[::TURNS]) if opts.senders == 1 and len(outside) == len(latencies) else []
+            )
             print(
                 f"  outside the parse (Server-Timing app − nlu), {len(outside)} turns: "
-                f"p50 {p50 * 1000:.2f} ms, p99 {p99 * 1000:.2f} ms",
+                f"p50 {p50 * 1000:.2f} ms, p99 {p99 * 1000:.2f} ms"
+                + (f"; first contacts p50 {first[len(first) // 2] * 1000:.2f} ms" if first else ""),
                 flush=True,
             )
         if client.late:
