@@ -5,9 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import httpx
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
 from websockets.asyncio.client import connect
 
 from api.agents import service as agents
@@ -31,6 +36,29 @@ class EmulatorClient:
         response = httpx.get(self.base_url + "/_sim/identity", params={"appid": appid, "person": person})
         response.raise_for_status()
         return response.json()
+
+
+# `session.get(Customer, id)`: the statement SQLAlchemy emits for a customer's row by its key.
+_CUSTOMER_BY_ID = re.compile(r"FROM customer\s+WHERE customer\.id = ")
+
+
+@contextmanager
+def customer_row_reads(customer_id: int | None = None) -> Iterator[list[tuple]]:
+    """The reads of a customer's row by its id that this process (the in-process apps) makes meanwhile: the
+    parameters of each, only those naming ``customer_id`` when given (a background loop may read others)."""
+    seen: list[tuple] = []
+
+    def record(_conn, _cursor, statement, parameters, _context, _executemany) -> None:
+        if _CUSTOMER_BY_ID.search(statement):
+            values = tuple(parameters.values()) if isinstance(parameters, dict) else tuple(parameters)
+            if customer_id is None or customer_id in values:
+                seen.append(values)
+
+    event.listen(Engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(Engine, "before_cursor_execute", record)
 
 
 def new_person() -> str:

@@ -6,7 +6,7 @@ import asyncio
 
 import httpx
 
-from tests.support import MiniappCustomer, new_person, next_message
+from tests.support import MiniappCustomer, customer_row_reads, new_person, next_message
 
 
 async def test_login_then_message_gets_a_bot_answer_from_the_nlu(app_url, emulator):
@@ -146,3 +146,18 @@ async def test_a_valid_token_for_a_customer_who_no_longer_exists_is_refused(app_
         sent = await http.post("/miniapp/messages", json={"text": "我的信用卡丢了", "client_msg_id": "gone-0001"})
         assert sent.status_code == 401 and sent.json()["error"]["message"] == "unknown customer", sent.text
         assert (await http.get("/miniapp/messages")).status_code == 401
+
+
+async def test_a_later_turn_reads_no_customer_row_and_a_conversations_start_reads_it_once(app_url, emulator):
+    """A conversation proves its customer: only its start reads the row (for the 401 above, and the context)."""
+    customer = await MiniappCustomer.login(app_url, emulator)
+    try:
+        with customer_row_reads(customer.customer_id) as reads:
+            first = await customer.say("你好")
+        assert first["replies"] and len(reads) == 1, reads
+        with customer_row_reads(customer.customer_id) as reads:
+            later = await customer.say("信用卡账单多少钱")
+        assert later["replies"] and later["conversation"]["id"] == first["conversation"]["id"]
+        assert reads == []
+    finally:
+        await customer.aclose()
