@@ -21,7 +21,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, cast
 
 from redis.asyncio import Redis
@@ -42,8 +42,8 @@ from api.conversations.delivery import Delivery
 from api.conversations.flows import Received, Triage, do_receive_customer_message, video_invite
 from api.conversations.models import ConversationState, Direction, Message, SenderKind
 from api.conversations.turns import EarlyParse
-from api.customers.models import Channel
-from api.db import unit_of_work
+from api.customers.models import Channel, Customer
+from api.db import saved_id, unit_of_work
 from api.errors import UpstreamUnavailable
 from api.settings import Settings
 
@@ -98,6 +98,18 @@ async def do_acknowledge(
     await session.commit()
     await delivery.deliver(received.conversation, [reply])
     return reply
+
+
+@dataclass
+class Identified:
+    """Who sent a push: the customer, whether messages wait for them, whether identifying them may have written."""
+
+    customer_id: int
+    waiting: bool
+    wrote: bool
+    # The row of a customer linked just now. SQLAlchemy's identity map holds rows weakly: kept here, the turn that
+    # starts their first conversation finds it in the session instead of reading it again.
+    linked: Customer | None = None
 
 
 class OaChannel:
@@ -356,7 +368,8 @@ class OaChannel:
         # What this push's work delivers may go in its HTTP answer: the window travels with the triage it is given.
         triage = replace(self.triage, delivery=self.triage.delivery.answering(window))
         async with unit_of_work(self.engine) as session:
-            customer_id, waiting, wrote = await self._identify(session, push)
+            who = await self._identify(session, push)  # referenced through the turn: see Identified.linked
+            wrote = who.wrote
             if push.event == "subscribe":
                 await service.set_reachable(session, app_id=self.app_id, openid=push.openid, reachable=True)
                 wrote = True
@@ -364,12 +377,12 @@ class OaChannel:
                 # Settle the identity before waiting on the customer's lock (don't hold a write transaction). A
                 # known, linked openid only read: its transaction goes on into the turn (two round trips fewer).
                 await session.commit()
-            window.customer_id = customer_id
-            if waiting and push.interaction is not None:
-                await self.outbound.flush_pending(customer_id)  # their window just opened: what waits goes first
-            return await work(session, customer_id, triage)
+            window.customer_id = who.customer_id
+            if who.waiting and push.interaction is not None:
+                await self.outbound.flush_pending(who.customer_id)  # their window just opened: what waits goes first
+            return await work(session, who.customer_id, triage)
 
-    async def _identify(self, session: AsyncSession, push: Push) -> tuple[int, bool, bool]:
+    async def _identify(self, session: AsyncSession, push: Push) -> Identified:
         """The customer behind the openid, whether messages wait for them, and whether this may have written."""
         known, waiting, linked = await repository.get_identity_and_waiting(
             session, app_id=self.app_id, openid=push.openid
@@ -377,11 +390,10 @@ class OaChannel:
         if known is not None:
             if not linked:  # a Redis round trip on every push only for openids still without their unionid
                 await service.retry_unionid(session, self.redis, self.platform, app_id=self.app_id, identity=known)
-            return known.customer_id, waiting, not linked
-        customer_id, waiting = await self._link(session, push)
-        return customer_id, waiting, True
+            return Identified(known.customer_id, waiting, wrote=not linked)
+        return await self._link(session, push)
 
-    async def _link(self, session: AsyncSession, push: Push) -> tuple[int, bool]:
+    async def _link(self, session: AsyncSession, push: Push) -> Identified:
         """First sight of an openid: link it to a customer (asking user/info once), committed; and whether messages
         wait for that customer (read in the link's transaction: no second one just for it)."""
         # One worker links; WeChat's concurrent retries of the same first message wait here and then find
@@ -389,12 +401,13 @@ class OaChannel:
         async with self.redis.lock(f"yt:oa:identify:{self.app_id}:{push.openid}", timeout=30, blocking_timeout=20):
             for attempt in range(1, LINK_ATTEMPTS + 1):
                 try:
-                    customer_id = await service.resolve_customer(
+                    customer = await service.resolve_customer(
                         session, self.redis, self.platform, app_id=self.app_id, openid=push.openid
                     )
+                    customer_id = saved_id(customer)
                     waiting = await repository.has_pending(session, customer_id)
                     await session.commit()
-                    return customer_id, waiting
+                    return Identified(customer_id, waiting, wrote=True, linked=customer)
                 except OperationalError:
                     # SQLite refuses to write in a transaction that read before another writer committed
                     # ("database is locked" at once, no busy wait): nothing is written yet, so try again.

@@ -16,7 +16,6 @@ from api.conversations.models import Message
 from api.customers import repository as customer_repo
 from api.customers import service as customers
 from api.customers.models import Channel, ChannelIdentity, Customer
-from api.db import saved_id
 from api.timeutil import utcnow
 
 log = logging.getLogger(__name__)
@@ -28,18 +27,19 @@ UNIONID_RETRY_EVERY_S = 3600
 
 async def resolve_customer(
     session: AsyncSession, redis: Redis, platform: WeChatPlatform, *, app_id: str, openid: str
-) -> int:
+) -> Customer:
     """The customer behind an openid; on first sight, the user-info API gives the unionid that joins
     them to the same person on the mini-program ("never repeat yourself")."""
     identity = await customer_repo.get_identity(session, channel=Channel.WECHAT_OA, app_id=app_id, openid=openid)
-    if identity is not None:
+    if identity is not None:  # linked meanwhile (by another worker, while this one waited for the link's lock)
         await retry_unionid(session, redis, platform, app_id=app_id, identity=identity)
-        return identity.customer_id
+        customer = await session.get(Customer, identity.customer_id)
+        assert customer is not None  # the identity's foreign key
+        return customer
     unionid = await _fetch_unionid(redis, platform, app_id=app_id, openid=openid)
-    customer = await customers.link_identity(
+    return await customers.link_identity(
         session, channel=Channel.WECHAT_OA, app_id=app_id, openid=openid, unionid=unionid
     )
-    return saved_id(customer)
 
 
 async def _fetch_unionid(redis: Redis, platform: WeChatPlatform, *, app_id: str, openid: str) -> str | None:

@@ -13,6 +13,7 @@ from starlette.routing import Route
 
 from api.embedded import ThreadedServer
 from tests.channels.wechat_oa.conftest import transcript
+from tests.support import customer_row_reads
 
 
 def customer_lines(messages) -> list[str]:
@@ -30,6 +31,16 @@ async def test_a_text_is_answered_passively_well_within_the_budget(wechat, db):
         ("out", "bot", "wechat_oa"),
     ]
     assert messages[0].platform_msg_id == str(result["values"]["msg_id"])
+
+
+async def test_a_first_contact_does_not_read_back_the_customer_it_just_created(wechat, db):
+    """The customer linked on first sight is still in the push's session when its first conversation starts."""
+    person = await wechat.person()
+    with customer_row_reads() as reads:
+        result = await person.say("你好")
+    assert "云厅智能客服" in person.reply_text(result)
+    messages = await transcript(db, person.openid)
+    assert messages and [r for r in reads if messages[0].customer_id in r] == []
 
 
 async def test_a_late_answer_is_success_now_and_a_customer_service_message_later(slow_wechat, db):
