@@ -8,7 +8,8 @@ new customer as `bench/turn_speed.py` does, and prints the app's and the emulato
 (`py-spy record --format raw`; fold it with `flamegraph.pl`, or read the top frames with `--top`).
 With `--outside-parse` the app runs with `YUNTING_SERVER_TIMING` and the bench also prints the median of each
 turn's time in the app outside its parse (`Server-Timing`: app − nlu): at one sender, the app's own part of a
-turn's latency, without Rasa's run-to-run drift (and the median of the first contacts' alone).
+turn's latency, without Rasa's run-to-run drift (and the median of the first contacts' alone); and the medians
+of the app's whole span and of its parse (the turn's p50 less the app's span: uvicorn and the hops around it).
 
     .venv/bin/python bench/turn_cpu.py --rasa-url http://127.0.0.1:5105 [--kind mp|oa] [--texts unique|mix]
         [--turns 600] [--senders 16] [--database-url postgresql://…] [--redis-url redis://…] [--py-spy out.txt]
@@ -21,6 +22,7 @@ import argparse
 import asyncio
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -60,7 +62,7 @@ async def drive(opts, app_url: str, app_pid: int, emulator_url: str, emulator_pi
             time.sleep(1.0)
         pids = {"app": app_pid, "emulator": emulator_pid, **({"rasa": opts.rasa_pid} if opts.rasa_pid else {})}
         before = {name: cpu_s(pid) for name, pid in pids.items()} | servers_cpu()
-        client.outside_parse.clear()  # the timed run's turns only
+        client.spans.clear()  # the timed run's turns only
         latencies, wall, _ = await run_level(opts.senders, items, turn, who_for)
         after = {name: cpu_s(pid) for name, pid in pids.items()} | servers_cpu()
         if spy is not None:
@@ -77,18 +79,20 @@ async def drive(opts, app_url: str, app_pid: int, emulator_url: str, emulator_pi
             + f"; load {Path('/proc/loadavg').read_text().split()[0]}",
             flush=True,
         )
-        if client.outside_parse:
-            outside = sorted(client.outside_parse)
+        if client.spans:
+            outside_in_order = [app - nlu for app, nlu in client.spans]
+            outside = sorted(outside_in_order)
             p50, p99 = outside[len(outside) // 2], outside[int(0.99 * len(outside))]
             # One sender, every turn timed: the list is in turn order, and each person's first turn is a first
             # contact (a new customer; on the official account, WeChat's user/info too).
-            first = (
-                sorted(client.outside_parse[::TURNS]) if opts.senders == 1 and len(outside) == len(latencies) else []
-            )
+            in_order = opts.senders == 1 and len(outside) == len(latencies)
+            first = sorted(outside_in_order[::TURNS]) if in_order else []
             print(
                 f"  outside the parse (Server-Timing app − nlu), {len(outside)} turns: "
                 f"p50 {p50 * 1000:.2f} ms, p99 {p99 * 1000:.2f} ms"
-                + (f"; first contacts p50 {first[len(first) // 2] * 1000:.2f} ms" if first else ""),
+                + (f"; first contacts p50 {first[len(first) // 2] * 1000:.2f} ms" if first else "")
+                + f"; the app's span p50 {statistics.median(a for a, _ in client.spans) * 1000:.2f} ms, "
+                f"its parse's {statistics.median(n for _, n in client.spans) * 1000:.2f} ms",
                 flush=True,
             )
         if client.late:

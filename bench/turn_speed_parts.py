@@ -146,9 +146,9 @@ class Client:
         self.msg_ids = itertools.count(int(time.time() * 1000) * 1000)
         # (openid, seconds, MsgId) of pushes answered `success` late: after the passive budget, or past 5 s
         self.late: list[tuple[str, float, str]] = []
-        # Seconds of each bot turn the app spent outside its parse (`Server-Timing`: app − nlu), when the app
-        # sends the header (YUNTING_SERVER_TIMING) and the turn asked for a parse.
-        self.outside_parse: list[float] = []
+        # (app, nlu) seconds of each bot turn (`Server-Timing`: the app's whole span and its parse's), when the
+        # app sends the header (YUNTING_SERVER_TIMING) and the turn asked for a parse.
+        self.spans: list[tuple[float, float]] = []
 
     def note_timing(self, response: aiohttp.ClientResponse) -> None:
         header = response.headers.get("server-timing")
@@ -157,7 +157,7 @@ class Client:
         spans = dict(part.strip().split(";dur=") for part in header.split(","))
         app, nlu = float(spans["app"]) / 1000, float(spans["nlu"]) / 1000
         if nlu > 0:
-            self.outside_parse.append(app - nlu)
+            self.spans.append((app, nlu))
 
     async def post_json(self, url: str, body: dict, headers: dict | None = None) -> dict | list:
         async with self.http.post(url, json=body, headers=headers) as response:
