@@ -16,6 +16,7 @@ from api.agents.models import Agent
 from api.channels.wechat_platform import WeChatPlatform
 from api.conversations.delivery import Delivery
 from api.conversations.flows import Triage
+from api.customers import service as customers
 from api.customers.models import Customer
 from api.db import unit_of_work
 from api.delivery.flows import DeliveryTracker
@@ -122,10 +123,7 @@ CurrentCustomerId = Annotated[int, Depends(token_customer_id)]
 
 async def current_customer(customer_id: CurrentCustomerId, session: SessionDep) -> Customer:
     """The token's customer row; a token for a customer that no longer exists is a 401."""
-    customer = await session.get(Customer, customer_id)
-    if customer is None:
-        raise NotAuthenticated("unknown customer")
-    return customer
+    return await customers.existing(session, customer_id)
 
 
 async def current_agent(conn: HTTPConnection, session: SessionDep, settings: SettingsDep) -> Agent:

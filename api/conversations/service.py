@@ -8,8 +8,9 @@ from api.conversations import repository
 from api.conversations.cases import list_recent_cases
 from api.conversations.models import Conversation, SenderKind
 from api.conversations.repository import OPEN_STATES
+from api.customers import service as customers
 from api.customers.models import Customer
-from api.errors import NotAuthenticated, ResourceNotFound
+from api.errors import ResourceNotFound
 from api.timeutil import utcnow
 from bot.context import TRANSCRIPT_TAIL, ContextStore, ConversationContext, TranscriptLine
 
@@ -42,9 +43,7 @@ async def open_or_start(
     if conversation is None or conversation.state not in OPEN_STATES:
         # A conversation proves its customer (a foreign key; customers are never deleted), so a later turn reads
         # no customer row: only a conversation's start does. A token whose customer is gone gets a 401 here.
-        customer = await session.get(Customer, customer_id)
-        if customer is None:
-            raise NotAuthenticated("unknown customer")
+        customer = await customers.existing(session, customer_id)
         previous = conversation
         conversation = Conversation(
             customer_id=customer_id,

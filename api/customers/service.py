@@ -8,11 +8,20 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from api.customers import repository
 from api.customers.models import ChannelIdentity, Customer
 from api.db import lock_for_write
+from api.errors import NotAuthenticated
 from api.timeutil import utcnow
 
 
 async def get(session: AsyncSession, customer_id: int) -> Customer | None:
     return await session.get(Customer, customer_id)
+
+
+async def existing(session: AsyncSession, customer_id: int) -> Customer:
+    """The row of a customer a token or ticket names; one that no longer exists is a 401."""
+    customer = await session.get(Customer, customer_id)
+    if customer is None:
+        raise NotAuthenticated("unknown customer")
+    return customer
 
 
 async def link_identity(

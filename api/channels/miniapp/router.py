@@ -19,7 +19,8 @@ from api.conversations.flows import do_receive_customer_message
 from api.conversations.models import ConversationState
 from api.conversations.schemas import ConversationBrief, MessagePublic, message_event
 from api.conversations.turns import EarlyParse
-from api.customers.models import Channel, Customer
+from api.customers import service as customers
+from api.customers.models import Channel
 from api.db import saved_id, unit_of_work
 from api.delivery import repository as delivery_states
 from api.delivery.presence import socket_alive, socket_closed, socket_opened
@@ -39,7 +40,7 @@ from api.deps import (
     WeChatDep,
     socket_bearer,
 )
-from api.errors import BadRequest, Conflict, NotAuthenticated
+from api.errors import BadRequest, Conflict
 from api.realtime import RESYNC, SubscriberOverflow, customer_channel
 from api.security import issue_token
 from api.tickets import TicketPublic, TicketRedeem, TicketRequest
@@ -86,9 +87,7 @@ async def redeem_ticket(body: TicketRedeem, session: SessionDep, redis: RedisDep
     """A page's sign-in: its `video_page` or `advisor_page` ticket (once, `purpose` naming the page) for a session
     token the page keeps in its tab."""
     customer_id = await tickets.redeem(redis, body.ticket, kind="customer", purpose=body.purpose)
-    customer = await session.get(Customer, customer_id)
-    if customer is None:
-        raise NotAuthenticated("unknown customer")
+    await customers.existing(session, customer_id)
     token = issue_token(
         settings.signing_key(), kind="customer", subject=customer_id, ttl_s=settings.customer_session_ttl_s
     )
