@@ -207,15 +207,21 @@ class RasaClient:
 
     # -- parsing ------------------------------------------------------------------------------------
 
-    async def parse(self, text: str) -> NluParse:
+    async def parse(self, text: str, *, on_its_way: asyncio.Event | None = None) -> NluParse:
+        """`on_its_way`, if given, is set once this parse needs nothing more of the event loop to go on: its
+        request is with Rasa, or its answer came from the cache, or it failed (see `EarlyParse`)."""
         started = time.perf_counter()
         text = normalise(text)
         try:
             flight = self._flights.get(text)
             if flight is None:
-                flight = asyncio.get_running_loop().create_task(self._bounded_parse(text), name="nlu-parse")
+                flight = asyncio.get_running_loop().create_task(self._bounded_parse(text, on_its_way), name="nlu-parse")
                 self._flights[text] = flight
                 flight.add_done_callback(lambda done: self._landed(text, done))
+            elif on_its_way is not None:
+                on_its_way.set()  # it joins a parse that is already under way
+            if on_its_way is not None:
+                flight.add_done_callback(lambda _: on_its_way.set())  # whatever way it ends
             # Shielded: a caller that gives up (its request cancelled) leaves the parse to the others waiting on it.
             return await asyncio.shield(flight)
         finally:
@@ -229,17 +235,17 @@ class RasaClient:
         if not flight.cancelled():
             flight.exception()  # read: with every waiter gone, a failure is not "never retrieved"
 
-    async def _bounded_parse(self, text: str) -> NluParse:
+    async def _bounded_parse(self, text: str, on_its_way: asyncio.Event | None) -> NluParse:
         asking: list[Replica] = []  # the replica this call waits on, if any, when the time is up
         try:
             async with asyncio.timeout(self.timeout_s):
-                return await self._parse(text, asking)
+                return await self._parse(text, asking, on_its_way)
         except TimeoutError as exc:
             if asking:
                 self._eject(asking[0], "timed out")
             raise NluUnavailable("NLU service failed: timed out") from exc
 
-    async def _parse(self, text: str, asking: list[Replica]) -> NluParse:
+    async def _parse(self, text: str, asking: list[Replica], on_its_way: asyncio.Event | None = None) -> NluParse:
         cache = self.cache if self.cache is not None and self.cache.accepts(text) else None
         tried: set[int] = set()
         while True:
@@ -256,6 +262,9 @@ class RasaClient:
                 raise NluUnavailable("NLU service failed: no replica available")
             tried.add(id(replica))
             asking.append(replica)  # left there if the time runs out meanwhile: `parse` ejects it
+            if on_its_way is not None:
+                # Its waiter resumes after this task next yields, which is once the request is written.
+                on_its_way.set()
             try:
                 body = await self._ask(replica, text)
             except _ReplicaFailed:

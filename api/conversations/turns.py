@@ -31,16 +31,28 @@ class EarlyParse:
     customer's lock, stores the message and loads its context, instead of after all that. The message is still
     durable before its parse is used (or written in the same transaction as its answer when the parse was
     already back, so there is no NLU call it could be lost in). One nobody reads (a retry answered from the
-    record, a turn that failed) ends on its own within the NLU client's timeout; a callback reads its error."""
+    record, a turn that failed) ends on its own within the NLU client's timeout; a callback reads its error.
+
+    `start` returns once the parse is on its way (with Rasa, or answered by the cache): the parse's own steps
+    (its cache lookup's reply, writing the request) then never wait behind the turn's work on the event loop,
+    which is what delayed the request to Rasa by 1–2 ms (docs/benchmarks.md, round 6)."""
 
     def __init__(self, nlu: RasaClient, text: str) -> None:
-        self.task: asyncio.Task[NluParse] = asyncio.ensure_future(self._timed(nlu, text))
+        self._on_its_way = asyncio.Event()
+        self.task: asyncio.Task[NluParse] = asyncio.ensure_future(self._timed(nlu, text, self._on_its_way))
         self.task.add_done_callback(_read_outcome)
+        self.task.add_done_callback(lambda _: self._on_its_way.set())  # even if it ends before it asked
+
+    @classmethod
+    async def start(cls, nlu: RasaClient, text: str) -> EarlyParse:
+        early = cls(nlu, text)
+        await early._on_its_way.wait()  # bounded: the parse ends within the NLU client's timeout
+        return early
 
     @staticmethod
-    async def _timed(nlu: RasaClient, text: str) -> NluParse:
+    async def _timed(nlu: RasaClient, text: str, on_its_way: asyncio.Event) -> NluParse:
         started = time.perf_counter()
-        parse = await nlu.parse(text)
+        parse = await nlu.parse(text, on_its_way=on_its_way)
         NLU_SECONDS.labels(replica_label(getattr(nlu, "base_url", None))).observe(time.perf_counter() - started)
         return parse
 

@@ -1,5 +1,5 @@
-"""The parse is asked for as the text arrives: Rasa works while the message waits for the customer's turn; the
-turn's events go out as it ends."""
+"""The parse is asked for as the text arrives, and is on its way to Rasa before the turn's own work starts: Rasa
+works while the message waits for the customer's turn; the turn's events go out as it ends."""
 
 from __future__ import annotations
 
@@ -8,7 +8,13 @@ import json
 import re
 import uuid
 
+import pytest
+from redis.asyncio import Redis
+
+from api.conversations.turns import EarlyParse
 from api.realtime import DeploymentRedis, customer_channel
+from bot.nlu import NluUnavailable, RasaClient
+from bot.nlu_cache import ParseCache
 from tests.support import MiniappCustomer
 
 
@@ -64,3 +70,52 @@ async def test_a_turns_answer_and_new_state_reach_the_customers_sockets_once_eac
         await pubsub.aclose()
         await listener.aclose()
         await customer.aclose()
+
+
+async def test_a_parse_is_with_rasa_when_it_has_started_so_the_turns_work_never_delays_its_request(rasa_url, redis_url):
+    """`EarlyParse.start` returns once the cache was asked (a miss) and the request went to Rasa: nothing the turn
+    does next on the event loop (the lease, its SQL) can hold the request back."""
+    redis = Redis.from_url(redis_url, decode_responses=True)
+    client = RasaClient(rasa_url, timeout_s=30, cache=ParseCache(redis, ttl_s=600))
+    try:
+        await client.status()  # the model id: the cache is looked up
+        replica = client.replicas[0]
+        # Never sent before, and no run of digits (such texts are not cached, so not looked up): a cache miss.
+        text = f"新卡怎么激活（编号{uuid.uuid4().hex[:8].translate(str.maketrans('0123456789', 'ghijklmnop'))}）"
+        early = await EarlyParse.start(client, text)
+        # Checked before anything else yields: the parse cannot have moved on since `start` returned.
+        assert client.cache_misses == 1 and replica.outstanding == 1 and not early.ready()
+        assert (await early.result()).text == text and replica.parses == 1
+
+        await redis.delete(ParseCache.key(replica.model_id, "新卡怎么激活"))  # other tests parsed it
+        parses = replica.parses
+        again = await EarlyParse.start(client, "新卡怎么激活")
+        first = await again.result()
+        cached = await EarlyParse.start(client, "新卡怎么激活")  # answered by the cache: no request at all
+        assert await cached.result() == first and replica.parses == parses + 1 and replica.outstanding == 0
+    finally:
+        await client.aclose()
+        await redis.aclose()
+
+
+async def test_a_parse_whose_cache_never_answers_still_lets_its_turn_go_on(rasa_url):
+    """A cache lookup that hangs (a Redis that accepts and never answers) ends with the NLU timeout, before any
+    request went to Rasa: `start` returns then, and the parse's failure is the turn's NLU-down path."""
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # never answers
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    redis = Redis(port=server.sockets[0].getsockname()[1])
+    client = RasaClient(rasa_url, timeout_s=1, cache=ParseCache(redis))
+    try:
+        await client.status()  # the model id: the cache is looked up first
+        async with asyncio.timeout(10):
+            early = await EarlyParse.start(client, "我的信用卡丢了")
+        with pytest.raises(NluUnavailable):
+            await early.result()
+        assert client.replicas[0].parses == 0
+    finally:
+        await client.aclose()
+        await redis.aclose()
+        server.close()

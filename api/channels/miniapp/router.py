@@ -101,7 +101,7 @@ async def send_message(
     """Store the message and return the bot's answer (also pushed on the WebSocket)."""
     # The token is valid and the limiter passed: Rasa starts on the text while the turn opens (which reads the
     # customer's row only for a customer with no conversation yet: a token whose customer is gone is still a 401).
-    early = EarlyParse(triage.nlu, body.text)
+    early = await EarlyParse.start(triage.nlu, body.text)
     received = await do_receive_customer_message(
         session,
         redis,

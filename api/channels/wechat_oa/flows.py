@@ -187,7 +187,7 @@ class OaChannel:
         return max(floor, min(self.budget_s, WECHAT_DEADLINE_S - DEADLINE_MARGIN_S - max(0.0, age)))
 
     async def _dispatch(self, push: Push, budget_s: float) -> PassiveReply | None:
-        work = self._work_for(push)  # a text's parse starts here, before the window's round trip
+        work = await self._work_for(push)  # a text's parse is on its way before the window's round trip
         if push.interaction is not None:
             # The window opens when the user acts, whatever we answer; a retry doesn't reopen it.
             await self.windows.open(push.openid, push.interaction, interaction=push.dedup_key)
@@ -197,15 +197,15 @@ class OaChannel:
             return None
         return None if work is None else await self._within_budget(push, work, budget_s)
 
-    def _work_for(self, push: Push) -> Work | None:
+    async def _work_for(self, push: Push) -> Work | None:
         """What to do with this push; None for types we only acknowledge with `success`."""
         if push.msg_type == "text":
             text = push.get("Content")[: self.max_text_chars]
-            return self._text(push, text) if text else None
+            return await self._text(push, text) if text else None
         if push.msg_type == "voice":
             recognized = push.get("Recognition")[: self.max_text_chars]
             if recognized:
-                return self._text(push, recognized)
+                return await self._text(push, recognized)
             return self._acknowledged(
                 push, "[语音]", VOICE_UNCLEAR, kind="voice", payload={"type": "voice", "media_id": push.get("MediaId")}
             )
@@ -237,10 +237,10 @@ class OaChannel:
             return lambda s, c, t: self._receive(s, c, t, push, text=f"[菜单] {push.get('EventKey')}", kind="event")
         return None  # LOCATION, VIEW and whatever WeChat adds: acknowledged with `success`
 
-    def _text(self, push: Push, text: str) -> Work:
-        """A text for the bot. Its parse starts now, while the openid is looked up (on first contact, WeChat's
-        user/info too); work that never runs leaves it to finish on its own within the NLU timeout."""
-        early = EarlyParse(self.triage.nlu, text)
+    async def _text(self, push: Push, text: str) -> Work:
+        """A text for the bot. Its parse is on its way now, while the openid is looked up (on first contact,
+        WeChat's user/info too); work that never runs leaves it to finish on its own within the NLU timeout."""
+        early = await EarlyParse.start(self.triage.nlu, text)
         return lambda s, c, t: self._receive(s, c, t, push, text=text, early=early)
 
     def _acknowledged(
