@@ -12,7 +12,7 @@ from redis.asyncio import Redis
 from api.embedded import ThreadedServer
 from api.main import create_app
 from bot.nlu import RasaClient
-from bot.nlu_cache import ParseCache
+from bot.nlu_cache import WRITE_DELAY_S, ParseCache
 from tests.bot.test_nlu_client import LocalServer
 from tests.support import MiniappCustomer
 
@@ -178,6 +178,35 @@ async def test_after_a_switch_to_another_model_the_old_models_cached_answers_are
             client.use_base_url(rasa_url)  # rolled back: that model's answers are still its answers
             await client.status()
             assert (await client.parse("新卡怎么激活")).intent == "card_activation" and client.cache_hits == 2
+    finally:
+        await client.aclose()
+        await redis.aclose()
+
+
+async def test_cache_writes_leave_after_the_answers_and_none_is_lost(rasa_url, redis_url, redis_client):
+    """The answers don't wait for the cache's Redis writes: they leave together a moment later (no `drain`)."""
+    redis = Redis.from_url(redis_url, decode_responses=True)
+    client = RasaClient(rasa_url, timeout_s=30, cache=ParseCache(redis, ttl_s=600))
+    try:
+        await client.status()
+        model_id = client.replicas[0].model_id
+        texts = [f"信用卡账单多少钱（{tag}）" for tag in ("甲", "乙", "丙", "丁")]
+        keys = [ParseCache.key(model_id, text) for text in texts]
+        await redis.delete(*keys)
+        first = await client.parse(texts[0])
+        # Asked with the blocking client, so nothing of this loop runs meanwhile: the write has not left yet.
+        assert not redis_client.exists(keys[0])
+        parses = [first, *await asyncio.gather(*(client.parse(text) for text in texts[1:]))]
+        async with asyncio.timeout(2):
+            while await redis.exists(*keys) < len(keys):
+                await asyncio.sleep(WRITE_DELAY_S)
+        other_worker = RasaClient(rasa_url, timeout_s=30, cache=ParseCache(redis, ttl_s=600))
+        try:
+            await other_worker.status()
+            assert [await other_worker.parse(text) for text in texts] == parses
+            assert other_worker.cache_hits == len(texts) and other_worker.replicas[0].parses == 0
+        finally:
+            await other_worker.aclose()
     finally:
         await client.aclose()
         await redis.aclose()
