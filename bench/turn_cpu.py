@@ -7,9 +7,10 @@ new customer as `bench/turn_speed.py` does, and prints the app's and the emulato
 (and Rasa's, when `--rasa-pid` is given). With `--py-spy FILE` the app is sampled through the timed run
 (`py-spy record --format raw`; fold it with `flamegraph.pl`, or read the top frames with `--top`).
 With `--outside-parse` the app runs with `YUNTING_SERVER_TIMING` and the bench also prints the median of each
-turn's time in the app outside its parse (`Server-Timing`: app − nlu): at one sender, the app's own part of a
-turn's latency, without Rasa's run-to-run drift (and the median of the first contacts' alone); and the medians
-of the app's whole span and of its parse (the turn's p50 less the app's span: uvicorn and the hops around it).
+turn's time in the app outside its parse (`Server-Timing`: app − nlu; the first contacts' alone too), the medians
+of the app's whole span and of its parse (the turn's p50 less the app's span: uvicorn and the hops around it),
+and of its time outside Rasa (app − rasa) split into before the request to Rasa and after its answer: at one
+sender, the app's own part of a turn's latency, without Rasa's run-to-run drift.
 
     .venv/bin/python bench/turn_cpu.py --rasa-url http://127.0.0.1:5105 [--kind mp|oa] [--texts unique|mix]
         [--turns 600] [--senders 16] [--database-url postgresql://…] [--redis-url redis://…] [--py-spy out.txt]
@@ -22,7 +23,6 @@ import argparse
 import asyncio
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -31,9 +31,36 @@ from pathlib import Path
 
 import aiohttp
 from turn_speed import TURNS, people, run_level, texts
-from turn_speed_parts import Client, cpu_s, fresh_postgres, process, redis_server, yunting
+from turn_speed_parts import Client, Spans, cpu_s, fresh_postgres, process, redis_server, yunting
 
 from api.embedded import free_port
+
+
+def report_spans(spans: list[Spans], *, in_order: bool) -> None:
+    """Medians of the app's time outside its parse and outside Rasa, and where the latter lies: before the request
+    to Rasa, and after its answer. `in_order` (one sender, every turn timed): each person's first turn is a first
+    contact (a new customer; on the official account, WeChat's user/info too)."""
+
+    def p50(values) -> str:
+        values = sorted(values)
+        return f"{values[len(values) // 2] * 1000:.2f} ms" if values else "-"
+
+    outside = [s.app - s.nlu for s in spans]
+    asked = [s for s in spans if s.rasa > 0]  # a cached text asked Rasa nothing
+    print(
+        f"  outside the parse (Server-Timing app − nlu), {len(spans)} turns: p50 {p50(outside)}, "
+        f"p99 {sorted(outside)[int(0.99 * len(outside))] * 1000:.2f} ms"
+        + (f"; first contacts p50 {p50(outside[::TURNS])}" if in_order else "")
+        + f"; the app's span p50 {p50(s.app for s in spans)}, its parse's {p50(s.nlu for s in spans)}",
+        flush=True,
+    )
+    if asked:
+        print(
+            f"  outside Rasa (app − rasa), {len(asked)} turns that asked it: p50 {p50(s.app - s.rasa for s in asked)}"
+            f" = before the request p50 {p50(s.ask for s in asked)} + after the answer p50 "
+            f"{p50(s.app - s.ask - s.rasa for s in asked)}; Rasa as the app saw it p50 {p50(s.rasa for s in asked)}",
+            flush=True,
+        )
 
 
 async def drive(opts, app_url: str, app_pid: int, emulator_url: str, emulator_pid: int) -> None:
@@ -80,21 +107,7 @@ async def drive(opts, app_url: str, app_pid: int, emulator_url: str, emulator_pi
             flush=True,
         )
         if client.spans:
-            outside_in_order = [app - nlu for app, nlu in client.spans]
-            outside = sorted(outside_in_order)
-            p50, p99 = outside[len(outside) // 2], outside[int(0.99 * len(outside))]
-            # One sender, every turn timed: the list is in turn order, and each person's first turn is a first
-            # contact (a new customer; on the official account, WeChat's user/info too).
-            in_order = opts.senders == 1 and len(outside) == len(latencies)
-            first = sorted(outside_in_order[::TURNS]) if in_order else []
-            print(
-                f"  outside the parse (Server-Timing app − nlu), {len(outside)} turns: "
-                f"p50 {p50 * 1000:.2f} ms, p99 {p99 * 1000:.2f} ms"
-                + (f"; first contacts p50 {first[len(first) // 2] * 1000:.2f} ms" if first else "")
-                + f"; the app's span p50 {statistics.median(a for a, _ in client.spans) * 1000:.2f} ms, "
-                f"its parse's {statistics.median(n for _, n in client.spans) * 1000:.2f} ms",
-                flush=True,
-            )
+            report_spans(client.spans, in_order=opts.senders == 1 and len(client.spans) == len(latencies))
         if client.late:
             print(f"  late pushes: {len(client.late)}")
 

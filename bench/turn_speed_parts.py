@@ -15,6 +15,7 @@ import uuid
 from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
+from typing import NamedTuple
 
 import aiohttp
 from oa_safe_mode import AES_KEY, SafeMode
@@ -137,6 +138,13 @@ def fresh_postgres(url: str) -> str:
 # -- the client -----------------------------------------------------------------------------------------------
 
 
+class Spans(NamedTuple):
+    app: float
+    nlu: float
+    rasa: float
+    ask: float
+
+
 class Client:
     """One aiohttp session for every peer; each `*_turn` returns its latency in seconds."""
 
@@ -146,18 +154,18 @@ class Client:
         self.msg_ids = itertools.count(int(time.time() * 1000) * 1000)
         # (openid, seconds, MsgId) of pushes answered `success` late: after the passive budget, or past 5 s
         self.late: list[tuple[str, float, str]] = []
-        # (app, nlu) seconds of each bot turn (`Server-Timing`: the app's whole span and its parse's), when the
-        # app sends the header (YUNTING_SERVER_TIMING) and the turn asked for a parse.
-        self.spans: list[tuple[float, float]] = []
+        # Seconds of each bot turn, from `Server-Timing` (api/timing.py) when the app sends it
+        # (YUNTING_SERVER_TIMING) and the turn asked for a parse: the app's whole span, its parse's, its
+        # requests to Rasa (0 for a cached text), and the time before it asked Rasa.
+        self.spans: list[Spans] = []
 
     def note_timing(self, response: aiohttp.ClientResponse) -> None:
         header = response.headers.get("server-timing")
         if not header:
             return
-        spans = dict(part.strip().split(";dur=") for part in header.split(","))
-        app, nlu = float(spans["app"]) / 1000, float(spans["nlu"]) / 1000
-        if nlu > 0:
-            self.spans.append((app, nlu))
+        spans = {name: float(ms) / 1000 for name, ms in (part.strip().split(";dur=") for part in header.split(","))}
+        if spans["nlu"] > 0:
+            self.spans.append(Spans(spans["app"], spans["nlu"], spans.get("rasa", 0.0), spans.get("ask", 0.0)))
 
     async def post_json(self, url: str, body: dict, headers: dict | None = None) -> dict | list:
         async with self.http.post(url, json=body, headers=headers) as response:

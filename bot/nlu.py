@@ -39,8 +39,19 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 FALLBACK_INTENT = "nlu_fallback"
-# Where a request being timed (api/timing.py, opt-in) collects the seconds its parses took; None otherwise.
-nlu_timings: ContextVar[list[float] | None] = ContextVar("yunting_nlu_timings", default=None)
+
+
+@dataclass
+class NluTimings:
+    """What a request being timed (api/timing.py, opt-in) collects of its parses, in `time.perf_counter` seconds."""
+
+    parses: list[float] = field(default_factory=list)  # each parse as its caller waited for it
+    # (written, answered) of each request to Rasa: the wire and Rasa's own time; what lies before the first one
+    # is the app's time before it asked.
+    asks: list[tuple[float, float]] = field(default_factory=list)
+
+
+nlu_timings: ContextVar[NluTimings | None] = ContextVar("yunting_nlu_timings", default=None)
 
 # Connections kept open per replica after a burst (the pool's bound; more concurrent parses wait for one).
 MAX_CONNECTIONS_PER_REPLICA = 32
@@ -227,7 +238,7 @@ class RasaClient:
         finally:
             timings = nlu_timings.get()
             if timings is not None:
-                timings.append(time.perf_counter() - started)
+                timings.parses.append(time.perf_counter() - started)
 
     def _landed(self, text: str, flight: asyncio.Task[NluParse]) -> None:
         if self._flights.get(text) is flight:
@@ -331,8 +342,12 @@ class RasaClient:
 
     @staticmethod
     async def _post(session: aiohttp.ClientSession, url: URL, body: bytes) -> tuple[int, bytes]:
+        timings, asked = nlu_timings.get(), time.perf_counter()
         async with session.post(url, data=body, headers=_JSON_HEADERS) as response:
-            return response.status, await response.read()
+            answer = response.status, await response.read()
+        if timings is not None:
+            timings.asks.append((asked, time.perf_counter()))
+        return answer
 
     def _sessions(self) -> tuple[aiohttp.ClientSession, aiohttp.ClientSession]:
         """The pooled session and the one that always opens a new connection (made on first use: they need
