@@ -99,8 +99,9 @@ async def send_message(
     body: SendMessage, customer_id: CurrentCustomerId, session: SessionDep, redis: RedisDep, triage: TriageDep
 ):
     """Store the message and return the bot's answer (also pushed on the WebSocket)."""
-    # The token is valid and the limiter passed: Rasa starts on the text while the turn opens (which reads the
-    # customer's row only for a customer with no conversation yet: a token whose customer is gone is still a 401).
+    # The token is valid and the limiter passed: the text's parse is on its way to Rasa before the turn opens (which
+    # reads the customer's row only for a customer with no conversation yet: a token whose customer is gone is still
+    # a 401), so nothing the turn does delays the request.
     early = await EarlyParse.start(triage.nlu, body.text)
     received = await do_receive_customer_message(
         session,
