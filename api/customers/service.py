@@ -18,7 +18,7 @@ async def get(session: AsyncSession, customer_id: int) -> Customer | None:
 
 async def existing(session: AsyncSession, customer_id: int) -> Customer:
     """The row of a customer a token or ticket names; one that no longer exists is a 401."""
-    customer = await session.get(Customer, customer_id)
+    customer = await get(session, customer_id)
     if customer is None:
         raise NotAuthenticated("unknown customer")
     return customer
