@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 import aiohttp
-from turn_speed import TURNS, people, run_level, texts
+from turn_speed import TURNS, p, people, run_level, texts
 from turn_speed_parts import Client, Spans, cpu_s, fresh_postgres, process, redis_server, yunting
 
 from api.embedded import free_port
@@ -42,14 +42,14 @@ def report_spans(spans: list[Spans], *, in_order: bool) -> None:
     contact (a new customer; on the official account, WeChat's user/info too)."""
 
     def p50(values) -> str:
-        values = sorted(values)
-        return f"{values[len(values) // 2] * 1000:.2f} ms" if values else "-"
+        values = list(values)
+        return f"{p(values, 0.5) * 1000:.2f} ms" if values else "-"
 
     outside = [s.app - s.nlu for s in spans]
     asked = [s for s in spans if s.rasa > 0]  # a cached text asked Rasa nothing
     print(
         f"  outside the parse (Server-Timing app − nlu), {len(spans)} turns: p50 {p50(outside)}, "
-        f"p99 {sorted(outside)[int(0.99 * len(outside))] * 1000:.2f} ms"
+        f"p99 {p(outside, 0.99) * 1000:.2f} ms"
         + (f"; first contacts p50 {p50(outside[::TURNS])}" if in_order else "")
         + f"; the app's span p50 {p50(s.app for s in spans)}, its parse's {p50(s.nlu for s in spans)}",
         flush=True,
