@@ -229,10 +229,10 @@ class RasaClient:
                 flight = asyncio.get_running_loop().create_task(self._bounded_parse(text, on_its_way), name="nlu-parse")
                 self._flights[text] = flight
                 flight.add_done_callback(lambda done: self._landed(text, done))
+                if on_its_way is not None:
+                    flight.add_done_callback(lambda _: on_its_way.set())  # whatever way it ends
             elif on_its_way is not None:
                 on_its_way.set()  # it joins a parse that is already under way
-            if on_its_way is not None:
-                flight.add_done_callback(lambda _: on_its_way.set())  # whatever way it ends
             # Shielded: a caller that gives up (its request cancelled) leaves the parse to the others waiting on it.
             return await asyncio.shield(flight)
         finally:
