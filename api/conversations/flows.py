@@ -7,6 +7,7 @@ so ordering holds and a retried message is seen as a duplicate, never processed 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
@@ -110,23 +111,11 @@ async def do_receive_customer_message(
         await session.commit()
         return None
 
-    async with customer_turn(redis, customer_id, triage.turn_wait_s, before_waiting) as turn:
-        if turn.answered is not None:
-            return turn.answered
-        conversation, started_for = await service.open_or_start(
-            session, customer_id=customer_id, channel=channel, touch=False
-        )
-        bot_answers = conversation.state == ConversationState.BOT and kind == "text"
-        if not bot_answers:
-            # Otherwise the bot's answer sets it, in the second write: one UPDATE of the row per message, not two.
-            conversation.updated_at = utcnow()
-        if started_for is not None:
-            context = await service.start_context(session, conversation, started_for, case_days=triage.case_days)
-        else:
-            context = await service.load_context(session, triage.store, conversation, case_days=triage.case_days)
-        assert conversation.id is not None
-        inbound = Message(
-            conversation_id=conversation.id,
+    arrived = utcnow()
+
+    def inbound_row(conversation_id: int) -> Message:
+        return Message(
+            conversation_id=conversation_id,
             customer_id=customer_id,
             channel=channel,
             direction=Direction.IN,
@@ -135,26 +124,44 @@ async def do_receive_customer_message(
             platform_msg_id=platform_msg_id,
             kind=kind,
             payload=payload,
+            created_at=arrived,
         )
-        session.add(inbound)
-        context.remember(sender_kind=SenderKind.CUSTOMER, channel=channel, text=text)
-        # The message is safe in SQL before anything else can fail: committed before the NLU call, or, when the
-        # parse is back already (a cached text), written with its answer in one transaction. A retry of one
-        # already stored is told by the unique platform id as it is written (no lookup before every message).
-        together = bot_answers and (video_tap or (early is not None and early.ready()))
-        known = early.known() if together and early is not None and not video_tap else None
-        if known is not None:  # written with the message: no UPDATE of it when the answer is added
-            inbound.intent, inbound.confidence = known.intent, known.confidence
+
+    async with customer_turn(redis, customer_id, triage.turn_wait_s, before_waiting) as turn:
+        if turn.answered is not None:
+            return turn.answered
+        # Before the parse is used, this turn only reads: a conversation started for the message is written with it.
+        conversation, started_for = await service.open_or_start(
+            session, customer_id=customer_id, channel=channel, touch=False, save_new=False
+        )
+        bot_answers = conversation.state == ConversationState.BOT and kind == "text"
+        if not bot_answers:
+            # Otherwise the bot's answer sets it, in the same write: one UPDATE of the row per message, not two.
+            conversation.updated_at = utcnow()
+        if started_for is not None:
+            cases = await service.cases_at_start(session, customer_id, case_days=triage.case_days)
+        else:
+            context = await service.load_context(session, triage.store, conversation, case_days=triage.case_days)
+        # A text the bot answers is written with its answer, in one transaction once the parse is back (or failed):
+        # nothing is acknowledged before the record holds both, and an answer that cannot be written still leaves
+        # the message stored alone (_keep_alone). Anything else is committed at once, for the agent to see.
+        parse = await _parse_for_bot(session, early, text, video_tap=video_tap) if bot_answers else None
         try:
-            await (session.flush() if together else session.commit())
+            inbound = await _write_inbound(session, conversation, inbound_row, parse)
+            if not bot_answers:
+                await session.commit()
         except IntegrityError:
+            # A retry of one already stored is told by the unique platform id as it is written (no lookup first).
             await session.rollback()
             duplicate = await _already_received(session, channel, platform_msg_id)
             if duplicate is None:
                 raise
             return duplicate
-        await _tell_agents(redis, conversation, inbound)
+        if started_for is not None:
+            context = service.opening_context(conversation, started_for, cases)
+        context.remember(sender_kind=SenderKind.CUSTOMER, channel=channel, text=text)
         if not bot_answers:
+            await _tell_agents(redis, conversation, inbound)  # a conversation with the bot has no agent to tell
             if early is not None and conversation.state != ConversationState.CLOSED:
                 await _note_details(early, conversation, context)
             answer = await _answer_in_queue(session, redis, triage, conversation, inbound, kind)
@@ -165,10 +172,13 @@ async def do_receive_customer_message(
             if answer is not None:
                 turn.announce(triage.delivery.events(conversation, [answer]))
         else:
-            replies = await _answer_with_bot(
-                session, triage, conversation, context, inbound, early=early, video_tap=video_tap
-            )
-            await session.commit()
+            assert parse is not None
+            try:
+                replies = await _answer_with_bot(session, triage, conversation, context, inbound, parse, video_tap)
+                await session.commit()
+            except Exception:
+                await _keep_alone(session, customer_id, channel, inbound_row)
+                raise
             turn.keep(triage.store, context)
             # Published as the turn ends, with its context and lock: one round trip for the three.
             turn.announce(triage.delivery.events(conversation, replies, state_changed=True))
@@ -259,32 +269,74 @@ async def _tell_agents(redis: Redis, conversation: Conversation, inbound: Messag
         await publish(redis, AGENTS_CHANNEL, {"type": "queue_changed", "conversation_id": conversation.id})
 
 
+async def _parse_for_bot(
+    session: AsyncSession, early: EarlyParse | None, text: str, *, video_tap: bool
+) -> NluParse | NluUnavailable:
+    """The text's parse, or why there is none. Nothing is written yet: while Rasa works, the request's SQL
+    connection goes back to the pool (a Rasa that hangs must not hold the pool for its timeout)."""
+    if video_tap:  # the tap is the request: no NLU guess can make it mean anything else
+        return NluParse(text, "request_video", 1.0)
+    assert early is not None  # every text the bot answers has its parse asked for
+    if not early.ready():
+        await session.commit()
+    try:
+        return await early.result()
+    except NluUnavailable as exc:
+        return exc
+
+
+async def _write_inbound(
+    session: AsyncSession,
+    conversation: Conversation,
+    row: Callable[[int], Message],
+    parse: NluParse | NluUnavailable | None,
+) -> Message:
+    """The customer's message (and the conversation started for it) written, not committed."""
+    if conversation.id is None:
+        session.add(conversation)
+        await session.flush()
+    assert conversation.id is not None
+    inbound = row(conversation.id)
+    if isinstance(parse, NluParse):
+        inbound.intent, inbound.confidence = parse.intent, parse.confidence
+    session.add(inbound)
+    await session.flush()
+    return inbound
+
+
+async def _keep_alone(session: AsyncSession, customer_id: int, channel: str, row: Callable[[int], Message]) -> None:
+    """The answer could not be written: the customer's message is, alone, so the record does not lose it (the
+    request still fails; its retry is then a duplicate answered from the record, or the agent sees it)."""
+    try:
+        await session.rollback()
+        conversation = await service.open_for_message(session, customer_id=customer_id, channel=channel)
+        assert conversation.id is not None
+        session.add(row(conversation.id))
+        await session.commit()
+    except IntegrityError:  # it was stored after all (a retry's turn, between)
+        await session.rollback()
+    except Exception:
+        log.exception("customer %s: the message could not be stored alone either", customer_id)
+        await session.rollback()
+
+
 async def _answer_with_bot(
     session: AsyncSession,
     triage: Triage,
     conversation: Conversation,
     context: ConversationContext,
     inbound: Message,
-    *,
-    early: EarlyParse | None,
+    parse: NluParse | NluUnavailable,
     video_tap: bool = False,
 ) -> list[Message]:
     assert conversation.id is not None
     catalog = load_catalog()
-    replica = replica_label(getattr(triage.nlu, "base_url", None))
-    try:
-        # The tap is the request: no NLU guess can make it mean anything else.
-        if video_tap:
-            parse = NluParse(inbound.text, "request_video", 1.0)
-        else:
-            assert early is not None  # every text the bot answers has its parse asked for
-            parse = await early.result()
+    if isinstance(parse, NluParse):
         decision = decide(context, parse, catalog, threshold=triage.threshold)
-        inbound.intent, inbound.confidence = parse.intent, parse.confidence
         BOT_TURNS.labels("escalated" if decision.escalation is not None else "answered").inc()
-    except NluUnavailable as exc:
-        log.warning("NLU unavailable for conversation %s: %s", conversation.id, exc)
-        NLU_ERRORS.labels(replica).inc()
+    else:
+        log.warning("NLU unavailable for conversation %s: %s", conversation.id, parse)
+        NLU_ERRORS.labels(replica_label(getattr(triage.nlu, "base_url", None))).inc()
         BOT_TURNS.labels("nlu_unavailable").inc()
         decision = Decision(
             NLU_DOWN_REPLY,

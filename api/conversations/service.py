@@ -12,6 +12,7 @@ from api.customers import service as customers
 from api.customers.models import Customer
 from api.errors import ResourceNotFound
 from api.timeutil import utcnow
+from bot.cases import CaseSummary
 from bot.context import TRANSCRIPT_TAIL, ContextStore, ConversationContext, TranscriptLine
 
 
@@ -34,10 +35,13 @@ async def open_for_message(
 
 
 async def open_or_start(
-    session: AsyncSession, *, customer_id: int, channel: str, touch: bool = True
+    session: AsyncSession, *, customer_id: int, channel: str, touch: bool = True, save_new: bool = True
 ) -> tuple[Conversation, Customer | None]:
     """`open_for_message`, and the customer when the conversation was started just now (it has no history yet;
-    `start_context` reads the row it was started with)."""
+    `opening_context` takes the row it was started with).
+
+    ``save_new=False``: a conversation started now is not written (nor added to the session): the caller writes it
+    with its first message, in the same transaction (its `id` is None until then)."""
     # The latest open conversation, else the latest one (the new one links to it).
     conversation = await repository.open_else_latest_conversation(session, customer_id)
     if conversation is None or conversation.state not in OPEN_STATES:
@@ -51,8 +55,9 @@ async def open_or_start(
             channel_path=[channel],
             previous_conversation_id=previous.id if previous else None,
         )
-        session.add(conversation)
-        await session.flush()
+        if save_new:
+            session.add(conversation)
+            await session.flush()
         return conversation, customer
     if conversation.current_channel != channel:
         conversation.current_channel = channel
@@ -96,12 +101,18 @@ async def _identity_status(session: AsyncSession, conversation: Conversation, cu
     return "wechat_linked" if customer and customer.unionid else "openid_only"
 
 
-async def start_context(
-    session: AsyncSession, conversation: Conversation, customer: Customer, *, case_days: int = 30
+async def cases_at_start(session: AsyncSession, customer_id: int, *, case_days: int = 30) -> list[CaseSummary]:
+    """The customer's recent cases, for a conversation started now (read as it starts: a new conversation is where
+    a follow-up about one usually starts; the new one is not among them yet)."""
+    return await list_recent_cases(session, customer_id=customer_id, days=case_days)
+
+
+def opening_context(
+    conversation: Conversation, customer: Customer, recent_cases: list[CaseSummary]
 ) -> ConversationContext:
-    """The context of a conversation started just now (for `customer`, read as it started): what
-    `rebuild_context` would find (no messages, no identity check yet) without asking for it. The customer's
-    recent cases are read: a new conversation is where a follow-up about one usually starts."""
+    """The context of a conversation started just now (for `customer`, read as it started, and written since):
+    what `rebuild_context` would find (no messages, no identity check yet) without asking for it."""
+    assert conversation.id is not None
     return ConversationContext(
         conversation_id=conversation.id,
         customer_id=conversation.customer_id,
@@ -113,9 +124,7 @@ async def start_context(
         slots=dict(conversation.slots),
         low_confidence_turns=conversation.low_confidence_turns,
         identity_status="wechat_linked" if customer.unionid else "openid_only",
-        recent_cases=await list_recent_cases(
-            session, customer_id=conversation.customer_id, days=case_days, exclude_conversation_id=conversation.id
-        ),
+        recent_cases=recent_cases,
     )
 
 

@@ -28,10 +28,10 @@ Answered = TypeVar("Answered")
 
 class EarlyParse:
     """A text's parse, asked for as soon as the text is known: Rasa works while the turn waits for the
-    customer's lock, stores the message and loads its context, instead of after all that. The message is still
-    durable before its parse is used (or written in the same transaction as its answer when the parse was
-    already back, so there is no NLU call it could be lost in). One nobody reads (a retry answered from the
-    record, a turn that failed) ends on its own within the NLU client's timeout; a callback reads its error.
+    customer's lock, reads the conversation and loads its context, instead of after all that (the message is
+    written with its answer, once the parse is back: flows.do_receive_customer_message). One nobody reads (a
+    retry answered from the record, a turn that failed) ends on its own within the NLU client's timeout; a
+    callback reads its error.
 
     `start` returns once the parse is on its way (with Rasa, or answered by the cache): the parse's own steps
     (its cache lookup's reply, writing the request) then never wait behind the turn's work on the event loop,

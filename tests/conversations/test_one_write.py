@@ -1,0 +1,84 @@
+"""A text the bot answers is written with its answer, in one transaction after the parse: while Rasa works the
+turn has written nothing and holds no SQL connection; an answer that cannot be written still leaves the message
+stored alone, and its retry is a duplicate."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import httpx
+
+from api.conversations import flows
+from api.embedded import ThreadedServer
+from api.main import create_app
+from tests.support import MiniappCustomer
+
+
+async def test_while_rasa_works_nothing_is_written_and_no_sql_connection_is_held(settings_for, emulator):
+    asked = asyncio.Event()
+
+    async def silent_rasa(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        if head.startswith(b"POST /model/parse"):
+            asked.set()
+        await reader.read()  # accepts every request and never answers: a hung Rasa
+
+    rasa = await asyncio.start_server(silent_rasa, "127.0.0.1", 0)
+    app = create_app(settings_for(rasa_url=f"http://127.0.0.1:{rasa.sockets[0].getsockname()[1]}", nlu_timeout_s=3))
+    server = ThreadedServer(app)
+    app_url = server.start()
+    customer = await MiniappCustomer.login(app_url, emulator)
+    try:
+        said = asyncio.create_task(customer.say("我想问一下信用卡账单"))  # a first contact: no conversation yet
+        async with asyncio.timeout(3):
+            await asyncio.wait({asyncio.ensure_future(asked.wait()), said}, return_when=asyncio.FIRST_COMPLETED)
+        assert asked.is_set() and not said.done()
+        # The turn waits for its parse holding no connection of the pool (a hung Rasa must not starve it) ...
+        async with asyncio.timeout(1):  # its reads may still be running as the request reaches Rasa
+            while app.state.engine.pool.checkedout():
+                await asyncio.sleep(0.01)
+        # ... and has written nothing: no conversation was started, no message stored.
+        assert await customer.history() == {"conversation": None, "messages": [], "waiting": []}
+        assert not said.done()
+
+        result = await said  # the NLU timeout: the message, its polite answer and the hand-over, written together
+        assert result["conversation"]["state"] == "queued"
+        assert "暂时无法回答" in result["replies"][0]["text"]
+        history = await customer.history()
+        texts = [m["text"] for m in history["messages"]]
+        assert texts[0] == "我想问一下信用卡账单" and texts[1:] == [r["text"] for r in result["replies"]]
+        assert history["messages"][0]["created_at"] <= history["messages"][1]["created_at"]
+    finally:
+        await customer.aclose()
+        server.stop()
+        rasa.close()
+
+
+async def test_an_answer_that_cannot_be_written_leaves_the_message_stored_alone(app_url, emulator, monkeypatch):
+    marker = f"（故障{uuid.uuid4().hex[:6]}）"
+    decide = flows.decide
+
+    def failing_decide(context, parse, *args, **kwargs):
+        if marker in parse.text:
+            raise RuntimeError("the answer's write fails")  # a fault after the parse, before the answer is stored
+        return decide(context, parse, *args, **kwargs)
+
+    monkeypatch.setattr(flows, "decide", failing_decide)
+    customer = await MiniappCustomer.login(app_url, emulator)
+    try:
+        opening = await customer.say("你好")
+        text, client_msg_id = "信用卡账单多少钱" + marker, uuid.uuid4().hex
+        # On a connection of its own: the server closes the one a 500 went out on.
+        async with httpx.AsyncClient(base_url=app_url, headers=customer.http.headers) as http:
+            failed = await http.post("/miniapp/messages", json={"text": text, "client_msg_id": client_msg_id})
+        assert failed.status_code == 500
+        history = await customer.history()
+        assert history["conversation"]["id"] == opening["conversation"]["id"]
+        assert history["messages"][-1]["text"] == text and history["messages"][-1]["direction"] == "in"
+
+        retried = await customer.say(text, client_msg_id=client_msg_id)  # stored once: the retry is its duplicate
+        assert retried["duplicate"] and retried["message"]["id"] == history["messages"][-1]["id"]
+        assert [m["text"] for m in (await customer.history())["messages"]].count(text) == 1
+    finally:
+        await customer.aclose()
