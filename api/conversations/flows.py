@@ -113,9 +113,11 @@ async def do_receive_customer_message(
 
     arrived = utcnow()
 
-    def inbound_row(conversation_id: int) -> Message:
+    def inbound_row(conversation: Conversation) -> Message:
         return Message(
-            conversation_id=conversation_id,
+            # A conversation started for the message is written with it, first; its id (0 until then) filled in.
+            conversation_id=conversation.id or 0,
+            conversation=conversation,
             customer_id=customer_id,
             channel=channel,
             direction=Direction.IN,
@@ -139,29 +141,26 @@ async def do_receive_customer_message(
             # Otherwise the bot's answer sets it, in the same write: one UPDATE of the row per message, not two.
             conversation.updated_at = utcnow()
         if started_for is not None:
-            cases = await service.cases_at_start(session, customer_id, case_days=triage.case_days)
+            context = await service.start_context(session, conversation, started_for, case_days=triage.case_days)
         else:
             context = await service.load_context(session, triage.store, conversation, case_days=triage.case_days)
-        # A text the bot answers is written with its answer, in one transaction once the parse is back (or failed):
-        # nothing is acknowledged before the record holds both, and an answer that cannot be written still leaves
-        # the message stored alone (_keep_alone). Anything else is committed at once, for the agent to see.
-        parse = await _parse_for_bot(session, early, text, video_tap=video_tap) if bot_answers else None
-        try:
-            inbound = await _write_inbound(session, conversation, inbound_row, parse)
-            if not bot_answers:
-                await session.commit()
-        except IntegrityError:
-            # A retry of one already stored is told by the unique platform id as it is written (no lookup first).
-            await session.rollback()
-            duplicate = await _already_received(session, channel, platform_msg_id)
-            if duplicate is None:
-                raise
-            return duplicate
-        if started_for is not None:
-            context = service.opening_context(conversation, started_for, cases)
         context.remember(sender_kind=SenderKind.CUSTOMER, channel=channel, text=text)
+        inbound = inbound_row(conversation)
+        # A text the bot answers is written with its answer, in one flush once the parse is back (or failed): nothing
+        # is acknowledged before the record holds both, and an answer that cannot be written still leaves the
+        # message stored alone (_keep_alone). Anything else is committed at once, for the agent to see. A retry of
+        # one already stored is told by the unique platform id as it is written (no lookup before every message).
         if not bot_answers:
-            await _tell_agents(redis, conversation, inbound)  # a conversation with the bot has no agent to tell
+            session.add(inbound)
+            try:
+                await session.commit()
+            except IntegrityError:
+                duplicate = await _stored_before(session, channel, platform_msg_id)
+                if duplicate is None:
+                    raise
+                return duplicate
+            context.conversation_id = conversation.id or 0
+            await _tell_agents(redis, conversation, inbound)
             if early is not None and conversation.state != ConversationState.CLOSED:
                 await _note_details(early, conversation, context)
             answer = await _answer_in_queue(session, redis, triage, conversation, inbound, kind)
@@ -172,13 +171,23 @@ async def do_receive_customer_message(
             if answer is not None:
                 turn.announce(triage.delivery.events(conversation, [answer]))
         else:
-            assert parse is not None
+            parse = await _parse_for_bot(session, early, text, video_tap=video_tap)
             try:
-                replies = await _answer_with_bot(session, triage, conversation, context, inbound, parse, video_tap)
+                replies, outcome = await _answer_with_bot(
+                    session, triage, conversation, context, inbound, parse, video_tap=video_tap
+                )
                 await session.commit()
+            except IntegrityError:
+                duplicate = await _stored_before(session, channel, platform_msg_id)
+                if duplicate is not None:
+                    return duplicate
+                await _keep_alone(session, customer_id, channel, inbound_row)
+                raise
             except Exception:
                 await _keep_alone(session, customer_id, channel, inbound_row)
                 raise
+            BOT_TURNS.labels(outcome).inc()
+            context.conversation_id = conversation.id or 0
             turn.keep(triage.store, context)
             # Published as the turn ends, with its context and lock: one round trip for the three.
             turn.announce(triage.delivery.events(conversation, replies, state_changed=True))
@@ -285,33 +294,20 @@ async def _parse_for_bot(
         return exc
 
 
-async def _write_inbound(
-    session: AsyncSession,
-    conversation: Conversation,
-    row: Callable[[int], Message],
-    parse: NluParse | NluUnavailable | None,
-) -> Message:
-    """The customer's message (and the conversation started for it) written, not committed."""
-    if conversation.id is None:
-        session.add(conversation)
-        await session.flush()
-    assert conversation.id is not None
-    inbound = row(conversation.id)
-    if isinstance(parse, NluParse):
-        inbound.intent, inbound.confidence = parse.intent, parse.confidence
-    session.add(inbound)
-    await session.flush()
-    return inbound
+async def _stored_before(session: AsyncSession, channel: str, platform_msg_id: str | None) -> Received | None:
+    """After a write failed on the unique platform id: the message stored before, answered from the record."""
+    await session.rollback()
+    return await _already_received(session, channel, platform_msg_id)
 
 
-async def _keep_alone(session: AsyncSession, customer_id: int, channel: str, row: Callable[[int], Message]) -> None:
+async def _keep_alone(
+    session: AsyncSession, customer_id: int, channel: str, row: Callable[[Conversation], Message]
+) -> None:
     """The answer could not be written: the customer's message is, alone, so the record does not lose it (the
     request still fails; its retry is then a duplicate answered from the record, or the agent sees it)."""
     try:
         await session.rollback()
-        conversation = await service.open_for_message(session, customer_id=customer_id, channel=channel)
-        assert conversation.id is not None
-        session.add(row(conversation.id))
+        session.add(row(await service.open_for_message(session, customer_id=customer_id, channel=channel)))
         await session.commit()
     except IntegrityError:  # it was stored after all (a retry's turn, between)
         await session.rollback()
@@ -327,17 +323,19 @@ async def _answer_with_bot(
     context: ConversationContext,
     inbound: Message,
     parse: NluParse | NluUnavailable,
+    *,
     video_tap: bool = False,
-) -> list[Message]:
-    assert conversation.id is not None
+) -> tuple[list[Message], str]:
+    """The bot's replies to `inbound`, written (not committed) with it, and the turn's outcome for BOT_TURNS."""
     catalog = load_catalog()
     if isinstance(parse, NluParse):
+        inbound.intent, inbound.confidence = parse.intent, parse.confidence
         decision = decide(context, parse, catalog, threshold=triage.threshold)
-        BOT_TURNS.labels("escalated" if decision.escalation is not None else "answered").inc()
+        outcome = "escalated" if decision.escalation is not None else "answered"
     else:
-        log.warning("NLU unavailable for conversation %s: %s", conversation.id, parse)
+        log.warning("NLU unavailable for customer %s: %s", conversation.customer_id, parse)
         NLU_ERRORS.labels(replica_label(getattr(triage.nlu, "base_url", None))).inc()
-        BOT_TURNS.labels("nlu_unavailable").inc()
+        outcome = "nlu_unavailable"
         decision = Decision(
             NLU_DOWN_REPLY,
             context.intent,
@@ -349,7 +347,9 @@ async def _answer_with_bot(
     texts: list[tuple[str, dict | None]] = [(decision.reply, None)]
     # Remember the reply first so the handoff card shows everything the bot told the customer.
     context.remember(sender_kind=SenderKind.BOT, channel=conversation.current_channel, text=decision.reply)
+    session.add(inbound)
     if decision.escalation is not None:
+        await session.flush()  # the escalation names the conversation and the queue counts it: written first
         escalation = await _escalate(session, conversation, context, decision.escalation, catalog)
         # First the queue notice (the place, or plainly that nobody is online and the message option), then,
         # when nobody is online or the wait is long, the other way: a booking.
@@ -363,20 +363,21 @@ async def _answer_with_bot(
             texts.append(offer)
     replies = [
         Message(
-            conversation_id=conversation.id,
+            conversation_id=conversation.id or 0,  # a new conversation is in this flush: filled in as it is written
+            conversation=conversation,
             customer_id=conversation.customer_id,
             channel=conversation.current_channel,
             direction=Direction.OUT,
             sender_kind=SenderKind.BOT,
             text=text,
             payload=payload,
-            in_reply_to=inbound.id,
+            reply_to=inbound,  # written after it, in the same flush
         )
         for text, payload in texts
     ]
     session.add_all(replies)
     await session.flush()
-    return replies
+    return replies, outcome
 
 
 def _apply_to_record(conversation: Conversation, context: ConversationContext, decision: Decision) -> None:

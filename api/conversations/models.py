@@ -7,7 +7,7 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import JSON, Column, Text, UniqueConstraint
-from sqlmodel import Field, SQLModel
+from sqlmodel import Field, Relationship, SQLModel
 
 from api.defaults import empty_dict, empty_list
 from api.timeutil import utcnow
@@ -92,6 +92,12 @@ class Message(MessageBase, table=True):
     in_reply_to: int | None = Field(default=None, foreign_key="message.id")
     intent: str | None = Field(default=None, max_length=64)
     confidence: float | None = None
+
+    # For writing only, never loaded (reading it raises): a message added with its conversation (a new one) and a
+    # reply with its question are written in one flush, in that order, their ids filled in by the unit of work.
+    # Plain names, not `X | None`: SQLModel hands the annotation's text to SQLAlchemy as the class to find.
+    conversation: Conversation = Relationship(sa_relationship_kwargs={"lazy": "raise"})
+    reply_to: Message = Relationship(sa_relationship_kwargs={"lazy": "raise", "remote_side": "Message.id"})
 
 
 class Escalation(SQLModel, table=True):

@@ -12,7 +12,6 @@ from api.customers import service as customers
 from api.customers.models import Customer
 from api.errors import ResourceNotFound
 from api.timeutil import utcnow
-from bot.cases import CaseSummary
 from bot.context import TRANSCRIPT_TAIL, ContextStore, ConversationContext, TranscriptLine
 
 
@@ -38,10 +37,10 @@ async def open_or_start(
     session: AsyncSession, *, customer_id: int, channel: str, touch: bool = True, save_new: bool = True
 ) -> tuple[Conversation, Customer | None]:
     """`open_for_message`, and the customer when the conversation was started just now (it has no history yet;
-    `opening_context` takes the row it was started with).
+    `start_context` reads the row it was started with).
 
-    ``save_new=False``: a conversation started now is not written (nor added to the session): the caller writes it
-    with its first message, in the same transaction (its `id` is None until then)."""
+    ``save_new=False``: a conversation started now is not written (nor added to the session): its first message
+    brings it along (`Message.conversation`), in the same flush; its `id` is None until then."""
     # The latest open conversation, else the latest one (the new one links to it).
     conversation = await repository.open_else_latest_conversation(session, customer_id)
     if conversation is None or conversation.state not in OPEN_STATES:
@@ -101,20 +100,15 @@ async def _identity_status(session: AsyncSession, conversation: Conversation, cu
     return "wechat_linked" if customer and customer.unionid else "openid_only"
 
 
-async def cases_at_start(session: AsyncSession, customer_id: int, *, case_days: int = 30) -> list[CaseSummary]:
-    """The customer's recent cases, for a conversation started now (read as it starts: a new conversation is where
-    a follow-up about one usually starts; the new one is not among them yet)."""
-    return await list_recent_cases(session, customer_id=customer_id, days=case_days)
-
-
-def opening_context(
-    conversation: Conversation, customer: Customer, recent_cases: list[CaseSummary]
+async def start_context(
+    session: AsyncSession, conversation: Conversation, customer: Customer, *, case_days: int = 30
 ) -> ConversationContext:
-    """The context of a conversation started just now (for `customer`, read as it started, and written since):
-    what `rebuild_context` would find (no messages, no identity check yet) without asking for it."""
-    assert conversation.id is not None
+    """The context of a conversation started just now (for `customer`, read as it started): what
+    `rebuild_context` would find (no messages, no identity check yet) without asking for it. The customer's
+    recent cases are read: a new conversation is where a follow-up about one usually starts. One not written yet
+    has id 0 here, until its turn writes it (flows.do_receive_customer_message sets it then)."""
     return ConversationContext(
-        conversation_id=conversation.id,
+        conversation_id=conversation.id or 0,
         customer_id=conversation.customer_id,
         state=conversation.state,
         current_channel=conversation.current_channel,
@@ -124,7 +118,9 @@ def opening_context(
         slots=dict(conversation.slots),
         low_confidence_turns=conversation.low_confidence_turns,
         identity_status="wechat_linked" if customer.unionid else "openid_only",
-        recent_cases=recent_cases,
+        recent_cases=await list_recent_cases(
+            session, customer_id=conversation.customer_id, days=case_days, exclude_conversation_id=conversation.id
+        ),
     )
 
 

@@ -8,6 +8,8 @@ import asyncio
 import uuid
 
 import httpx
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
 
 from api.conversations import flows
 from api.embedded import ThreadedServer
@@ -59,9 +61,11 @@ async def test_an_answer_that_cannot_be_written_leaves_the_message_stored_alone(
     marker = f"（故障{uuid.uuid4().hex[:6]}）"
     decide = flows.decide
 
+    faults = [RuntimeError("the answer's write fails")]  # once: a fault after the parse, before the answer is stored
+
     def failing_decide(context, parse, *args, **kwargs):
-        if marker in parse.text:
-            raise RuntimeError("the answer's write fails")  # a fault after the parse, before the answer is stored
+        if marker in parse.text and faults:
+            raise faults.pop()
         return decide(context, parse, *args, **kwargs)
 
     monkeypatch.setattr(flows, "decide", failing_decide)
@@ -78,7 +82,41 @@ async def test_an_answer_that_cannot_be_written_leaves_the_message_stored_alone(
         assert history["messages"][-1]["text"] == text and history["messages"][-1]["direction"] == "in"
 
         retried = await customer.say(text, client_msg_id=client_msg_id)  # stored once: the retry is its duplicate
+        assert not faults
         assert retried["duplicate"] and retried["message"]["id"] == history["messages"][-1]["id"]
         assert [m["text"] for m in (await customer.history())["messages"]].count(text) == 1
     finally:
         await customer.aclose()
+
+
+async def test_a_bot_turn_writes_its_message_once_with_its_intent_and_the_conversation_with_it(app_url, emulator):
+    """First contact: the conversation, the message (with its intent) and the reply, in that order; a later turn:
+    the conversation's update, the message and the reply. No message is written twice (no UPDATE of it)."""
+    customer = await MiniappCustomer.login(app_url, emulator)
+    writes: list[str] = []
+
+    def record(_conn, _cursor, statement: str, parameters, _context, _executemany) -> None:
+        values = tuple(parameters.values()) if isinstance(parameters, dict) else tuple(parameters or ())
+        words = [*statement.split(), "", "", ""]
+        table = {"INSERT": words[2], "UPDATE": words[1]}.get(words[0])
+        if table in ("message", "conversation") and customer.customer_id in values + tuple(conversations):
+            writes.append(" ".join(words[:3]).replace(" INTO", "").replace(" SET", ""))
+            confidences.append(next((v for v in values if isinstance(v, float) and 0 < v <= 1), None))
+
+    conversations: list[int] = []
+    confidences: list[float | None] = []  # the parse's confidence, among each write's values
+    event.listen(Engine, "before_cursor_execute", record)
+    try:
+        first = await customer.say("信用卡账单多少钱")
+        conversations.append(first["conversation"]["id"])
+        first_writes, writes[:] = list(writes), []
+        later = await customer.say("你好")
+    finally:
+        event.remove(Engine, "before_cursor_execute", record)
+        await customer.aclose()
+    replies = ["INSERT message"] * len(first["replies"])
+    assert first_writes[:2] == ["INSERT conversation", "INSERT message"] and first_writes[2:] == replies
+    assert later["conversation"]["state"] == "bot"  # answered, not handed over: no escalation's writes
+    assert writes == ["UPDATE conversation", "INSERT message"] + ["INSERT message"] * len(later["replies"]), writes
+    assert "UPDATE message" not in first_writes + writes
+    assert confidences[1] is not None and confidences[-len(writes) + 1] is not None  # each message with its parse
