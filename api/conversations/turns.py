@@ -59,11 +59,6 @@ class EarlyParse:
     def ready(self) -> bool:
         return self.task.done()
 
-    def known(self) -> NluParse | None:
-        """The parse, if it is back and succeeded."""
-        task = self.task
-        return task.result() if task.done() and not task.cancelled() and task.exception() is None else None
-
     async def result(self) -> NluParse:
         return await self.task
 
