@@ -99,7 +99,8 @@ async def test_a_bot_turn_writes_its_message_once_with_its_intent_and_the_conver
         values = tuple(parameters.values()) if isinstance(parameters, dict) else tuple(parameters or ())
         words = [*statement.split(), "", "", ""]
         table = {"INSERT": words[2], "UPDATE": words[1]}.get(words[0])
-        if table in ("message", "conversation") and customer.customer_id in values + tuple(conversations):
+        named = {customer.customer_id, *conversations}  # a write names the customer or their conversation
+        if table in ("message", "conversation") and any(type(v) is int and v in named for v in values):
             writes.append(" ".join(words[:3]).replace(" INTO", "").replace(" SET", ""))
             confidences.append(next((v for v in values if isinstance(v, float) and 0 < v <= 1), None))
 
