@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel.ext.asyncio.session import AsyncSession
 from starlette.requests import HTTPConnection
@@ -111,6 +112,24 @@ async def socket_bearer(websocket, settings: Settings, *, kind: str) -> int | No
         await websocket.accept()
         await websocket.close(code=4401, reason=exc.message)
         return None
+    except RedisError:  # the ticket can't be checked now: "try again later", not an HTTP 500 on the upgrade
+        await websocket.accept()
+        await close_socket(websocket, TRY_AGAIN_LATER, "temporarily unavailable, reconnect shortly")
+        return None
+
+
+# RFC 6455's "try again later": a dependency (Redis) is down or the socket fell behind; the client reconnects with
+# its last id and catches up from the record.
+TRY_AGAIN_LATER = 1013
+
+
+async def close_socket(websocket, code: int, reason: str = "") -> None:
+    """Close with a code the client acts on (a close frame, not a dropped connection); a client already gone is
+    not an error."""
+    try:
+        await websocket.close(code=code, reason=reason)
+    except (RuntimeError, ConnectionError):
+        pass
 
 
 async def token_customer_id(conn: HTTPConnection, settings: SettingsDep) -> int:

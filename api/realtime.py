@@ -14,6 +14,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline, PubSub
+from redis.exceptions import RedisError
 
 from api.health.instruments import OPEN_SOCKETS
 
@@ -198,17 +199,17 @@ class EventHub:
         sub = Subscription(channels, kind, self.buffer)
         OPEN_SOCKETS.labels(kind).inc()
         try:
-            waits = []
-            for channel in channels:
-                local = self._local.setdefault(channel, set())
-                local.add(sub)
-                if len(local) == 1 and channel not in self._confirmed:
-                    self._confirmed[channel] = asyncio.get_running_loop().create_future()
-                    await self._pubsub.subscribe(channel)
-                if not self._confirmed[channel].done():
-                    waits.append(self._confirmed[channel])
-            if waits:
-                async with asyncio.timeout(CONFIRM_TIMEOUT_S):
+            async with asyncio.timeout(CONFIRM_TIMEOUT_S):
+                waits = []
+                for channel in channels:
+                    local = self._local.setdefault(channel, set())
+                    local.add(sub)
+                    if len(local) == 1 and channel not in self._confirmed:
+                        self._confirmed[channel] = asyncio.get_running_loop().create_future()
+                        await self._subscribe(channel)
+                    if not self._confirmed[channel].done():
+                        waits.append(self._confirmed[channel])
+                if waits:
                     await asyncio.gather(*(asyncio.shield(w) for w in waits))
             yield sub
         finally:
@@ -225,6 +226,22 @@ class EventHub:
                         await self._pubsub.unsubscribe(channel)
                     except Exception:  # Redis is down: the reconnect subscribes only what is still listened to
                         log.debug("unsubscribe of %s failed", channel, exc_info=True)
+
+    async def _subscribe(self, channel: str) -> None:
+        """SUBSCRIBE, again while the connection is being re-made: redis-py records a channel (to subscribe it again
+        on reconnect) only once its command went out, so one whose command failed would never be heard. Bounded by
+        `listen`'s confirmation timeout."""
+        assert self._pubsub is not None, "start() first"
+        while True:
+            try:
+                await self._pubsub.subscribe(channel)
+                return
+            except (RedisError, RuntimeError, AttributeError):
+                # The connection died under the command: redis-py re-makes it from this call or the reader's, and
+                # the two can meet (a second read, a writer already gone). The reader recovers on its own; here it
+                # is one more try once the dust settles.
+                log.debug("subscribe of %s failed; trying again", channel, exc_info=True)
+                await asyncio.sleep(0.1)
 
     async def _read(self) -> None:
         assert self._pubsub is not None, "started by start()"

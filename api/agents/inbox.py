@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from redis.exceptions import RedisError
 
 from api.agents.models import Agent
 from api.db import unit_of_work
-from api.deps import HubDep, RedisDep, SettingsDep, socket_bearer
+from api.deps import TRY_AGAIN_LATER, HubDep, RedisDep, SettingsDep, close_socket, socket_bearer
 from api.realtime import AGENTS_CHANNEL, RESYNC, SubscriberOverflow, agent_channel
 from api.routing.service import touch_agent
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/agents", tags=["agents"])
 
@@ -29,22 +33,19 @@ async def inbox(websocket: WebSocket, settings: SettingsDep, redis: RedisDep, hu
         await websocket.close(code=4401, reason="unknown agent")
         return
     await websocket.accept()
-    await touch_agent(redis, agent_id, settings.agent_heartbeat_ttl_s)
     try:
+        await touch_agent(redis, agent_id, settings.agent_heartbeat_ttl_s)
         async with hub.listen(AGENTS_CHANNEL, agent_channel(agent_id), kind="agent") as events:
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(_forward(websocket, events))
                 tasks.create_task(_heartbeat(websocket, redis, agent_id, settings.agent_heartbeat_ttl_s))
     except* SubscriberOverflow:
-        await _close(websocket, 1013)  # too far behind: the console reconnects and reloads its lists
-    except* (WebSocketDisconnect, RuntimeError, ConnectionError, TimeoutError):
-        pass
-
-
-async def _close(websocket: WebSocket, code: int) -> None:
-    try:
-        await websocket.close(code=code)
-    except (RuntimeError, ConnectionError):
+        await close_socket(websocket, TRY_AGAIN_LATER, "fell behind, reconnect")  # the console reloads its lists
+    except* (RedisError, TimeoutError):
+        # Redis went away under the socket: a close frame the console acts on, not a dropped connection.
+        log.warning("agent socket closed: Redis unavailable")
+        await close_socket(websocket, TRY_AGAIN_LATER, "temporarily unavailable, reconnect shortly")
+    except* (WebSocketDisconnect, RuntimeError, ConnectionError):
         pass
 
 

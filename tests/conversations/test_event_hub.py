@@ -6,9 +6,14 @@ import asyncio
 import contextlib
 import json
 
+import pytest
 import redis.asyncio as aioredis
+from websockets.exceptions import ConnectionClosed
 
-from api.realtime import DeploymentRedis, EventHub, SubscriberOverflow, customer_channel, publish
+from api.embedded import EmbeddedRedis, ThreadedServer
+from api.main import create_app
+from api.realtime import RESYNC, DeploymentRedis, EventHub, SubscriberOverflow, customer_channel, publish
+from tests.conftest import app_settings, fresh_database
 from tests.support import MiniappCustomer, next_message
 
 
@@ -69,6 +74,74 @@ async def test_a_dropped_redis_connection_loses_nothing(isolated_stack, emulator
     finally:
         await admin.aclose()
         await customer.aclose()
+
+
+async def test_a_connection_killed_while_sockets_subscribe_loses_no_subscription(redis_url):
+    """The hub's connection dies as sockets' SUBSCRIBEs go out, and as the hub re-makes it (in CI, a socket was
+    dropped without a close frame): every listen still gets its channel confirmed, and events flow afterwards."""
+    redis = DeploymentRedis.from_url(redis_url, decode_responses=True)
+    admin = aioredis.Redis.from_url(redis_url)
+    hub = EventHub(redis)
+    await hub.start()
+
+    async def kill(delay_s: float) -> None:
+        await asyncio.sleep(delay_s)
+        await admin.client_kill_filter(_type="pubsub")
+
+    try:
+        for n in range(40):
+            # Spread over the few milliseconds a SUBSCRIBE and its confirmation take on a local Redis; the next
+            # socket comes while the last kill's reconnect may still be under way.
+            killing = asyncio.create_task(kill((n % 20) * 0.0002))
+            async with hub.listen(f"yt:events:test:kill-{n}", kind="test"):
+                pass
+            await killing
+        channel = "yt:events:test:after-kills"
+        async with hub.listen(channel, kind="test") as sub:
+            await publish(redis, channel, {"after": "kills"})
+            received = await asyncio.wait_for(sub.next(), 5)
+            while received is RESYNC:  # told to catch up after the last reconnect
+                received = await asyncio.wait_for(sub.next(), 5)
+            assert json.loads(received) == {"after": "kills"}
+    finally:
+        await hub.stop()
+        await redis.aclose()
+        await admin.aclose()
+
+
+async def test_a_socket_whose_redis_is_gone_is_closed_to_come_back_not_dropped(tmp_path, rasa_url, emulator):
+    """Redis stops under an open page: its next frame fails on Redis, and the page gets 1013 "try again later" (a
+    close frame it reconnects on), not a dropped connection. Once Redis is back, a new socket replays the record."""
+    redis_server = EmbeddedRedis(tmp_path / "redis.sock")
+    with fresh_database(tmp_path) as database_url:
+        settings = app_settings(
+            tmp_path / "app",
+            database_url=database_url,
+            redis_url=redis_server.start(),
+            rasa_url=rasa_url,
+            wechat_api_base=emulator.base_url,
+        )
+        server = ThreadedServer(create_app(settings))
+        url = server.start()
+        customer = await MiniappCustomer.login(url, emulator)
+        try:
+            sent = await customer.say("你好")
+            async with customer.socket() as ws:
+                redis_server.stop()
+                await ws.send(json.dumps({"type": "ping"}))
+                with pytest.raises(ConnectionClosed) as closed:
+                    while True:
+                        await asyncio.wait_for(ws.recv(), 15)
+                assert closed.value.rcvd is not None, "dropped without a close frame"
+                assert closed.value.rcvd.code == 1013
+            redis_server.start()
+            async with customer.socket() as ws:
+                replayed = await next_message(ws, predicate=lambda m: m["id"] == sent["replies"][0]["id"], timeout=15)
+                assert replayed["sender_kind"] == "bot"
+        finally:
+            await customer.aclose()
+            server.stop()
+            redis_server.stop()
 
 
 async def test_a_socket_that_falls_behind_is_let_go_not_waited_for(redis_url):

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 
 from fastapi import APIRouter, Response, WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
+from redis.exceptions import RedisError
 
 from api import tickets
 from api.bounds import AfterId, RecordId
@@ -26,6 +28,7 @@ from api.delivery import repository as delivery_states
 from api.delivery.presence import socket_alive, socket_closed, socket_opened
 from api.delivery.schemas import GrantsResult, Receipts, ReceiptsResult, SubscribeResults
 from api.deps import (
+    TRY_AGAIN_LATER,
     ClientAddress,
     CurrentCustomer,
     CurrentCustomerId,
@@ -38,6 +41,7 @@ from api.deps import (
     TrackerDep,
     TriageDep,
     WeChatDep,
+    close_socket,
     socket_bearer,
 )
 from api.errors import BadRequest, Conflict
@@ -203,8 +207,9 @@ async def customer_socket(
     if customer_id is None:
         return
     await websocket.accept()
-    socket_id = await socket_opened(redis, customer_id)  # the customer is on the page (api/delivery/presence.py)
+    socket_id: str | None = None
     try:
+        socket_id = await socket_opened(redis, customer_id)  # the customer is on the page (api/delivery/presence.py)
         # Listening (Redis confirmed) before replaying, so nothing falls between the two.
         async with hub.listen(customer_channel(customer_id), kind="customer") as events:
             last_id = await _replay(websocket, customer_id, after_id)
@@ -214,18 +219,18 @@ async def customer_socket(
                 tasks.create_task(_answer_frames(websocket, redis, customer_id, socket_id))
     except* SubscriberOverflow:
         # Too far behind: the client reconnects with its last id and catches up from the record.
-        await _close(websocket, 1013)
-    except* (WebSocketDisconnect, RuntimeError, ConnectionError, TimeoutError):
+        await close_socket(websocket, TRY_AGAIN_LATER, "fell behind, reconnect")
+    except* (RedisError, TimeoutError):
+        # Redis went away under the socket (or never confirmed its channel): a close frame the page acts on (it
+        # reconnects and replays from SQL), not a dropped connection and a traceback.
+        log.warning("customer socket closed: Redis unavailable")
+        await close_socket(websocket, TRY_AGAIN_LATER, "temporarily unavailable, reconnect shortly")
+    except* (WebSocketDisconnect, RuntimeError, ConnectionError):
         pass
     finally:
-        await socket_closed(redis, customer_id, socket_id)
-
-
-async def _close(websocket: WebSocket, code: int) -> None:
-    try:
-        await websocket.close(code=code)
-    except (RuntimeError, ConnectionError):
-        pass
+        if socket_id is not None:
+            with contextlib.suppress(RedisError):  # the entry expires on its own (SOCKET_TTL_S)
+                await socket_closed(redis, customer_id, socket_id)
 
 
 async def _replay(websocket: WebSocket, customer_id: int, after_id: int) -> int:
