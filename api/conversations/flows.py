@@ -111,6 +111,11 @@ async def do_receive_customer_message(
         await session.commit()
         return None
 
+    async def after_waiting() -> Received | None:
+        # The turn it waited for is over. If that was this very message's (a retry storm), its outcome is in the
+        # record: this copy answers from it, instead of redoing the answer only to be stopped at the flush.
+        return await _already_received(session, channel, platform_msg_id)
+
     arrived = utcnow()
 
     def inbound_row(conversation: Conversation) -> Message:
@@ -129,7 +134,7 @@ async def do_receive_customer_message(
             created_at=arrived,
         )
 
-    async with customer_turn(redis, customer_id, triage.turn_wait_s, before_waiting) as turn:
+    async with customer_turn(redis, customer_id, triage.turn_wait_s, before_waiting, after_waiting) as turn:
         if turn.answered is not None:
             return turn.answered
         # Before the parse is used, this turn only reads: a conversation started for the message is written with it.

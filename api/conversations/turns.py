@@ -96,12 +96,15 @@ async def customer_turn(
     customer_id: int,
     wait_s: float = 5.0,
     before_waiting: Callable[[], Awaitable[Answered | None]] | None = None,
+    after_waiting: Callable[[], Awaitable[Answered | None]] | None = None,
 ) -> AsyncIterator[Turn[Answered]]:
     """One message of a customer at a time, across every worker.
 
     The free turn is taken at once (no lookup on the fast path). When another message holds it,
     `before_waiting` runs first: it may answer from the record (then the body gets `turn.answered` and no
-    turn is held) and hands the SQL connection back. Not getting the turn within `wait_s` is a clear
+    turn is held) and hands the SQL connection back. Once the turn is got after a wait, `after_waiting` may
+    answer from the record too (the turn waited for was this very message's, in a retry storm): the turn is
+    then given back at once. The fast path runs neither. Not getting the turn within `wait_s` is a clear
     "busy, retry shortly" (a retry is deduplicated); losing the lock's expiry during a very slow turn is
     logged, not turned into an error after the work is committed. What the turn `keep`s is written only if
     it ends without an error, as before the lock goes.
@@ -118,6 +121,10 @@ async def customer_turn(
                 code="customer_busy",
                 retry_after=1,
             )
+        answered = await _after(after_waiting, lease, customer_id)
+        if answered is not None:
+            yield Turn[Answered](answered=answered)
+            return
     turn = Turn[Answered]()
     try:
         yield turn
@@ -136,6 +143,22 @@ async def customer_turn(
         *_, released = await pipe.execute()
     if not released:
         log.warning("customer %s: the turn outlived its lock", customer_id)
+
+
+async def _after(
+    after_waiting: Callable[[], Awaitable[Answered | None]] | None, lease: TurnLease, customer_id: int
+) -> Answered | None:
+    """What the record says once the awaited turn is over; the turn goes back at once if that answers it."""
+    if after_waiting is None:
+        return None
+    try:
+        answered = await after_waiting()
+    except BaseException:
+        await _release(lease, customer_id)
+        raise
+    if answered is not None:
+        await _release(lease, customer_id)
+    return answered
 
 
 async def _release(lease: TurnLease, customer_id: int) -> None:

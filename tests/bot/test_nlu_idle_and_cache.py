@@ -9,10 +9,12 @@ import uuid
 
 from redis.asyncio import Redis
 
+from api.conversations import flows
 from api.embedded import ThreadedServer
 from api.main import create_app
 from bot.nlu import RasaClient
 from bot.nlu_cache import WRITE_DELAY_S, ParseCache
+from bot.policy import decide
 from tests.bot.test_nlu_client import LocalServer
 from tests.support import MiniappCustomer
 
@@ -111,9 +113,18 @@ async def test_after_rasa_closed_the_idle_connections_the_next_message_gets_the_
             server.stop()
 
 
-async def test_a_retry_storm_of_one_message_costs_rasa_one_parse(settings_for, emulator, rasa_url):
+async def test_a_retry_storm_of_one_message_costs_rasa_one_parse(settings_for, emulator, rasa_url, monkeypatch):
     """Twenty copies of one message at once (a client retrying on a bad network): each starts its parse before it
-    knows it is a copy; they share one request to Rasa, and all get the one stored answer."""
+    knows it is a copy; they share one request to Rasa, and all get the one stored answer. The copies that waited
+    for the turn read the record once they have it: the policy decides once, not once per copy."""
+    decided: list[str] = []
+
+    def counting_decide(context, parse, *args, **kwargs):
+        decided.append(parse.text)
+        return decide(context, parse, *args, **kwargs)
+
+    # The app runs in this process (a threaded uvicorn): the policy the turn calls is counted where flows.py names it.
+    monkeypatch.setattr(flows, "decide", counting_decide)
     proxy = ClosingProxy(rasa_url, parse_delay_s=0.3)  # every copy arrives while the first parse is out
     async with proxy as proxy_url:
         server = ThreadedServer(create_app(settings_for(rasa_url=proxy_url, nlu_parse_cache=False)))
@@ -126,6 +137,7 @@ async def test_a_retry_storm_of_one_message_costs_rasa_one_parse(settings_for, e
             assert sum(not r["duplicate"] for r in results) == 1
             assert {r["replies"][0]["id"] for r in results} == {results[0]["replies"][0]["id"]}
             assert proxy.parses == 1, proxy.parses
+            assert decided == [text], decided
         finally:
             await customer.aclose()
             server.stop()
