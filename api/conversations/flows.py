@@ -7,7 +7,6 @@ so ordering holds and a retried message is seen as a duplicate, never processed 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
@@ -22,6 +21,15 @@ from api.conversations.delivery import Delivery
 from api.conversations.models import Conversation, ConversationState, Direction, Escalation, Message, SenderKind
 from api.conversations.queue_talk import answer_in_queue, place_words, standing_of
 from api.conversations.schemas import message_event
+from api.conversations.turn_writes import (
+    Received,
+    already_received,
+    context_again,
+    keep_alone,
+    parse_for_bot,
+    stored_before,
+    unanswered,
+)
 from api.conversations.turns import EarlyParse, customer_turn
 from api.health.instruments import BOT_TURNS, NLU_ERRORS, replica_label
 from api.masking import mask_sensitive
@@ -40,16 +48,6 @@ log = logging.getLogger(__name__)
 
 NLU_DOWN_REPLY = "抱歉，智能客服暂时无法回答，您的留言已保存，正在为您转接人工客服，请稍候。"
 VIDEO_HINT = "请点击下方「视频客服」按钮，一键与客服视频办理。"
-
-
-@dataclass
-class Received:
-    """The stored inbound message, what was sent back, and whether it was a retry of one already handled."""
-
-    message: Message
-    conversation: Conversation
-    replies: list[Message] = field(default_factory=list)
-    duplicate: bool = False
 
 
 @dataclass
@@ -105,7 +103,7 @@ async def do_receive_customer_message(
         # Another message of this customer holds the turn (in a retry storm, this very one): a retry already
         # answered is answered from the record at once, and the request's SQL connection goes back to the pool
         # before it waits (waiters holding connections starved the pool, and the turn's holder with it).
-        handled = await _already_received(session, channel, platform_msg_id)
+        handled = await already_received(session, channel, platform_msg_id)
         if handled is not None and handled.replies:
             return handled
         await session.commit()
@@ -113,8 +111,12 @@ async def do_receive_customer_message(
 
     async def after_waiting() -> Received | None:
         # The turn it waited for is over. If that was this very message's (a retry storm), its outcome is in the
-        # record: this copy answers from it, instead of redoing the answer only to be stopped at the flush.
-        return await _already_received(session, channel, platform_msg_id)
+        # record: this copy answers from it, instead of redoing the answer only to be stopped at the flush. One
+        # stored alone, unanswered, is answered by this copy (the turn below, told at its flush).
+        handled = await already_received(session, channel, platform_msg_id)
+        if handled is not None and await unanswered(session, handled):
+            return None
+        return handled
 
     arrived = utcnow()
 
@@ -153,14 +155,15 @@ async def do_receive_customer_message(
         inbound = inbound_row(conversation)
         # A text the bot answers is written with its answer, in one flush once the parse is back (or failed): nothing
         # is acknowledged before the record holds both, and an answer that cannot be written still leaves the
-        # message stored alone (_keep_alone). Anything else is committed at once, for the agent to see. A retry of
-        # one already stored is told by the unique platform id as it is written (no lookup before every message).
+        # message stored alone (keep_alone; its retry answers it). Anything else is committed at once, for the agent
+        # to see. A retry of one already stored is told by the unique platform id as it is written (no lookup before
+        # every message).
         if not bot_answers:
             session.add(inbound)
             try:
                 await session.commit()
             except IntegrityError:
-                duplicate = await _stored_before(session, channel, platform_msg_id)
+                duplicate = await stored_before(session, channel, platform_msg_id)
                 if duplicate is None:
                     raise
                 return duplicate
@@ -176,20 +179,29 @@ async def do_receive_customer_message(
             if answer is not None:
                 turn.announce(triage.delivery.events(conversation, [answer]))
         else:
-            parse = await _parse_for_bot(session, early, text, video_tap=video_tap)
+            parse = await parse_for_bot(session, early, text, video_tap=video_tap)
             try:
                 replies, outcome = await _answer_with_bot(
                     session, triage, conversation, context, inbound, parse, video_tap=video_tap
                 )
                 await session.commit()
             except IntegrityError:
-                duplicate = await _stored_before(session, channel, platform_msg_id)
-                if duplicate is not None:
+                duplicate = await stored_before(session, channel, platform_msg_id)
+                if duplicate is None:
+                    await keep_alone(session, customer_id, channel, inbound_row)
+                    raise
+                if not await unanswered(session, duplicate):
                     return duplicate
-                await _keep_alone(session, customer_id, channel, inbound_row)
-                raise
+                # Stored alone by a turn whose answer failed: this retry answers it now. Failing again leaves it as
+                # it was, for the next retry.
+                conversation, inbound = duplicate.conversation, duplicate.message
+                context = await context_again(session, triage.store, conversation, inbound, case_days=triage.case_days)
+                replies, outcome = await _answer_with_bot(
+                    session, triage, conversation, context, inbound, parse, video_tap=video_tap
+                )
+                await session.commit()
             except Exception:
-                await _keep_alone(session, customer_id, channel, inbound_row)
+                await keep_alone(session, customer_id, channel, inbound_row)
                 raise
             BOT_TURNS.labels(outcome).inc()
             context.conversation_id = conversation.id or 0
@@ -204,20 +216,6 @@ async def do_receive_customer_message(
     if conversation.state == ConversationState.QUEUED:
         await do_route_escalation(session, redis, triage, conversation)
     return Received(inbound, conversation, replies)
-
-
-async def _already_received(session: AsyncSession, channel: str, platform_msg_id: str | None) -> Received | None:
-    """The message stored earlier under this platform id, with what was answered to it."""
-    if not platform_msg_id:
-        return None
-    existing = await repository.message_by_platform_id(session, channel=channel, platform_msg_id=platform_msg_id)
-    if existing is None:
-        return None
-    conversation = await session.get(Conversation, existing.conversation_id)
-    assert conversation is not None  # the message's foreign key
-    assert existing.id is not None
-    replies = await repository.replies_to(session, existing.id)
-    return Received(existing, conversation, replies, duplicate=True)
 
 
 async def _note_details(early: EarlyParse, conversation: Conversation, context: ConversationContext) -> None:
@@ -281,44 +279,6 @@ async def _tell_agents(redis: Redis, conversation: Conversation, inbound: Messag
         await publish(redis, agent_channel(conversation.agent_id), event)
     elif conversation.state == ConversationState.QUEUED:
         await publish(redis, AGENTS_CHANNEL, {"type": "queue_changed", "conversation_id": conversation.id})
-
-
-async def _parse_for_bot(
-    session: AsyncSession, early: EarlyParse | None, text: str, *, video_tap: bool
-) -> NluParse | NluUnavailable:
-    """The text's parse, or why there is none. Nothing is written yet: while Rasa works, the request's SQL
-    connection goes back to the pool (a Rasa that hangs must not hold the pool for its timeout)."""
-    if video_tap:  # the tap is the request: no NLU guess can make it mean anything else
-        return NluParse(text, "request_video", 1.0)
-    assert early is not None  # every text the bot answers has its parse asked for
-    if not early.ready():
-        await session.commit()
-    try:
-        return await early.result()
-    except NluUnavailable as exc:
-        return exc
-
-
-async def _stored_before(session: AsyncSession, channel: str, platform_msg_id: str | None) -> Received | None:
-    """After a write failed on the unique platform id: the message stored before, answered from the record."""
-    await session.rollback()
-    return await _already_received(session, channel, platform_msg_id)
-
-
-async def _keep_alone(
-    session: AsyncSession, customer_id: int, channel: str, row: Callable[[Conversation], Message]
-) -> None:
-    """The answer could not be written: the customer's message is, alone, so the record does not lose it (the
-    request still fails; its retry is then a duplicate answered from the record, or the agent sees it)."""
-    try:
-        await session.rollback()
-        session.add(row(await service.open_for_message(session, customer_id=customer_id, channel=channel)))
-        await session.commit()
-    except IntegrityError:  # it was stored after all (a retry's turn, between)
-        await session.rollback()
-    except Exception:
-        log.exception("customer %s: the message could not be stored alone either", customer_id)
-        await session.rollback()
 
 
 async def _answer_with_bot(

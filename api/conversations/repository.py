@@ -117,6 +117,14 @@ async def list_messages(
     return list((await session.exec(statement)).all())
 
 
+async def nothing_after(session: AsyncSession, conversation_id: int, message_id: int) -> bool:
+    """Whether nothing was written in the conversation after this message."""
+    statement = (
+        select(Message.id).where(Message.conversation_id == conversation_id, col(Message.id) > message_id).limit(1)
+    )
+    return (await session.exec(statement)).first() is None
+
+
 async def transcript_tail(session: AsyncSession, conversation_id: int, *, limit: int) -> list[Message]:
     """The conversation's last `limit` messages (internal notes too), oldest first."""
     statement = (

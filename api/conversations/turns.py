@@ -22,7 +22,7 @@ from bot.nlu import NluParse, RasaClient
 
 log = logging.getLogger(__name__)
 
-# What answers a message from the record while its turn is held elsewhere (flows.Received).
+# What answers a message from the record while its turn is held elsewhere (turn_writes.Received).
 Answered = TypeVar("Answered")
 
 

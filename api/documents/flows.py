@@ -15,8 +15,9 @@ from api.channels.wechat_platform import WeChatApiError, WeChatPlatform
 from api.conversations import repository as conversations
 from api.conversations import service as conversation_service
 from api.conversations.delivery import Delivery
-from api.conversations.flows import Received, Triage, do_receive_customer_message
+from api.conversations.flows import Triage, do_receive_customer_message
 from api.conversations.models import Conversation, ConversationState, Direction, Message, SenderKind
+from api.conversations.turn_writes import Received
 from api.db import saved_id
 from api.documents import repository
 from api.documents.models import Document, DocumentRequest

@@ -39,8 +39,9 @@ from api.channels.wechat_oa.quota import ServiceWindows
 from api.channels.wechat_oa.xml import text_reply
 from api.channels.wechat_platform import WeChatPlatform
 from api.conversations.delivery import Delivery
-from api.conversations.flows import Received, Triage, do_receive_customer_message, video_invite
+from api.conversations.flows import Triage, do_receive_customer_message, video_invite
 from api.conversations.models import ConversationState, Direction, Message, SenderKind
+from api.conversations.turn_writes import Received
 from api.conversations.turns import EarlyParse
 from api.customers.models import Channel, Customer
 from api.db import saved_id, unit_of_work

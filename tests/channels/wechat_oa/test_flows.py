@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from api.conversations import flows
 from api.embedded import ThreadedServer
 from tests.channels.wechat_oa.conftest import transcript
 from tests.support import customer_row_reads
@@ -114,6 +115,29 @@ async def test_pushes_the_app_does_not_answer_in_time_are_retried_by_wechat_and_
     assert [a["status"] for a in result["attempts"]] == [None, None, None] and len(forwarded) == 3
     assert customer_lines(await transcript(db, person.openid)) == ["你好"]
     assert len([m for m in await transcript(db, person.openid) if m.sender_kind == "bot"]) == 1
+
+
+async def test_a_push_whose_answer_failed_is_answered_by_wechats_retry(wechat, db, monkeypatch):
+    """The answer to a push cannot be written (a fault after the parse): the push fails and its message is kept;
+    WeChat's retry of that MsgId (its try got no answer it could use) is answered then, once."""
+    decide, faults = flows.decide, [RuntimeError("the answer's write fails")]
+
+    def failing_once(context, parse, *args, **kwargs):
+        if "账单多少钱" in parse.text and faults:
+            raise faults.pop()
+        return decide(context, parse, *args, **kwargs)
+
+    monkeypatch.setattr(flows, "decide", failing_once)  # the app runs in this process (a threaded uvicorn)
+    person = await wechat.person()
+    xml, _ = person.xml("text__plain", content="信用卡账单多少钱")
+    failed = await wechat.push(xml, tries=1)
+    assert failed["status"] == 503 and not faults
+    assert [(m.direction, m.text) for m in await transcript(db, person.openid)] == [("in", "信用卡账单多少钱")]
+    retried = await wechat.push(xml, tries=1)
+    assert "账单" in person.reply_text(retried), retried
+    messages = await transcript(db, person.openid)
+    assert customer_lines(messages) == ["信用卡账单多少钱"]
+    assert len([m for m in messages if m.sender_kind == "bot"]) == 1
 
 
 async def test_events_dedup_on_sender_and_create_time(wechat, db):
