@@ -25,7 +25,7 @@ Yunting's rate (mix of unique texts, mini-program) with 1 and with 2 Rasa replic
 with each block.
 
     .venv/bin/python bench/turn_speed.py [--quick] [--rasa-url URL] [--database-url postgresql://...]
-        [--redis-url redis://…/N] [--skip-postgres] [--skip-rest] [--skip-replicas]
+        [--redis-url redis://…/N] [--skip-postgres] [--skip-rest] [--skip-replicas] [--api-workers N]
 """
 
 from __future__ import annotations
@@ -303,6 +303,11 @@ async def main_async(opts, stack: ExitStack) -> None:
             with redis_server(opts.redis_url) as redis_url:
                 with yunting([rasa_url], emulator_url, database_url, redis_url) as app:
                     await bench_yunting(client, "pg+redis", app, opts, report, ref)
+            if opts.api_workers > 1:  # production's shape: several workers on one PostgreSQL and one Redis
+                database_url = fresh_postgres(opts.database_url)
+                with redis_server(opts.redis_url) as redis_url:
+                    with yunting([rasa_url], emulator_url, database_url, redis_url, workers=opts.api_workers) as app:
+                        await bench_yunting(client, f"pg+redis ×{opts.api_workers}", app, opts, report, ref)
         if not opts.skip_replicas:
             await bench_replicas(client, emulator_url, opts, report, stack)
     print("\n| figure | system | value | | | | load |\n|---|---|---:|---:|---:|---:|---:|")
@@ -372,6 +377,9 @@ def main() -> None:
     parser.add_argument("--skip-postgres", action="store_true")
     parser.add_argument("--skip-rest", action="store_true", help="no pure-Rasa peer (it trains once, minutes)")
     parser.add_argument("--skip-replicas", action="store_true")
+    parser.add_argument(
+        "--api-workers", type=int, default=1, help="also Yunting on PostgreSQL + Redis with this many API workers"
+    )
     opts = parser.parse_args()
     opts.n1, opts.nsat, opts.noa, opts.rounds = (30, 96, 64, 1) if opts.quick else (90, 320, 192, 3)
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # stopped like Ctrl-C: every peer is stopped too

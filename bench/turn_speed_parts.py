@@ -68,7 +68,10 @@ def uvicorn(target: str, port: int, *extra: str) -> list[str]:
 
 
 @contextmanager
-def yunting(rasa_urls: list[str], emulator_url: str, database_url: str | None, redis_url: str | None):
+def yunting(
+    rasa_urls: list[str], emulator_url: str, database_url: str | None, redis_url: str | None, *, workers: int = 1
+):
+    """Yunting as `make run` starts it; ``workers`` > 1 as `YUNTING_API_WORKERS` does (they share ``redis_url``)."""
     data_dir = Path(tempfile.mkdtemp(prefix="yt-bench-turn-"))
     port = free_port()
     env = {
@@ -88,7 +91,12 @@ def yunting(rasa_urls: list[str], emulator_url: str, database_url: str | None, r
     }
     env.update({k: v for k, v in (("YUNTING_DATABASE_URL", database_url), ("YUNTING_REDIS_URL", redis_url)) if v})
     url = f"http://127.0.0.1:{port}"
-    command = uvicorn("api.main:create_app", port, "--factory")
+    command = uvicorn("api.main:create_app", port, "--factory", *(("--workers", str(workers)) if workers > 1 else ()))
+    if workers > 1:
+        assert redis_url, "several workers share one Redis (an embedded one each would not be shared)"
+        # As `make run` does: migrations first, their own step; two workers migrating one database would race.
+        env["YUNTING_MIGRATE_ON_START"] = "false"
+        subprocess.run([sys.executable, "-m", "api.launcher", "migrate"], env=env, check=True)
     # The record, for the bench's own reads after a run (a synchronous SQLAlchemy URL).
     record = database_url.replace("postgresql://", "postgresql+psycopg://", 1) if database_url else None
     record = record or f"sqlite:///{data_dir / 'yunting.sqlite3'}"

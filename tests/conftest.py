@@ -89,6 +89,27 @@ def fresh_database(tmp_path: Path):
         admin.dispose()
 
 
+@contextmanager
+def app_on_its_own_redis(tmp_path: Path, rasa_url: str, emulator_url: str):
+    """An app on a fresh database and a Redis server of its own, which the test stops and starts (Redis down and
+    back); yields the app's URL and that server."""
+    redis_server = EmbeddedRedis(tmp_path / "redis.sock")
+    with fresh_database(tmp_path) as database_url:
+        settings = app_settings(
+            tmp_path / "app",
+            database_url=database_url,
+            redis_url=redis_server.start(),
+            rasa_url=rasa_url,
+            wechat_api_base=emulator_url,
+        )
+        server = ThreadedServer(create_app(settings))
+        try:
+            yield server.start(), redis_server
+        finally:
+            server.stop()
+            redis_server.stop()
+
+
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory) -> str:
     """A real Redis: the configured one (its own database number, flushed) or an embedded server."""

@@ -10,10 +10,8 @@ import pytest
 import redis.asyncio as aioredis
 from websockets.exceptions import ConnectionClosed
 
-from api.embedded import EmbeddedRedis, ThreadedServer
-from api.main import create_app
 from api.realtime import RESYNC, DeploymentRedis, EventHub, SubscriberOverflow, customer_channel, publish
-from tests.conftest import app_settings, fresh_database
+from tests.conftest import app_on_its_own_redis
 from tests.support import MiniappCustomer, next_message
 
 
@@ -112,17 +110,7 @@ async def test_a_connection_killed_while_sockets_subscribe_loses_no_subscription
 async def test_a_socket_whose_redis_is_gone_is_closed_to_come_back_not_dropped(tmp_path, rasa_url, emulator):
     """Redis stops under an open page: its next frame fails on Redis, and the page gets 1013 "try again later" (a
     close frame it reconnects on), not a dropped connection. Once Redis is back, a new socket replays the record."""
-    redis_server = EmbeddedRedis(tmp_path / "redis.sock")
-    with fresh_database(tmp_path) as database_url:
-        settings = app_settings(
-            tmp_path / "app",
-            database_url=database_url,
-            redis_url=redis_server.start(),
-            rasa_url=rasa_url,
-            wechat_api_base=emulator.base_url,
-        )
-        server = ThreadedServer(create_app(settings))
-        url = server.start()
+    with app_on_its_own_redis(tmp_path, rasa_url, emulator.base_url) as (url, redis_server):
         customer = await MiniappCustomer.login(url, emulator)
         try:
             sent = await customer.say("你好")
@@ -140,8 +128,6 @@ async def test_a_socket_whose_redis_is_gone_is_closed_to_come_back_not_dropped(t
                 assert replayed["sender_kind"] == "bot"
         finally:
             await customer.aclose()
-            server.stop()
-            redis_server.stop()
 
 
 async def test_a_socket_that_falls_behind_is_let_go_not_waited_for(redis_url):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from contextlib import asynccontextmanager
 
 import httpx
 from sqlalchemy import event
@@ -77,79 +78,64 @@ def failing_once(monkeypatch, marker: str) -> list[Exception]:
     return faults
 
 
-async def fail_to_answer(app_url: str, customer: MiniappCustomer, text: str, client_msg_id: str) -> dict:
-    """Send a message whose answer fails: a 500, and the message stored alone (the last one of the history)."""
-    # On a connection of its own: the server closes the one a 500 went out on.
-    async with httpx.AsyncClient(base_url=app_url, headers=customer.http.headers) as http:
-        failed = await http.post("/miniapp/messages", json={"text": text, "client_msg_id": client_msg_id})
-    assert failed.status_code == 500
-    history = await customer.history()
-    stored = history["messages"][-1]
-    assert stored["text"] == text and stored["direction"] == "in"
-    return stored
-
-
-async def test_an_answer_that_cannot_be_written_leaves_the_message_stored_and_its_retry_answers_it(
-    app_url, emulator, monkeypatch
-):
+@asynccontextmanager
+async def a_message_stored_alone(app_url: str, emulator, monkeypatch):
+    """A customer (who said 你好 first) and a message whose answer failed: a 500, and the message stored alone
+    (the last one of the history). Yields the customer, the opening turn, the text, its client id and the message."""
     marker = f"（故障{uuid.uuid4().hex[:6]}）"
     faults = failing_once(monkeypatch, marker)
     customer = await MiniappCustomer.login(app_url, emulator)
     try:
         opening = await customer.say("你好")
         text, client_msg_id = "信用卡账单多少钱" + marker, uuid.uuid4().hex
-        stored = await fail_to_answer(app_url, customer, text, client_msg_id)
-        assert stored["conversation_id"] == opening["conversation"]["id"]
+        # On a connection of its own: the server closes the one a 500 went out on.
+        async with httpx.AsyncClient(base_url=app_url, headers=customer.http.headers) as http:
+            failed = await http.post("/miniapp/messages", json={"text": text, "client_msg_id": client_msg_id})
+        assert failed.status_code == 500 and not faults
+        stored = (await customer.history())["messages"][-1]
+        assert stored["text"] == text and stored["direction"] == "in"
+        yield customer, opening, text, client_msg_id, stored
+    finally:
+        await customer.aclose()
 
-        retried = await customer.say(text, client_msg_id=client_msg_id)  # stored once; answered now, by the retry
-        assert not faults
+
+async def test_an_answer_that_cannot_be_written_leaves_the_message_stored_and_its_retry_answers_it(
+    app_url, emulator, monkeypatch
+):
+    async with a_message_stored_alone(app_url, emulator, monkeypatch) as (customer, opening, text, msg_id, stored):
+        assert stored["conversation_id"] == opening["conversation"]["id"]
+        retried = await customer.say(text, client_msg_id=msg_id)  # stored once; answered now, by the retry
         assert retried["message"]["id"] == stored["id"] and not retried["duplicate"]
         assert retried["replies"] and "账单" in retried["replies"][0]["text"], retried["replies"]
-        again = await customer.say(text, client_msg_id=client_msg_id)  # and only once
+        again = await customer.say(text, client_msg_id=msg_id)  # and only once
         assert again["duplicate"] and [r["id"] for r in again["replies"]] == [r["id"] for r in retried["replies"]]
         messages = (await customer.history())["messages"]
         assert [m["text"] for m in messages].count(text) == 1
         assert [m["id"] for m in messages if m["direction"] == "out"][-len(retried["replies"]) :] == [
             r["id"] for r in retried["replies"]
         ]
-    finally:
-        await customer.aclose()
 
 
 async def test_copies_of_an_unanswered_message_at_once_answer_it_once(app_url, emulator, monkeypatch):
     """Retries of a message stored alone arrive together: one answers it, the copies that waited for its turn get
     that answer from the record."""
-    marker = f"（故障{uuid.uuid4().hex[:6]}）"
-    failing_once(monkeypatch, marker)
-    customer = await MiniappCustomer.login(app_url, emulator)
-    try:
-        text, client_msg_id = "信用卡账单多少钱" + marker, uuid.uuid4().hex
-        stored = await fail_to_answer(app_url, customer, text, client_msg_id)
-        copies = await asyncio.gather(*(customer.say(text, client_msg_id=client_msg_id) for _ in range(6)))
+    async with a_message_stored_alone(app_url, emulator, monkeypatch) as (customer, _, text, msg_id, stored):
+        copies = await asyncio.gather(*(customer.say(text, client_msg_id=msg_id) for _ in range(6)))
         assert {c["message"]["id"] for c in copies} == {stored["id"]}
         assert sum(not c["duplicate"] for c in copies) == 1
         answered = {tuple(r["id"] for r in c["replies"]) for c in copies}
         assert len(answered) == 1 and all(answered.pop())
-    finally:
-        await customer.aclose()
 
 
 async def test_an_unanswered_message_the_customer_has_moved_on_from_stays_unanswered(app_url, emulator, monkeypatch):
     """Once the customer said something else (and was answered), a late retry of the failed message is not answered
     out of order: it is the duplicate, as stored."""
-    marker = f"（故障{uuid.uuid4().hex[:6]}）"
-    failing_once(monkeypatch, marker)
-    customer = await MiniappCustomer.login(app_url, emulator)
-    try:
-        text, client_msg_id = "信用卡账单多少钱" + marker, uuid.uuid4().hex
-        stored = await fail_to_answer(app_url, customer, text, client_msg_id)
+    async with a_message_stored_alone(app_url, emulator, monkeypatch) as (customer, _, text, msg_id, stored):
         later = await customer.say("你好")
         assert later["replies"]
-        retried = await customer.say(text, client_msg_id=client_msg_id)
+        retried = await customer.say(text, client_msg_id=msg_id)
         assert retried["duplicate"] and retried["message"]["id"] == stored["id"] and retried["replies"] == []
         assert (await customer.history())["messages"][-1]["id"] == later["replies"][-1]["id"]
-    finally:
-        await customer.aclose()
 
 
 async def test_a_bot_turn_writes_its_message_once_with_its_intent_and_the_conversation_with_it(app_url, emulator):

@@ -9,11 +9,11 @@ import httpx
 import pytest
 from starlette.requests import Request
 
-from api.embedded import EmbeddedRedis, ThreadedServer, free_port
+from api.embedded import ThreadedServer, free_port
 from api.main import create_app
 from api.proxies import client_address
 from api.settings import Settings
-from tests.conftest import app_settings, fresh_database
+from tests.conftest import app_on_its_own_redis
 from tests.support import MiniappCustomer
 
 
@@ -53,28 +53,14 @@ def test_without_nlu_the_worker_stays_ready_but_healthz_stays_as_it_was(settings
 
 
 def test_readyz_fails_while_redis_is_down_and_recovers_by_itself(tmp_path, rasa_url, emulator_url):
-    redis_server = EmbeddedRedis(tmp_path / "redis.sock")
-    with fresh_database(tmp_path) as database_url:
-        settings = app_settings(
-            tmp_path / "app",
-            database_url=database_url,
-            redis_url=redis_server.start(),
-            rasa_url=rasa_url,
-            wechat_api_base=emulator_url,
-        )
-        server = ThreadedServer(create_app(settings))
-        url = server.start()
-        try:
-            assert httpx.get(url + "/readyz").status_code == 200
-            redis_server.stop()
-            down = httpx.get(url + "/readyz", timeout=10)
-            assert down.status_code == 503 and down.json()["down"] == ["redis"], down.text
-            assert httpx.get(url + "/livez").status_code == 200  # alive: don't restart it, just don't route to it
-            redis_server.start()
-            assert httpx.get(url + "/readyz", timeout=10).status_code == 200
-        finally:
-            server.stop()
-            redis_server.stop()
+    with app_on_its_own_redis(tmp_path, rasa_url, emulator_url) as (url, redis_server):
+        assert httpx.get(url + "/readyz").status_code == 200
+        redis_server.stop()
+        down = httpx.get(url + "/readyz", timeout=10)
+        assert down.status_code == 503 and down.json()["down"] == ["redis"], down.text
+        assert httpx.get(url + "/livez").status_code == 200  # alive: don't restart it, just don't route to it
+        redis_server.start()
+        assert httpx.get(url + "/readyz", timeout=10).status_code == 200
 
 
 async def test_metrics_count_what_happened(app_url, emulator):
