@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import Depends
+from fastapi import Depends, WebSocketDisconnect
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -128,7 +128,7 @@ async def close_socket(websocket, code: int, reason: str = "") -> None:
     not an error."""
     try:
         await websocket.close(code=code, reason=reason)
-    except (RuntimeError, ConnectionError):
+    except (RuntimeError, OSError, WebSocketDisconnect):  # closed already, or the peer went (Starlette's word for it)
         pass
 
 

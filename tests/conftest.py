@@ -92,7 +92,7 @@ def fresh_database(tmp_path: Path):
 @contextmanager
 def app_on_its_own_redis(tmp_path: Path, rasa_url: str, emulator_url: str):
     """An app on a fresh database and a Redis server of its own, which the test stops and starts (Redis down and
-    back); yields the app's URL and that server."""
+    back); yields the app's URL, that server and the database's URL."""
     redis_server = EmbeddedRedis(tmp_path / "redis.sock")
     with fresh_database(tmp_path) as database_url:
         settings = app_settings(
@@ -104,7 +104,7 @@ def app_on_its_own_redis(tmp_path: Path, rasa_url: str, emulator_url: str):
         )
         server = ThreadedServer(create_app(settings))
         try:
-            yield server.start(), redis_server
+            yield server.start(), redis_server, database_url
         finally:
             server.stop()
             redis_server.stop()

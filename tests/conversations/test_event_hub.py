@@ -5,14 +5,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import uuid
 
 import pytest
 import redis.asyncio as aioredis
+from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from api.realtime import RESYNC, DeploymentRedis, EventHub, SubscriberOverflow, customer_channel, publish
 from tests.conftest import app_on_its_own_redis
-from tests.support import MiniappCustomer, next_message
+from tests.support import AgentConsole, MiniappCustomer, create_agent, next_message
 
 
 async def pubsub_clients(redis_url: str) -> int:
@@ -110,7 +112,7 @@ async def test_a_connection_killed_while_sockets_subscribe_loses_no_subscription
 async def test_a_socket_whose_redis_is_gone_is_closed_to_come_back_not_dropped(tmp_path, rasa_url, emulator):
     """Redis stops under an open page: its next frame fails on Redis, and the page gets 1013 "try again later" (a
     close frame it reconnects on), not a dropped connection. Once Redis is back, a new socket replays the record."""
-    with app_on_its_own_redis(tmp_path, rasa_url, emulator.base_url) as (url, redis_server):
+    with app_on_its_own_redis(tmp_path, rasa_url, emulator.base_url) as (url, redis_server, _):
         customer = await MiniappCustomer.login(url, emulator)
         try:
             sent = await customer.say("你好")
@@ -128,6 +130,28 @@ async def test_a_socket_whose_redis_is_gone_is_closed_to_come_back_not_dropped(t
                 assert replayed["sender_kind"] == "bot"
         finally:
             await customer.aclose()
+
+
+async def test_an_agent_socket_whose_redis_is_gone_is_closed_to_come_back(tmp_path, rasa_url, emulator):
+    """The console's socket, the same way: Redis stops, its next ping fails on Redis, and it gets 1013."""
+    with app_on_its_own_redis(tmp_path, rasa_url, emulator.base_url) as (url, redis_server, database_url):
+        username, password = "hub-" + uuid.uuid4().hex[:8], "counter-" + uuid.uuid4().hex
+        await create_agent(database_url, username=username, password=password, skills=["general"])
+        console = await AgentConsole.login(url, username, password)
+        try:
+            headers = {"Authorization": console.http.headers["authorization"]}
+            async with connect(url.replace("http://", "ws://") + "/agents/ws", additional_headers=headers) as ws:
+                await ws.send(json.dumps({"type": "ping"}))
+                assert json.loads(await asyncio.wait_for(ws.recv(), 15)) == {"type": "pong"}
+                redis_server.stop()
+                await ws.send(json.dumps({"type": "ping"}))
+                with pytest.raises(ConnectionClosed) as closed:
+                    while True:
+                        await asyncio.wait_for(ws.recv(), 15)
+                assert closed.value.rcvd is not None, "dropped without a close frame"
+                assert closed.value.rcvd.code == 1013
+        finally:
+            await console.aclose()
 
 
 async def test_a_socket_that_falls_behind_is_let_go_not_waited_for(redis_url):

@@ -53,7 +53,7 @@ def test_without_nlu_the_worker_stays_ready_but_healthz_stays_as_it_was(settings
 
 
 def test_readyz_fails_while_redis_is_down_and_recovers_by_itself(tmp_path, rasa_url, emulator_url):
-    with app_on_its_own_redis(tmp_path, rasa_url, emulator_url) as (url, redis_server):
+    with app_on_its_own_redis(tmp_path, rasa_url, emulator_url) as (url, redis_server, _):
         assert httpx.get(url + "/readyz").status_code == 200
         redis_server.stop()
         down = httpx.get(url + "/readyz", timeout=10)
