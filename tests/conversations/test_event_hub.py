@@ -109,6 +109,16 @@ async def test_a_connection_killed_while_sockets_subscribe_loses_no_subscription
         await admin.aclose()
 
 
+async def close_code_after_a_ping(ws) -> int:
+    """Ping (its handling touches Redis) and read until the socket closes: the code the server sent."""
+    await ws.send(json.dumps({"type": "ping"}))
+    with pytest.raises(ConnectionClosed) as closed:
+        while True:
+            await asyncio.wait_for(ws.recv(), 15)
+    assert closed.value.rcvd is not None, "dropped without a close frame"
+    return closed.value.rcvd.code
+
+
 async def test_a_socket_whose_redis_is_gone_is_closed_to_come_back_not_dropped(tmp_path, rasa_url, emulator):
     """Redis stops under an open page: its next frame fails on Redis, and the page gets 1013 "try again later" (a
     close frame it reconnects on), not a dropped connection. Once Redis is back, a new socket replays the record."""
@@ -118,12 +128,7 @@ async def test_a_socket_whose_redis_is_gone_is_closed_to_come_back_not_dropped(t
             sent = await customer.say("你好")
             async with customer.socket() as ws:
                 redis_server.stop()
-                await ws.send(json.dumps({"type": "ping"}))
-                with pytest.raises(ConnectionClosed) as closed:
-                    while True:
-                        await asyncio.wait_for(ws.recv(), 15)
-                assert closed.value.rcvd is not None, "dropped without a close frame"
-                assert closed.value.rcvd.code == 1013
+                assert await close_code_after_a_ping(ws) == 1013
             redis_server.start()
             async with customer.socket() as ws:
                 replayed = await next_message(ws, predicate=lambda m: m["id"] == sent["replies"][0]["id"], timeout=15)
@@ -144,12 +149,7 @@ async def test_an_agent_socket_whose_redis_is_gone_is_closed_to_come_back(tmp_pa
                 await ws.send(json.dumps({"type": "ping"}))
                 assert json.loads(await asyncio.wait_for(ws.recv(), 15)) == {"type": "pong"}
                 redis_server.stop()
-                await ws.send(json.dumps({"type": "ping"}))
-                with pytest.raises(ConnectionClosed) as closed:
-                    while True:
-                        await asyncio.wait_for(ws.recv(), 15)
-                assert closed.value.rcvd is not None, "dropped without a close frame"
-                assert closed.value.rcvd.code == 1013
+                assert await close_code_after_a_ping(ws) == 1013
         finally:
             await console.aclose()
 
